@@ -1,0 +1,1 @@
+"""doppeltweet's Discord service: adapts Discord commands to the ``training`` library."""

@@ -1,0 +1,48 @@
+"""Settings shared by the CLI and the bot, from the environment or a ``.env`` file.
+
+Secrets are ``SecretStr`` so they never show up in a repr, a log line or a traceback.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrainingSettings(BaseSettings):
+    """Configuration of the training library (prefix ``DOPPELTWEET_`` unless noted)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DOPPELTWEET_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    models_dir: Path = Field(default=Path("models"), description="The on-disk model store.")
+    max_file_mb: float = Field(
+        default=2048, gt=0, description="Largest input file (archive zip, .js, CSV, JSONL) read."
+    )
+    max_uncompressed_mb: float = Field(
+        default=1024, gt=0, description="Largest total size of the tweet files inside an archive."
+    )
+    x_bearer_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("X_BEARER_TOKEN", "DOPPELTWEET_X_BEARER_TOKEN"),
+        description="X API v2 app bearer token (pay-per-use; reads cost $0.005 a post).",
+    )
+    bluesky_api_base: str = Field(
+        default="https://public.api.bsky.app",
+        description="Bluesky AppView base URL (public, no login).",
+    )
+    hf_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("HF_TOKEN", "DOPPELTWEET_HF_TOKEN"),
+        description="Hugging Face token, only for --push-to-hub.",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> TrainingSettings:
+    """The process-wide settings (read once)."""
+    return TrainingSettings()
