@@ -1,0 +1,207 @@
+"""Turn cleaned tweets into the token blocks huggingtweets trained on.
+
+huggingtweets wrote every epoch as ``EOS t1 EOS t2 … EOS`` (no spaces around EOS) with a fresh
+shuffle per epoch, oversampled each handle up to the largest handle's character count so that no
+handle drowns out another, and cut the token stream into fixed blocks. We do the same, with two
+choices made explicit: each tweet is tokenized once (the epochs only reorder token ids), and
+consecutive epochs share their boundary EOS, so the whole stream is ``EOS t… EOS t… EOS`` without a
+doubled EOS.
+
+The blocks are in epoch order: a trainer must iterate them sequentially (no sampler shuffle), or
+the per-epoch shuffles and the oversampling would be undone.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from training.cleaning import DataTable
+from training.errors import DataError, InputError, ModelError
+
+GPT2_EOS = "<|endoftext|>"
+
+
+@dataclass
+class DatasetSplit:
+    """Training tweets per handle (for per-handle oversampling) and pooled validation tweets."""
+
+    train: dict[str, list[str]]
+    validation: list[str] = field(default_factory=list)
+
+
+def split_tweets(table: DataTable, val_fraction: float = 0.1, seed: int = 42) -> DatasetSplit:
+    """Hold out ``val_fraction`` of each handle's tweets (at least one when it has two or more).
+
+    The split is by tweet, not by block, so no validation tweet is ever half-seen in training; it is
+    seeded per handle so adding a handle does not reshuffle the others.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(
+            f"The validation fraction must be at least 0 and below 1, not {val_fraction}."
+        )
+    train: dict[str, list[str]] = {}
+    validation: list[str] = []
+    for data in table.handles:
+        tweets = list(data.kept)
+        n_val = round(len(tweets) * val_fraction)
+        if val_fraction > 0 and len(tweets) >= 2:
+            n_val = min(max(n_val, 1), len(tweets) - 1)
+        held_out = set(
+            random.Random(f"{seed}:{data.handle.name}").sample(range(len(tweets)), n_val)
+        )
+        train[data.handle.name] = [t for i, t in enumerate(tweets) if i not in held_out]
+        validation.extend(t for i, t in enumerate(tweets) if i in held_out)
+    return DatasetSplit(train, validation)
+
+
+def eos_token_id(tokenizer: Any) -> int:
+    """The id between tweets: the model's own EOS, else GPT-2's ``<|endoftext|>`` if it has one."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(eos, int):
+        return eos
+    vocab = tokenizer.get_vocab()
+    if GPT2_EOS in vocab:
+        return int(vocab[GPT2_EOS])
+    raise ModelError(
+        f"The tokenizer has no end-of-text token (neither an EOS token nor {GPT2_EOS}), "
+        "so tweets cannot be separated."
+    )
+
+
+class PackedBlocks(Dataset):
+    """Fixed-size token blocks, each a causal-LM example whose labels are its inputs."""
+
+    def __init__(self, blocks: torch.Tensor) -> None:
+        if blocks.dim() != 2 or blocks.dtype != torch.long:
+            raise ValueError("blocks must be a 2-D LongTensor [n_blocks, block_size].")
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        block = self.blocks[index]
+        return {"input_ids": block, "labels": block}
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the blocks hold (what one pass over them trains on)."""
+        return self.blocks.numel()
+
+
+@dataclass
+class _Tokenized:
+    """Every tweet's token ids, flattened once; epochs select tweets by index into it."""
+
+    flat: torch.Tensor  # all tokens, tweet after tweet
+    offsets: torch.Tensor  # where each tweet starts in ``flat``
+    lengths: torch.Tensor  # each tweet's token count
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str]) -> _Tokenized:
+    if not texts:
+        empty = torch.zeros(0, dtype=torch.long)
+        return _Tokenized(empty, empty, empty)
+    ids = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
+    flat = torch.tensor([t for x in ids for t in x], dtype=torch.long)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    return _Tokenized(flat, offsets, lengths)
+
+
+def _eos_stream(tok: _Tokenized, order: torch.Tensor, eos: int) -> torch.Tensor:
+    """``EOS t[o0] EOS t[o1] … EOS`` for the tweets selected by ``order``, built without a loop."""
+    counts = tok.lengths[order]
+    n_tokens = int(counts.sum())
+    stream = torch.full((n_tokens + len(order) + 1,), eos, dtype=torch.long)
+    if n_tokens:
+        segment = torch.repeat_interleave(torch.arange(len(order)), counts)
+        within = torch.arange(n_tokens) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
+        # Each token moves right by one EOS per tweet up to and including its own.
+        stream[torch.arange(n_tokens) + segment + 1] = tok.flat[
+            tok.offsets[order][segment] + within
+        ]
+    return stream
+
+
+def _check_block_size(block_size: int) -> None:
+    if block_size < 1:
+        raise InputError(f"The block size must be a positive number of tokens, not {block_size}.")
+
+
+def _pack(stream: torch.Tensor, block_size: int) -> PackedBlocks:
+    """Cut the stream into full blocks (remainder dropped); a stream under one block stays whole."""
+    n_blocks = len(stream) // block_size
+    if n_blocks == 0:
+        return PackedBlocks(stream.clone().unsqueeze(0))
+    return PackedBlocks(stream[: n_blocks * block_size].clone().view(n_blocks, block_size))
+
+
+def _oversampled(chars: torch.Tensor, target: int, generator: torch.Generator) -> torch.Tensor:
+    """Local indices of one handle's tweets for one epoch: whole cycles plus a shuffled part."""
+    n = len(chars)
+    total = int(chars.sum())
+    cycles, rest = divmod(target, total)
+    parts = [torch.arange(n).repeat(cycles)]
+    if rest:
+        extra = torch.randperm(n, generator=generator)
+        taken = int(torch.searchsorted(torch.cumsum(chars[extra], 0), rest)) + 1
+        parts.append(extra[:taken])
+    return torch.cat(parts)
+
+
+def build_train_blocks(
+    split: DatasetSplit, tokenizer: Any, *, block_size: int, epochs: int, seed: int
+) -> PackedBlocks:
+    """All epochs of training text as blocks, in epoch order (iterate them sequentially).
+
+    Per epoch every handle is cycled up to the largest handle's character count, then the pooled
+    tweets get a fresh shuffle seeded with ``seed + epoch``: the same seed gives the same blocks.
+    """
+    _check_block_size(block_size)
+    if epochs < 1:
+        raise InputError(f"Train for at least one epoch, not {epochs}.")
+    handles = [name for name, tweets in split.train.items() if tweets]
+    if not handles:
+        raise DataError("There are no training tweets left after the validation split.")
+    texts = [t for name in handles for t in split.train[name]]
+    tok = _tokenize(tokenizer, texts)
+    eos = eos_token_id(tokenizer)
+
+    starts, chars = [], []
+    start = 0
+    for name in handles:
+        starts.append(start)
+        chars.append(torch.tensor([len(t) for t in split.train[name]], dtype=torch.long))
+        start += len(split.train[name])
+    target = max(int(c.sum()) for c in chars)
+
+    orders = []
+    for epoch in range(epochs):
+        generator = torch.Generator().manual_seed(seed + epoch)
+        picked = torch.cat(
+            [
+                first + _oversampled(c, target, generator)
+                for first, c in zip(starts, chars, strict=True)
+            ]
+        )
+        orders.append(picked[torch.randperm(len(picked), generator=generator)])
+    return _pack(_eos_stream(tok, torch.cat(orders), eos), block_size)
+
+
+def build_eval_blocks(split: DatasetSplit, tokenizer: Any, *, block_size: int) -> PackedBlocks:
+    """The validation tweets once, in the training format; no tweets gives no blocks."""
+    _check_block_size(block_size)
+    if not split.validation:
+        return PackedBlocks(torch.zeros((0, block_size), dtype=torch.long))
+    tok = _tokenize(tokenizer, split.validation)
+    order = torch.arange(len(split.validation))
+    return _pack(_eos_stream(tok, order, eos_token_id(tokenizer)), block_size)

@@ -1,0 +1,113 @@
+"""The ``data`` step: from "where the tweets are" to a cleaned :class:`DataTable`.
+
+A source spec is what the user named: ``"api"`` (the paid X API), ``"bluesky"`` (the public
+Bluesky feed) or a path to an X archive (zip, ``data/`` folder, ``.js`` file) or a CSV/JSONL file.
+The source classes are imported only when used, so reading a CSV never imports tweepy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.cleaning import DataTable, clean_handle
+from training.config import TrainingSettings
+from training.errors import InputError
+from training.handles import Handle
+from training.sources.base import TweetSource
+
+API_SPEC = "api"
+BLUESKY_SPEC = "bluesky"
+_MB = 1024 * 1024
+
+
+def open_source(spec: str, handle: Handle, settings: TrainingSettings) -> TweetSource:
+    """The tweet source a spec names, checked enough that fetching can only fail on its contents."""
+    if spec == API_SPEC:
+        if handle.platform != "x":
+            raise InputError(f"{handle} is a Bluesky handle, so use --bluesky rather than --api.")
+        if settings.x_bearer_token is None or not settings.x_bearer_token.get_secret_value():
+            raise InputError(
+                "Set X_BEARER_TOKEN to use the X API, which is pay-per-use (about $0.005 a post "
+                "read, so roughly $16 for 3,200 tweets), or use your free X archive with --from."
+            )
+        from training.sources.xapi import XApiSource
+
+        return XApiSource(settings.x_bearer_token.get_secret_value())
+    if spec == BLUESKY_SPEC:
+        if handle.platform != "bluesky":
+            raise InputError(
+                f"{handle} is an X handle; name a Bluesky handle such as bluesky:alice.bsky.social."
+            )
+        from training.sources.bluesky import BlueskySource
+
+        return BlueskySource(base_url=settings.bluesky_api_base)
+    return _open_path(spec, settings)
+
+
+def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
+    path = Path(spec).expanduser()
+    if not spec.strip() or not path.exists():
+        raise InputError(
+            f"{spec!r} is neither --api, --bluesky nor an existing file or folder of tweets."
+        )
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(f"{spec!r} is not a regular file or folder.")
+    from training.sources import archive
+
+    max_file_bytes = int(settings.max_file_mb * _MB)
+    if archive.looks_like_archive(path):
+        return archive.ArchiveSource(
+            path,
+            max_file_bytes=max_file_bytes,
+            max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
+        )
+    if path.is_dir():
+        raise InputError(
+            f"{spec!r} is a folder without an X archive's tweets.js or tweet.js in it or in data/."
+        )
+    from training.sources.tabular import TabularSource
+
+    return TabularSource(path, max_file_bytes=max_file_bytes)
+
+
+def default_spec(handle: Handle) -> str | None:
+    """The source a handle implies on its own: Bluesky handles read the public Bluesky feed."""
+    return BLUESKY_SPEC if handle.platform == "bluesky" else None
+
+
+def pair_specs(handles: Sequence[Handle], specs: Sequence[str]) -> list[tuple[Handle, str]]:
+    """Match sources to handles: one per handle, one shared by all, or each handle's default."""
+    if len(specs) == len(handles):
+        return list(zip(handles, specs, strict=True))
+    if len(specs) == 1:
+        return [(handle, specs[0]) for handle in handles]
+    if not specs:
+        pairs = [(handle, default_spec(handle)) for handle in handles]
+        missing = [str(handle) for handle, spec in pairs if spec is None]
+        if missing:
+            raise InputError(
+                f"Say where the tweets of {', '.join(missing)} come from: --from PATH "
+                "(an X archive, CSV or JSONL), --api or --bluesky."
+            )
+        return [(handle, spec) for handle, spec in pairs if spec is not None]
+    raise InputError(
+        f"Give one source for all handles or one per handle, not {len(specs)} for "
+        f"{len(handles)} handles."
+    )
+
+
+def collect(
+    handles: Sequence[Handle], specs: Sequence[str], settings: TrainingSettings
+) -> DataTable:
+    """Fetch and clean every handle's tweets; the gates are left to the caller (:meth:`check`)."""
+    pairs = pair_specs(handles, specs)
+    opened: dict[tuple[str, str], TweetSource] = {}
+    columns = []
+    for handle, spec in pairs:
+        # A file shared by several handles (one CSV with a user column) is opened once.
+        key = (spec, handle.platform) if spec in (API_SPEC, BLUESKY_SPEC) else (spec, "")
+        if key not in opened:
+            opened[key] = open_source(spec, handle, settings)
+        columns.append(clean_handle(handle, opened[key].fetch(handle)))
+    return DataTable(columns)
