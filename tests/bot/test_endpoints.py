@@ -1,0 +1,112 @@
+"""apply_discord_endpoints: discord.py's REST base and gateway URL, validated before use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import discord
+import pytest
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bot.endpoints import (
+    DISCORD_API_BASE,
+    DISCORD_GATEWAY_URL,
+    apply_discord_endpoints,
+    current_discord_endpoints,
+)
+from training.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def _restore_discord_endpoints() -> Iterator[None]:
+    """The endpoints are process-wide class attributes: put discord.com back after every test."""
+    yield
+    apply_discord_endpoints(None, None)
+
+
+def test_defaults_are_discord_py_own_endpoints() -> None:
+    assert DISCORD_API_BASE == "https://discord.com/api/v10"
+    assert str(DISCORD_GATEWAY_URL) == "wss://gateway.discord.gg/"
+
+
+def test_overrides_set_route_base_and_default_gateway() -> None:
+    apply_discord_endpoints("http://127.0.0.1:8080/api/v10/", "ws://127.0.0.1:8080/gateway")
+
+    assert Route.BASE == "http://127.0.0.1:8080/api/v10"
+    assert Route("GET", "/users/@me").url == "http://127.0.0.1:8080/api/v10/users/@me"
+    assert yarl.URL("ws://127.0.0.1:8080/gateway") == DiscordWebSocket.DEFAULT_GATEWAY
+    assert isinstance(DiscordWebSocket.DEFAULT_GATEWAY, yarl.URL)
+    assert current_discord_endpoints() == (
+        "http://127.0.0.1:8080/api/v10",
+        "ws://127.0.0.1:8080/gateway",
+    )
+
+
+def test_gateway_query_is_built_by_discord_py_on_the_override() -> None:
+    """discord.py appends v/encoding/compress itself, so the override must come without a query."""
+    apply_discord_endpoints(None, "wss://gw.example.org/gateway")
+    url = DiscordWebSocket.DEFAULT_GATEWAY.with_query(v=10, encoding="json")
+    assert str(url) == "wss://gw.example.org/gateway?v=10&encoding=json"
+
+
+def test_interaction_routes_share_the_overridden_base() -> None:
+    """Slash-command responses go through discord.webhook's Route, which is the same class."""
+    apply_discord_endpoints("https://discord.example.org/api/v10", None)
+    assert discord.webhook.async_.Route is Route
+    assert Route.BASE == "https://discord.example.org/api/v10"
+
+
+@pytest.mark.parametrize("blank", [None, "", "   "])
+def test_none_or_blank_restores_discord_com(blank: str | None) -> None:
+    apply_discord_endpoints("http://127.0.0.1:1/api/v10", "ws://127.0.0.1:1/")
+    apply_discord_endpoints(blank, blank)
+    assert current_discord_endpoints() == (
+        "https://discord.com/api/v10",
+        "wss://gateway.discord.gg/",
+    )
+
+
+@pytest.mark.parametrize(
+    ("api_base", "message"),
+    [
+        ("ws://127.0.0.1:8080/api/v10", "DISCORD_API_BASE must start with http:// or https://"),
+        ("discord.example.org/api/v10", "DISCORD_API_BASE must start with http:// or https://"),
+        ("http:///api/v10", "DISCORD_API_BASE has no host name"),
+        ("http://127.0.0.1:99999/api", "DISCORD_API_BASE is not a valid URL"),
+        ("http://user:pw@127.0.0.1/api/v10", "DISCORD_API_BASE must not carry a user name"),
+        ("http://127.0.0.1/api/v10?x=1", "DISCORD_API_BASE must not have a query"),
+    ],
+)
+def test_bad_api_base_is_refused_with_one_sentence(api_base: str, message: str) -> None:
+    with pytest.raises(InputError, match="^" + message) as caught:
+        apply_discord_endpoints(api_base, None)
+    text = str(caught.value)
+    assert text.endswith(".") and "\n" not in text
+    assert "pw" not in text
+
+
+@pytest.mark.parametrize(
+    ("gateway", "message"),
+    [
+        ("http://127.0.0.1:8080/gateway", "DISCORD_GATEWAY_URL must start with ws:// or wss://"),
+        ("ws://", "DISCORD_GATEWAY_URL has no host name"),
+        ("ws://[::1", "DISCORD_GATEWAY_URL is not a valid URL"),
+        ("ws://127.0.0.1:8080/?v=10&encoding=json", "DISCORD_GATEWAY_URL must not have a query"),
+        ("ws://127.0.0.1:8080/#top", "DISCORD_GATEWAY_URL must not have a query or fragment"),
+    ],
+)
+def test_bad_gateway_url_is_refused_with_one_sentence(gateway: str, message: str) -> None:
+    with pytest.raises(InputError, match="^" + message.replace("?", r"\?")):
+        apply_discord_endpoints(None, gateway)
+
+
+def test_a_bad_value_leaves_both_endpoints_untouched() -> None:
+    apply_discord_endpoints("http://127.0.0.1:1/api/v10", "ws://127.0.0.1:1/gateway")
+    with pytest.raises(InputError):
+        apply_discord_endpoints("http://127.0.0.1:2/api/v10", "http://not-a-websocket/")
+    assert current_discord_endpoints() == (
+        "http://127.0.0.1:1/api/v10",
+        "ws://127.0.0.1:1/gateway",
+    )
