@@ -1,0 +1,246 @@
+"""The model store: one folder per model under a root (``models/`` by default).
+
+A model folder holds the weights (or a LoRA adapter), the tokenizer, the cleaned dataset, the data
+table, ``training.json``, ``loss.png`` and the ``README.md`` model card (docs/ARCHITECTURE.md).
+
+Writes are atomic so a bot can keep serving a model while it is being retrained:
+
+1. training writes into ``<root>/.staging-<name>-<random>/`` (an ``.owner`` file inside names the
+   writing process, so a staging folder is only cleaned once its writer is dead);
+2. :meth:`ModelStore.commit` moves the current ``<root>/<name>`` aside to
+   ``<root>/.replaced-<name>-<random>/``, renames the staging folder to ``<root>/<name>`` and only
+   then deletes the old folder.
+
+A kill during step 1 leaves the old model untouched (the staging folder is cleaned later). The
+only moment ``<root>/<name>`` is missing is between the two renames of step 2; if the process dies
+exactly there, the next use of the store renames the old folder back. Folders starting with ``.``
+are never models (they are staging areas, replaced models or converted base models).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from training.errors import InputError, ModelError
+
+#: The training record every finished model folder has; a folder without it is not a model.
+TRAINING_FILE = "training.json"
+CARD_FILE = "README.md"
+LOSS_PLOT_FILE = "loss.png"
+
+_STAGING = ".staging-"
+_REPLACED = ".replaced-"
+_OWNER_FILE = ".owner"
+# Model names come from handles (letters, digits, "_", "." for Bluesky, "-" between handles).
+_MODEL_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,199}")
+
+
+@dataclass
+class ModelInfo:
+    """What a listing needs to know about a stored model (read from its ``training.json``)."""
+
+    name: str
+    path: Path
+    handles: list[str]
+    base_model: str
+    lora: bool
+    size_bytes: int
+    created_at: datetime
+    perplexity_before: float | None
+    perplexity_after: float | None
+    table: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``doppeltweet models --json``)."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "handles": self.handles,
+            "base_model": self.base_model,
+            "lora": self.lora,
+            "size_bytes": self.size_bytes,
+            "created_at": self.created_at.isoformat(),
+            "perplexity_before": self.perplexity_before,
+            "perplexity_after": self.perplexity_after,
+            "table": self.table,
+        }
+
+
+def check_model_name(name: str) -> str:
+    """Refuse a model name that could escape the store or hide as a dot folder."""
+    if not _MODEL_NAME.fullmatch(name) or ".." in name:
+        raise InputError(
+            f"{name[:40]!r} is not a model name: use the handles joined with '-', "
+            "e.g. barackobama or alice-bob."
+        )
+    return name
+
+
+class ModelStore:
+    """One folder per model under ``root``, listed, fetched, deleted and replaced atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser()
+
+    # Reading -------------------------------------------------------------------------------------
+
+    def list(self) -> list[ModelInfo]:
+        """Every complete model, sorted by name; unreadable folders are skipped."""
+        if not self.root.is_dir():
+            return []
+        self.recover()
+        infos = []
+        for folder in sorted(self.root.iterdir()):
+            if folder.name.startswith(".") or not (folder / TRAINING_FILE).is_file():
+                continue
+            with contextlib.suppress(ModelError):
+                infos.append(read_model_info(folder))
+        return infos
+
+    def names(self) -> list[str]:
+        """The names of every complete model."""
+        return [info.name for info in self.list()]
+
+    def path(self, name: str) -> Path:
+        """The folder a model of this name lives (or would live) in."""
+        return self.root / check_model_name(name)
+
+    def get(self, name: str) -> ModelInfo:
+        """The model called ``name`` (``@`` and case ignored); unknown → the known names listed."""
+        name = name.strip().removeprefix("@").lower()
+        folder = self.path(name)
+        self.recover()
+        if not (folder / TRAINING_FILE).is_file():
+            known = self.names()
+            listing = ", ".join(known) if known else "none yet (train one with `doppeltweet train`)"
+            raise InputError(f"There is no model called {name!r} in {self.root}; known: {listing}.")
+        return read_model_info(folder)
+
+    def delete(self, name: str) -> None:
+        """Remove a model; it vanishes from listings at once (renamed aside, then deleted)."""
+        info = self.get(name)
+        trash = self.root / f"{_REPLACED}{info.name}-{secrets.token_hex(4)}-deleted"
+        os.replace(info.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # Writing -------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        """A fresh staging folder for ``name``; removed again if the block raises.
+
+        The caller fills it and calls :meth:`commit`; until then the previous model is untouched.
+        """
+        check_model_name(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.clean_stale()
+        folder = self.root / f"{_STAGING}{name}-{secrets.token_hex(6)}"
+        folder.mkdir()
+        (folder / _OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
+        try:
+            yield folder
+        finally:
+            # After a commit the folder is gone; after an error or interrupt it is removed.
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def commit(self, staged: Path, name: str) -> ModelInfo:
+        """Make a complete staging folder the model ``name``, replacing any previous one."""
+        target = self.path(name)
+        if not (staged / TRAINING_FILE).is_file():
+            raise ModelError(f"The new model for {name} is incomplete, so it was not installed.")
+        (staged / _OWNER_FILE).unlink(missing_ok=True)
+        aside = None
+        if target.exists():
+            aside = self.root / f"{_REPLACED}{name}-{secrets.token_hex(6)}"
+            os.replace(target, aside)
+        try:
+            os.replace(staged, target)
+        except BaseException:
+            if aside is not None and not target.exists():
+                os.replace(aside, target)
+            raise
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+        return read_model_info(target)
+
+    # Housekeeping ----------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Put back a model whose replacement died between its two renames; drop finished ones."""
+        if not self.root.is_dir():
+            return
+        for aside in self.root.glob(f"{_REPLACED}*"):
+            if aside.name.endswith("-deleted"):
+                shutil.rmtree(aside, ignore_errors=True)
+                continue
+            name = aside.name[len(_REPLACED) :].rsplit("-", 1)[0]
+            target = self.root / name
+            if not _MODEL_NAME.fullmatch(name):
+                continue
+            if target.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.replace(aside, target)
+
+    def clean_stale(self) -> None:
+        """Remove staging folders whose writing process is gone (killed mid-training)."""
+        self.recover()
+        for folder in self.root.glob(f"{_STAGING}*"):
+            if not _owner_alive(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _owner_alive(folder: Path) -> bool:
+    try:
+        pid = int((folder / _OWNER_FILE).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_model_info(folder: Path) -> ModelInfo:
+    """Read a model folder's ``training.json`` into a :class:`ModelInfo`."""
+    path = folder / TRAINING_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        metrics = record.get("metrics", {})
+        return ModelInfo(
+            name=str(record["name"]),
+            path=folder,
+            handles=[str(h) for h in record["handles"]],
+            base_model=str(record["base_model"]),
+            lora=bool(record.get("lora", False)),
+            size_bytes=_folder_size(folder),
+            created_at=datetime.fromisoformat(record["created_at"]),
+            perplexity_before=metrics.get("perplexity_before"),
+            perplexity_after=metrics.get("perplexity_after"),
+            table=record.get("data_table", {}),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelError(
+            f"The model folder {folder} has a missing or damaged {TRAINING_FILE}; retrain it."
+        ) from error
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
