@@ -1,0 +1,243 @@
+"""The Bluesky source: a user's public feed from ``app.bsky.feed.getAuthorFeed`` (free, no login).
+
+Bluesky's AppView serves any public profile's posts to anyone, which makes it the one network source
+that costs nothing. The feed is read with ``filter=posts_no_replies`` (the user's own posts, threads
+and reposts, without replies to others), 100 posts a page, following ``cursor`` until ``limit``
+posts, with a hard cap on pages so a server that always answers with a cursor cannot loop us.
+
+Reposts are returned with ``is_retweet`` set: they are Bluesky's retweets, and huggingtweets counted
+retweets in its data table before dropping them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from training.errors import InputError, SourceError
+from training.handles import Handle
+from training.sources.base import API_TWEET_CAP, RawTweet
+
+DEFAULT_BASE_URL = "https://public.api.bsky.app"
+FEED_ENDPOINT = "/xrpc/app.bsky.feed.getAuthorFeed"
+#: getAuthorFeed returns at most 100 items a page.
+PAGE_SIZE = 100
+#: The most posts one fetch may ask for; bounds the pages walked whatever ``limit`` says.
+MAX_LIMIT = 100_000
+POST_RECORD = "app.bsky.feed.post"
+REPOST_REASON = "app.bsky.feed.defs#reasonRepost"
+#: A page the server failed (5xx) is retried once after this pause; a second failure is reported.
+SERVER_ERROR_RETRY_DELAY_S = 2.0
+
+_USER_AGENT = "doppeltweet"
+
+
+class BlueskySource:
+    """A Bluesky user's public posts and reposts, newest first, as the AppView orders them."""
+
+    kind = "bluesky"
+
+    def __init__(
+        self,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        limit: int = API_TWEET_CAP,
+        session: requests.Session | None = None,
+        timeout: float = 20.0,
+    ) -> None:
+        parts = urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise InputError(
+                f"The Bluesky API base URL must look like {DEFAULT_BASE_URL}, not {base_url!r}."
+            )
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InputError(
+                f"The Bluesky post limit must be between 1 and {MAX_LIMIT}, not {limit}."
+            )
+        if not timeout > 0:
+            raise InputError(f"The Bluesky request timeout must be positive, not {timeout}.")
+        self.base_url = base_url.strip().rstrip("/")
+        self.limit = limit
+        self.timeout = timeout
+        self._session = session if session is not None else requests.Session()
+
+    def __repr__(self) -> str:
+        return f"BlueskySource(base_url={self.base_url!r}, limit={self.limit})"
+
+    def fetch(self, handle: Handle) -> list[RawTweet]:
+        """Page through the author feed until ``limit`` posts, the last page or the page cap."""
+        if handle.platform != "bluesky":
+            raise InputError(
+                f"Bluesky reads domain handles such as bluesky:alice.bsky.social, not the X handle "
+                f"{handle}."
+            )
+        # Pages can come back short (the server filters replies out), so allow slack, not forever.
+        max_pages = 3 * math.ceil(self.limit / PAGE_SIZE) + 1
+        posts: list[RawTweet] = []
+        seen: set[tuple[str, bool]] = set()
+        cursors: set[str] = set()
+        cursor: str | None = None
+        for _ in range(max_pages):
+            payload = self._get_page(handle, cursor, self.limit - len(posts))
+            page, cursor = parse_feed_page(payload)
+            for post in page:
+                key = (post.id, post.is_retweet)
+                if key in seen:
+                    continue
+                seen.add(key)
+                posts.append(post)
+                if len(posts) == self.limit:
+                    return posts
+            if not payload["feed"] or cursor is None or cursor in cursors:
+                break
+            cursors.add(cursor)
+        return posts
+
+    def _get_page(self, handle: Handle, cursor: str | None, wanted: int) -> Any:
+        params = {
+            "actor": handle.name,
+            "limit": str(max(1, min(PAGE_SIZE, wanted))),
+            "filter": "posts_no_replies",
+        }
+        if cursor is not None:
+            params["cursor"] = cursor
+        response = self._request(params)
+        if response.status_code >= 500:
+            time.sleep(SERVER_ERROR_RETRY_DELAY_S)
+            response = self._request(params)
+        if response.status_code != 200:
+            raise _status_sentence(handle, response, self.base_url)
+        try:
+            return response.json()
+        except ValueError:
+            raise SourceError("Bluesky sent a response that is not valid JSON.") from None
+
+    def _request(self, params: dict[str, str]) -> requests.Response:
+        try:
+            return self._session.get(
+                self.base_url + FEED_ENDPOINT,
+                params=params,
+                timeout=self.timeout,
+                headers={"Accept": "application/json", "User-Agent": _USER_AGENT},
+            )
+        except requests.Timeout:
+            raise SourceError(
+                f"Bluesky did not answer within {self.timeout:g} seconds; try again later."
+            ) from None
+        except requests.ConnectionError:
+            raise SourceError(
+                f"Could not reach Bluesky at {self.base_url}; check the connection."
+            ) from None
+        except requests.RequestException:
+            raise SourceError("The request to Bluesky failed before Bluesky answered.") from None
+
+
+def parse_feed_page(payload: object) -> tuple[list[RawTweet], str | None]:
+    """A getAuthorFeed response as (posts, next cursor); items that are not posts are skipped."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("feed"), list):
+        raise SourceError("Bluesky sent a response without a feed in it.")
+    posts = [post for item in payload["feed"] if (post := post_from_feed_item(item)) is not None]
+    cursor = payload.get("cursor")
+    return posts, cursor if isinstance(cursor, str) and cursor else None
+
+
+def post_from_feed_item(item: object) -> RawTweet | None:
+    """One ``app.bsky.feed.defs#feedViewPost`` as a :class:`RawTweet`, or ``None`` if no post."""
+    if not isinstance(item, dict):
+        return None
+    post = item.get("post")
+    if not isinstance(post, dict):
+        return None
+    uri, record = post.get("uri"), post.get("record")
+    if not isinstance(uri, str) or not uri or not isinstance(record, dict):
+        return None
+    if record.get("$type", POST_RECORD) != POST_RECORD or not isinstance(record.get("text"), str):
+        return None
+    reason = item.get("reason")
+    is_repost = isinstance(reason, dict) and reason.get("$type") == REPOST_REASON
+    # A repost appears in the feed when it was reposted, not when the original was written.
+    created_at = _parse_time(reason.get("indexedAt")) if is_repost else None
+    created_at = (
+        created_at or _parse_time(record.get("createdAt")) or _parse_time(post.get("indexedAt"))
+    )
+    return RawTweet(
+        id=uri,
+        created_at=created_at,
+        text=record["text"],
+        is_retweet=is_repost,
+        is_reply=isinstance(record.get("reply"), dict),
+        source=BlueskySource.kind,
+    )
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _status_sentence(handle: Handle, response: requests.Response, base_url: str) -> SourceError:
+    status = response.status_code
+    error, message = _xrpc_error(response)
+    if status == 400:
+        if error == "NotFound" or "profile not found" in message.lower():
+            return SourceError(f"Bluesky has no user {handle}.")
+        if error == "AccountTakedown":
+            return SourceError(f"Bluesky has taken down {handle}, so its posts cannot be read.")
+        if error == "AccountDeactivated":
+            return SourceError(f"{handle} has deactivated their Bluesky account.")
+        if error in ("BlockedActor", "BlockedByActor"):
+            return SourceError(f"Bluesky does not show {handle}'s posts to this reader (blocked).")
+        if message:
+            return SourceError(f"Bluesky refused the request for {handle}: {_shorten(message)}")
+        return SourceError(f"Bluesky refused the request for {handle} (HTTP 400).")
+    if status == 429:
+        when = _utc_time(response.headers.get("ratelimit-reset"))
+        if when is not None:
+            return SourceError(f"Bluesky is rate limiting requests; try again after {when}.")
+        return SourceError("Bluesky is rate limiting requests; try again in a few minutes.")
+    if status >= 500:
+        return SourceError(
+            f"Bluesky's server failed (HTTP {status}) while reading {handle}; try again later."
+        )
+    if status == 404:
+        return SourceError(
+            f"{base_url} has no getAuthorFeed endpoint (HTTP 404); check the Bluesky API base URL."
+        )
+    return SourceError(f"Bluesky answered HTTP {status} while reading {handle}.")
+
+
+def _xrpc_error(response: requests.Response) -> tuple[str, str]:
+    """XRPC errors are ``{"error": "Name", "message": "..."}``; anything else reads as empty."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    error, message = body.get("error"), body.get("message")
+    return (error if isinstance(error, str) else ""), (message if isinstance(message, str) else "")
+
+
+def _utc_time(epoch_seconds: str | None) -> str | None:
+    """A ``ratelimit-reset`` header (epoch seconds) as a UTC time a person can read."""
+    try:
+        moment = datetime.fromtimestamp(int(epoch_seconds or ""), tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if text.endswith((".", "…", "!", "?")) else text + "."
