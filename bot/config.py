@@ -1,0 +1,239 @@
+"""The bot's configuration, from the environment or a ``.env`` file (pydantic-settings).
+
+Every field carries a description because the configuration table in ``docs/configuration.md`` is
+generated from them (:func:`config_table`), so the documentation cannot drift from the code.
+Secrets are ``SecretStr``: they never appear in a repr, a log line or a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from training.errors import InputError
+
+_MB = 1024 * 1024
+
+
+class BotSettings(BaseSettings):
+    """Configuration of the Discord service (prefix ``DOPPELTWEET_`` unless noted)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DOPPELTWEET_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    discord_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DISCORD_TOKEN", "DOPPELTWEET_DISCORD_TOKEN"),
+        description="The bot token from the Discord developer portal (required to run the bot).",
+    )
+    owner_ids: Annotated[frozenset[int], NoDecode] = Field(
+        default=frozenset(),
+        description="Comma-separated Discord user ids allowed to run owner and admin commands "
+        "in every server (e.g. `1234,5678`).",
+    )
+    prefix: str = Field(
+        default="!", min_length=1, max_length=5, description="Prefix of the text commands."
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Where the bot keeps its state: the database, uploads and each server's "
+        "models under `guilds/<server id>/`.",
+    )
+    db_path: Path | None = Field(
+        default=None,
+        description="The SQLite database file (default: `<data dir>/doppeltweet.db`).",
+    )
+    max_concurrent_jobs: int = Field(
+        default=1, ge=1, le=16, description="Training processes that may run at the same time."
+    )
+    max_queued_jobs_per_user: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Training jobs one user may have queued or running at once.",
+    )
+    max_attachment_mb: float = Field(
+        default=10,
+        gt=0,
+        description="Largest attachment `!train` accepts, checked before downloading "
+        "(Discord's normal upload limit is 10 MB).",
+    )
+    tweet_cooldown_s: float = Field(
+        default=10, ge=0, description="Seconds a user waits between two `!tweet` commands."
+    )
+    cache_max_models: int = Field(
+        default=4, ge=1, description="Most models kept loaded in memory for `!tweet`."
+    )
+    cache_max_mb: float = Field(
+        default=4096, gt=0, description="Most memory (MB) the loaded models may take together."
+    )
+    progress_edit_interval_s: float = Field(
+        default=5,
+        ge=1,
+        description="Least seconds between two edits of a training job's status message.",
+    )
+    cancel_grace_s: float = Field(
+        default=10,
+        gt=0,
+        description="Seconds a cancelled or stopped training process gets to exit before it is "
+        "killed.",
+    )
+    base_model: str = Field(
+        default="gpt2",
+        min_length=1,
+        description="Base model `!train` fine-tunes: a Hugging Face id, a folder, "
+        "`smollm2-135m` or `tiny`.",
+    )
+    lora: bool = Field(default=False, description="Train LoRA adapters instead of every weight.")
+    train_max_steps: int | None = Field(
+        default=None, ge=1, description="Cap on optimizer steps per training (unset: no cap)."
+    )
+    train_epochs: float | None = Field(
+        default=None,
+        gt=0,
+        description="Epochs per training (unset: the training default, 4 as in huggingtweets).",
+    )
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of auto-post schedules given as a time of day "
+        "(e.g. `Europe/Berlin`).",
+    )
+    discord_api_base: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DISCORD_API_BASE", "DOPPELTWEET_DISCORD_API_BASE"),
+        description="Override of Discord's REST base URL, for Discord-compatible servers.",
+    )
+    discord_gateway_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DISCORD_GATEWAY_URL", "DOPPELTWEET_DISCORD_GATEWAY_URL"),
+        description="Override of Discord's gateway URL, for Discord-compatible servers.",
+    )
+    x_consumer_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("X_CONSUMER_KEY", "DOPPELTWEET_X_CONSUMER_KEY"),
+        description="X API consumer (app) key, only for auto-posting to X.",
+    )
+    x_consumer_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("X_CONSUMER_SECRET", "DOPPELTWEET_X_CONSUMER_SECRET"),
+        description="X API consumer (app) secret, only for auto-posting to X.",
+    )
+    x_access_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("X_ACCESS_TOKEN", "DOPPELTWEET_X_ACCESS_TOKEN"),
+        description="X user-context access token of the posting account, only for auto-posting.",
+    )
+    x_access_token_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("X_ACCESS_TOKEN_SECRET", "DOPPELTWEET_X_ACCESS_TOKEN_SECRET"),
+        description="X user-context access token secret of the posting account, only for "
+        "auto-posting.",
+    )
+
+    @field_validator("owner_ids", mode="before")
+    @classmethod
+    def _split_owner_ids(cls, value: Any) -> Any:
+        """Accept ``"1, 2"`` from the environment as well as a real collection."""
+        if isinstance(value, int):
+            return frozenset({value})
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            bad = [p for p in parts if not p.isdigit()]
+            if bad:
+                raise ValueError(f"owner ids are Discord user ids (digits), not {bad[0]!r}")
+            return frozenset(int(p) for p in parts)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from error
+        return value
+
+    @property
+    def db_file(self) -> Path:
+        """The SQLite database file: ``db_path`` or ``<data dir>/doppeltweet.db``."""
+        return self.db_path if self.db_path is not None else self.data_dir / "doppeltweet.db"
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        """``max_attachment_mb`` in bytes, to compare with ``Attachment.size``."""
+        return int(self.max_attachment_mb * _MB)
+
+    @property
+    def cache_max_bytes(self) -> int:
+        """``cache_max_mb`` in bytes, for the model cache."""
+        return int(self.cache_max_mb * _MB)
+
+    @property
+    def x_posting_configured(self) -> bool:
+        """Whether all four user-context X credentials are set (auto-posting to X is possible)."""
+        secrets = (
+            self.x_consumer_key,
+            self.x_consumer_secret,
+            self.x_access_token,
+            self.x_access_token_secret,
+        )
+        return all(s is not None and s.get_secret_value() for s in secrets)
+
+    def guild_dir(self, guild_id: int) -> Path:
+        """The folder of one server; the id is checked so nothing else can become a path."""
+        if isinstance(guild_id, bool) or not isinstance(guild_id, int) or guild_id <= 0:
+            raise InputError(f"{guild_id!r} is not a Discord server id.")
+        return self.data_dir / "guilds" / str(guild_id)
+
+    def guild_models_dir(self, guild_id: int) -> Path:
+        """The model store of one server: a server only ever sees the models trained in it."""
+        return self.guild_dir(guild_id) / "models"
+
+    def guild_uploads_dir(self, guild_id: int) -> Path:
+        """Where the attachments a server trained from are kept (``!retrain`` reuses them)."""
+        return self.guild_dir(guild_id) / "uploads"
+
+    def token(self) -> str:
+        """The Discord token, or a one-sentence error saying how to set it."""
+        if self.discord_token is None or not self.discord_token.get_secret_value().strip():
+            raise InputError(
+                "Set DISCORD_TOKEN (in the environment or .env) to the bot token from the "
+                "Discord developer portal."
+            )
+        return self.discord_token.get_secret_value().strip()
+
+
+def _env_names(name: str, field: Any) -> list[str]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(a) for a in alias.choices[:1]]
+    return [f"DOPPELTWEET_{name.upper()}"]
+
+
+def _default_text(field: Any) -> str:
+    default = field.default
+    if default is None:
+        return "unset"
+    if isinstance(default, frozenset):
+        return "none" if not default else ", ".join(str(x) for x in sorted(default))
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
+def config_table() -> str:
+    """The Markdown table of every setting (variable, default, meaning) for the docs."""
+    lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for name, field in BotSettings.model_fields.items():
+        env = ", ".join(f"`{e}`" for e in _env_names(name, field))
+        default = _default_text(field)
+        shown = f"`{default}`" if default not in ("unset", "none") else default
+        lines.append(f"| {env} | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"
