@@ -1,0 +1,765 @@
+"""Training jobs: a queue in SQLite, each job a background ``python -m training train`` process.
+
+Training is CPU-heavy and can crash or be killed, so it never runs inside the bot: the runner
+spawns the training CLI in its own session (its own process group, so a cancel reaches every
+process it started) with ``--progress-json``, reads one JSON object per stdout line
+(docs/ARCHITECTURE.md), keeps the last one on the job, and tells its listeners (the Discord layer).
+The training library replaces a model folder only when the new one is complete, so whatever happens
+to the process, the previous model keeps being served.
+
+The queue is global (``max_concurrent_jobs`` processes at once, first in first out) because the
+machine's cores are shared by every server; what a server sees of it is scoped to that server.
+After a restart, jobs an earlier bot process left "running" are resolved in :meth:`JobRunner.start`:
+the orphaned process is stopped, and the job is queued again once, or failed if it was already
+retried — never left stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.config import BotSettings
+from bot.store import Job, ModelRecord, Store
+from training.errors import DoppeltweetError, InputError
+from training.handles import MAX_HANDLES, Handle, model_name
+
+log = logging.getLogger(__name__)
+
+API_SOURCE = "api"
+BLUESKY_SOURCE = "bluesky"
+#: What ``!train`` accepts as an attachment: X archives and the tabular formats training reads.
+UPLOAD_EXTENSIONS = (".zip", ".js", ".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json")
+#: Job options the Discord layer may set (each overrides the bot-wide setting of the same name).
+OPTION_KEYS = frozenset({"base_model", "lora", "max_steps", "epochs"})
+
+#: Least seconds between two writes of a running job's progress to the database.
+PROGRESS_SAVE_INTERVAL_S = 2.0
+#: How long one listener call may take before the runner stops waiting for it.
+LISTENER_TIMEOUT_S = 30.0
+#: Lines (and characters per line) of the training process's stderr kept for the log.
+STDERR_TAIL_LINES = 40
+STDERR_LINE_CHARS = 500
+#: Longest stdout line read; longer lines are skipped (they are not progress events).
+STDOUT_LINE_LIMIT = 1024 * 1024
+
+#: Environment variables the training process has no use for: secrets stay in the bot.
+_PRIVATE_ENV = (
+    "DISCORD_TOKEN",
+    "DOPPELTWEET_DISCORD_TOKEN",
+    "X_CONSUMER_KEY",
+    "X_CONSUMER_SECRET",
+    "X_ACCESS_TOKEN",
+    "X_ACCESS_TOKEN_SECRET",
+    "DOPPELTWEET_X_CONSUMER_KEY",
+    "DOPPELTWEET_X_CONSUMER_SECRET",
+    "DOPPELTWEET_X_ACCESS_TOKEN",
+    "DOPPELTWEET_X_ACCESS_TOKEN_SECRET",
+)
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What a successful training produced, for the message that announces it."""
+
+    job: Job
+    model: ModelRecord
+    path: Path
+    #: The data table, one column per handle (``data_table.json`` / ``training.json``).
+    table: dict[str, dict[str, int]]
+    perplexity_before: float | None
+    perplexity_after: float | None
+    #: The loss-curve PNG, when training drew one.
+    loss_plot: Path | None
+    #: The whole ``training.json`` record (config, seeds, metrics, timings).
+    record: dict[str, Any] = field(compare=False)
+
+
+class JobListener(Protocol):
+    """What the Discord layer implements to follow jobs; a failing listener never stops the runner.
+
+    ``on_progress`` gets every event of the training process's JSON stream, plus two of the
+    runner's own: ``{"phase": "starting"}`` when the process is spawned and ``{"phase": "queued",
+    "message": …}`` when a job goes back to the queue (the bot stopped or restarted mid-training).
+    ``on_failed`` is also called with a job whose ``state`` is ``"cancelled"``.
+    """
+
+    async def on_progress(self, job: Job, event: dict[str, Any]) -> None: ...
+
+    async def on_finished(self, job: Job, result: JobResult) -> None: ...
+
+    async def on_failed(self, job: Job, message: str) -> None: ...
+
+
+@dataclass(eq=False)
+class _Run:
+    """A job whose training process this runner started and still supervises."""
+
+    job: Job
+    proc: asyncio.subprocess.Process
+    task: asyncio.Task[None] | None = None
+    done_event: dict[str, Any] | None = None
+    error_message: str | None = None
+    cancel_requested: bool = False
+    stop_requested: bool = False
+    last_saved_at: float = 0.0
+    last_saved_phase: str | None = None
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+
+
+def safe_filename(filename: str) -> str:
+    """A file name safe on any file system: base name only, ASCII letters, digits, ``._-``."""
+    base = re.split(r"[\\/]", filename)[-1]
+    base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    stem = _UNSAFE_NAME.sub("_", stem).strip("._-")[:80] or "upload"
+    ext = _UNSAFE_NAME.sub("", ext).lower()[:10]
+    return f"{stem}.{ext}" if ext else stem
+
+
+def _is_relative_to(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group a training process leads (it runs in its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # The state follows the parenthesised command name, which may itself contain ")".
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
+
+
+def _is_training_process(pid: int) -> bool:
+    """Whether ``pid`` is a live ``training train --progress-json`` process leading its group.
+
+    Only such a process is ever stopped during recovery, so a recycled pid is never killed.
+    """
+    if not _pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if os.getpgid(pid) != pid:
+            return False
+    except OSError:
+        return False
+    args = [a.decode(errors="replace") for a in argv]
+    return "training" in args and "train" in args and "--progress-json" in args
+
+
+def _parse_event(line: bytes) -> dict[str, Any] | None:
+    """A progress event from one stdout line, or None for anything that is not one."""
+    try:
+        event = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("phase"), str):
+        return None
+    return event
+
+
+def _handle_arg(handle: Handle) -> str:
+    return f"bluesky:{handle.name}" if handle.platform == "bluesky" else handle.name
+
+
+class JobRunner:
+    """Queues, runs, cancels and recovers training jobs; the Discord layer listens to it."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: BotSettings,
+        *,
+        python: str = sys.executable,
+        training_args: Sequence[str] = (),
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.python = python
+        self.training_args = tuple(training_args)
+        self._listeners: list[JobListener] = []
+        self._runs: dict[int, _Run] = {}
+        self._submit_lock = asyncio.Lock()
+        self._pump_lock = asyncio.Lock()
+        self._started = False
+        self._stopping = False
+
+    # -- listeners ------------------------------------------------------------------------------
+
+    def add_listener(self, listener: JobListener) -> None:
+        """Follow every job's progress, success and failure."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: JobListener) -> None:
+        """Stop following jobs (e.g. when the cog that listened is unloaded)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    async def _notify(self, method: str, job: Job, payload: Any) -> None:
+        for listener in list(self._listeners):
+            try:
+                await asyncio.wait_for(getattr(listener, method)(job, payload), LISTENER_TIMEOUT_S)
+            except Exception:
+                log.exception("job listener %r failed in %s for job %s", listener, method, job.id)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resolve jobs an earlier bot process left running, then start the queue."""
+        for job in await self.store.running_jobs(None):
+            if job.id in self._runs:
+                continue
+            if job.pid is not None and _is_training_process(job.pid):
+                log.warning("stopping orphaned training process %s of job %s", job.pid, job.id)
+                await self._stop_orphan(job.pid)
+            if job.restarts >= 1:
+                message = (
+                    "The bot restarted while training; the job had already been restarted once, "
+                    f"so start it again with {self.settings.prefix}train."
+                )
+                failed = await self.store.finish_job(job.id, "failed", message)
+                await self._notify("on_failed", failed, message)
+            else:
+                queued = await self.store.requeue_job(job.id, count_restart=True)
+                if queued is not None:
+                    await self._notify(
+                        "on_progress",
+                        queued,
+                        {
+                            "phase": "queued",
+                            "message": "The bot restarted while training; the job is queued again.",
+                        },
+                    )
+        self._started = True
+        self._stopping = False
+        await self._pump()
+
+    async def stop(self) -> None:
+        """Stop every training process (SIGTERM, SIGKILL after the grace period) and re-queue it.
+
+        A job interrupted by a clean shutdown goes back to the queue without counting as a
+        restart, so it runs again when the bot is back.
+        """
+        self._stopping = True
+        runs = list(self._runs.values())
+        for run in runs:
+            run.stop_requested = True
+        await asyncio.gather(*(self._terminate(run) for run in runs))
+        tasks = [run.task for run in runs if run.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.cancel_grace_s + 10)
+        self._started = False
+
+    async def _stop_orphan(self, pid: int) -> None:
+        """Stop a training process an earlier bot process started (not our child: poll it)."""
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.cancel_grace_s
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if _pid_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+    # -- paths ----------------------------------------------------------------------------------
+
+    def models_dir(self, guild_id: int) -> Path:
+        """The server's model store (absolute: it is handed to the training process)."""
+        return self.settings.guild_models_dir(guild_id).resolve()
+
+    def upload_path(self, guild_id: int, filename: str) -> Path:
+        """Where to save an attachment: a fresh folder per upload, a sanitised name, its extension.
+
+        The attachment's own name only contributes letters, digits and ``._-`` and never a
+        folder; the extension must be one training reads.
+        """
+        name = safe_filename(filename)
+        suffix = Path(name).suffix.lower()
+        if suffix not in UPLOAD_EXTENSIONS:
+            shown = filename if len(filename) <= 40 else filename[:37] + "..."
+            raise InputError(
+                f"“{shown}” is not a file I can train from: attach an X archive (.zip or .js), "
+                "a CSV/TSV or a JSON Lines file."
+            )
+        uploads = self.settings.guild_uploads_dir(guild_id).resolve()
+        uploads.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S-")
+        folder = Path(tempfile.mkdtemp(prefix=stamp, dir=uploads))
+        return folder / name
+
+    # -- submitting -----------------------------------------------------------------------------
+
+    def _check_sources(self, guild_id: int, sources: Sequence[str]) -> list[str]:
+        if not sources:
+            raise InputError(
+                "Attach an X archive, CSV or JSONL file, or name bluesky: handles, to train from."
+            )
+        uploads = self.settings.guild_uploads_dir(guild_id)
+        checked: list[str] = []
+        for source in sources:
+            if source in (API_SOURCE, BLUESKY_SOURCE):
+                checked.append(source)
+                continue
+            path = Path(source)
+            if not _is_relative_to(path, uploads):
+                raise InputError("Training files must be attachments uploaded in this server.")
+            if not path.exists():
+                raise InputError(
+                    f"The file {path.name} is gone from the bot's storage; attach it again."
+                )
+            checked.append(str(path.resolve()))
+        if len(set(checked)) != len(checked):
+            raise InputError("Each source may be named only once.")
+        return checked
+
+    def _check_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
+        options = dict(options or {})
+        unknown = set(options) - OPTION_KEYS
+        if unknown:
+            raise InputError(f"{sorted(unknown)[0]!r} is not a training option.")
+        if "base_model" in options and (
+            not isinstance(options["base_model"], str) or not options["base_model"].strip()
+        ):
+            raise InputError("The base model must be a model name such as gpt2.")
+        if "lora" in options and not isinstance(options["lora"], bool):
+            raise InputError("The LoRA option is either on or off.")
+        steps = options.get("max_steps")
+        if steps is not None and (
+            isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
+        ):
+            raise InputError("The most training steps must be a whole number of at least 1.")
+        epochs = options.get("epochs")
+        if epochs is not None and (
+            isinstance(epochs, bool) or not isinstance(epochs, int | float) or epochs <= 0
+        ):
+            raise InputError("The number of epochs must be a positive number.")
+        return options
+
+    async def submit(
+        self,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        handles: Sequence[Handle],
+        sources: Sequence[str],
+        options: dict[str, Any] | None = None,
+    ) -> Job:
+        """Queue a training job; it starts at once when a slot is free.
+
+        ``sources`` are ``"api"``, ``"bluesky"`` or paths from :meth:`upload_path`. The same
+        model already queued or training in this server, or a user over their cap, gets an
+        InputError that says what to do.
+        """
+        handle_list = sorted(set(handles))
+        if not handle_list:
+            raise InputError("Name at least one handle, e.g. @jack.")
+        if len(handle_list) != len(handles) or len(handle_list) > MAX_HANDLES:
+            raise InputError(f"Name 1 to {MAX_HANDLES} different handles.")
+        name = model_name(handle_list)
+        checked_sources = self._check_sources(guild_id, sources)
+        checked_options = self._check_options(options)
+        prefix = self.settings.prefix
+        async with self._submit_lock:
+            existing = await self.store.active_job_for_model(guild_id, name)
+            if existing is not None:
+                where = (
+                    f"queued (position {existing.position})"
+                    if existing.state == "queued"
+                    else "training right now"
+                )
+                raise InputError(
+                    f"The model {name} is already {where} as job #{existing.id}; wait for it "
+                    f"or cancel it with {prefix}cancel {existing.id}."
+                )
+            cap = self.settings.max_queued_jobs_per_user
+            active = await self.store.count_active_jobs_for_user(user_id)
+            if active >= cap:
+                raise InputError(
+                    f"You already have {active} training job{'s' if active != 1 else ''} queued "
+                    f"or running (the limit is {cap}); wait for one to finish or cancel one "
+                    f"with {prefix}cancel."
+                )
+            job = await self.store.create_job(
+                guild_id,
+                channel_id,
+                user_id,
+                name,
+                handles=handle_list,
+                sources=checked_sources,
+                options=checked_options,
+            )
+        await self._pump()
+        return await self.store.get_job(guild_id, job.id) or job
+
+    async def retrain(self, guild_id: int, channel_id: int, user_id: int, name: str) -> Job:
+        """Train a model again from the sources it was last trained from (API/Bluesky refetched)."""
+        record = await self.store.get_model(guild_id, name)
+        if record is None:
+            raise InputError(await self._unknown_model(guild_id, name))
+        return await self.submit(guild_id, channel_id, user_id, record.handles, record.sources)
+
+    async def delete_model(self, guild_id: int, name: str) -> ModelRecord:
+        """Delete a server's model: its folder, its uploads, its record and its schedules."""
+        record = await self.store.get_model(guild_id, name)
+        if record is None:
+            raise InputError(await self._unknown_model(guild_id, name))
+        active = await self.store.active_job_for_model(guild_id, name)
+        if active is not None:
+            raise InputError(
+                f"The model {name} has job #{active.id} {active.state}; cancel it with "
+                f"{self.settings.prefix}cancel {active.id} first."
+            )
+        from training.store import ModelStore
+
+        store = ModelStore(self.models_dir(guild_id))
+        if (store.path(name)).exists():
+            await asyncio.to_thread(store.delete, name)
+        await self.store.delete_model(guild_id, name)
+        uploads = self.settings.guild_uploads_dir(guild_id)
+        for source in record.sources:
+            folder = Path(source).parent
+            if source not in (API_SOURCE, BLUESKY_SOURCE) and _is_relative_to(folder, uploads):
+                await asyncio.to_thread(_remove_tree, folder, uploads)
+        return record
+
+    async def _unknown_model(self, guild_id: int, name: str) -> str:
+        known = [m.name for m in await self.store.list_models(guild_id)]
+        listing = (
+            ", ".join(known) if known else f"none yet (train one with {self.settings.prefix}train)"
+        )
+        return f"There is no model called {name} in this server; known: {listing}."
+
+    # -- cancelling -----------------------------------------------------------------------------
+
+    async def cancel(self, job_id: int, *, guild_id: int, user_id: int, is_admin: bool) -> Job:
+        """Cancel a queued or running job: your own, or any in the server if you are an admin.
+
+        A running process gets SIGTERM (it stops cleanly, the previous model stays) and SIGKILL
+        after ``cancel_grace_s``. Returns the job as it ended.
+        """
+        job = await self.store.get_job(guild_id, job_id)
+        if job is None:
+            raise InputError(f"There is no training job #{job_id} in this server.")
+        if job.user_id != user_id and not is_admin:
+            raise InputError(
+                f"Job #{job_id} is someone else's; you can cancel only your own jobs "
+                "(server admins can cancel any)."
+            )
+        if not job.active:
+            raise InputError(f"Job #{job_id} has already {_ended(job.state)}; nothing to cancel.")
+        async with self._pump_lock:
+            run = self._runs.get(job_id)
+            if run is None:
+                message = f"Training of {job.model_name} was cancelled before it started."
+                cancelled = await self.store.finish_job(job_id, "cancelled", message)
+                if cancelled.state == "cancelled":
+                    await self._notify("on_failed", cancelled, message)
+                return cancelled
+            run.cancel_requested = True
+        await self._terminate(run)
+        if run.task is not None:
+            await asyncio.wait({run.task}, timeout=10)
+        return await self.store.get_job(guild_id, job_id) or job
+
+    async def _terminate(self, run: _Run) -> None:
+        """SIGTERM the process group; SIGKILL it if it has not exited after the grace period."""
+        if run.proc.returncode is not None:
+            return
+        _signal_group(run.proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(run.proc.wait(), self.settings.cancel_grace_s)
+        except TimeoutError:
+            log.warning("job %s ignored SIGTERM; killing it", run.job.id)
+            _signal_group(run.proc.pid, signal.SIGKILL)
+            await run.proc.wait()
+
+    # -- views ----------------------------------------------------------------------------------
+
+    async def queue(self, guild_id: int) -> list[Job]:
+        """The server's queued jobs in order, each with its position in the whole queue."""
+        return await self.store.queued_jobs(guild_id)
+
+    async def running(self, guild_id: int) -> list[Job]:
+        """The server's running jobs, with their latest progress."""
+        jobs = await self.store.running_jobs(guild_id)
+        return [self._runs[j.id].job if j.id in self._runs else j for j in jobs]
+
+    async def user_jobs(self, guild_id: int, user_id: int) -> list[Job]:
+        """The user's queued or running jobs in this server (what a bare ``!cancel`` picks from)."""
+        jobs = await self.store.user_active_jobs(guild_id, user_id)
+        return [self._runs[j.id].job if j.id in self._runs else j for j in jobs]
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        """Start queued jobs, oldest first, while a slot is free."""
+        if not self._started or self._stopping:
+            return
+        async with self._pump_lock:
+            free = self.settings.max_concurrent_jobs - len(self._runs)
+            if free <= 0:
+                return
+            for job in (await self.store.queued_jobs(None))[:free]:
+                await self._launch(job)
+
+    def command(self, job: Job) -> list[str]:
+        """The training command line of a job."""
+        options = job.options
+        argv = [self.python, "-m", "training", "train", *(_handle_arg(h) for h in job.handles)]
+        for source in job.sources:
+            if source == API_SOURCE:
+                argv.append("--api")
+            elif source == BLUESKY_SOURCE:
+                argv.append("--bluesky")
+            else:
+                argv += ["--from", source]
+        argv += ["--models-dir", str(self.models_dir(job.guild_id)), "--progress-json"]
+        argv += ["--base-model", str(options.get("base_model") or self.settings.base_model)]
+        if options.get("lora", self.settings.lora):
+            argv.append("--lora")
+        max_steps = options.get("max_steps", self.settings.train_max_steps)
+        if max_steps is not None:
+            argv += ["--max-steps", str(max_steps)]
+        epochs = options.get("epochs", self.settings.train_epochs)
+        if epochs is not None:
+            argv += ["--epochs", str(epochs)]
+        argv += self.training_args
+        return argv
+
+    @staticmethod
+    def _environment() -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    async def _launch(self, job: Job) -> None:
+        argv = self.command(job)
+        self.models_dir(job.guild_id).mkdir(parents=True, exist_ok=True)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                env=self._environment(),
+                limit=STDOUT_LINE_LIMIT,
+            )
+        except OSError as error:
+            log.error("could not start training for job %s: %s", job.id, error)
+            message = "The training process could not be started; the bot's log says why."
+            failed = await self.store.finish_job(job.id, "failed", message)
+            await self._notify("on_failed", failed, message)
+            return
+        running = await self.store.mark_job_running(job.id, proc.pid)
+        if running is None:  # cancelled between the queue read and the spawn
+            _signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return
+        log.info("job %s: training %s in process %s", job.id, job.model_name, proc.pid)
+        run = _Run(job=running, proc=proc)
+        self._runs[job.id] = run
+        run.task = asyncio.create_task(self._supervise(run), name=f"training-job-{job.id}")
+
+    async def _supervise(self, run: _Run) -> None:
+        try:
+            await self._notify("on_progress", run.job, {"phase": "starting"})
+            stderr = asyncio.create_task(self._drain_stderr(run))
+            await self._read_progress(run)
+            await stderr
+            returncode = await run.proc.wait()
+            await self._conclude(run, returncode)
+        except Exception:
+            log.exception("supervising job %s failed", run.job.id)
+            if run.proc.returncode is None:
+                _signal_group(run.proc.pid, signal.SIGKILL)
+                await run.proc.wait()
+            message = "Training failed because of an error in the bot; the bot's log says why."
+            failed = await self.store.finish_job(run.job.id, "failed", message)
+            await self._notify("on_failed", failed, message)
+        finally:
+            self._runs.pop(run.job.id, None)
+        await self._pump()
+
+    async def _read_progress(self, run: _Run) -> None:
+        stream = run.proc.stdout
+        assert stream is not None
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # an over-long line: not a progress event
+                continue
+            if not line:
+                return
+            event = _parse_event(line)
+            if event is None:
+                continue
+            phase = event["phase"]
+            if phase == "done":
+                run.done_event = event
+                continue
+            if phase == "error":
+                message = event.get("message")
+                run.error_message = message if isinstance(message, str) and message else None
+                continue
+            run.job = replace(run.job, progress=event)
+            now = time.monotonic()
+            if phase != run.last_saved_phase or now - run.last_saved_at >= PROGRESS_SAVE_INTERVAL_S:
+                run.last_saved_at, run.last_saved_phase = now, phase
+                await self.store.save_job_progress(run.job.id, event)
+            await self._notify("on_progress", run.job, event)
+
+    async def _drain_stderr(self, run: _Run) -> None:
+        stream = run.proc.stderr
+        assert stream is not None
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:
+                continue
+            if not line:
+                return
+            text = line.decode("utf-8", errors="replace").rstrip()[:STDERR_LINE_CHARS]
+            run.stderr_tail.append(text)
+            log.debug("job %s: %s", run.job.id, text)
+
+    async def _conclude(self, run: _Run, returncode: int) -> None:
+        job = run.job
+        if run.stop_requested and not run.cancel_requested:
+            queued = await self.store.requeue_job(job.id, count_restart=False)
+            if queued is not None:
+                await self._notify(
+                    "on_progress",
+                    queued,
+                    {
+                        "phase": "queued",
+                        "message": "The bot is shutting down; training starts again when it "
+                        "is back.",
+                    },
+                )
+            return
+        kept = await self._previous_model_note(job)
+        if run.cancel_requested:
+            message = f"Training of {job.model_name} was cancelled; {kept}"
+            cancelled = await self.store.finish_job(job.id, "cancelled", message)
+            await self._notify("on_failed", cancelled, message)
+            return
+        if returncode == 0 and run.done_event is not None:
+            try:
+                result = await self._result(job)
+            except (DoppeltweetError, OSError, ValueError):
+                log.exception("job %s: the saved model could not be read", job.id)
+                message = (
+                    "Training finished but its model could not be read, so it was not "
+                    f"installed; {kept}"
+                )
+            else:
+                await self._notify("on_finished", result.job, result)
+                return
+        elif run.error_message is not None:
+            message = run.error_message
+        elif returncode < 0:
+            message = f"The training process was killed (signal {-returncode}); {kept}"
+        elif returncode == 0:
+            message = f"The training process ended without saving a model; {kept}"
+        else:
+            message = f"The training process stopped with exit code {returncode}; {kept}"
+        if run.stderr_tail:
+            log.warning(
+                "job %s failed (exit code %s); stderr ends with:\n%s",
+                job.id,
+                returncode,
+                "\n".join(run.stderr_tail),
+            )
+        failed = await self.store.finish_job(job.id, "failed", message)
+        await self._notify("on_failed", failed, message)
+
+    async def _previous_model_note(self, job: Job) -> str:
+        previous = await self.store.get_model(job.guild_id, job.model_name)
+        if previous is not None:
+            return "the previous model is still served."
+        return "no model was saved."
+
+    async def _result(self, job: Job) -> JobResult:
+        """Record the model the training process just saved and gather what announces it."""
+        from training.store import LOSS_PLOT_FILE, TRAINING_FILE, ModelStore
+
+        info = await asyncio.to_thread(
+            ModelStore(self.models_dir(job.guild_id)).get, job.model_name
+        )
+        record_text = await asyncio.to_thread((info.path / TRAINING_FILE).read_text, "utf-8")
+        record = json.loads(record_text)
+        model = await self.store.upsert_model(
+            job.guild_id,
+            job.model_name,
+            handles=job.handles,
+            sources=job.sources,
+            base_model=info.base_model,
+            lora=info.lora,
+            path=info.path,
+            trained_by=job.user_id,
+        )
+        finished = await self.store.finish_job(job.id, "succeeded")
+        loss_plot = info.path / LOSS_PLOT_FILE
+        return JobResult(
+            job=finished,
+            model=model,
+            path=info.path,
+            table=info.table,
+            perplexity_before=info.perplexity_before,
+            perplexity_after=info.perplexity_after,
+            loss_plot=loss_plot if loss_plot.is_file() else None,
+            record=record if isinstance(record, dict) else {},
+        )
+
+
+def _ended(state: str) -> str:
+    return {"succeeded": "succeeded", "failed": "failed", "cancelled": "been cancelled"}.get(
+        state, state
+    )
+
+
+def _remove_tree(folder: Path, root: Path) -> None:
+    """Remove an upload folder, never anything outside the uploads root."""
+    import shutil
+
+    if _is_relative_to(folder, root) and folder.resolve() != root.resolve():
+        shutil.rmtree(folder, ignore_errors=True)

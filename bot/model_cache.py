@@ -1,0 +1,232 @@
+"""The models ``!tweet`` and auto-posts generate from, kept loaded and evicted least-recently-used.
+
+Loading a model takes seconds and generating takes CPU time, and neither may block the event loop
+(the bot would miss gateway heartbeats), so both run in a small thread pool. Concurrent requests
+for a model that is still loading wait for that one load instead of starting their own. The cache
+is bounded by a count and by the models' total ``memory_bytes``; a model is also reloaded when its
+folder was replaced by a retrain (the folder's identity is checked on every use), and
+:meth:`ModelCache.invalidate` drops it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from training.generate import GenerationResult
+
+log = logging.getLogger(__name__)
+
+#: Worker threads for loading and generating; torch already uses every core for one generation.
+DEFAULT_WORKERS = 2
+
+
+class Generator(Protocol):
+    """What the cache needs of a loaded model (``training.generate.TweetGenerator``)."""
+
+    @property
+    def memory_bytes(self) -> int: ...
+
+    def generate(
+        self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: Collection[str] = ()
+    ) -> GenerationResult: ...
+
+
+Loader = Callable[[Path], Generator]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """One cached model, as ``!models`` shows it."""
+
+    path: Path
+    memory_bytes: int
+    loaded_at: datetime
+    last_used_at: datetime
+    uses: int
+    load_seconds: float
+
+
+@dataclass(eq=False)
+class _Entry:
+    generator: Generator
+    stamp: tuple[int, ...]
+    memory_bytes: int
+    loaded_at: datetime
+    last_used_at: datetime
+    load_seconds: float
+    uses: int = 0
+
+
+def _default_loader(path: Path) -> Generator:
+    from training.generate import TweetGenerator
+
+    return TweetGenerator.load(path)
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    """Changes when a retrain atomically replaces the model folder (a new directory inode)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ()
+    return (info.st_ino, info.st_dev, info.st_mtime_ns)
+
+
+def _key(model_dir: Path | str) -> Path:
+    return Path(model_dir).expanduser().resolve()
+
+
+class ModelCache:
+    """An LRU of loaded models bounded by count and memory; generation runs in worker threads."""
+
+    def __init__(
+        self,
+        max_models: int,
+        max_bytes: int,
+        *,
+        loader: Loader | None = None,
+        max_workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        if max_models < 1 or max_bytes < 1:
+            raise ValueError("the cache must hold at least one model and one byte")
+        self.max_models = max_models
+        self.max_bytes = max_bytes
+        self._loader: Loader = loader or _default_loader
+        self._entries: OrderedDict[Path, _Entry] = OrderedDict()
+        self._loading: dict[Path, asyncio.Future[_Entry]] = {}
+        # Bumped by invalidate(): a load that started before it must not fill the cache.
+        self._epochs: dict[Path, int] = {}
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="model")
+        self._closed = False
+
+    async def generate(
+        self,
+        model_dir: Path | str,
+        prompt: str,
+        *,
+        n: int = 1,
+        seed: int | None = None,
+        exclude: Collection[str] = (),
+    ) -> GenerationResult:
+        """Generate tweets from the model in ``model_dir``, loading it first if needed."""
+        entry = await self._get(_key(model_dir))
+        loop = asyncio.get_running_loop()
+        exclude = tuple(exclude)
+        return await loop.run_in_executor(
+            self._executor,
+            lambda: entry.generator.generate(prompt, n=n, seed=seed, exclude=exclude),
+        )
+
+    async def _get(self, key: Path) -> _Entry:
+        if self._closed:
+            raise RuntimeError("the model cache is closed")
+        stamp = _stamp(key)
+        entry = self._entries.get(key)
+        if entry is not None and entry.stamp == stamp:
+            self._entries.move_to_end(key)
+            entry.uses += 1
+            entry.last_used_at = datetime.now(UTC)
+            return entry
+        if entry is not None:
+            log.info("model %s was replaced on disk; loading it again", key)
+            del self._entries[key]
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(key, stamp, self._epochs.get(key, 0)))
+            self._loading[key] = pending
+            pending.add_done_callback(lambda _f: self._finish_load(key, pending))
+        entry = await asyncio.shield(pending)
+        entry.uses += 1
+        entry.last_used_at = datetime.now(UTC)
+        return entry
+
+    def _finish_load(self, key: Path, future: asyncio.Future[_Entry]) -> None:
+        if self._loading.get(key) is future:
+            del self._loading[key]
+
+    async def _load(self, key: Path, stamp: tuple[int, ...], epoch: int) -> _Entry:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        generator = await loop.run_in_executor(self._executor, self._loader, key)
+        memory = int(await loop.run_in_executor(self._executor, lambda: generator.memory_bytes))
+        now = datetime.now(UTC)
+        entry = _Entry(
+            generator=generator,
+            stamp=stamp,
+            memory_bytes=memory,
+            loaded_at=now,
+            last_used_at=now,
+            load_seconds=time.perf_counter() - started,
+        )
+        # Only cache it if nobody invalidated the model while it loaded.
+        if self._epochs.get(key, 0) == epoch and not self._closed:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            self._evict(keep=key)
+        return entry
+
+    def _evict(self, keep: Path) -> None:
+        """Drop least-recently-used models until the count and memory bounds hold.
+
+        The model just loaded stays even if it alone exceeds ``max_bytes``: it was asked for.
+        Evicted models are not closed, since a generation may still use them; their memory is
+        freed with the last reference.
+        """
+        while len(self._entries) > 1 and (
+            len(self._entries) > self.max_models or self.total_bytes > self.max_bytes
+        ):
+            oldest = next(iter(self._entries))
+            if oldest == keep:
+                break
+            evicted = self._entries.pop(oldest)
+            log.info("evicted model %s (%d bytes)", oldest, evicted.memory_bytes)
+
+    @property
+    def total_bytes(self) -> int:
+        """Memory the cached models take together."""
+        return sum(e.memory_bytes for e in self._entries.values())
+
+    def invalidate(self, model_dir: Path | str) -> bool:
+        """Forget a model (retrained or deleted); True if it was cached or loading."""
+        key = _key(model_dir)
+        self._epochs[key] = self._epochs.get(key, 0) + 1
+        removed = self._entries.pop(key, None) is not None
+        loading = self._loading.pop(key, None) is not None
+        return removed or loading
+
+    def loaded(self) -> list[LoadedModel]:
+        """The cached models, most recently used first."""
+        return [
+            LoadedModel(
+                path=path,
+                memory_bytes=e.memory_bytes,
+                loaded_at=e.loaded_at,
+                last_used_at=e.last_used_at,
+                uses=e.uses,
+                load_seconds=e.load_seconds,
+            )
+            for path, e in reversed(self._entries.items())
+        ]
+
+    def __contains__(self, model_dir: Any) -> bool:
+        return _key(model_dir) in self._entries
+
+    async def close(self) -> None:
+        """Forget every model and stop the worker threads (waiting for running generations)."""
+        self._closed = True
+        self._entries.clear()
+        self._loading.clear()
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self._executor.shutdown(wait=True)
+        )
