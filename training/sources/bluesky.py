@@ -7,6 +7,10 @@ posts, with a hard cap on pages so a server that always answers with a cursor ca
 
 Reposts are returned with ``is_retweet`` set: they are Bluesky's retweets, and huggingtweets counted
 retweets in its data table before dropping them.
+
+Links are put back in full: Bluesky apps shorten a link in the post text (``example.com/lo...``)
+and keep the real URL in a link facet. With the URL restored, cleaning removes it exactly as it
+removes X's ``https://t.co/...`` links, instead of leaving the shortened stub in the training text.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ PAGE_SIZE = 100
 #: The most posts one fetch may ask for; bounds the pages walked whatever ``limit`` says.
 MAX_LIMIT = 100_000
 POST_RECORD = "app.bsky.feed.post"
+LINK_FEATURE = "app.bsky.richtext.facet#link"
 REPOST_REASON = "app.bsky.feed.defs#reasonRepost"
 #: A page the server failed (5xx) is retried once after this pause; a second failure is reported.
 SERVER_ERROR_RETRY_DELAY_S = 2.0
@@ -168,11 +173,67 @@ def post_from_feed_item(item: object) -> RawTweet | None:
     return RawTweet(
         id=uri,
         created_at=created_at,
-        text=record["text"],
+        text=expand_links(record["text"], record.get("facets")),
         is_retweet=is_repost,
         is_reply=isinstance(record.get("reply"), dict),
         source=BlueskySource.kind,
     )
+
+
+def expand_links(text: str, facets: object) -> str:
+    """The post text with each link facet's (often shortened) display text replaced by its URL.
+
+    Facet indexes count UTF-8 bytes; a facet whose range is out of bounds, overlaps another or
+    cuts a character in half is left alone rather than trusted.
+    """
+    if not isinstance(facets, list) or not facets:
+        return text
+    links: list[tuple[int, int, str]] = []
+    for facet in facets:
+        if not isinstance(facet, dict):
+            continue
+        index, features = facet.get("index"), facet.get("features")
+        if not isinstance(index, dict) or not isinstance(features, list):
+            continue
+        start, end = index.get("byteStart"), index.get("byteEnd")
+        uri = next(
+            (
+                f.get("uri")
+                for f in features
+                if isinstance(f, dict) and f.get("$type") == LINK_FEATURE
+            ),
+            None,
+        )
+        if (
+            isinstance(start, int)
+            and isinstance(end, int)
+            and not isinstance(start, bool)
+            and not isinstance(end, bool)
+            and isinstance(uri, str)
+            and uri.startswith(("http://", "https://"))
+            and not any(ch.isspace() for ch in uri)
+        ):
+            links.append((start, end, uri))
+    data = text.encode("utf-8", errors="surrogatepass")
+    pieces: list[bytes] = []
+    position = 0
+    for start, end, uri in sorted(links):
+        if not position <= start < end <= len(data):
+            continue
+        try:
+            data[position:start].decode("utf-8")
+            data[start:end].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        pieces += [data[position:start], uri.encode("utf-8")]
+        position = end
+    if not pieces:
+        return text
+    pieces.append(data[position:])
+    try:
+        return b"".join(pieces).decode("utf-8")
+    except UnicodeDecodeError:
+        return text
 
 
 def _parse_time(value: object) -> datetime | None:

@@ -24,6 +24,7 @@ from training.sources import bluesky
 from training.sources.bluesky import (
     FEED_ENDPOINT,
     BlueskySource,
+    expand_links,
     parse_feed_page,
     post_from_feed_item,
 )
@@ -141,8 +142,11 @@ def test_two_pages_are_read_through_the_cursor_with_reposts_and_threads(
     posts = server.source().fetch(ALICE)
 
     assert [p.text for p in posts] == [
-        "good morning bluesky ☀️ the coffee is strong and the build is green",
-        "New blog post on packing token streams into fixed blocks: alice.example.com/blog/packing",
+        "good morning bluesky ☀️ the coffee is strong and the build is green, "
+        "thanks @bob.example.com",
+        # The app showed "alice.example.com/blog/packi..."; the link facet holds the real URL.
+        "New blog post 📝 on packing token streams into fixed blocks: "
+        "https://alice.example.com/blog/packing",
         "hot take: every side project deserves a README written before the code",
         "2/ and the second half of the thread: measure before you optimise, then measure again",
         "1/ a thread about profiling python on two cores",
@@ -237,6 +241,51 @@ def test_the_same_post_twice_is_kept_once(server: FeedServer) -> None:
     server.route = lambda query: _json({"feed": [_item(1), _item(1), _item(2)]})
 
     assert [p.text for p in server.source().fetch(ALICE)] == ["numbered post 1", "numbered post 2"]
+
+
+def _link(start: int, end: int, uri: str) -> dict[str, Any]:
+    return {
+        "$type": "app.bsky.richtext.facet",
+        "features": [{"$type": "app.bsky.richtext.facet#link", "uri": uri}],
+        "index": {"byteStart": start, "byteEnd": end},
+    }
+
+
+def test_links_are_expanded_by_utf8_byte_offsets() -> None:
+    text = "café ☕ see a.io/x... and b.io/y..."
+    a = text.encode().index(b"a.io")
+    b = text.encode().index(b"b.io")
+    facets = [_link(b, b + 9, "https://b.io/yes"), _link(a, a + 9, "http://a.io/xyz")]
+
+    assert expand_links(text, facets) == "café ☕ see http://a.io/xyz and https://b.io/yes"
+
+
+@pytest.mark.parametrize(
+    "facets",
+    [
+        [_link(0, 99, "https://x.io")],  # past the end
+        [_link(4, 2, "https://x.io")],  # backwards
+        [_link(1, 4, "https://x.io")],  # ends inside "é" (bytes 3 and 4)
+        [_link(0, 4, "javascript:alert(1)")],  # not a web link
+        [_link(0, 4, "https://x.io/a b")],  # whitespace would split the URL
+        [{"$type": "app.bsky.richtext.facet", "features": [{"$type": "x#mention"}]}],
+        "not a list",
+        [None, {"index": "x", "features": 3}],
+    ],
+)
+def test_untrustworthy_facets_leave_the_text_alone(facets: Any) -> None:
+    assert expand_links("cafés are nice", facets) == "cafés are nice"
+
+
+def test_overlapping_facets_expand_only_the_first() -> None:
+    text = "see x.io/abc now"
+    start = text.index("x.io")
+    facets = [
+        _link(start, start + 8, "https://x.io/abc"),
+        _link(start + 2, start + 6, "https://y.io"),
+    ]
+
+    assert expand_links(text, facets) == "see https://x.io/abc now"
 
 
 # --------------------------------------------------------------------------- failures
@@ -439,6 +488,29 @@ def test_the_page_parser_never_crashes_on_arbitrary_json(payload: Any) -> None:
     else:
         assert cursor is None or (isinstance(cursor, str) and cursor)
         assert all(isinstance(p.text, str) and p.id for p in posts)
+
+
+@given(
+    text=st.text(max_size=30),
+    facets=st.lists(
+        st.builds(
+            _link,
+            st.integers(-3, 40),
+            st.integers(-3, 40),
+            st.sampled_from(["https://x.io/a", "http://ü.de", "nope"]),
+        )
+        | _any_json,
+        max_size=4,
+    )
+    | _any_json,
+)
+def test_link_expansion_never_crashes_and_keeps_text_outside_the_links(
+    text: str, facets: Any
+) -> None:
+    expanded = expand_links(text, facets)
+    assert isinstance(expanded, str)
+    if not isinstance(facets, list) or not facets:
+        assert expanded == text
 
 
 @given(item=_feed_item | _any_json)
