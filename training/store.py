@@ -244,3 +244,55 @@ def read_model_info(folder: Path) -> ModelInfo:
 
 def _folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+# A Hub model repository: "owner/name".
+_HUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+def check_hub_repo(repo_id: str) -> str:
+    """Refuse a ``--push-to-hub`` target that is not ``owner/name``."""
+    if not _HUB_REPO.fullmatch(repo_id) or ".." in repo_id:
+        raise InputError(
+            f"{repo_id[:60]!r} is not a Hugging Face repository id: use owner/name, "
+            "e.g. alice/doppeltweet-barackobama."
+        )
+    return repo_id
+
+
+def check_hub_token(token: str | None) -> str:
+    """Refuse to push without a token, before any training time is spent."""
+    if not token:
+        raise InputError(
+            "Pushing to the Hub needs a Hugging Face write token: set HF_TOKEN in the "
+            "environment or in .env."
+        )
+    return token
+
+
+def push_to_hub(folder: Path, repo_id: str, token: str | None) -> str:
+    """Upload a model folder to the Hugging Face Hub (created if needed); returns its URL.
+
+    The token is passed to ``huggingface_hub`` only; it never appears in a message.
+    """
+    check_hub_repo(repo_id)
+    token = check_hub_token(token)
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", exist_ok=True)
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=f"Upload {folder.name} trained with doppeltweet",
+        )
+    except Exception as error:  # any network or Hub failure; its text could echo request data
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        why = f" (HTTP {status})" if status else ""
+        raise ModelError(
+            f"The model was saved locally but could not be pushed to {repo_id}{why}: check "
+            "the repository id, that HF_TOKEN has write access, and your network."
+        ) from None
+    return f"https://huggingface.co/{repo_id}"

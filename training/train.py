@@ -1,0 +1,619 @@
+"""Fine-tune a causal LM on one model's tweets with huggingtweets' recipe, and store the result.
+
+The steps, top to bottom in :func:`train_model`:
+
+1. load the base model (``training.basemodels``) and, with ``lora``, wrap it in a peft adapter;
+2. split the tweets 90/10 by tweet and pack every epoch's seeded shuffle into fixed token
+   blocks (``training.dataset``); the blocks are already in epoch order, so the Trainer makes ONE
+   sequential pass over them (a random sampler would undo the per-epoch shuffles and the
+   oversampling);
+3. measure validation loss / perplexity, train (AdamW, cosine, no warmup; fp32 on CPU, bf16 on
+   CUDA), measure again;
+4. write weights, tokenizer, dataset, ``training.json``, ``loss.png`` and the model card into a
+   staging folder and swap it in atomically (``training.store``).
+
+SIGTERM and SIGINT stop training at the next step boundary; nothing is saved and the previous model
+stays in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.errors import InputError, ModelError
+from training.progress import ProgressReporter
+from training.store import CARD_FILE, LOSS_PLOT_FILE, TRAINING_FILE, ModelInfo, ModelStore
+
+if TYPE_CHECKING:
+    import torch
+
+    from training.cleaning import DataTable
+
+log = logging.getLogger(__name__)
+
+#: huggingtweets' learning rate, found by their sweep for GPT-2 on tweets.
+HUGGINGTWEETS_LR = 1.372e-4
+#: huggingtweets' context: 1024-token blocks (GPT-2's full window).
+MAX_BLOCK_SIZE = 1024
+REPORT_TO = ("none", "wandb", "tensorboard")
+TRAINING_FORMAT = 1
+
+# LoRA targets by architecture: every attention projection (peft's own defaults cover only some).
+_LORA_TARGETS: dict[str, list[str]] = {
+    "gpt2": ["c_attn", "c_proj"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "phi3": ["qkv_proj", "o_proj"],
+    "gpt_neox": ["query_key_value", "dense"],
+    "gptj": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "opt": ["q_proj", "k_proj", "v_proj", "out_proj"],
+}
+
+
+class TrainingStopped(ModelError):
+    """Training was interrupted by SIGTERM/SIGINT; nothing was saved."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run; recorded verbatim in ``training.json``."""
+
+    base_model: str = "gpt2"
+    lora: bool = False
+    epochs: int = 4
+    learning_rate: float = HUGGINGTWEETS_LR
+    #: Tokens per block; ``None`` means min(1024, the model's window), as huggingtweets used.
+    block_size: int | None = None
+    #: Blocks per step; huggingtweets used 1 (1024-token blocks).
+    batch_size: int = 1
+    max_steps: int | None = None
+    seed: int = 42
+    val_fraction: float = 0.1
+    report_to: str = "none"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    #: The Hub repository the model will be pushed to (only used for the card's snippet).
+    hub_repo: str | None = None
+
+    def validate(self) -> None:
+        """Refuse nonsensical values before any expensive work starts."""
+        checks = [
+            (self.epochs >= 1, f"Train for at least one epoch, not {self.epochs}."),
+            (
+                self.learning_rate > 0 and math.isfinite(self.learning_rate),
+                f"The learning rate must be a positive number, not {self.learning_rate}.",
+            ),
+            (
+                self.block_size is None or 8 <= self.block_size <= 32768,
+                f"The block size must be between 8 and 32768 tokens, not {self.block_size}.",
+            ),
+            (
+                1 <= self.batch_size <= 1024,
+                f"The batch size must be between 1 and 1024, not {self.batch_size}.",
+            ),
+            (
+                self.max_steps is None or self.max_steps >= 1,
+                f"--max-steps must be at least 1, not {self.max_steps}.",
+            ),
+            (
+                0.0 <= self.val_fraction < 0.5,
+                "The validation fraction must be at least 0 and below 0.5, "
+                f"not {self.val_fraction}.",
+            ),
+            (
+                self.report_to in REPORT_TO,
+                f"--report-to must be one of {', '.join(REPORT_TO)}, not {self.report_to!r}.",
+            ),
+            (self.lora_r >= 1, f"The LoRA rank must be at least 1, not {self.lora_r}."),
+            (0.0 <= self.lora_dropout < 1.0, "The LoRA dropout must be in [0, 1)."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+def train_model(
+    table: DataTable, config: TrainConfig, store: ModelStore, reporter: ProgressReporter
+) -> ModelInfo:
+    """Fine-tune ``config.base_model`` on ``table``'s tweets and install it in ``store``.
+
+    Raises :class:`TrainingStopped` on SIGTERM/SIGINT and another :class:`ModelError` /
+    :class:`InputError` for anything a user can fix; the store keeps the previous model then.
+    """
+    config.validate()
+    name = table.model_name
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    with _stop_on_signals() as stop, store.staging(name) as staging:
+        import torch
+
+        from training.basemodels import load_base_model, pick_device
+        from training.dataset import build_eval_blocks, build_train_blocks, split_tweets
+
+        device = pick_device()
+        reporter.phase("loading", f"loading base model {config.base_model}")
+        t0 = time.monotonic()
+        _seed_everything(config.seed)
+        texts = [text for data in table.handles for text in data.kept]
+        model, tokenizer = load_base_model(
+            config.base_model, texts=texts, models_dir=store.root, device=None
+        )
+        window = _model_window(model)
+        block_size = config.block_size or min(MAX_BLOCK_SIZE, window)
+        if block_size > window:
+            raise InputError(
+                f"The block size {block_size} is longer than {config.base_model}'s context of "
+                f"{window} tokens; use --block-size {window} or less."
+            )
+        base_for_record = _base_path_for_lora(config, store)
+        if config.lora:
+            model = _wrap_lora(model, config)
+        split = split_tweets(table, config.val_fraction, seed=config.seed)
+        train_blocks = build_train_blocks(
+            split, tokenizer, block_size=block_size, epochs=config.epochs, seed=config.seed
+        )
+        eval_blocks = build_eval_blocks(split, tokenizer, block_size=block_size)
+        timings["load_s"] = time.monotonic() - t0
+        stop.check()
+
+        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        with tempfile.TemporaryDirectory(prefix="doppeltweet-trainer-") as scratch:
+            output_dir = _output_dir(config, store, name, Path(scratch))
+            trainer, recorder = _make_trainer(
+                model,
+                config,
+                train_blocks,
+                eval_blocks,
+                output_dir=output_dir,
+                device=device,
+                bf16=use_bf16,
+                reporter=reporter,
+                stop=stop,
+                tokens_per_step=block_size * config.batch_size,
+            )
+            t0 = time.monotonic()
+            reporter.phase("evaluating", "validation loss before training")
+            val_before = _evaluate(trainer, eval_blocks)
+            timings["evaluate_before_s"] = time.monotonic() - t0
+            stop.check()
+
+            reporter.phase("training", f"{trainer_steps(trainer, train_blocks)} steps")
+            t0 = time.monotonic()
+            trainer.train()
+            timings["train_s"] = time.monotonic() - t0
+            stop.check()
+
+            t0 = time.monotonic()
+            reporter.phase("evaluating", "validation loss after training")
+            val_after = _evaluate(trainer, eval_blocks)
+            timings["evaluate_after_s"] = time.monotonic() - t0
+            stop.check()
+
+        reporter.phase("saving", f"writing the model to {store.path(name)}")
+        t0 = time.monotonic()
+        steps = len(recorder.losses)
+        record = _training_record(
+            table,
+            config,
+            block_size=block_size,
+            base_path=base_for_record,
+            device=device,
+            dtype="bfloat16" if use_bf16 else "float32",
+            metrics={
+                "val_loss_before": val_before,
+                "val_loss_after": val_after,
+                "perplexity_before": _perplexity(val_before),
+                "perplexity_after": _perplexity(val_after),
+                "train_loss_first": recorder.losses[0] if steps else None,
+                "train_loss_last": recorder.losses[-1] if steps else None,
+                "steps": steps,
+                "train_tokens": steps * block_size * config.batch_size,
+                "train_blocks": len(train_blocks),
+                "validation_blocks": len(eval_blocks),
+                "tokens_per_s": (
+                    steps * block_size * config.batch_size / timings["train_s"]
+                    if timings["train_s"] > 0
+                    else None
+                ),
+            },
+            timings=timings,
+        )
+        _save(staging, model, tokenizer, table, config, record, recorder, store.path(name))
+        timings["save_s"] = time.monotonic() - t0
+        timings["total_s"] = time.monotonic() - started
+        _write_json(staging / TRAINING_FILE, record)
+        stop.check()
+        return store.commit(staging, name)
+
+
+def trainer_steps(trainer: Any, train_blocks: Any) -> int:
+    """The optimizer steps one pass will take (``max_steps`` caps it)."""
+    per_epoch = math.ceil(len(train_blocks) / trainer.args.per_device_train_batch_size)
+    return min(per_epoch, trainer.args.max_steps) if trainer.args.max_steps > 0 else per_epoch
+
+
+# Signals ---------------------------------------------------------------------------------------
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; training checks it at each step and between phases."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def check(self) -> None:
+        if self.signal is not None:
+            name = signal.Signals(self.signal).name
+            raise TrainingStopped(
+                f"Training was stopped by {name} before it finished; the previous model was kept."
+            )
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    flag = _StopFlag()
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Outside the main thread signals cannot be caught: the caller handles interruption.
+        with contextlib.suppress(ValueError):
+            previous[signum] = signal.signal(signum, flag)
+    try:
+        yield flag
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+# Model and Trainer -----------------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _model_window(model: Any) -> int:
+    config = model.config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return MAX_BLOCK_SIZE
+
+
+def _base_path_for_lora(config: TrainConfig, store: ModelStore) -> str | None:
+    """Where a LoRA adapter's base lives, for ``training.json`` (``None`` for full fine-tunes)."""
+    from training.basemodels import BASES_DIR, SMOLLM2_NAME, TINY_NAME
+
+    if not config.lora:
+        return None
+    if config.base_model == TINY_NAME:
+        # Rebuilt on load: its tokenizer and seeded initial weights follow from dataset.jsonl.
+        return TINY_NAME
+    if config.base_model == SMOLLM2_NAME:
+        return str((store.root / BASES_DIR / SMOLLM2_NAME).resolve())
+    path = Path(config.base_model).expanduser()
+    return str(path.resolve()) if path.is_dir() else config.base_model
+
+
+def _wrap_lora(model: Any, config: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    model_type = getattr(model.config, "model_type", "")
+    targets = _LORA_TARGETS.get(model_type)
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        fan_in_fan_out=model_type == "gpt2",  # GPT-2's Conv1D stores weights transposed
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as error:
+        raise ModelError(
+            f"LoRA does not know which layers of a {model_type or 'this'} model to adapt; "
+            "train without --lora."
+        ) from error
+
+
+class _LossRecorder:
+    """Keeps every step's loss as a detached tensor: no device sync until it is read."""
+
+    def __init__(self) -> None:
+        self._pending: list[Any] = []
+        self._values: list[float] = []
+
+    def add(self, loss: Any) -> None:
+        self._pending.append(loss.detach())
+
+    def last(self) -> float | None:
+        if self._pending:
+            return float(self._pending[-1].float().item())
+        return self._values[-1] if self._values else None
+
+    @property
+    def losses(self) -> list[float]:
+        if self._pending:
+            import torch
+
+            self._values.extend(torch.stack(self._pending).float().cpu().tolist())
+            self._pending.clear()
+        return self._values
+
+
+def _output_dir(config: TrainConfig, store: ModelStore, name: str, scratch: Path) -> Path:
+    """TensorBoard logs go under ``<models dir>/.runs/``; otherwise nothing is written at all."""
+    if config.report_to == "tensorboard":
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return store.root / ".runs" / f"{name}-{stamp}"
+    return scratch
+
+
+def _make_trainer(
+    model: Any,
+    config: TrainConfig,
+    train_blocks: Any,
+    eval_blocks: Any,
+    *,
+    output_dir: Path,
+    device: torch.device,
+    bf16: bool,
+    reporter: ProgressReporter,
+    stop: _StopFlag,
+    tokens_per_step: int,
+) -> tuple[Any, _LossRecorder]:
+    from transformers import (
+        PrinterCallback,
+        ProgressCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        default_data_collator,
+    )
+
+    recorder = _LossRecorder()
+    tracking = config.report_to != "none"
+
+    class RecordingTrainer(Trainer):
+        """Records each training step's loss (kept on the device, read only when reported)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if model.training:
+                recorder.add(result[0] if return_outputs else result)
+            return result
+
+    class ProgressReporting(TrainerCallback):
+        """Turns Trainer steps into progress events and honours a stop request."""
+
+        def __init__(self) -> None:
+            self.started = 0.0
+            self.last_report = -math.inf
+
+        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            self.started = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if stop.requested:
+                control.should_training_stop = True
+                return control
+            now = time.monotonic()
+            step, total = state.global_step, state.max_steps
+            if step != 1 and step < total and now - self.last_report < 0.25:
+                return control
+            self.last_report = now
+            elapsed = now - self.started
+            rate = step * tokens_per_step / elapsed if elapsed > 0 else None
+            eta = (total - step) * elapsed / step if step else None
+            reporter.step(step, total, recorder.last(), rate, eta)
+            return control
+
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=1,
+        num_train_epochs=1,  # the blocks already hold every epoch, in order
+        max_steps=config.max_steps or -1,
+        train_sampling_strategy="sequential",
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim="adamw_torch",
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        use_cpu=device.type == "cpu",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="steps" if tracking else "no",
+        logging_steps=10,
+        report_to=[] if not tracking else [config.report_to],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=device.type == "cuda",
+        remove_unused_columns=False,
+    )
+    trainer = RecordingTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_blocks,
+        eval_dataset=eval_blocks if len(eval_blocks) else None,
+        data_collator=default_data_collator,
+        callbacks=[ProgressReporting()],
+    )
+    # stdout belongs to the progress stream: the Trainer's own printing and bars must not touch it.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer, recorder
+
+
+def _evaluate(trainer: Any, eval_blocks: Any) -> float | None:
+    if not len(eval_blocks):
+        return None
+    loss = trainer.evaluate()["eval_loss"]
+    return float(loss)
+
+
+def _perplexity(loss: float | None) -> float | None:
+    if loss is None:
+        return None
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+# Saving ----------------------------------------------------------------------------------------
+
+
+def _training_record(
+    table: DataTable,
+    config: TrainConfig,
+    *,
+    block_size: int,
+    base_path: str | None,
+    device: torch.device,
+    dtype: str,
+    metrics: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    resolved = asdict(config)
+    resolved["block_size"] = block_size
+    return {
+        "format": TRAINING_FORMAT,
+        "name": table.model_name,
+        "handles": [data.handle.name for data in table.handles],
+        "platforms": {data.handle.name: data.handle.platform for data in table.handles},
+        "base_model": config.base_model,
+        "base_model_path": base_path,
+        "lora": config.lora,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": resolved,
+        "seeds": {"seed": config.seed, "data_seed": config.seed, "split_seed": config.seed},
+        "device": device.type,
+        "dtype": dtype,
+        "versions": _versions(),
+        "metrics": {k: _json_number(v) for k, v in metrics.items()},
+        "timings": timings,
+        "data_table": table.to_dict(),
+    }
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("doppeltweet", "torch", "transformers", "tokenizers", "peft", "accelerate"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def _save(
+    staging: Path,
+    model: Any,
+    tokenizer: Any,
+    table: DataTable,
+    config: TrainConfig,
+    record: dict[str, Any],
+    recorder: _LossRecorder,
+    final_path: Path,
+) -> None:
+    from training.card import render_card
+
+    if config.lora:
+        # Where ``pipeline(model=folder)`` / peft will look for the base weights.
+        model.peft_config["default"].base_model_name_or_path = record["base_model_path"]
+    elif hasattr(model, "config"):
+        model.config.use_cache = True
+    if config.lora:
+        # The vocabulary is never changed, and the "was it?" check would query the Hub.
+        model.save_pretrained(staging, save_embedding_layers=False)
+    else:
+        model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    table.save(staging)
+    _plot_loss(staging / LOSS_PLOT_FILE, recorder.losses, record["metrics"])
+    model_ref = config.hub_repo or str(final_path.resolve())
+    (staging / CARD_FILE).write_text(render_card(table, record, model_ref=model_ref), "utf-8")
+
+
+def _plot_loss(path: Path, losses: list[float], metrics: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    try:
+        if losses:
+            ax.plot(range(1, len(losses) + 1), losses, label="training loss", linewidth=1)
+        points = [
+            (0, metrics.get("val_loss_before")),
+            (len(losses), metrics.get("val_loss_after")),
+        ]
+        points = [(x, y) for x, y in points if y is not None]
+        if points:
+            ax.scatter(*zip(*points, strict=True), color="C1", zorder=3, label="validation loss")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss (nats/token)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def log_to_stderr() -> None:
+    """Send library logging to stderr at WARNING so stdout stays free for progress lines."""
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_warning()
+        hf_logging.disable_progress_bar()
