@@ -11,10 +11,15 @@ retweets in its data table before dropping them.
 Links are put back in full: Bluesky apps shorten a link in the post text (``example.com/lo...``)
 and keep the real URL in a link facet. With the URL restored, cleaning removes it exactly as it
 removes X's ``https://t.co/...`` links, instead of leaving the shortened stub in the training text.
+
+Bluesky sends text unescaped while X escapes ``&``, ``<`` and ``>``; cleaning decodes those three
+entities once, as huggingtweets did for X. So the text is escaped here the way X would have, and a
+post that literally says ``&amp;`` still says so after cleaning.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import time
 from datetime import UTC, datetime
@@ -173,7 +178,7 @@ def post_from_feed_item(item: object) -> RawTweet | None:
     return RawTweet(
         id=uri,
         created_at=created_at,
-        text=expand_links(record["text"], record.get("facets")),
+        text=html.escape(expand_links(record["text"], record.get("facets")), quote=False),
         is_retweet=is_repost,
         is_reply=isinstance(record.get("reply"), dict),
         source=BlueskySource.kind,

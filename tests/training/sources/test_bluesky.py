@@ -150,7 +150,7 @@ def test_two_pages_are_read_through_the_cursor_with_reposts_and_threads(
         "hot take: every side project deserves a README written before the code",
         "2/ and the second half of the thread: measure before you optimise, then measure again",
         "1/ a thread about profiling python on two cores",
-        "Quoting this because it is exactly right & worth repeating",
+        "Quoting this because it is exactly right &amp; worth repeating",  # escaped as X does
         "",
         "first post here. hello everyone 👋\nlooking forward to the quieter timeline",
     ]
@@ -235,6 +235,18 @@ def test_items_that_are_not_posts_are_skipped(server: FeedServer) -> None:
     (post,) = server.source().fetch(ALICE)
 
     assert post.text == "numbered post 3"
+
+
+def test_text_is_html_escaped_as_x_escapes_it_so_cleaning_restores_it_exactly(
+    server: FeedServer,
+) -> None:
+    item = _item(1)
+    item["post"]["record"]["text"] = "a <b> & c, literally &amp; here"
+    server.route = lambda query: _json({"feed": [item]})
+
+    (post,) = server.source().fetch(ALICE)
+
+    assert post.text == "a &lt;b&gt; &amp; c, literally &amp;amp; here"
 
 
 def test_the_same_post_twice_is_kept_once(server: FeedServer) -> None:
