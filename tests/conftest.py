@@ -1,0 +1,64 @@
+"""Session-wide fixtures shared by the training and bot tests: a data table and a tiny model.
+
+Everything is built offline from synthetic tweets, so no test downloads a model. The trained model
+is built once per session (a few seconds on 2 cores) and must be treated as read-only: copy it
+(``shutil.copytree``) before changing it.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from training.cleaning import DataTable, HandleData
+from training.handles import parse_handle
+
+_VOCABULARY = (
+    "my dream is to build a rocket and fly to the moon with friends coffee code python "
+    "today great people vote change future hope music city night morning team win learn "
+    "new book read write garden rain sun happy thanks everyone"
+)
+
+
+def synthetic_tweets(count: int, seed: int = 0) -> list[str]:
+    """``count`` deterministic tweet-like sentences (5–14 words, sometimes a #tag or emoji)."""
+    rng = random.Random(seed)
+    words_pool = _VOCABULARY.split()
+    tweets = []
+    for _ in range(count):
+        words = [rng.choice(words_pool) for _ in range(rng.randint(5, 14))]
+        if rng.random() < 0.2:
+            words.append("#" + rng.choice(words_pool))
+        if rng.random() < 0.1:
+            words.append("🎉")
+        tweets.append(" ".join(words).capitalize())
+    return tweets
+
+
+@pytest.fixture(scope="session")
+def sample_table() -> DataTable:
+    """One handle (@alice): 300 kept tweets (~20,000 characters), 25 retweets, 15 short ones."""
+    kept = synthetic_tweets(300)
+    return DataTable([HandleData(parse_handle("@alice"), 340, 25, 15, kept)])
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, sample_table: DataTable) -> Path:
+    """A tiny GPT-2 fully fine-tuned on ``sample_table`` and stored as ``<store>/alice``.
+
+    The folder has everything a real model folder has (weights, tokenizer, dataset.jsonl,
+    data_table.json, training.json, loss.png, README.md); its parent is the model store.
+    """
+    from training.progress import JsonProgress
+    from training.store import ModelStore
+    from training.train import TrainConfig, train_model
+
+    store = ModelStore(tmp_path_factory.mktemp("models"))
+    config = TrainConfig(
+        base_model="tiny", epochs=1, block_size=64, batch_size=8, learning_rate=2e-3, seed=7
+    )
+    with open(store.root / ".progress.jsonl", "w", encoding="utf-8") as stream:
+        info = train_model(sample_table, config, store, JsonProgress(stream))
+    return info.path
