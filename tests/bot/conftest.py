@@ -1,0 +1,117 @@
+"""Shared fixtures for the bot's tests: settings in a temporary folder, an opened store, and a
+stand-in for the training process that speaks the ``--progress-json`` protocol."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.config import BotSettings
+from bot.store import Store
+
+#: A stand-in for ``python -m training train … --progress-json``: the job runner runs it as its
+#: "python". FAKE_TRAINING_MODE picks the behaviour: succeed, error, crash (exit 3 without an error
+#: line), hang (until signalled), stubborn (ignores SIGTERM), nodone (exit 0 without "done").
+FAKE_TRAINING = r"""#!{python}
+import json, os, signal, sys, time
+from datetime import datetime, timezone
+
+args = sys.argv[1:]
+assert args[:3] == ["-m", "training", "train"], args
+rest = args[3:]
+handles = []
+while rest and not rest[0].startswith("--"):
+    handles.append(rest.pop(0).split(":")[-1])
+models_dir = rest[rest.index("--models-dir") + 1]
+base = rest[rest.index("--base-model") + 1]
+name = "-".join(sorted(handles))
+mode = os.environ.get("FAKE_TRAINING_MODE", "succeed")
+steps = int(os.environ.get("FAKE_TRAINING_STEPS", "3"))
+delay = float(os.environ.get("FAKE_TRAINING_DELAY", "0.01"))
+record = os.environ.get("FAKE_TRAINING_ARGV")
+if record:
+    with open(record, "a") as f:
+        f.write(json.dumps(args) + "\n")
+
+def emit(phase, **fields):
+    event = {{"phase": phase, "step": None, "total": None, "loss": None,
+              "tokens_per_s": None, "eta_s": None, "message": None}}
+    event.update(fields)
+    print(json.dumps(event), flush=True)
+
+def on_term(signum, frame):
+    emit("error", message="Training was stopped; the previous model is unchanged.")
+    sys.exit(130)
+
+if mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, on_term)
+
+print("this line is not JSON", flush=True)
+print("[1, 2]", flush=True)
+print("loading the base model", file=sys.stderr, flush=True)
+emit("loading", message="Loading the base model.")
+for step in range(1, steps + 1):
+    emit("training", step=step, total=steps, loss=4.0 - step * 0.1, tokens_per_s=100.0,
+         eta_s=(steps - step) * delay)
+    time.sleep(delay)
+if mode in ("hang", "stubborn"):
+    while True:
+        time.sleep(0.05)
+if mode == "error":
+    emit("error", message="Too few tweets are left after cleaning to train a model.")
+    sys.exit(1)
+if mode == "crash":
+    print("Traceback: something broke", file=sys.stderr, flush=True)
+    sys.exit(3)
+if mode == "nodone":
+    sys.exit(0)
+emit("saving")
+folder = os.path.join(models_dir, name)
+os.makedirs(folder, exist_ok=True)
+table = {{h: {{"tweets_downloaded": 100, "tweets_kept": 90}} for h in handles}}
+with open(os.path.join(folder, "training.json"), "w") as f:
+    json.dump({{"name": name, "handles": handles, "base_model": base, "lora": "--lora" in rest,
+               "created_at": datetime.now(timezone.utc).isoformat(),
+               "metrics": {{"perplexity_before": 80.5, "perplexity_after": 20.25}},
+               "data_table": table}}, f)
+with open(os.path.join(folder, "loss.png"), "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n")
+emit("done", model=name, path=folder)
+"""
+
+
+@pytest.fixture
+def bot_settings(tmp_path: Path) -> BotSettings:
+    """Settings with every path in a temporary folder and short grace periods; no .env read."""
+    return BotSettings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        owner_ids="42",
+        cancel_grace_s=2,
+        progress_edit_interval_s=1,
+    )
+
+
+@pytest.fixture
+async def store(bot_settings: BotSettings) -> AsyncIterator[Store]:
+    """The bot's store, freshly migrated, closed after the test."""
+    opened = await Store.open(bot_settings.db_file)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def fake_training(tmp_path: Path) -> Path:
+    """An executable that stands in for the Python interpreter running the training CLI."""
+    script = tmp_path / "fake-python"
+    script.write_text(FAKE_TRAINING.format(python=sys.executable), encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
