@@ -1,0 +1,198 @@
+"""The Discord client: explicit intents, no pings, the services it owns, one error handler.
+
+:class:`DoppeltweetBot` wires the service layer (store, job runner, model cache) to Discord. The
+cogs under :mod:`bot.exts` only parse commands and format replies; everything they need hangs off
+the bot. Services can be handed in ready-made (tests, or an embedding application). The bot always
+starts the job runner in :meth:`DoppeltweetBot.setup_hook` and stops it in
+:meth:`DoppeltweetBot.close`; the store and cache it closes only when it created them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord.ext import commands
+
+from bot.config import BotSettings
+from bot.jobs import JobRunner
+from bot.model_cache import ModelCache
+from bot.store import Store
+from training.errors import DoppeltweetError
+
+log = logging.getLogger(__name__)
+
+#: The cogs, loaded in this order by :meth:`DoppeltweetBot.setup_hook`.
+EXTENSIONS: tuple[str, ...] = (
+    "bot.exts.meta",
+    "bot.exts.training",
+    "bot.exts.tweeting",
+    "bot.exts.admin",
+)
+
+#: Nothing the bot sends may ping anyone: not @everyone, not roles, not users, not the author.
+NO_MENTIONS = discord.AllowedMentions.none()
+
+GENERIC_ERROR = "Something went wrong on my side; the error has been logged for the bot's owner."
+
+
+def bot_intents() -> discord.Intents:
+    """Exactly what the bot needs: servers, their messages, and message content for ``!cmd``."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.message_content = True
+    return intents
+
+
+class DoppeltweetBot(commands.Bot):
+    """The doppeltweet Discord bot: hybrid commands over the store, job runner and model cache."""
+
+    def __init__(
+        self,
+        settings: BotSettings,
+        *,
+        store: Store | None = None,
+        runner: JobRunner | None = None,
+        cache: ModelCache | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            command_prefix=settings.prefix,
+            intents=bot_intents(),
+            allowed_mentions=NO_MENTIONS,
+            help_command=None,
+            owner_ids=set(settings.owner_ids),
+            **options,
+        )
+        self.settings = settings
+        self._store = store
+        self._runner = runner
+        self._cache = cache
+        self._owned: list[str] = []
+
+    # ------------------------------------------------------------------ services
+
+    @property
+    def store(self) -> Store:
+        """The SQLite store (open after :meth:`setup_hook`)."""
+        if self._store is None:
+            raise RuntimeError("the store is opened in setup_hook")
+        return self._store
+
+    @property
+    def runner(self) -> JobRunner:
+        """The training job runner (started after :meth:`setup_hook`)."""
+        if self._runner is None:
+            raise RuntimeError("the job runner is created in setup_hook")
+        return self._runner
+
+    @property
+    def cache(self) -> ModelCache:
+        """The LRU cache of loaded models that ``!tweet`` generates from."""
+        if self._cache is None:
+            raise RuntimeError("the model cache is created in setup_hook")
+        return self._cache
+
+    async def setup_hook(self) -> None:
+        """Open the store, create the runner and cache, load the cogs, then start the runner.
+
+        The runner starts last so that the jobs it recovers from an earlier run are reported
+        through the training cog's listener, which exists only once the cogs are loaded.
+        """
+        if self._store is None:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self._store = await Store.open(self.settings.db_file)
+            self._owned.append("store")
+        if self._cache is None:
+            self._cache = ModelCache(
+                max_models=self.settings.cache_max_models,
+                max_bytes=self.settings.cache_max_bytes,
+            )
+            self._owned.append("cache")
+        if self._runner is None:
+            self._runner = JobRunner(self._store, self.settings)
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self._runner.start()
+
+    async def close(self) -> None:
+        """Stop the training jobs (re-queued for the next start), close what the bot opened, then
+        disconnect."""
+        try:
+            if self._runner is not None:
+                await self._runner.stop()
+            if "cache" in self._owned and self._cache is not None:
+                await self._cache.close()
+            if "store" in self._owned and self._store is not None:
+                await self._store.close()
+        finally:
+            self._owned.clear()
+            await super().close()
+
+    # ------------------------------------------------------------------ errors
+
+    async def on_command_error(  # type: ignore[override]
+        self, ctx: commands.Context[Any], error: commands.CommandError
+    ) -> None:
+        """Turn every command failure into one sentence in the channel; log the unexpected."""
+        if isinstance(error, commands.CommandNotFound):
+            return
+        sentence = error_sentence(ctx, error)
+        if sentence is None:
+            original = _unwrap(error)
+            log.error(
+                "command %s failed",
+                ctx.command.qualified_name if ctx.command else "?",
+                exc_info=(type(original), original, original.__traceback__),
+            )
+            sentence = GENERIC_ERROR
+        try:
+            await ctx.send(sentence, allowed_mentions=NO_MENTIONS, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not report a command error in channel %s", ctx.channel.id)
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    """The exception a command actually raised, out of discord.py's wrappers."""
+    wrappers = (
+        commands.CommandInvokeError,
+        commands.HybridCommandError,
+        discord.app_commands.CommandInvokeError,
+    )
+    while isinstance(error, wrappers):
+        inner = getattr(error, "original", None) or error.__cause__
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+def error_sentence(ctx: commands.Context[Any], error: BaseException) -> str | None:
+    """The one sentence a user sees for ``error``, or None when it is a bug to log."""
+    error = _unwrap(error)
+    prefix = ctx.clean_prefix or "!"
+    name = ctx.command.qualified_name if ctx.command else "help"
+    if isinstance(error, DoppeltweetError):
+        return str(error)
+    if isinstance(error, commands.CommandOnCooldown):
+        return f"Slow down: you can use `{prefix}{name}` again in {error.retry_after:.0f} s."
+    if isinstance(error, commands.NotOwner):
+        return "Only the bot's owner can do that."
+    if isinstance(error, commands.NoPrivateMessage):
+        return "That command works only in a server."
+    if isinstance(error, commands.MissingPermissions | commands.CheckFailure):
+        text = str(error).strip()
+        return text or "You are not allowed to use that command here."
+    if isinstance(error, commands.MissingRequiredAttachment):
+        return f"Attach a file to `{prefix}{name}`; see `{prefix}help`."
+    if isinstance(error, commands.UserInputError):
+        detail = discord.utils.escape_mentions(str(error).strip().rstrip("."))
+        return f"{detail}; see `{prefix}help` for how to use `{prefix}{name}`."
+    return None
+
+
+def create_bot(settings: BotSettings, **services: Any) -> DoppeltweetBot:
+    """Build the bot; ``store``, ``runner`` and ``cache`` may be passed in ready-made."""
+    return DoppeltweetBot(settings, **services)

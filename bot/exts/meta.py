@@ -1,0 +1,68 @@
+"""``!help``: what the bot can do, in one message."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord.ext import commands
+
+from bot.client import NO_MENTIONS
+
+if TYPE_CHECKING:
+    from bot.client import DoppeltweetBot
+
+#: (usage, what it does, admin only) — the order ``!help`` and docs/commands.md show them in.
+COMMANDS: tuple[tuple[str, str, bool], ...] = (
+    (
+        "train @handle [@handle2 @handle3]",
+        "Train a model from an attached X archive (zip or tweets.js), CSV or JSONL file, "
+        "from bluesky:name.bsky.social handles, or add `api` to read the paid X API.",
+        False,
+    ),
+    ("tweet [@handle] [prompt]", "Generate a tweet with a model of this server.", False),
+    ("models", "List this server's models.", False),
+    ("jobs", "Show the training queue and the running job's progress.", False),
+    ("cancel [job id]", "Cancel your queued or running training job (admins: any job).", False),
+    ("help", "Show this message.", False),
+    ("retrain @handle", "Train a model again from the same sources as last time.", True),
+    ("delete @handle", "Delete a model of this server.", True),
+    ("sync", "Publish the slash commands to Discord (bot owner only).", True),
+)
+
+
+def help_embed(prefix: str) -> discord.Embed:
+    """Every command with its usage; the same text works for ``!`` and ``/`` commands."""
+    embed = discord.Embed(
+        title="doppeltweet",
+        description="Learns to tweet like a person. Every command also works as a slash command.",
+        colour=discord.Colour.blurple(),
+    )
+    for admin in (False, True):
+        lines = [
+            f"`{prefix}{usage}` — {text}" for usage, text, is_admin in COMMANDS if is_admin is admin
+        ]
+        embed.add_field(
+            name="Admins (Manage Server)" if admin else "Commands",
+            value="\n".join(lines),
+            inline=False,
+        )
+    embed.set_footer(text="Generated tweets are AI-generated and marked as such.")
+    return embed
+
+
+class Meta(commands.Cog):
+    """Commands about the bot itself."""
+
+    def __init__(self, bot: DoppeltweetBot) -> None:
+        self.bot = bot
+
+    @commands.hybrid_command(name="help")
+    async def help(self, ctx: commands.Context[Any]) -> None:
+        """Show what the bot can do."""
+        await ctx.send(embed=help_embed(self.bot.settings.prefix), allowed_mentions=NO_MENTIONS)
+
+
+async def setup(bot: DoppeltweetBot) -> None:
+    """Load the meta cog."""
+    await bot.add_cog(Meta(bot))

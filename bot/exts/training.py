@@ -1,0 +1,342 @@
+"""``!train``, ``!jobs``, ``!cancel`` and the status messages of training jobs.
+
+The cog is also the job runner's listener: each job has one status message that is edited as the
+background training process reports progress (at most once every ``progress_edit_interval_s``), and
+when the job ends the cog posts the data table, the validation perplexity before → after, three
+sample tweets and the loss curve — or one sentence saying why it failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import NO_MENTIONS
+from bot.exts import parse_handle_list, require_guild_id
+from bot.formatting import (
+    data_table_block,
+    escape_user_text,
+    perplexity_line,
+    progress_text,
+)
+from bot.jobs import JobResult
+from bot.store import Job
+from training.config import get_settings as training_settings
+from training.errors import DoppeltweetError, InputError
+from training.generate import DEFAULT_PROMPT
+from training.handles import Handle
+
+if TYPE_CHECKING:
+    from bot.client import DoppeltweetBot
+
+log = logging.getLogger(__name__)
+
+API_WORDS = frozenset({"api", "--api", "x-api"})
+SAMPLE_TWEETS = 3
+
+
+def no_source_sentence(prefix: str) -> str:
+    """What to do when ``!train`` got no tweets to learn from."""
+    return (
+        f"Attach your X archive (zip or tweets.js), a CSV or a JSONL file of tweets to "
+        f"`{prefix}train @handle`, or name Bluesky handles (bluesky:name.bsky.social), or add "
+        f"`api` to read the paid X API."
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def job_title(job: Job) -> str:
+    """``Job #3 · jack-bob`` — how a job is named in messages."""
+    return f"Job #{job.id} · {escape_user_text(job.model_name)}"
+
+
+def status_text(job: Job, event: dict[str, Any] | None) -> str:
+    """The status message of a job for its last progress event (or its state)."""
+    fields = event or {}
+    phase = fields.get("phase") or ("queued" if job.state == "queued" else "starting")
+    return progress_text(
+        title=job_title(job),
+        phase=str(phase),
+        step=fields.get("step"),
+        total=fields.get("total"),
+        loss=fields.get("loss"),
+        eta_s=fields.get("eta_s"),
+        message=fields.get("message") if phase not in ("training",) else None,
+    )
+
+
+class Training(commands.Cog):
+    """Train models in the background and report on them."""
+
+    def __init__(self, bot: DoppeltweetBot) -> None:
+        self.bot = bot
+        self._status: dict[int, discord.Message | discord.PartialMessage] = {}
+        self._last_edit: dict[int, float] = {}
+
+    async def cog_load(self) -> None:
+        """Listen to the job runner (progress, success, failure)."""
+        self.bot.runner.add_listener(self)
+
+    async def cog_unload(self) -> None:
+        """Stop listening to the job runner."""
+        remove = getattr(self.bot.runner, "remove_listener", None)
+        if remove is not None:
+            remove(self)
+
+    # ------------------------------------------------------------------ commands
+
+    @commands.hybrid_command(name="train")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        handles="1 to 3 handles (@jack @bob, or bluesky:alice.bsky.social); add api for the X API",
+        archive="Your X archive (zip or tweets.js), or a CSV or JSONL file of tweets",
+    )
+    async def train(
+        self,
+        ctx: commands.Context[Any],
+        archive: discord.Attachment | None = None,
+        *,
+        handles: str,
+    ) -> None:
+        """Train a model that tweets like 1 to 3 people, in the background."""
+        guild_id = require_guild_id(ctx)
+        prefix = self.bot.settings.prefix
+        tokens = handles.split()
+        use_api = any(t.lower() in API_WORDS for t in tokens)
+        parsed = parse_handle_list([t for t in tokens if t.lower() not in API_WORDS])
+        if archive is None and ctx.message.attachments and ctx.interaction is None:
+            archive = ctx.message.attachments[0]
+        upload: Path | None = None
+        if archive is not None:
+            if use_api:
+                raise InputError("Use either an attachment or `api`, not both.")
+            self._check_attachment(archive)
+            upload = self.bot.runner.upload_path(guild_id, archive.filename)
+            try:
+                await archive.save(upload)
+            except BaseException:
+                _remove_upload(upload)
+                raise
+            sources = [str(upload)]
+        elif use_api:
+            if any(h.platform != "x" for h in parsed):
+                raise InputError("The X API reads X handles only; Bluesky handles need no `api`.")
+            token = training_settings().x_bearer_token
+            if token is None or not token.get_secret_value():
+                raise InputError(
+                    "The X API is not configured on this bot (it is paid: about $16 for 3,200 "
+                    "tweets); attach your free X archive instead."
+                )
+            sources = ["api"]
+        elif all(h.platform == "bluesky" for h in parsed):
+            sources = ["bluesky"]
+        else:
+            raise InputError(no_source_sentence(prefix))
+        try:
+            job = await self.submit(ctx, guild_id, parsed, sources)
+        except BaseException:
+            if upload is not None:
+                _remove_upload(upload)
+            raise
+        await self._announce_queued(ctx, job)
+
+    def _check_attachment(self, archive: discord.Attachment) -> None:
+        """The size, from the attachment's metadata, before anything is downloaded."""
+        limit = self.bot.settings.max_attachment_bytes
+        if archive.size > limit:
+            raise InputError(
+                f"That file is {_mb(archive.size)}, over this bot's "
+                f"{self.bot.settings.max_attachment_mb:g} MB limit; attach a smaller export "
+                "(e.g. only data/tweets.js from your archive)."
+            )
+
+    async def submit(
+        self, ctx: commands.Context[Any], guild_id: int, handles: list[Handle], sources: list[str]
+    ) -> Job:
+        """Queue a training job with the bot's default training options."""
+        return await self.bot.runner.submit(
+            guild_id, ctx.channel.id, ctx.author.id, handles, sources, {}
+        )
+
+    async def retrain_model(self, ctx: commands.Context[Any], name: str) -> None:
+        """Queue a model again from the sources its last training used."""
+        guild_id = require_guild_id(ctx)
+        job = await self.bot.runner.retrain(guild_id, ctx.channel.id, ctx.author.id, name)
+        await self._announce_queued(ctx, job)
+
+    async def _announce_queued(self, ctx: commands.Context[Any], job: Job) -> None:
+        position = job.position
+        where = f"position {position} in the queue" if position else "starting now"
+        message = await ctx.send(
+            f"{job_title(job)} — queued ({where}).", allowed_mentions=NO_MENTIONS
+        )
+        self._status[job.id] = message
+        try:
+            await self.bot.store.set_job_status_message(job.guild_id, job.id, message.id)
+        except Exception:  # the status message is a convenience; the job is queued regardless
+            log.exception("could not remember the status message of job %s", job.id)
+
+    @commands.hybrid_command(name="jobs")
+    @app_commands.guild_only()
+    async def jobs(self, ctx: commands.Context[Any]) -> None:
+        """Show the training queue of this server and the running job's progress."""
+        guild_id = require_guild_id(ctx)
+        running = await self.bot.runner.running(guild_id)
+        queued = await self.bot.runner.queue(guild_id)
+        if not running and not queued:
+            await ctx.send("No training jobs are queued or running.", allowed_mentions=NO_MENTIONS)
+            return
+        lines: list[str] = []
+        for job in running:
+            lines.append(status_text(job, job.progress))
+        if queued:
+            lines.append("**Queue**")
+            for job in queued:
+                lines.append(f"{job.position or '?'}. {job_title(job)} — by <@{job.user_id}>")
+        await ctx.send("\n".join(lines)[:2000], allowed_mentions=NO_MENTIONS)
+
+    @commands.hybrid_command(name="cancel")
+    @app_commands.guild_only()
+    @app_commands.describe(job_id="The job's number from !jobs (default: your latest job)")
+    async def cancel(self, ctx: commands.Context[Any], job_id: int | None = None) -> None:
+        """Cancel your queued or running training job (admins may cancel any)."""
+        from bot.exts.admin import is_admin
+
+        guild_id = require_guild_id(ctx)
+        if job_id is None:
+            own = await self.bot.runner.user_jobs(guild_id, ctx.author.id)
+            if not own:
+                raise InputError("You have no queued or running training job in this server.")
+            job_id = max(job.id for job in own)
+        job = await self.bot.runner.cancel(
+            job_id,
+            guild_id=guild_id,
+            user_id=ctx.author.id,
+            is_admin=is_admin(self.bot, ctx.author),
+        )
+        detail = f" {escape_user_text(job.error)}" if job.error else ""
+        await ctx.send(f"Cancelled {job_title(job)}.{detail}", allowed_mentions=NO_MENTIONS)
+
+    # ------------------------------------------------------------------ runner listener
+
+    async def _status_message(self, job: Job) -> discord.Message | discord.PartialMessage | None:
+        """The job's status message: remembered, recovered from the store, or a new one."""
+        message = self._status.get(job.id)
+        if message is not None:
+            return message
+        channel = self.bot.get_channel(job.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            return None
+        if job.status_message_id is not None and isinstance(channel, discord.TextChannel):
+            message = channel.get_partial_message(job.status_message_id)
+        else:
+            message = await channel.send(status_text(job, None), allowed_mentions=NO_MENTIONS)
+            await self.bot.store.set_job_status_message(job.guild_id, job.id, message.id)
+        self._status[job.id] = message
+        return message
+
+    async def _edit_status(self, job: Job, text: str) -> None:
+        message = await self._status_message(job)
+        if message is None:
+            return
+        try:
+            await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+        except discord.NotFound:
+            # Someone deleted the status message: post a fresh one next time.
+            self._status.pop(job.id, None)
+        except discord.HTTPException:
+            log.warning("could not edit the status message of job %s", job.id)
+
+    async def on_progress(self, job: Job, event: dict[str, Any]) -> None:
+        """Edit the job's status message, at most once every ``progress_edit_interval_s``."""
+        now = time.monotonic()
+        last = self._last_edit.get(job.id, -math.inf)
+        if now - last < self.bot.settings.progress_edit_interval_s:
+            return
+        self._last_edit[job.id] = now
+        await self._edit_status(job, status_text(job, event))
+
+    async def on_finished(self, job: Job, result: JobResult) -> None:
+        """Post the data table, perplexity before → after, three samples and the loss curve."""
+        self._last_edit.pop(job.id, None)
+        # A retrain replaced the folder: the next !tweet must load the new weights.
+        self.bot.cache.invalidate(result.path)
+        await self._edit_status(job, f"**{job_title(job)}** — Done")
+        self._status.pop(job.id, None)
+        channel = self.bot.get_channel(job.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        text = summary_text(job, result)
+        samples = await self._samples(job, result.path)
+        if samples:
+            text += "\n**Samples** (AI-generated)\n" + "\n".join(
+                f"> {escape_user_text(sample)}" for sample in samples
+            )
+        file = (
+            discord.File(result.loss_plot, filename="loss.png")
+            if result.loss_plot is not None
+            else discord.utils.MISSING
+        )
+        await channel.send(text[:2000], file=file, allowed_mentions=NO_MENTIONS)
+
+    async def _samples(self, job: Job, model_dir: Path) -> list[str]:
+        """Three sample tweets from the new model; a failure here does not fail the job."""
+        try:
+            result = await self.bot.cache.generate(model_dir, DEFAULT_PROMPT, n=SAMPLE_TWEETS)
+        except DoppeltweetError as error:
+            log.warning("no samples for job %s: %s", job.id, error)
+            return []
+        return list(result.tweets[:SAMPLE_TWEETS])
+
+    async def on_failed(self, job: Job, message: str) -> None:
+        """One sentence in the channel; the status message says the job failed.
+
+        A cancelled job only gets its status message updated: ``!cancel`` already answered.
+        """
+        self._last_edit.pop(job.id, None)
+        if job.state == "cancelled":
+            await self._edit_status(job, f"**{job_title(job)}** — Cancelled")
+            self._status.pop(job.id, None)
+            return
+        await self._edit_status(job, f"**{job_title(job)}** — Failed")
+        self._status.pop(job.id, None)
+        channel = self.bot.get_channel(job.channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            await channel.send(
+                f"{job_title(job)} failed: {escape_user_text(message)}",
+                allowed_mentions=NO_MENTIONS,
+            )
+
+
+def summary_text(job: Job, result: JobResult) -> str:
+    """The finished job's report: the data table and validation perplexity before → after."""
+    lines = [f"**{escape_user_text(job.model_name)}** is trained."]
+    if result.table:
+        lines.append(data_table_block(result.table))
+    ppl = perplexity_line(result.perplexity_before, result.perplexity_after)
+    if ppl:
+        lines.append(ppl)
+    return "\n".join(lines)
+
+
+def _remove_upload(upload: Path) -> None:
+    """Forget an attachment whose job was refused: its file and the fresh folder it sat in."""
+    upload.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        upload.parent.rmdir()
+
+
+async def setup(bot: DoppeltweetBot) -> None:
+    """Load the training cog."""
+    await bot.add_cog(Training(bot))
