@@ -226,6 +226,7 @@ def tweet_from_v2(item: object) -> RawTweet | None:
     if (
         not isinstance(tweet_id, str | int)
         or isinstance(tweet_id, bool)
+        or str(tweet_id) == ""
         or not isinstance(text, str)
     ):
         return None
@@ -234,7 +235,11 @@ def tweet_from_v2(item: object) -> RawTweet | None:
         text = note["text"]
     references = item.get("referenced_tweets")
     kinds = (
-        {ref.get("type") for ref in references if isinstance(ref, dict)}
+        {
+            ref["type"]
+            for ref in references
+            if isinstance(ref, dict) and isinstance(ref.get("type"), str)
+        }
         if isinstance(references, list)
         else set()
     )

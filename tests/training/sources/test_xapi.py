@@ -508,6 +508,21 @@ _post_like = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"id": "1", "text": "t", "referenced_tweets": [{"type": ["retweeted"]}, {"type": {}}]},
+        {"id": "", "text": "t"},
+        {"id": True, "text": "t"},
+        {"id": "1", "text": None},
+        {"id": "1", "text": "short", "note_tweet": {"text": ""}},
+    ],
+)
+def test_odd_post_objects_are_read_or_skipped_never_a_crash(item: dict[str, Any]) -> None:
+    tweet = tweet_from_v2(item)
+    assert tweet is None or (tweet.text == item["text"] and not tweet.is_retweet)
+
+
 @given(item=_json | _post_like)
 def test_tweet_from_v2_never_crashes_on_arbitrary_json(item: Any) -> None:
     tweet = tweet_from_v2(item)
