@@ -97,39 +97,36 @@ class PackedBlocks(Dataset):
 
 @dataclass
 class _Tokenized:
-    """Every tweet's token ids, flattened once; epochs select tweets by index into it."""
+    """Every tweet tokenized once, as units ``EOS t``; an epoch is a selection of units."""
 
-    flat: torch.Tensor  # all tokens, tweet after tweet
-    offsets: torch.Tensor  # where each tweet starts in ``flat``
-    lengths: torch.Tensor  # each tweet's token count
+    units: torch.Tensor  # all units back to back: EOS t1 EOS t2 …
+    offsets: torch.Tensor  # where each tweet's unit starts in ``units``
+    lengths: torch.Tensor  # each unit's length (the tweet's tokens + 1)
+    eos: int
 
 
 def _tokenize(tokenizer: Any, texts: Sequence[str]) -> _Tokenized:
-    if not texts:
-        empty = torch.zeros(0, dtype=torch.long)
-        return _Tokenized(empty, empty, empty)
-    ids = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
-    flat = torch.tensor([t for x in ids for t in x], dtype=torch.long)
-    offsets = torch.cumsum(lengths, 0) - lengths
-    return _Tokenized(flat, offsets, lengths)
+    eos = eos_token_id(tokenizer)
+    # split_special_tokens: a tweet that literally says "<|endoftext|>" must not forge a separator.
+    ids = tokenizer(
+        list(texts),
+        add_special_tokens=False,
+        return_attention_mask=False,
+        split_special_tokens=True,
+    )["input_ids"]
+    lengths = torch.tensor([len(x) + 1 for x in ids], dtype=torch.long)
+    units = torch.tensor([t for x in ids for t in (eos, *x)], dtype=torch.long)
+    return _Tokenized(units, torch.cumsum(lengths, 0) - lengths, lengths, eos)
 
 
-def _eos_stream(tok: _Tokenized, order: torch.Tensor, eos: int) -> torch.Tensor:
-    """``EOS t[o0] EOS t[o1] … EOS`` for the tweets selected by ``order``, built without a loop."""
+def _eos_stream(tok: _Tokenized, order: torch.Tensor) -> torch.Tensor:
+    """``EOS t[o0] EOS t[o1] … EOS`` for the tweets selected by ``order``, as one gather."""
     counts = tok.lengths[order]
-    n_tokens = int(counts.sum())
-    stream = torch.full((n_tokens + len(order) + 1,), eos, dtype=torch.long)
-    if n_tokens:
-        segment = torch.repeat_interleave(torch.arange(len(order)), counts)
-        within = torch.arange(n_tokens) - torch.repeat_interleave(
-            torch.cumsum(counts, 0) - counts, counts
-        )
-        # Each token moves right by one EOS per tweet up to and including its own.
-        stream[torch.arange(n_tokens) + segment + 1] = tok.flat[
-            tok.offsets[order][segment] + within
-        ]
-    return stream
+    total = int(counts.sum())
+    # Position p of the output, inside the unit that starts at s, reads units[offset + p - s].
+    shift = torch.repeat_interleave(tok.offsets[order] - (torch.cumsum(counts, 0) - counts), counts)
+    body = tok.units[shift + torch.arange(total)]
+    return torch.cat([body, torch.tensor([tok.eos], dtype=torch.long)])
 
 
 def _check_block_size(block_size: int) -> None:
@@ -172,9 +169,7 @@ def build_train_blocks(
     handles = [name for name, tweets in split.train.items() if tweets]
     if not handles:
         raise DataError("There are no training tweets left after the validation split.")
-    texts = [t for name in handles for t in split.train[name]]
-    tok = _tokenize(tokenizer, texts)
-    eos = eos_token_id(tokenizer)
+    tok = _tokenize(tokenizer, [t for name in handles for t in split.train[name]])
 
     starts, chars = [], []
     start = 0
@@ -194,7 +189,7 @@ def build_train_blocks(
             ]
         )
         orders.append(picked[torch.randperm(len(picked), generator=generator)])
-    return _pack(_eos_stream(tok, torch.cat(orders), eos), block_size)
+    return _pack(_eos_stream(tok, torch.cat(orders)), block_size)
 
 
 def build_eval_blocks(split: DatasetSplit, tokenizer: Any, *, block_size: int) -> PackedBlocks:
@@ -203,5 +198,4 @@ def build_eval_blocks(split: DatasetSplit, tokenizer: Any, *, block_size: int) -
     if not split.validation:
         return PackedBlocks(torch.zeros((0, block_size), dtype=torch.long))
     tok = _tokenize(tokenizer, split.validation)
-    order = torch.arange(len(split.validation))
-    return _pack(_eos_stream(tok, order, eos_token_id(tokenizer)), block_size)
+    return _pack(_eos_stream(tok, torch.arange(len(split.validation))), block_size)
