@@ -38,7 +38,11 @@ JSON_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
 #: Legacy code pages that spreadsheet exports use (Excel for Mac writes MacRoman, Windows
 #: Excel writes Windows-1252); always tried next to whatever the detector guesses.
-LEGACY_ENCODINGS = ("mac_roman", "cp1252")
+LEGACY_ENCODINGS = ("cp1252", "mac_roman")
+#: How much of a legacy file the encoding candidates are scored on.
+_SCORE_SAMPLE = 200_000
+#: How much less messy a detector's guess must be to beat Windows-1252 and MacRoman.
+_GUESS_MARGIN = 0.1
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _EMPTY = {"", "0", "none", "null", "nan", "false"}
@@ -143,26 +147,36 @@ def _decode_with_bom(data: bytes) -> str | None:
 
 def _decode_legacy(data: bytes, name: str) -> str:
     if _looks_binary(data):
-        raise InputError(f"{name} is not text: it looks like binary data.")
-    # Preference order for ties: the common legacy code pages first, then the detector's guesses.
-    candidates = [
-        *LEGACY_ENCODINGS,
-        *(m.encoding for m in list(charset_normalizer.from_bytes(data))[:3]),
-    ]
-    best: tuple[tuple[float, float, int], str] | None = None
-    for order, encoding in enumerate(dict.fromkeys(candidates)):
-        try:
-            decoded = data.decode(encoding)
-        except (UnicodeDecodeError, LookupError):
-            continue
-        sample = decoded[:300_000]
-        repaired, fixed_runs, garbled_runs = _repair_runs(sample)
-        score = (garbled_runs - fixed_runs, mess_ratio(repaired, 1.0), order)
-        if best is None or score < best[0]:
-            best = (score, decoded)
+        raise InputError(f"{name} is not a text file: it looks like binary data.")
+    sample = data[:_SCORE_SAMPLE]
+    legacy = [_score(sample, encoding) for encoding in LEGACY_ENCODINGS]
+    best = min((s for s in legacy if s is not None), key=lambda s: s[:2], default=None)
+    # The detector's guesses (Cyrillic, Greek, CJK code pages…) must be clearly less messy than
+    # the Western code pages spreadsheets use: on Western text it often guesses Baltic or
+    # Central European pages that turn "è" into "č".
+    for match in list(charset_normalizer.from_bytes(data))[:3]:
+        guess = _score(sample, match.encoding)
+        if guess is not None and (
+            best is None or guess[0] < best[0] or guess[1] < best[1] - _GUESS_MARGIN
+        ):
+            best = guess
     if best is None:
         raise InputError(f"{name} is not text in any encoding we recognise.")
-    return best[1]
+    try:
+        return data.decode(best[2])
+    except UnicodeDecodeError as error:  # the sample decoded but the rest does not
+        raise InputError(f"{name} mixes text encodings and cannot be read.") from error
+
+
+def _score(sample: bytes, encoding: str) -> tuple[int, float, str] | None:
+    """(runs left garbled minus runs repaired, mess ratio, encoding): lower is better."""
+    try:
+        # Incremental, so a multi-byte character cut off by the sample's end is not an error.
+        text = codecs.getincrementaldecoder(encoding)().decode(sample, final=False)
+    except (LookupError, UnicodeDecodeError):
+        return None
+    _, fixed, garbled = _repair_runs(text, finish=False)
+    return garbled - fixed, mess_ratio(text[:20_000], 1.0), encoding
 
 
 def _looks_binary(data: bytes) -> bool:
@@ -215,10 +229,12 @@ def repair_mojibake(text: str) -> str:
     through the rounds, filling the ``_`` gaps with whatever makes valid UTF-8, and kept only if
     it then decodes. ftfy then repairs anything else.
     """
+    if text.isascii():
+        return text  # nothing to repair, and most tweets are ASCII: skip ftfy's work
     return _repair_runs(text)[0]
 
 
-def _repair_runs(text: str) -> tuple[str, int, int]:
+def _repair_runs(text: str, *, finish: bool = True) -> tuple[str, int, int]:
     """The repaired text, how many suspicious runs were repaired and how many stay garbled."""
     fixed = garbled = 0
 
@@ -233,7 +249,7 @@ def _repair_runs(text: str) -> tuple[str, int, int]:
         return result
 
     repaired = _SUSPECT_RUN.sub(repair, text)
-    return ftfy.fix_text(repaired, _FTFY), fixed, garbled
+    return (ftfy.fix_text(repaired, _FTFY) if finish else repaired), fixed, garbled
 
 
 def _repair_run(run: str) -> str:

@@ -1,4 +1,4 @@
-"""Builders for synthetic X archives, in every shape X has delivered them (built, never downloaded)."""
+"""Builders for synthetic X archives in every shape X has delivered them (never downloaded)."""
 
 from __future__ import annotations
 
@@ -162,12 +162,12 @@ def archive_builder() -> type[ArchiveBuilder]:
 
 
 @pytest.fixture
-def zip_writer():  # noqa: ANN201 - the write_zip function
+def zip_writer():
     """``write_zip(path, {name: bytes}, top=None)`` for hand-made (hostile) zips."""
     return write_zip
 
 
 @pytest.fixture
-def js_file():  # noqa: ANN201 - the js function
+def js_file():
     """``js(global_name, data) -> bytes``: an archive .js file's contents."""
     return js
