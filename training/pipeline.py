@@ -100,7 +100,11 @@ def pair_specs(handles: Sequence[Handle], specs: Sequence[str]) -> list[tuple[Ha
 def collect(
     handles: Sequence[Handle], specs: Sequence[str], settings: TrainingSettings
 ) -> DataTable:
-    """Fetch and clean every handle's tweets; the gates are left to the caller (:meth:`check`)."""
+    """Fetch and clean every handle's tweets; the gates are left to the caller (:meth:`check`).
+
+    With one spec per handle, ``specs[i]`` belongs to ``handles[i]``: pass the handles in the order
+    the user typed them, not sorted (the table sorts its columns itself).
+    """
     pairs = pair_specs(handles, specs)
     opened: dict[tuple[str, str], TweetSource] = {}
     columns = []

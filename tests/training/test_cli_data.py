@@ -174,3 +174,36 @@ def test_python_m_training_data_runs_end_to_end(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["jack"]["tweets_kept"] == 70
+
+
+def test_each_from_belongs_to_the_handle_typed_at_its_position(tmp_path, capsys) -> None:
+    zed = write_csv(tmp_path / "zed.csv", {"zed": 80})
+    amy = write_csv(tmp_path / "amy.csv", {"amy": 90})
+    assert main(["data", "@zed", "@amy", "--from", str(zed), "--from", str(amy), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert list(table) == ["amy", "zed"]
+    assert table["amy"]["tweets_kept"] == 90 and table["zed"]["tweets_kept"] == 80
+
+
+FIVETHIRTYEIGHT = ROOT / "tests" / "fixtures" / "fivethirtyeight"
+
+
+def test_fivethirtyeight_csvs_come_out_clean_end_to_end(tmp_path, capsys) -> None:
+    out_file = tmp_path / "both.jsonl"
+    argv = ["data", "@realDonaldTrump", "@BarackObama", "--json", "--out", str(out_file)]
+    argv += ["--from", str(FIVETHIRTYEIGHT / "realDonaldTrump.csv")]
+    argv += ["--from", str(FIVETHIRTYEIGHT / "BarackObama.csv")]
+    assert main(argv) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["barackobama"]["tweets_downloaded"] == 3207
+    assert table["realdonaldtrump"]["tweets_downloaded"] == 3232
+    for counts in table.values():
+        assert counts["tweets_downloaded"] == (
+            counts["retweets"] + counts["short_tweets"] + counts["tweets_kept"]
+        )
+        assert counts["retweets"] > 300  # "RT @" rows are retweets in a CSV
+    text = out_file.read_text(encoding="utf-8")
+    records = [json.loads(line) for line in text.splitlines()]
+    assert len(records) == sum(c["tweets_kept"] for c in table.values())
+    assert "Michelle & I are praying" in text
+    assert not any(m in text for m in ("‰Û", "Ã", "&amp;", "http://", "https://"))
