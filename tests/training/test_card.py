@@ -1,0 +1,132 @@
+"""The model card: huggingtweets' layout, and numbers identical to the data pipeline's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from training.card import render_card
+from training.cleaning import DataTable, clean_handle
+from training.handles import parse_handle
+from training.sources.base import RawTweet
+
+
+def _tweets(texts: list[str], retweet_every: int = 0) -> list[RawTweet]:
+    return [
+        RawTweet(str(i), None, text, bool(retweet_every and i % retweet_every == 0), False, "csv")
+        for i, text in enumerate(texts)
+    ]
+
+
+def _pipeline_table() -> DataTable:
+    alice = [f"tweet number {i} about the moon and https://t.co/x{i}" for i in range(40)]
+    alice += ["@bob thanks!", "ok", "RT @carol: something I liked a lot today"]
+    bob = [f"bob says hello world number {i}" for i in range(25)] + ["#tag @x"]
+    return DataTable(
+        [
+            clean_handle(parse_handle("@alice"), _tweets(alice, retweet_every=7)),
+            clean_handle(parse_handle("@bob"), _tweets(bob)),
+        ]
+    )
+
+
+_RECORD = {
+    "base_model": "gpt2",
+    "lora": False,
+    "config": {"epochs": 4, "learning_rate": 1.372e-4, "block_size": 1024, "batch_size": 1},
+    "seeds": {"seed": 42},
+    "metrics": {
+        "steps": 120,
+        "train_tokens": 122880,
+        "val_loss_before": 4.5,
+        "val_loss_after": 3.25,
+        "perplexity_before": 90.0171,
+        "perplexity_after": 25.7903,
+    },
+    "timings": {"train_s": 185.2},
+    "device": "cuda",
+    "dtype": "bfloat16",
+}
+
+
+def _markdown_rows(card: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in card.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) >= 2:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_card_table_has_one_column_per_handle_with_the_pipelines_numbers() -> None:
+    table = _pipeline_table()
+    card = render_card(table, _RECORD, model_ref="alice/doppeltweet")
+    rows = _markdown_rows(card)
+    assert rows["Data"] == ["alice", "bob"]
+    counts = table.to_dict()
+    for label, key in [
+        ("Tweets downloaded", "tweets_downloaded"),
+        ("Retweets", "retweets"),
+        ("Short tweets", "short_tweets"),
+        ("Tweets kept", "tweets_kept"),
+    ]:
+        assert rows[label] == [str(counts["alice"][key]), str(counts["bob"][key])]
+    # The invariant of the seed's table holds in the card.
+    for column in range(2):
+        downloaded, retweets, short, kept = (
+            int(rows[label][column])
+            for label in ("Tweets downloaded", "Retweets", "Short tweets", "Tweets kept")
+        )
+        assert downloaded == retweets + short + kept
+
+
+def test_card_front_matter_is_the_seeds() -> None:
+    card = render_card(_pipeline_table(), _RECORD, model_ref="x")
+    match = re.match(r"---\n(.*?)\n---\n", card, re.DOTALL)
+    assert match
+    front = yaml.safe_load(match.group(1))
+    assert front["language"] == "en"
+    assert front["thumbnail"].startswith("https://")
+    assert "huggingtweets" in front["tags"]
+    assert front["widget"] == [{"text": "My dream is"}]
+
+
+def test_one_handle_is_an_ai_bot_and_several_are_an_ai_cyborg() -> None:
+    table = _pipeline_table()
+    single = DataTable([table.handles[0]])
+    assert "AI BOT" in render_card(single, _RECORD, model_ref="x")
+    cyborg = render_card(table, _RECORD, model_ref="x")
+    assert "AI CYBORG" in cyborg
+    assert "@alice @bob" in cyborg
+
+
+def test_card_has_every_section_with_the_real_training_numbers() -> None:
+    card = render_card(_pipeline_table(), _RECORD, model_ref="alice/doppeltweet")
+    for section in (
+        "## How does it work?",
+        "## Training data",
+        "## Training procedure",
+        "## How to use",
+        "## Limitations and bias",
+    ):
+        assert section in card
+    rows = _markdown_rows(card)
+    assert rows["Base model"] == ["gpt2"]
+    assert rows["Epochs"] == ["4"]
+    assert rows["Learning rate"] == ["0.0001372"]
+    assert rows["Optimizer steps"] == ["120"]
+    assert rows["Seed"] == ["42"]
+    assert rows["Validation perplexity before → after"] == ["90.017 → 25.790"]
+    assert rows["Training time"] == ["3 min 5 s"]
+    assert rows["Device"] == ["cuda (bfloat16)"]
+    assert "pipeline('text-generation', model='alice/doppeltweet')" in card
+
+
+def test_trained_models_card_matches_its_data_table(tiny_model_dir: Path) -> None:
+    table = DataTable.load(tiny_model_dir)
+    card = (tiny_model_dir / "README.md").read_text(encoding="utf-8")
+    assert table.to_markdown() in card
+    assert "AI BOT" in card
+    assert str(tiny_model_dir.resolve()) in card  # the local folder is what pipeline() loads
