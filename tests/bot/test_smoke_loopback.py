@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import os
+import shutil
+import signal
+import sys
 import zlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import discord
 import pytest
@@ -14,7 +20,7 @@ from fake_discord import FakeDiscord
 
 from bot.endpoints import apply_discord_endpoints
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +156,116 @@ async def test_fake_gateway_speaks_zlib_stream_with_a_sync_flush_per_message(
         await ws.send_json({"op": 1, "d": None})
         ack = await asyncio.wait_for(ws.receive_bytes(), timeout=5)
         assert b'"op": 11' in inflate.decompress(ack)
+
+
+# --------------------------------------------------------------------------- the real bot
+
+TOKEN = "smoke-test-token.not-a-real-one"
+
+
+async def _seed_guild_model(data_dir: Path, guild_id: int, tiny_model_dir: Path) -> Path:
+    """A copy of the session's tiny model in the guild's store, recorded in the bot's database."""
+    from bot.config import BotSettings
+    from bot.store import Store
+    from training.handles import parse_handle
+
+    settings = BotSettings(_env_file=None, data_dir=data_dir, db_path=data_dir / "doppeltweet.db")
+    folder = settings.guild_models_dir(guild_id) / tiny_model_dir.name
+    await asyncio.to_thread(shutil.copytree, tiny_model_dir, folder)
+    store = await Store.open(settings.db_file)
+    try:
+        await store.upsert_model(
+            guild_id,
+            folder.name,
+            handles=[parse_handle("@alice")],
+            sources=["tweets.csv"],
+            base_model="tiny",
+            lora=False,
+            path=folder,
+            trained_by=None,
+        )
+    finally:
+        await store.close()
+    return folder
+
+
+def _bot_environment(fake: FakeDiscord, data_dir: Path) -> dict[str, str]:
+    """The process environment of `doppeltweet bot`: ours only, nothing from a developer's shell."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DISCORD_", "DOPPELTWEET_", "X_", "HF_TOKEN"))
+    }
+    env.update(
+        DISCORD_TOKEN=TOKEN,
+        DISCORD_API_BASE=fake.api_base,
+        DISCORD_GATEWAY_URL=fake.gateway_url,
+        DOPPELTWEET_DATA_DIR=str(data_dir),
+        DOPPELTWEET_DB_PATH=str(data_dir / "doppeltweet.db"),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+async def test_doppeltweet_bot_answers_help_and_tweet_over_loopback_then_stops_on_sigterm(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """`doppeltweet bot` as a user runs it: env config, real gateway + REST, SIGTERM at the end."""
+    async with FakeDiscord(token=TOKEN) as fake:
+        data_dir = tmp_path / "data"
+        model_dir = await _seed_guild_model(data_dir, fake.guild_id, tiny_model_dir)
+        log_path = tmp_path / "bot.log"
+        with log_path.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "import sys; from training.cli import main; sys.exit(main(['bot']))",
+                cwd=tmp_path,  # no .env from the checkout
+                env=_bot_environment(fake, data_dir),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        try:
+            identify = await fake.wait_until_identified(timeout=120)
+            assert identify["token"] == TOKEN
+            assert identify["intents"] & (1 << 15), "the Message Content intent is requested"
+
+            await fake.send_user_message("!help")
+            help_post = (await fake.wait_for_sent_messages(1, timeout=30))[0]
+
+            await fake.send_user_message("!tweet hi")
+            tweet_post = (await fake.wait_for_sent_messages(2, timeout=120))[1]
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.wait_for(process.wait(), timeout=60)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                code = None
+        output = log_path.read_text(encoding="utf-8", errors="replace")
+
+    assert code == 0, f"`doppeltweet bot` did not stop cleanly on SIGTERM:\n{output[-4000:]}"
+    assert TOKEN not in output, "the token must never be logged"
+    assert "Traceback" not in output, output[-4000:]
+
+    help_embed = help_post.json["embeds"][0]
+    assert help_embed["title"] == "doppeltweet"
+    assert "!tweet" in json.dumps(help_embed)
+    assert help_post.json["allowed_mentions"] == {"parse": []}
+
+    assert tweet_post.json["allowed_mentions"] == {"parse": []}
+    tweet = tweet_post.json["embeds"][0]
+    assert tweet["description"].startswith("hi")
+    assert len(tweet["description"]) > len("hi")
+    assert "@alice" in tweet["author"]["name"]
+    assert "AI-generated" in tweet["footer"]["text"]
+    assert ("POST", f"/channels/{fake.channel_id}/typing") in [
+        (r.method, r.path) for r in fake.requests
+    ]
+    assert fake.unknown_requests == []
+    assert model_dir.is_dir(), "the bot must not touch the model it served"
