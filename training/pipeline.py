@@ -13,7 +13,7 @@ from pathlib import Path
 from training.cleaning import DataTable, clean_handle
 from training.config import TrainingSettings
 from training.errors import InputError
-from training.handles import Handle
+from training.handles import BLUESKY_PREFIX, Handle, parse_handle, parse_handles
 from training.sources.base import TweetSource
 
 API_SPEC = "api"
@@ -95,6 +95,24 @@ def pair_specs(handles: Sequence[Handle], specs: Sequence[str]) -> list[tuple[Ha
         f"Give one source for all handles or one per handle, not {len(specs)} for "
         f"{len(handles)} handles."
     )
+
+
+def handles_and_specs(
+    texts: Sequence[str], *, paths: Sequence[str] = (), api: bool = False, bluesky: bool = False
+) -> tuple[list[Handle], list[str]]:
+    """Turn the command line's handles and ``--from``/``--api``/``--bluesky`` into collect's input.
+
+    The handles stay in the order typed, because the n-th ``--from`` belongs to the n-th handle;
+    with ``--bluesky`` a plain ``@alice.bsky.social`` is read as a Bluesky handle.
+    """
+    if bluesky:
+        texts = [
+            t if t.strip().lower().startswith(BLUESKY_PREFIX) else BLUESKY_PREFIX + t.strip()
+            for t in texts
+        ]
+    parse_handles(texts)  # 1–3 distinct valid handles, or one sentence saying why not
+    specs = [BLUESKY_SPEC] if bluesky else [API_SPEC] if api else list(paths)
+    return [parse_handle(text) for text in texts], specs
 
 
 def collect(

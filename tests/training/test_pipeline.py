@@ -11,7 +11,7 @@ from training import pipeline
 from training.config import TrainingSettings
 from training.errors import InputError
 from training.handles import parse_handle
-from training.pipeline import collect, open_source
+from training.pipeline import collect, handles_and_specs, open_source
 
 X = parse_handle("@jack")
 BSKY = parse_handle("bluesky:alice.bsky.social")
@@ -185,3 +185,36 @@ def test_collect_reads_one_csv_for_two_handles_end_to_end(settings, tmp_path) ->
         "jack": {"tweets_downloaded": 20, "retweets": 0, "short_tweets": 0, "tweets_kept": 20},
     }
     assert table.handles[0].kept[0] == "bob says hello & more words 20"  # newest first, decoded
+
+
+# --- handles_and_specs -------------------------------------------------------------------------
+
+
+def test_handles_stay_in_the_order_typed_so_each_from_pairs_with_its_handle() -> None:
+    handles, specs = handles_and_specs(["@Zed", "@amy"], paths=["zed.zip", "amy.csv"])
+    assert [h.name for h in handles] == ["zed", "amy"]
+    assert specs == ["zed.zip", "amy.csv"]
+
+
+def test_bluesky_flag_reads_plain_handles_as_bluesky_handles() -> None:
+    handles, specs = handles_and_specs(
+        ["@alice.bsky.social", "bluesky:bob.bsky.social"], bluesky=True
+    )
+    assert [(h.name, h.platform) for h in handles] == [
+        ("alice.bsky.social", "bluesky"),
+        ("bob.bsky.social", "bluesky"),
+    ]
+    assert specs == ["bluesky"]
+
+
+def test_api_flag_is_one_shared_spec() -> None:
+    assert handles_and_specs(["jack", "bob"], api=True)[1] == ["api"]
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [([], "at least one handle"), (["a", "A"], "only once"), (["a", "b", "c", "d"], "at most 3")],
+)
+def test_handles_and_specs_validates_the_handles(texts: list[str], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        handles_and_specs(texts)

@@ -80,20 +80,11 @@ def run(args: argparse.Namespace) -> int:
     """Collect, check, show and (optionally) save; too little data shows the table, then fails."""
     from training.cleaning import TooLittleData
     from training.config import get_settings
-    from training.handles import BLUESKY_PREFIX, parse_handle, parse_handles
-    from training.pipeline import API_SPEC, BLUESKY_SPEC, collect
+    from training.pipeline import collect, handles_and_specs
 
-    if args.bluesky:
-        texts = [
-            h if h.lower().startswith(BLUESKY_PREFIX) else BLUESKY_PREFIX + h for h in args.handles
-        ]
-        specs = [BLUESKY_SPEC]
-    else:
-        texts = args.handles
-        specs = [API_SPEC] if args.api else list(args.paths or [])
-    parse_handles(texts)  # 1–3 distinct valid handles, or one sentence saying why not
-    # In the order typed: the n-th --from belongs to the n-th handle (the table sorts them).
-    handles = [parse_handle(text) for text in texts]
+    handles, specs = handles_and_specs(
+        args.handles, paths=args.paths or [], api=args.api, bluesky=args.bluesky
+    )
     out = _checked_out_path(args.out) if args.out is not None else None
 
     table = collect(handles, specs, get_settings())
