@@ -93,9 +93,9 @@ class BotSettings(BaseSettings):
     train_max_steps: int | None = Field(
         default=None, ge=1, description="Cap on optimizer steps per training (unset: no cap)."
     )
-    train_epochs: float | None = Field(
+    train_epochs: int | None = Field(
         default=None,
-        gt=0,
+        ge=1,
         description="Epochs per training (unset: the training default, 4 as in huggingtweets).",
     )
     timezone: str = Field(

@@ -327,10 +327,23 @@ class JobRunner:
 
     # -- submitting -----------------------------------------------------------------------------
 
-    def _check_sources(self, guild_id: int, sources: Sequence[str]) -> list[str]:
+    def _check_sources(
+        self, guild_id: int, handles: Sequence[Handle], sources: Sequence[str]
+    ) -> list[str]:
+        """Either ``["api"]``, ``["bluesky"]``, or one upload for all handles or one per handle."""
         if not sources:
             raise InputError(
                 "Attach an X archive, CSV or JSONL file, or name bluesky: handles, to train from."
+            )
+        remote = [s for s in sources if s in (API_SOURCE, BLUESKY_SOURCE)]
+        if remote and len(sources) > 1:
+            raise InputError(
+                "Train from attachments, the X API or Bluesky, one of them, not a mix."
+            )
+        if not remote and len(sources) not in (1, len(handles)):
+            raise InputError(
+                f"Attach one file for all handles or one per handle ({len(handles)}), "
+                f"not {len(sources)}."
             )
         uploads = self.settings.guild_uploads_dir(guild_id)
         checked: list[str] = []
@@ -368,9 +381,9 @@ class JobRunner:
             raise InputError("The most training steps must be a whole number of at least 1.")
         epochs = options.get("epochs")
         if epochs is not None and (
-            isinstance(epochs, bool) or not isinstance(epochs, int | float) or epochs <= 0
+            isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
         ):
-            raise InputError("The number of epochs must be a positive number.")
+            raise InputError("The number of epochs must be a whole number of at least 1.")
         return options
 
     async def submit(
@@ -394,7 +407,7 @@ class JobRunner:
         if len(handle_list) != len(handles) or len(handle_list) > MAX_HANDLES:
             raise InputError(f"Name 1 to {MAX_HANDLES} different handles.")
         name = model_name(handle_list)
-        checked_sources = self._check_sources(guild_id, sources)
+        checked_sources = self._check_sources(guild_id, handle_list, sources)
         checked_options = self._check_options(options)
         prefix = self.settings.prefix
         async with self._submit_lock:

@@ -1,8 +1,8 @@
 """JobRunner: queueing, the background training process, cancelling, failures and recovery.
 
 Most tests run a stand-in for the training CLI (conftest.FAKE_TRAINING) that speaks the same JSON
-progress protocol, so they take well under a second each; test_jobs_real_training.py runs the
-real ``python -m training train`` on a tiny model.
+progress protocol, so they take well under a second each; the tests at the end of the file run the
+real ``python -m training train`` on a ``tiny`` model.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ async def test_a_submitted_job_runs_the_training_process_and_records_the_model(
 async def test_job_options_and_settings_become_training_arguments(
     make_runner: MakeRunner, argv_log: Path, bot_settings: BotSettings
 ) -> None:
-    settings = settings_with(bot_settings, train_epochs=2.0)
+    settings = settings_with(bot_settings, train_epochs=2)
     runner, rec = await make_runner(settings)
     job = await submit(runner, base_model="tiny", lora=True, max_steps=2)
     await rec.wait(lambda: rec.ended(job.id))
@@ -175,7 +175,7 @@ async def test_job_options_and_settings_become_training_arguments(
     assert argv[argv.index("--base-model") + 1] == "tiny"
     assert "--lora" in argv
     assert argv[argv.index("--max-steps") + 1] == "2"
-    assert argv[argv.index("--epochs") + 1] == "2.0"
+    assert argv[argv.index("--epochs") + 1] == "2"
     assert rec.finished[0][1].model.lora is True
 
 
@@ -634,3 +634,130 @@ async def test_sources_outside_the_servers_uploads_are_refused(
         await runner.submit(GUILD, CHANNEL, USER, parse_handles(["a"]), [other_servers])
     with pytest.raises(InputError, match="Attach an X archive"):
         await runner.submit(GUILD, CHANNEL, USER, parse_handles(["a"]), [])
+
+
+async def test_sources_must_be_uploads_or_one_remote_source(make_runner: MakeRunner) -> None:
+    runner, _ = await make_runner(start=False)
+    two = parse_handles(["a", "b"])
+    with pytest.raises(InputError, match="not a mix"):
+        await runner.submit(GUILD, CHANNEL, USER, two, ["api", upload(runner)])
+    with pytest.raises(InputError, match=r"one per handle \(2\), not 3"):
+        await runner.submit(GUILD, CHANNEL, USER, two, [upload(runner) for _ in range(3)])
+
+
+# -- the real training process ------------------------------------------------------------------
+
+_VOCABULARY = (
+    "my dream is to build a rocket and fly to the moon with friends coffee code python today "
+    "great people vote change future hope music city night morning team win learn new book read "
+    "write garden rain sun happy thanks everyone"
+)
+
+
+def write_tweets_csv(path: Path, count: int = 300) -> None:
+    """Enough synthetic tweets for training's data gates."""
+    import csv
+    import random
+
+    rng = random.Random(0)
+    words = _VOCABULARY.split()
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text"])
+        for _ in range(count):
+            writer.writerow([" ".join(rng.choice(words) for _ in range(rng.randint(5, 14)))])
+
+
+@pytest.fixture
+async def real_runner(
+    store: Store, bot_settings: BotSettings
+) -> AsyncIterator[tuple[JobRunner, Recorder]]:
+    """A runner over the real ``python -m training train``."""
+    runner = JobRunner(store, bot_settings, training_args=("--seed", "7"))
+    recorder = Recorder()
+    runner.add_listener(recorder)
+    await runner.start()
+    yield runner, recorder
+    await runner.stop()
+
+
+async def test_the_real_training_process_trains_a_tiny_model_that_the_cache_serves(
+    real_runner: tuple[JobRunner, Recorder], store: Store
+) -> None:
+    from bot.model_cache import ModelCache
+
+    runner, rec = real_runner
+    path = runner.upload_path(GUILD, "alice.csv")
+    write_tweets_csv(path)
+    job = await runner.submit(
+        GUILD,
+        CHANNEL,
+        USER,
+        parse_handles(["@alice"]),
+        [str(path)],
+        {"base_model": "tiny", "max_steps": 2},
+    )
+    await rec.wait(lambda: rec.ended(job.id), timeout=240)
+    assert not rec.failed, rec.failed
+    done, result = rec.finished[0]
+    assert done.state == "succeeded"
+    phases = rec.phases(job.id)
+    for phase in ("starting", "fetching", "cleaning", "loading", "training", "saving"):
+        assert phase in phases
+    steps = [e for j, e in rec.progress if e["phase"] == "training" and e["step"] is not None]
+    assert steps[-1]["step"] == steps[-1]["total"] == 2
+    assert result.table["alice"]["tweets_kept"] == 300
+    assert isinstance(result.perplexity_before, float) and isinstance(
+        result.perplexity_after, float
+    )
+    assert result.loss_plot is not None and result.loss_plot.is_file()
+    record = await store.get_model(GUILD, "alice")
+    assert record is not None and record.base_model == "tiny" and record.path == result.path
+
+    cache = ModelCache(max_models=2, max_bytes=2**30)
+    try:
+        generated = await cache.generate(record.path, "My dream is", n=1, seed=1)
+    finally:
+        await cache.close()
+    assert generated.prompt == "My dream is" and generated.candidates >= 1
+
+
+async def test_kill_9_of_the_real_training_process_keeps_the_served_model(
+    real_runner: tuple[JobRunner, Recorder], store: Store, tiny_model_dir: Path
+) -> None:
+    import shutil
+
+    runner, rec = real_runner
+    served = runner.models_dir(GUILD) / "alice"
+    shutil.copytree(tiny_model_dir, served)
+    weights_before = (served / "model.safetensors").read_bytes()
+    before = await store.upsert_model(
+        GUILD,
+        "alice",
+        handles=parse_handles(["alice"]),
+        sources=[],
+        base_model="tiny",
+        lora=False,
+        path=served,
+        trained_by=USER,
+    )
+    path = runner.upload_path(GUILD, "alice.csv")
+    write_tweets_csv(path)
+    job = await runner.submit(
+        GUILD,
+        CHANNEL,
+        USER,
+        parse_handles(["alice"]),
+        [str(path)],
+        {"base_model": "tiny", "max_steps": 5000},
+    )
+    await rec.wait(lambda: "training" in rec.phases(job.id) or rec.ended(job.id), timeout=240)
+    assert job.pid is not None and not rec.ended(job.id)
+    os.kill(job.pid, signal.SIGKILL)
+    await rec.wait(lambda: rec.ended(job.id), timeout=30)
+
+    assert rec.failed[0][1] == (
+        "The training process was killed (signal 9); the previous model is still served."
+    )
+    assert await store.get_model(GUILD, "alice") == before
+    assert (served / "model.safetensors").read_bytes() == weights_before
