@@ -209,12 +209,12 @@ class Training(commands.Cog):
     @commands.hybrid_command(name="cancel")
     @app_commands.guild_only()
     @app_commands.describe(job_id="The job's number from !jobs (default: your latest job)")
-    async def cancel(self, ctx: commands.Context[Any], job_id: int | None = None) -> None:
+    async def cancel(self, ctx: commands.Context[Any], job_id: int = 0) -> None:
         """Cancel your queued or running training job (admins may cancel any)."""
         from bot.exts.admin import is_admin
 
         guild_id = require_guild_id(ctx)
-        if job_id is None:
+        if job_id == 0:
             own = await self.bot.runner.user_jobs(guild_id, ctx.author.id)
             if not own:
                 raise InputError("You have no queued or running training job in this server.")

@@ -102,6 +102,7 @@ class World:
 
     def __init__(self, env: simcord.Env) -> None:
         self.env = env
+        self._seen = 0
         self.guild = env.create_guild("Test Server")
         self.channel = self.guild.create_text_channel("general")
         admins = self.guild.create_role(
@@ -115,6 +116,18 @@ class World:
         """What the bot posted in the channel, oldest first."""
         bot_id = self.env.bot.user.id
         return [m for m in self.channel.history() if m.author.id == bot_id]
+
+    def handled_errors(self) -> list[type[BaseException]]:
+        """The errors commands raised (and the bot answered) since the last call, unwrapped.
+
+        simcord records every command error; reading them acknowledges them, so a test that
+        provokes an error states which one it expects.
+        """
+        from bot.client import _unwrap
+
+        errors = self.env.errors
+        new, self._seen = errors[self._seen :], len(errors)
+        return [type(_unwrap(error)) for error in new]
 
     def last_text(self) -> str:
         message = self.channel.last_message
