@@ -146,6 +146,8 @@ def _oversampled(chars: torch.Tensor, target: int, generator: torch.Generator) -
     """Local indices of one handle's tweets for one epoch: whole cycles plus a shuffled part."""
     n = len(chars)
     total = int(chars.sum())
+    if total == 0:  # only empty strings: nothing to balance, take each once
+        return torch.arange(n)
     cycles, rest = divmod(target, total)
     parts = [torch.arange(n).repeat(cycles)]
     if rest:

@@ -278,3 +278,10 @@ def test_packed_blocks_work_with_a_dataloader(gpt2_style_tokenizer) -> None:
     blocks = build_train_blocks(split, gpt2_style_tokenizer, block_size=8, epochs=1, seed=0)
     batch = next(iter(torch.utils.data.DataLoader(blocks, batch_size=4)))
     assert batch["input_ids"].shape == (4, 8) and torch.equal(batch["labels"], batch["input_ids"])
+
+
+def test_a_handle_of_empty_strings_does_not_break_oversampling(gpt2_style_tokenizer) -> None:
+    split = DatasetSplit(train={"a": ["", ""], "b": ["coffee first"]})
+    blocks = build_train_blocks(split, gpt2_style_tokenizer, block_size=10**6, epochs=1, seed=0)
+    assert _tweets_in(blocks, gpt2_style_tokenizer) == ["coffee first"]
+    assert blocks.blocks[0].tolist().count(eos_token_id(gpt2_style_tokenizer)) == 4
