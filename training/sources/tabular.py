@@ -46,7 +46,8 @@ _GUESS_MARGIN = 0.1
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _EMPTY = {"", "0", "none", "null", "nan", "false"}
-_STATUS_URL = re.compile(r"/status(?:es)?/(\d+)")
+_STATUS_URL = re.compile(r"/status(?:es)?/([0-9]+)")
+_EPOCH = re.compile(r"[0-9]{9,13}(?:\.[0-9]+)?")
 _DATE_FORMATS = (
     "%a %b %d %H:%M:%S %z %Y",  # X / API v1.1: "Thu Nov 03 08:50:26 +0000 2022"
     "%m/%d/%y %H:%M",  # FiveThirtyEight (Excel): "10/16/17 22:59"
@@ -508,7 +509,7 @@ def parse_date(value: str | int | float) -> datetime | None:
     """A timestamp in any of the formats tweet exports use, as an aware UTC datetime."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
+    if isinstance(value, int | float) or _EPOCH.fullmatch(value.strip()):
         number = float(value)
         if number > 1e11:  # milliseconds
             number /= 1000

@@ -198,7 +198,10 @@ def test_retweets_and_replies_are_flagged(tmp_path) -> None:
         ("10/16/17 22:59", datetime(2017, 10, 16, 22, 59, tzinfo=UTC)),
         ("11-03-2022 08:50:26", datetime(2022, 11, 3, 8, 50, 26, tzinfo=UTC)),
         ("1667465426", datetime(2022, 11, 3, 8, 50, 26, tzinfo=UTC)),
+        ("1667465426000", datetime(2022, 11, 3, 8, 50, 26, tzinfo=UTC)),
         ("not a date", None),
+        ("²", None),  # a digit to str.isdigit, not to float()
+        ("2022", None),
     ],
 )
 def test_dates_in_common_formats_are_parsed(value, expected) -> None:
