@@ -231,7 +231,11 @@ def _load_folder(folder: Path, name: str) -> tuple[PreTrainedModel, PreTrainedTo
 def _load_pretrained(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     builtins = ", ".join(BUILTIN_MODELS)
     path = Path(name).expanduser()
-    if path.is_dir():
+    try:
+        is_folder = path.is_dir()
+    except OSError:  # e.g. a name longer than the file system allows: not a folder
+        is_folder = False
+    if is_folder:
         if not (path / "config.json").is_file():
             raise ModelError(
                 f"The folder {name!r} holds no model (no config.json); point --base-model at a "
