@@ -207,3 +207,50 @@ def test_fivethirtyeight_csvs_come_out_clean_end_to_end(tmp_path, capsys) -> Non
     assert len(records) == sum(c["tweets_kept"] for c in table.values())
     assert "Michelle & I are praying" in text
     assert not any(m in text for m in ("‰Û", "Ã", "&amp;", "http://", "https://"))
+
+
+def write_archive(path: Path, owner: str, texts: list[str]) -> Path:
+    """A minimal X archive zip as X delivers it: data/tweets.js and data/account.js."""
+    import zipfile
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2022, 11, 3, 8, 50, 26, tzinfo=UTC)
+    tweets = [
+        {
+            "tweet": {
+                "id_str": str(1000 + i),
+                "full_text": text,
+                "created_at": (start + timedelta(minutes=i)).strftime("%a %b %d %H:%M:%S %z %Y"),
+                "retweeted": False,
+            }
+        }
+        for i, text in enumerate(texts)
+    ]
+    account = [{"account": {"username": owner, "accountId": "1"}}]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("data/tweets.js", "window.YTD.tweets.part0 = " + json.dumps(tweets))
+        archive.writestr("data/account.js", "window.YTD.account.part0 = " + json.dumps(account))
+    return path
+
+
+def test_an_x_archive_zip_end_to_end(tmp_path, capsys) -> None:
+    texts = [f"archived thought {i:03d} about coffee &amp; code " + "z" * 60 for i in range(100)]
+    texts += ["RT @friend: shared words here", "@bob @alice thanks! https://t.co/x"]
+    path = write_archive(tmp_path / "twitter-archive.zip", "Jack", texts)
+    out_file = tmp_path / "jack.jsonl"
+    assert main(["data", "@jack", "--from", str(path), "--json", "--out", str(out_file)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "jack": {"tweets_downloaded": 102, "retweets": 1, "short_tweets": 1, "tweets_kept": 100}
+    }
+    first = json.loads(out_file.read_text(encoding="utf-8").splitlines()[0])
+    assert first == {
+        "handle": "jack",
+        "text": "archived thought 099 about coffee & code " + "z" * 60,
+    }
+
+
+def test_an_archive_of_someone_else_is_one_sentence(tmp_path, capsys) -> None:
+    path = write_archive(tmp_path / "a.zip", "jack", ["one two three four"] * 3)
+    assert main(["data", "@bob", "--from", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "@jack" in err and err.count("\n") == 1
