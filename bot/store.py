@@ -488,7 +488,7 @@ class Store:
                 f"The model {model_name} is already queued or training in this server."
             ) from error
         assert row is not None
-        return _job(row)
+        return await self._positioned(_job(row))
 
     async def get_job(self, guild_id: int, job_id: int) -> Job | None:
         """The server's job with that id, or None (another server's job is invisible)."""
