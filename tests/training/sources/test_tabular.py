@@ -116,6 +116,7 @@ def test_repair_mojibake_undoes_known_patterns(garbled, fixed) -> None:
         "snake_case and @user_name stay as they are",
         "Привет мир, 你好, emoji 🎉 stay",
         "&amp; stays escaped",
+        "’… «Ça va?» Straße über àé ßü",
     ],
 )
 def test_repair_mojibake_leaves_clean_text_alone(clean) -> None:
