@@ -193,7 +193,10 @@ class _FolderFiles(_Files):
         return self.dir / name
 
     def size(self, name: str) -> int:
-        return self._path(name).stat().st_size
+        try:
+            return self._path(name).stat().st_size
+        except OSError as error:
+            raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
 
     def read(self, name: str) -> bytes:
         return _read_file(self._path(name), self.max_file_bytes, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -367,3 +368,58 @@ def test_arbitrary_member_inside_real_zip_never_crashes(tmp_path, body, name) ->
     path.write_bytes(buffer.getvalue())
     with contextlib.suppress(DoppeltweetError):
         source(path).fetch(JACK)
+
+
+_JSON_KEYS = st.sampled_from(
+    [
+        "tweet",
+        "full_text",
+        "id_str",
+        "created_at",
+        "in_reply_to_status_id_str",
+        "noteTweet",
+        "core",
+        "text",
+        "createdAt",
+        "userInfo",
+        "userName",
+        "dataTypes",
+        "tweets",
+        "files",
+        "fileName",
+        "account",
+        "username",
+    ]
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_JSON_KEYS, inner, max_size=5),
+    max_leaves=30,
+)
+_GLOBALS = {
+    "tweets.js": "window.YTD.tweets.part0 = ",
+    "account.js": "window.YTD.account.part0 = ",
+    "manifest.js": "window.__THAR_CONFIG = ",
+    "note-tweet.js": "window.YTD.note_tweet.part0 = ",
+}
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=_JSON, name=st.sampled_from(sorted(_GLOBALS)))
+def test_well_formed_js_with_unexpected_shapes_never_crashes(tmp_path, value, name) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        if name != "tweets.js":
+            archive.writestr(
+                "data/tweets.js",
+                'window.YTD.tweets.part0 = [{"tweet": {"id_str": "1", "full_text": "hi", '
+                '"created_at": "Thu Nov 03 08:50:26 +0000 2022"}}]',
+            )
+        archive.writestr(f"data/{name}", _GLOBALS[name] + json.dumps(value))
+    path = tmp_path / "a.zip"
+    path.write_bytes(buffer.getvalue())
+    with contextlib.suppress(DoppeltweetError):
+        tweets = source(path).fetch(JACK)
+        assert all(isinstance(t.text, str) for t in tweets)
