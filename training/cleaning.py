@@ -167,8 +167,12 @@ class DataTable:
             if data.chars_kept < MIN_CHARS:
                 raise TooLittleData(
                     f"Only {data.chars_kept:,} characters of tweets by {data.handle} are left "
-                    f"after cleaning, and a model needs at least {MIN_CHARS:,}: add more tweets, "
-                    "such as your full X archive.",
+                    f"after cleaning, and a model needs at least {MIN_CHARS:,}: "
+                    + (
+                        "add more tweets, such as your full X archive."
+                        if data.handle.platform == "x"
+                        else "this account needs more posts of its own."
+                    ),
                     self,
                 )
         return [

@@ -317,3 +317,9 @@ def test_write_dataset_leaves_no_file_when_writing_fails(tmp_path, monkeypatch) 
     with pytest.raises(OSError, match="disk full"):
         DataTable([HandleData(Handle("a"), 1, 0, 0, ["one two three"])]).write_dataset(target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_too_little_data_on_bluesky_does_not_suggest_an_x_archive() -> None:
+    with pytest.raises(TooLittleData, match="needs more posts of its own") as caught:
+        DataTable([_handle_data("bluesky:alice.bsky.social", 10)]).check()
+    assert "archive" not in str(caught.value)

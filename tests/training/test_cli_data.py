@@ -254,3 +254,69 @@ def test_an_archive_of_someone_else_is_one_sentence(tmp_path, capsys) -> None:
     assert main(["data", "@bob", "--from", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "@jack" in err and err.count("\n") == 1
+
+
+def test_bluesky_end_to_end_against_a_loopback_appview(tmp_path, monkeypatch, capsys) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    def item(n: int, *, repost: bool = False) -> dict:
+        post = {
+            "uri": f"at://did:plc:alice/app.bsky.feed.post/{n:013d}",
+            "cid": f"bafyrei{n:052d}",
+            "author": {"did": "did:plc:alice", "handle": "alice.bsky.social"},
+            "record": {
+                "$type": "app.bsky.feed.post",
+                "text": f"skeet {n:03d} on the open social web, with more words " + "z" * 70,
+                "createdAt": f"2024-11-25T08:{59 - n % 60:02d}:40.311Z",
+            },
+            "indexedAt": "2024-11-25T08:12:40.311Z",
+        }
+        entry: dict = {"post": post}
+        if repost:
+            entry["reason"] = {
+                "$type": "app.bsky.feed.defs#reasonRepost",
+                "by": {"did": "did:plc:alice", "handle": "alice.bsky.social"},
+                "indexedAt": "2024-11-25T09:00:00.000Z",
+            }
+        return entry
+
+    feed = json.dumps({"feed": [item(n, repost=n < 3) for n in range(60)]}).encode()
+    actors: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            from urllib.parse import parse_qs, urlsplit
+
+            actors.extend(parse_qs(urlsplit(self.path).query).get("actor", []))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(feed)))
+            self.end_headers()
+            self.wfile.write(feed)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setattr(
+            config, "get_settings", lambda: TrainingSettings(_env_file=None, bluesky_api_base=base)
+        )
+        assert main(["data", "@alice.bsky.social", "--bluesky", "--json"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert actors and set(actors) == {"alice.bsky.social"}
+    assert json.loads(capsys.readouterr().out) == {
+        "alice.bsky.social": {
+            "tweets_downloaded": 60,
+            "retweets": 3,
+            "short_tweets": 0,
+            "tweets_kept": 57,
+        }
+    }
