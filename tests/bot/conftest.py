@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,68 @@ def fake_training(tmp_path: Path) -> Path:
     script.write_text(FAKE_TRAINING.format(python=sys.executable), encoding="utf-8")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script
+
+
+# -- simcord: the real bot, store and job runner against a simulated Discord ---------------------
+# The training process is the stand-in above; the model cache is the real one with a loader that
+# returns a scripted model (tests/bot/discord_world.py), so a test decides what "the model" writes.
+
+
+@pytest.fixture
+def scripted_tweets() -> list[str]:
+    """What the scripted model generates; tests may replace the contents."""
+    return ["just setting up my twttr"]
+
+
+@pytest.fixture
+def scripted_generator(scripted_tweets: list[str]) -> Any:
+    """The one scripted model every model folder loads as."""
+    from discord_world import ScriptedGenerator
+
+    return ScriptedGenerator(scripted_tweets)
+
+
+@pytest.fixture
+def reset_cooldowns() -> Iterator[None]:
+    """Cooldown state lives on command objects, which outlive a bot in the process: reset it."""
+
+    def reset() -> None:
+        from discord.ext import commands
+
+        module = sys.modules.get("bot.exts.tweeting")
+        for command in getattr(getattr(module, "Tweeting", None), "__cog_commands__", []):
+            if isinstance(command, commands.Command) and command._buckets.valid:
+                command._buckets._cache.clear()
+
+    reset()
+    yield
+    reset()
+
+
+@pytest.fixture
+async def simcord_bot(
+    bot_settings: BotSettings,
+    store: Store,
+    fake_training: Path,
+    scripted_generator: Any,
+    reset_cooldowns: None,
+) -> AsyncIterator[Any]:
+    """The real bot with the stand-in training process and the scripted model (for simcord_env)."""
+    from bot.client import create_bot
+    from bot.jobs import JobRunner
+    from bot.model_cache import ModelCache
+
+    cache = ModelCache(2, 1 << 30, loader=lambda path: scripted_generator)
+    runner = JobRunner(store, bot_settings, python=str(fake_training))
+    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache)
+    yield bot
+    await runner.stop()
+    await cache.close()
+
+
+@pytest.fixture
+def world(simcord_env: Any) -> Any:
+    """A fresh server (channel, admin, two members) for the running bot."""
+    from discord_world import World
+
+    return World(simcord_env)

@@ -17,15 +17,13 @@ from pathlib import Path
 
 import pytest
 import simcord
-from conftest import World
 from discord.ext import commands
+from discord_world import CSV, World
 
 from bot.config import BotSettings
 from bot.store import Store
 from training.errors import InputError
 from training.handles import parse_handles
-
-CSV = b"text\nhello world from the test\n"
 
 
 def uploads(settings: BotSettings, guild_id: int) -> list[Path]:

@@ -6,8 +6,8 @@ import re
 
 import pytest
 import simcord
-from conftest import ScriptedGenerator, World, add_model
 from discord.ext import commands
+from discord_world import ScriptedGenerator, World, add_model
 
 from bot.config import BotSettings
 from bot.store import Store

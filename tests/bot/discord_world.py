@@ -1,18 +1,16 @@
-"""simcord fixtures: the real bot, its real store and job runner, against a simulated Discord.
+"""Helpers for the simcord tests of the Discord layer: a scripted model and a small server.
 
-The training process is the stand-in from ``tests/bot/conftest.py`` (it speaks the
-``--progress-json`` protocol in milliseconds); the model cache is the real one with a loader that
-returns a scripted model, so a test decides exactly what "the model" writes.
+The fixtures that use them live in ``tests/bot/conftest.py`` (``simcord_bot``, ``world``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
-import pytest
 
 from bot.config import BotSettings
 from bot.store import Store
@@ -21,11 +19,10 @@ from training.handles import Handle
 if TYPE_CHECKING:
     import simcord
 
-    from bot.client import DoppeltweetBot
     from training.generate import GenerationResult
 
-#: The Discord user id that ``bot_settings`` makes a bot owner (``owner_ids="42"``).
-OWNER_ID = 42
+#: A tiny CSV attachment (the stand-in training process does not read it).
+CSV = b"text\nhello world from the test\n"
 
 
 class ScriptedGenerator:
@@ -36,6 +33,8 @@ class ScriptedGenerator:
     def __init__(self, tweets: list[str]) -> None:
         self.tweets = tweets
         self.prompts: list[str] = []
+        #: When set, generating raises it (a bug in the model code, as far as the bot knows).
+        self.error: Exception | None = None
 
     def generate(
         self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: object = ()
@@ -43,62 +42,15 @@ class ScriptedGenerator:
         from training.generate import GenerationResult
 
         self.prompts.append(prompt)
+        if self.error is not None:
+            raise self.error
         return GenerationResult(
             prompt=prompt, tweets=self.tweets[:n], candidates=len(self.tweets), rejected=0
         )
 
 
-@pytest.fixture
-def scripted_tweets() -> list[str]:
-    """What the scripted model generates; tests may replace the contents."""
-    return ["just setting up my twttr"]
-
-
-@pytest.fixture
-def scripted_generator(scripted_tweets: list[str]) -> ScriptedGenerator:
-    """The one scripted model every model folder loads as."""
-    return ScriptedGenerator(scripted_tweets)
-
-
-@pytest.fixture(autouse=True)
-def _reset_command_cooldowns() -> Iterator[None]:
-    """Cooldown state lives on the command objects, shared by every bot in the process."""
-    from discord.ext import commands
-
-    from bot.exts.tweeting import Tweeting
-
-    def reset() -> None:
-        for command in Tweeting.__cog_commands__:
-            if isinstance(command, commands.Command) and command._buckets.valid:
-                command._buckets._cache.clear()
-
-    reset()
-    yield
-    reset()
-
-
-@pytest.fixture
-async def simcord_bot(
-    bot_settings: BotSettings,
-    store: Store,
-    fake_training: Path,
-    scripted_generator: ScriptedGenerator,
-) -> AsyncIterator[DoppeltweetBot]:
-    """The real bot with the fake training process and the scripted model (simcord's fixture)."""
-    from bot.client import create_bot
-    from bot.jobs import JobRunner
-    from bot.model_cache import ModelCache
-
-    cache = ModelCache(2, 1 << 30, loader=lambda path: scripted_generator)
-    runner = JobRunner(store, bot_settings, python=str(fake_training))
-    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache)
-    yield bot
-    await runner.stop()
-    await cache.close()
-
-
 class World:
-    """A server with a channel, an admin and two ordinary members."""
+    """A server with a channel, an admin (Manage Server) and two ordinary members."""
 
     def __init__(self, env: simcord.Env) -> None:
         self.env = env
@@ -130,26 +82,33 @@ class World:
         return [type(_unwrap(error)) for error in new]
 
     def last_text(self) -> str:
+        """The content of the channel's last message."""
         message = self.channel.last_message
         assert message is not None
         return message.content
 
 
-@pytest.fixture
-def world(simcord_env: simcord.Env) -> World:
-    """A fresh server for the running bot."""
-    return World(simcord_env)
+def not_admin() -> type[BaseException]:
+    """The NotAdmin class of the loaded admin cog (discord.py loads extensions afresh)."""
+    return sys.modules["bot.exts.admin"].NotAdmin
 
 
 async def add_model(
     store: Store, settings: BotSettings, guild_id: int, *names: str, sources: tuple[str, ...] = ()
 ) -> Path:
-    """Record a trained model of ``names`` in a server (its folder exists, with a marker file)."""
+    """Record a trained model of ``names`` in a server, with a readable ``training.json``."""
     handles = [Handle(n) for n in sorted(names)]
     name = "-".join(h.name for h in handles)
     path = settings.guild_models_dir(guild_id) / name
     path.mkdir(parents=True, exist_ok=True)
-    (path / "training.json").write_text("{}", encoding="utf-8")
+    record = {
+        "name": name,
+        "handles": [h.name for h in handles],
+        "base_model": "tiny",
+        "lora": False,
+        "created_at": "2026-01-01T00:00:00+00:00",
+    }
+    (path / "training.json").write_text(json.dumps(record), encoding="utf-8")
     await store.upsert_model(
         guild_id,
         name,

@@ -1,0 +1,117 @@
+"""``!retrain``, ``!delete`` and ``!sync``: who may run them, and what they do."""
+
+from __future__ import annotations
+
+import simcord
+from discord.ext import commands
+from discord_world import World, add_model, not_admin
+
+from bot.config import BotSettings
+from bot.store import Store
+from training.errors import InputError
+
+
+async def test_delete_by_a_member_without_manage_server_is_refused(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    path = await add_model(store, bot_settings, world.guild.id, "jack")
+    await world.alice.send(world.channel, "!delete @jack")
+    assert world.last_text() == "Only members with the Manage Server permission can do that."
+    assert world.handled_errors() == [not_admin()]
+    assert path.exists() and await store.get_model(world.guild.id, "jack") is not None
+
+
+async def test_delete_by_an_admin_removes_files_record_and_cached_model(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    path = await add_model(store, bot_settings, world.guild.id, "jack")
+    await world.alice.send(world.channel, "!tweet @jack")
+    cache = world.env.bot.cache  # type: ignore[attr-defined]
+    assert path in cache
+    await world.admin.send(world.channel, "!delete @jack")
+    assert world.last_text() == "Deleted the model **jack**."
+    assert not path.exists()
+    assert await store.get_model(world.guild.id, "jack") is None
+    assert path not in cache
+
+
+async def test_an_owner_id_from_the_configuration_counts_as_admin(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    path = await add_model(store, bot_settings, world.guild.id, "jack")
+    bot_settings.owner_ids = frozenset({world.bob.id})
+    await world.bob.send(world.channel, "!delete jack")
+    assert world.last_text() == "Deleted the model **jack**."
+    assert not path.exists()
+
+
+async def test_delete_of_an_unknown_model_is_one_sentence(world: World) -> None:
+    await world.admin.send(world.channel, "!delete @nobody")
+    assert world.last_text().startswith("This server has no model of @nobody")
+    assert world.handled_errors() == [InputError]
+
+
+async def test_delete_without_a_handle_says_what_is_missing(world: World) -> None:
+    await world.admin.send(world.channel, "!delete")
+    assert world.last_text() == (
+        "handle is a required argument that is missing; see `!help` for how to use `!delete`."
+    )
+    assert world.handled_errors() == [commands.MissingRequiredArgument]
+
+
+async def test_retrain_by_an_admin_trains_again_from_the_same_sources(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    await add_model(store, bot_settings, world.guild.id, "jack", sources=("bluesky",))
+    before = await store.get_model(world.guild.id, "jack")
+    await world.admin.send(world.channel, "!retrain @jack")
+    messages = world.bot_messages()
+    assert messages[0].content == "**Job #1 · jack** — Done"
+    assert messages[-1].content.startswith("**jack** is trained.")
+    after = await store.get_model(world.guild.id, "jack")
+    assert after is not None and before is not None
+    assert after.sources == ("bluesky",) and after.updated_at >= before.updated_at
+    [job] = await store.recent_jobs(world.guild.id)
+    assert job.user_id == world.admin.id and job.state == "succeeded"
+
+
+async def test_retrain_by_a_member_is_refused(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    await add_model(store, bot_settings, world.guild.id, "jack")
+    await world.alice.send(world.channel, "!retrain @jack")
+    assert world.last_text() == "Only members with the Manage Server permission can do that."
+    assert world.handled_errors() == [not_admin()]
+    assert await store.recent_jobs(world.guild.id) == []
+
+
+async def test_sync_is_for_the_bot_owner_only(world: World, simcord_env: simcord.Env) -> None:
+    await world.admin.send(world.channel, "!sync")
+    assert world.last_text() == "Only the bot's owner can do that."
+    assert world.handled_errors() == [commands.NotOwner]
+    assert "help" not in world.alice.available_commands(world.channel)
+
+
+async def test_sync_by_the_owner_publishes_the_slash_commands(
+    world: World, simcord_env: simcord.Env
+) -> None:
+    simcord_env.bot.owner_ids.add(world.bob.id)  # type: ignore[attr-defined]
+    await world.bob.send(world.channel, "!sync")
+    assert world.last_text() == "Synced 9 slash commands."
+    visible = set(world.alice.available_commands(world.channel))
+    assert {"train", "tweet", "models", "jobs", "cancel", "help"} <= visible
+    # Admin commands are hidden from members without Manage Server by default permissions.
+    assert not {"retrain", "delete"} & visible
+    assert {"retrain", "delete"} <= set(world.admin.available_commands(world.channel))
+    result = await world.alice.slash(world.channel, "help")
+    assert result.response.embeds[0].title == "doppeltweet"
+
+
+async def test_admin_slash_commands_declare_manage_server_as_default_permission(
+    simcord_env: simcord.Env,
+) -> None:
+    tree = simcord_env.bot.tree  # type: ignore[attr-defined]
+    for name in ("retrain", "delete"):
+        command = tree.get_command(name)
+        assert command.default_permissions.manage_guild, name
+        assert command.guild_only, name
