@@ -1,8 +1,8 @@
 """The ``doppeltweet`` command line: the whole pipeline from a shell.
 
 Each subcommand lives in ``training/commands/<name>.py`` with ``register(subparsers)`` that adds its
-parser and sets ``func`` to a ``run(args) -> int``. Heavy imports (torch, transformers) happen inside
-``run`` so ``--help`` stays instant. Other packages add subcommands through the
+parser and sets ``func`` to a ``run(args) -> int``. Heavy imports (torch, transformers) happen
+inside ``run`` so ``--help`` stays instant. Other packages add subcommands through the
 ``doppeltweet.commands`` entry-point group (the bot adds ``doppeltweet bot``); those are loaded only
 when named, so the training library never imports them.
 """

@@ -1,8 +1,8 @@
 """Errors that carry one sentence a user can act on.
 
 Every failure a user can cause (bad input, an unreachable service, too little data) is raised as a
-:class:`DoppeltweetError` whose message is a single sentence; the CLI prints it and the bot relays it
-verbatim, so the message is the user interface.
+:class:`DoppeltweetError` whose message is a single sentence; the CLI prints it and the bot relays
+it verbatim, so the message is the user interface.
 """
 
 from __future__ import annotations

@@ -72,7 +72,9 @@ def parse_handles(texts: Iterable[str]) -> list[Handle]:
     if not handles:
         raise InputError("Name at least one handle, e.g. @jack.")
     if len(handles) > MAX_HANDLES:
-        raise InputError(f"A model can learn from at most {MAX_HANDLES} handles, not {len(handles)}.")
+        raise InputError(
+            f"A model can learn from at most {MAX_HANDLES} handles, not {len(handles)}."
+        )
     if len(set(handles)) != len(handles):
         raise InputError("Each handle may be named only once.")
     return sorted(handles)

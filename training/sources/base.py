@@ -17,8 +17,8 @@ class RawTweet:
     """One post as a source delivered it, before cleaning.
 
     ``text`` is the full text (long posts expanded) with HTML entities still escaped where the
-    source escapes them; cleaning decodes them. ``source`` names the source kind, e.g. ``"x-archive"``,
-    ``"csv"``, ``"jsonl"``, ``"x-api"``, ``"bluesky"``.
+    source escapes them; cleaning decodes them. ``source`` names the source kind, e.g.
+    ``"x-archive"``, ``"csv"``, ``"jsonl"``, ``"x-api"``, ``"bluesky"``.
     """
 
     id: str
