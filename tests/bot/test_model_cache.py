@@ -1,0 +1,219 @@
+"""ModelCache: one shared load per model, LRU by count and memory, reloads, work off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from collections.abc import AsyncIterator, Callable, Collection
+from pathlib import Path
+
+import pytest
+
+from bot.model_cache import ModelCache
+from training.errors import ModelError
+from training.generate import GenerationResult
+
+
+class FakeGenerator:
+    """A loaded model that says which folder and which thread produced each tweet."""
+
+    def __init__(self, path: Path, memory_bytes: int) -> None:
+        self.path = path
+        self.memory_bytes = memory_bytes
+        self.version = (path / "version").read_text() if (path / "version").exists() else "1"
+
+    def generate(
+        self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: Collection[str] = ()
+    ) -> GenerationResult:
+        thread = threading.current_thread().name
+        tweets = [f"{prompt} {self.path.name} v{self.version} {thread}"] * n
+        return GenerationResult(prompt=prompt, tweets=tweets, candidates=n, rejected=len(exclude))
+
+
+class FakeLoader:
+    """Counts loads; each model's size comes from ``sizes``; ``gate`` can hold a load back."""
+
+    def __init__(self, sizes: dict[str, int] | None = None) -> None:
+        self.sizes = sizes or {}
+        self.loads: list[str] = []
+        self.threads: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail: set[str] = set()
+
+    def __call__(self, path: Path) -> FakeGenerator:
+        self.threads.append(threading.current_thread().name)
+        assert self.gate.wait(10), "the test never opened the gate"
+        self.loads.append(path.name)
+        if path.name in self.fail:
+            raise ModelError(f"The model in {path} is broken; train it again.")
+        return FakeGenerator(path, self.sizes.get(path.name, 100))
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Callable[[str], Path]:
+    def make(name: str) -> Path:
+        folder = tmp_path / "models" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    return make
+
+
+@pytest.fixture
+def loader() -> FakeLoader:
+    return FakeLoader()
+
+
+@pytest.fixture
+async def cache(loader: FakeLoader) -> AsyncIterator[ModelCache]:
+    made = ModelCache(max_models=2, max_bytes=10_000, loader=loader)
+    yield made
+    await made.close()
+
+
+async def test_loading_and_generating_run_in_worker_threads(
+    cache: ModelCache, loader: FakeLoader, models: Callable[[str], Path]
+) -> None:
+    result = await cache.generate(models("alice"), "My dream is", n=2, seed=1, exclude=["x"])
+    assert result.tweets[0].startswith("My dream is alice v1 model")
+    assert len(result.tweets) == 2 and result.rejected == 1
+    assert loader.threads[0].startswith("model")
+    assert threading.current_thread().name not in result.tweets[0]
+
+
+async def test_concurrent_requests_share_one_load_while_the_loop_stays_responsive(
+    cache: ModelCache, loader: FakeLoader, models: Callable[[str], Path]
+) -> None:
+    loader.gate.clear()
+    folder = models("alice")
+    requests = [asyncio.create_task(cache.generate(folder, f"p{i}")) for i in range(3)]
+    ticks = 0
+    for _ in range(5):  # the loop keeps running while a worker thread is stuck in the load
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 5 and not any(r.done() for r in requests)
+    loader.gate.set()
+    results = await asyncio.gather(*requests)
+    assert [r.prompt for r in results] == ["p0", "p1", "p2"]
+    assert loader.loads == ["alice"]
+    await cache.generate(folder, "again")
+    assert loader.loads == ["alice"]
+    assert cache.loaded()[0].uses == 4
+
+
+async def test_the_least_recently_used_model_is_evicted_beyond_the_count(
+    cache: ModelCache, loader: FakeLoader, models: Callable[[str], Path]
+) -> None:
+    for name in ("a", "b", "a", "c"):
+        await cache.generate(models(name), "hi")
+    assert [m.path.name for m in cache.loaded()] == ["c", "a"]
+    assert models("b") not in cache and models("a") in cache
+    await cache.generate(models("b"), "hi")
+    assert loader.loads == ["a", "b", "c", "b"]
+
+
+async def test_models_are_evicted_until_their_memory_fits(models: Callable[[str], Path]) -> None:
+    loader = FakeLoader({"a": 100, "b": 100, "c": 100, "huge": 1000})
+    cache = ModelCache(max_models=10, max_bytes=250, loader=loader)
+    try:
+        await cache.generate(models("a"), "hi")
+        await cache.generate(models("b"), "hi")
+        assert cache.total_bytes == 200
+        await cache.generate(models("c"), "hi")
+        assert [m.path.name for m in cache.loaded()] == ["c", "b"] and cache.total_bytes == 200
+        # A model bigger than the whole budget is still served; it just stands alone.
+        await cache.generate(models("huge"), "hi")
+        assert [m.path.name for m in cache.loaded()] == ["huge"]
+        assert cache.loaded()[0].memory_bytes == 1000
+    finally:
+        await cache.close()
+
+
+async def test_invalidate_drops_a_model_so_the_next_request_loads_it_again(
+    cache: ModelCache, loader: FakeLoader, models: Callable[[str], Path]
+) -> None:
+    folder = models("alice")
+    await cache.generate(folder, "hi")
+    assert cache.invalidate(folder) is True
+    assert cache.invalidate(folder) is False
+    assert cache.loaded() == []
+    await cache.generate(folder, "hi")
+    assert loader.loads == ["alice", "alice"]
+
+
+async def test_a_model_invalidated_while_loading_is_not_cached(
+    cache: ModelCache, loader: FakeLoader, models: Callable[[str], Path]
+) -> None:
+    loader.gate.clear()
+    folder = models("alice")
+    request = asyncio.create_task(cache.generate(folder, "hi"))
+    await asyncio.sleep(0.05)
+    assert cache.invalidate(folder) is True
+    loader.gate.set()
+    await request  # the waiting request is still answered …
+    assert folder not in cache  # … but the stale load is not kept
+
+
+async def test_a_retrained_folder_is_loaded_afresh_without_invalidate(
+    cache: ModelCache, loader: FakeLoader, models: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = models("alice")
+    first = await cache.generate(folder, "hi")
+    assert "v1" in first.tweets[0]
+    staged = tmp_path / "staging"
+    staged.mkdir()
+    (staged / "version").write_text("2")
+    shutil.rmtree(folder)
+    os.replace(staged, folder)  # what the model store's atomic commit does
+    second = await cache.generate(folder, "hi")
+    assert "v2" in second.tweets[0]
+    assert loader.loads == ["alice", "alice"] and len(cache.loaded()) == 1
+
+
+async def test_a_failed_load_reaches_every_waiter_and_is_retried_later(
+    cache: ModelCache, loader: FakeLoader, models: Callable[[str], Path]
+) -> None:
+    loader.fail.add("alice")
+    loader.gate.clear()
+    folder = models("alice")
+    requests = [asyncio.create_task(cache.generate(folder, "hi")) for _ in range(2)]
+    await asyncio.sleep(0.02)
+    loader.gate.set()
+    results = await asyncio.gather(*requests, return_exceptions=True)
+    assert all(isinstance(r, ModelError) for r in results)
+    assert loader.loads == ["alice"] and cache.loaded() == []
+    loader.fail.clear()
+    assert (await cache.generate(folder, "hi")).tweets
+    assert loader.loads == ["alice", "alice"]
+
+
+async def test_a_closed_cache_refuses_to_generate(
+    loader: FakeLoader, models: Callable[[str], Path]
+) -> None:
+    cache = ModelCache(max_models=1, max_bytes=1000, loader=loader)
+    await cache.generate(models("alice"), "hi")
+    await cache.close()
+    assert cache.loaded() == []
+    with pytest.raises(RuntimeError, match="closed"):
+        await cache.generate(models("alice"), "hi")
+
+
+def test_a_cache_must_hold_something() -> None:
+    with pytest.raises(ValueError, match="at least one model"):
+        ModelCache(max_models=0, max_bytes=10)
+
+
+async def test_the_default_loader_serves_a_real_tiny_model(tiny_model_dir: Path) -> None:
+    cache = ModelCache(max_models=1, max_bytes=2**30)
+    try:
+        result = await cache.generate(tiny_model_dir, "My dream is", n=2, seed=3)
+        again = await cache.generate(tiny_model_dir, "My dream is", n=2, seed=3)
+        [info] = cache.loaded()
+    finally:
+        await cache.close()
+    assert result.candidates >= 1 and result.tweets == again.tweets
+    assert all(t.startswith("My dream is") for t in result.tweets)
+    assert info.path == tiny_model_dir.resolve() and info.memory_bytes > 0 and info.uses == 2
