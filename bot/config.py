@@ -237,3 +237,36 @@ def config_table() -> str:
         shown = f"`{default}`" if default not in ("unset", "none") else default
         lines.append(f"| {env} | {shown} | {field.description} |")
     return "\n".join(lines) + "\n"
+
+
+_DOC_INTRO = """# Configuration
+
+The bot reads its settings from the environment or from a `.env` file in its working folder
+(environment variables win). Secrets (the Discord token, the X keys) are never logged or echoed.
+The training process the bot starts reads the training settings too (`X_BEARER_TOKEN`,
+`DOPPELTWEET_MAX_FILE_MB`, … — see `training/config.py`); the bot does not pass its own secrets
+(the Discord token, the X posting keys) on to it.
+
+A minimal `.env`:
+
+```sh
+DISCORD_TOKEN=your-bot-token
+DOPPELTWEET_OWNER_IDS=123456789012345678
+DOPPELTWEET_DATA_DIR=/data
+```
+
+Everything the bot keeps lives under the data folder: the SQLite database `doppeltweet.db` (WAL
+mode, so also `doppeltweet.db-wal` and `-shm`), and for each server `guilds/<server id>/uploads/`
+(the attachments it trained from, which `!retrain` reuses) and `guilds/<server id>/models/` (its
+model store). Back up the whole folder; mount it as one volume in Docker.
+
+"""
+
+
+def configuration_doc() -> str:
+    """The whole of docs/configuration.md (``python -m bot.config > docs/configuration.md``)."""
+    return _DOC_INTRO + config_table()
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates the docs
+    print(configuration_doc(), end="")
