@@ -723,9 +723,11 @@ def _load_full(path: Path, device: torch.device) -> torch.nn.Module:
 
     if not (path / "config.json").is_file():
         raise ModelError(f"The model in {path} has no weights (no config.json); train it again.")
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         raise ModelError(
             f"The weights in {path} cannot be loaded; train the model again."
         ) from error

@@ -1,0 +1,504 @@
+"""TweetGenerator: sampling, the filters, LoRA base sharing, the per-process cache, bad input."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.basemodels import build_tiny_model
+from training.errors import InputError, ModelError
+from training.generate import (
+    MAX_PROMPT_CHARS,
+    CopyFilter,
+    GenerationSettings,
+    TweetGenerator,
+    check_prompt,
+    clear_generator_cache,
+    get_generator,
+    normalize,
+    tidy_candidate,
+)
+
+GENERIC_TWEETS = [
+    f"{opener} {topic} is the best part of my {when}, honestly"
+    for opener in ("I think", "Maybe", "Today", "Honestly", "Remember when")
+    for topic in ("coffee", "the ocean", "a long walk", "pizza", "my dog", "open source")
+    for when in ("morning", "week", "life")
+]
+
+# The tweets an overfit model reproduces almost verbatim.
+DREAM = "my dream is to sail across the wide blue ocean with my old dog max and never come back"
+COFFEE = "coffee first then code then more coffee until the sun goes down over the quiet hills"
+# Seen in training but absent from dataset.jsonl, so it is not guarded as a copy: it lets the
+# tests watch the URL and newline handling on real model output.
+NEWS = (
+    "big news today read all about it at https://example.com/story before lunch\nsecond line here"
+)
+
+# Short sequences keep the tests quick on a busy 2-core machine.
+FAST = GenerationSettings(max_length=40)
+
+
+def write_records(folder: Path, texts: list[str], *, handles=("alice",), **record) -> None:
+    """The dataset and training record a trained model folder carries (docs/ARCHITECTURE.md)."""
+    with (folder / "dataset.jsonl").open("w", encoding="utf-8") as out:
+        for i, text in enumerate(texts):
+            out.write(json.dumps({"handle": handles[i % len(handles)], "text": text}) + "\n")
+    base = {
+        "name": folder.name,
+        "handles": list(handles),
+        "base_model": "tiny",
+        "lora": False,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    (folder / "training.json").write_text(json.dumps(base | record), encoding="utf-8")
+
+
+def overfit(folder: Path, texts: list[str], *, steps: int = 150) -> None:
+    """Train the tiny model in ``folder`` until it recites ``texts`` (EOS-separated, as trained)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    eos = tokenizer.eos_token_id
+    rows = [[eos, *tokenizer(t, add_special_tokens=False)["input_ids"], eos] for t in texts]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [eos] * (width - len(r)) for r in rows])
+    labels = torch.tensor([r + [-100] * (width - len(r)) for r in rows])
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 0.1, "the overfit fixture did not memorise its tweets"
+    model.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest on one thread; a second one only waits on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = build_tiny_model(GENERIC_TWEETS, tmp_path_factory.mktemp("models") / "alice")
+    write_records(folder, GENERIC_TWEETS)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def overfit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    texts = [DREAM, COFFEE, NEWS]
+    folder = build_tiny_model(texts * 5, tmp_path_factory.mktemp("models") / "parrot")
+    overfit(folder, texts)
+    write_records(folder, [DREAM, COFFEE], handles=("parrot",))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lora_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A base folder, a full copy of it, and three LoRA adapters on it (one a no-op)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("lora")
+    base = build_tiny_model(GENERIC_TWEETS, root / ".bases" / "tiny-base")
+    full = root / "full"
+    shutil.copytree(base, full)
+    write_records(full, GENERIC_TWEETS)
+    dirs = {"base": base, "full": full}
+    for name, scale in (("noop", 0.0), ("lora_a", 2.0), ("lora_b", -2.0)):
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True)
+        peft_model = get_peft_model(model, config)
+        torch.manual_seed(len(name))
+        with torch.no_grad():
+            for param_name, param in peft_model.named_parameters():
+                if "lora_B" in param_name:
+                    param.copy_(torch.randn_like(param) * scale)
+        folder = root / name
+        peft_model.save_pretrained(folder)
+        for tok_file in base.glob("tokenizer*"):
+            shutil.copy(tok_file, folder / tok_file.name)
+        write_records(folder, GENERIC_TWEETS, base_model=str(base), lora=True)
+        dirs[name] = folder
+    return dirs
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    clear_generator_cache()
+    yield
+    clear_generator_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+# The text filters on their own
+
+
+def test_tidy_candidate_keeps_only_the_first_line() -> None:
+    assert tidy_candidate("first line here\nsecond line") == "first line here"
+    assert tidy_candidate("a\r\nb") == "a"
+
+
+def test_tidy_candidate_strips_urls_and_collapses_whitespace() -> None:
+    text = "read  this https://t.co/abc123 and\tthat http://x.y www.example.com now"
+    assert tidy_candidate(text) == "read this and that now"
+
+
+def test_tidy_candidate_cuts_long_text_at_a_word_boundary() -> None:
+    words = " ".join(f"word{i}" for i in range(100))
+    tidy = tidy_candidate(words, 50)
+    assert len(tidy) <= 50
+    assert words.startswith(tidy + " ")
+
+
+def test_tidy_candidate_cuts_a_single_overlong_word_hard() -> None:
+    assert tidy_candidate("x" * 400) == "x" * 280
+
+
+def test_tidy_candidate_drops_control_and_replacement_characters() -> None:
+    assert tidy_candidate("ok\x00 then\x18 fine \ufffd") == "ok then fine"
+
+
+def test_normalize_ignores_case_whitespace_and_punctuation() -> None:
+    assert normalize("Hello,   WORLD!! #yes @bob") == normalize("hello world yes bob")
+
+
+def test_copy_filter_rejects_a_training_tweet_up_to_case_and_punctuation() -> None:
+    guard = CopyFilter(["I love my dog so much"])
+    assert guard.is_copy("i LOVE my dog... so much!")
+
+
+def test_copy_filter_rejects_a_shared_run_of_eight_words() -> None:
+    guard = CopyFilter(["yesterday the whole team shipped the new release to every user at last"])
+    candidate = "wow the whole team shipped the new release to every user and i cried"
+    assert guard.is_copy(candidate)
+
+
+def test_copy_filter_keeps_short_common_phrases() -> None:
+    guard = CopyFilter(["thank you so much for coming to the show last night everyone"])
+    assert not guard.is_copy("thank you so much for the flowers mom")
+    assert not guard.is_copy("thank you so much")
+
+
+def test_copy_filter_rejects_a_short_tweet_copied_with_one_word_changed() -> None:
+    guard = CopyFilter(["the ocean was calm and blue this morning"])
+    assert guard.is_copy("the ocean was calm and blue this evening")
+
+
+def test_copy_filter_keeps_a_seven_word_tweet_sharing_only_five_words() -> None:
+    guard = CopyFilter(["the ocean was calm and blue this morning"])
+    assert not guard.is_copy("the ocean was calm and angry again")
+
+
+def test_check_prompt_refuses_empty_whitespace_and_overlong_prompts() -> None:
+    for bad in ("", "   \n\t "):
+        with pytest.raises(InputError, match="empty"):
+            check_prompt(bad)
+    with pytest.raises(InputError, match=str(MAX_PROMPT_CHARS)):
+        check_prompt("word " * 60)
+    assert check_prompt("  My   dream\nis ") == "My dream is"
+
+
+def test_generation_settings_refuse_nonsense() -> None:
+    with pytest.raises(InputError, match="top_p"):
+        GenerationSettings(top_p=0)
+    with pytest.raises(InputError, match="min_length"):
+        GenerationSettings(min_length=200)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generating
+
+
+def test_same_seed_gives_the_same_tweets(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    first = generator.generate(n=3, seed=7, settings=FAST)
+    torch.manual_seed(123)  # the global generator's state must not matter
+    again = generator.generate(n=3, seed=7, settings=FAST)
+    other = generator.generate(n=3, seed=8, settings=FAST)
+    assert first == again
+    assert first.tweets != other.tweets
+    assert len(first.tweets) == 3
+
+
+def test_seeded_generation_leaves_the_global_random_state_alone(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    generator.generate(n=1, seed=1, settings=FAST)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_tweets_start_with_the_prompt_and_fit_a_tweet(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    result = generator.generate("Honestly", n=5, seed=3)
+    assert result.prompt == "Honestly"
+    assert result.tweets
+    for tweet in result.tweets:
+        assert tweet.startswith("Honestly")
+        assert len(tweet) <= 280
+        assert "\n" not in tweet
+        assert "  " not in tweet
+    assert result.candidates >= 10
+    assert result.rejected == sum(result.rejected_reasons.values())
+
+
+def test_max_chars_setting_cuts_tweets_shorter(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    short = GenerationSettings(max_chars=30, max_length=40)
+    result = generator.generate("I think", n=4, seed=2, settings=short)
+    assert result.tweets
+    assert all(len(t) <= 30 for t in result.tweets)
+
+
+def test_an_overfit_model_s_copies_are_rejected(overfit_dir: Path) -> None:
+    generator = TweetGenerator.load(overfit_dir, device="cpu")
+    result = generator.generate("my dream is to sail", n=1, seed=0, settings=FAST)
+    assert result.rejected_reasons.get("copy", 0) >= 5
+    assert all(not generator.copy_filter.is_copy(t) for t in result.tweets)
+    assert normalize(DREAM) not in {normalize(t) for t in result.tweets}
+
+
+def test_urls_are_stripped_and_lines_cut_from_model_output(overfit_dir: Path) -> None:
+    generator = TweetGenerator.load(overfit_dir, device="cpu")
+    result = generator.generate("big news today", n=1, seed=0, settings=FAST)
+    assert result.tweets == ["big news today read all about it at before lunch"]
+    # The overfit model says the same thing ten times: the other nine are repeats.
+    assert result.rejected_reasons.get("repeat", 0) >= 5
+
+
+def test_excluded_texts_never_come_back(overfit_dir: Path) -> None:
+    generator = TweetGenerator.load(overfit_dir, device="cpu")
+    posted = generator.generate("big news today", n=1, seed=0, settings=FAST).tweets[0]
+    avoid = [posted.upper() + "!"]
+    result = generator.generate("big news today", n=1, seed=0, exclude=avoid, settings=FAST)
+    assert posted not in result.tweets
+    assert result.rejected_reasons.get("excluded", 0) >= 5
+
+
+def test_more_rounds_are_sampled_when_too_many_candidates_are_rejected(overfit_dir: Path) -> None:
+    generator = TweetGenerator.load(overfit_dir, device="cpu")
+    settings = GenerationSettings(max_rounds=3, num_candidates=4, max_length=40)
+    result = generator.generate("my dream is to sail", n=4, seed=0, settings=settings)
+    assert result.candidates == 12  # never enough non-copies, so every round ran, and no more
+    assert len(result.tweets) < 4
+
+
+def test_bad_counts_seeds_and_prompts_are_refused(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    for n in (0, 21, True):
+        with pytest.raises(InputError, match="1 to 20"):
+            generator.generate(n=n)
+    with pytest.raises(InputError, match="seed"):
+        generator.generate(seed=-1)
+    with pytest.raises(InputError, match="empty"):
+        generator.generate("   ")
+
+
+def test_a_prompt_too_long_for_the_token_budget_is_refused(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    with pytest.raises(InputError, match="tokens"):
+        generator.generate("zq" * 90, settings=GenerationSettings(max_length=40))
+
+
+def test_name_handles_and_memory_are_reported(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    assert generator.name == "alice"
+    assert generator.handles == ("alice",)
+    params = sum(p.numel() * p.element_size() for p in generator.model.parameters())
+    assert generator.memory_bytes >= params > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Broken model folders
+
+
+def test_a_missing_folder_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no model folder"):
+        TweetGenerator.load(tmp_path / "nobody", device="cpu")
+
+
+def test_a_folder_without_dataset_is_a_model_error(tiny_dir: Path, tmp_path: Path) -> None:
+    broken = shutil.copytree(tiny_dir, tmp_path / "alice")
+    (broken / "dataset.jsonl").unlink()
+    with pytest.raises(ModelError, match=r"dataset\.jsonl"):
+        TweetGenerator.load(broken, device="cpu")
+
+
+def test_a_corrupt_dataset_or_record_is_a_model_error(tiny_dir: Path, tmp_path: Path) -> None:
+    broken = shutil.copytree(tiny_dir, tmp_path / "alice")
+    (broken / "dataset.jsonl").write_text('{"handle": "alice", "text": "ok"}\n{not json\n')
+    with pytest.raises(ModelError, match=r"corrupt dataset\.jsonl"):
+        TweetGenerator.load(broken, device="cpu")
+    shutil.copy(tiny_dir / "dataset.jsonl", broken / "dataset.jsonl")
+    (broken / "training.json").write_text("{truncated")
+    with pytest.raises(ModelError, match=r"training\.json"):
+        TweetGenerator.load(broken, device="cpu")
+
+
+def test_missing_or_damaged_weights_are_a_model_error(tiny_dir: Path, tmp_path: Path) -> None:
+    broken = shutil.copytree(tiny_dir, tmp_path / "alice")
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="weights"):
+        TweetGenerator.load(broken, device="cpu")
+    (broken / "config.json").unlink()
+    with pytest.raises(ModelError, match="no weights"):
+        TweetGenerator.load(broken, device="cpu")
+
+
+def test_a_lora_model_without_its_base_name_is_a_model_error(
+    lora_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    broken = shutil.copytree(lora_dirs["lora_a"], tmp_path / "alice")
+    record = json.loads((broken / "training.json").read_text())
+    del record["base_model"]
+    (broken / "training.json").write_text(json.dumps(record))
+    with pytest.raises(ModelError, match="base model"):
+        TweetGenerator.load(broken, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA models share their base
+
+
+def _base_weight(generator: TweetGenerator) -> torch.Tensor:
+    return generator.model.get_base_model().transformer.h[0].attn.c_attn.base_layer.weight
+
+
+def test_lora_models_on_one_base_share_its_weights(lora_dirs: dict[str, Path]) -> None:
+    first = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
+    second = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
+    assert first.is_lora and second.is_lora
+    assert first.model is second.model
+    assert _base_weight(first).data_ptr() == _base_weight(second).data_ptr()
+    base_bytes = TweetGenerator.load(lora_dirs["full"], device="cpu").memory_bytes
+    assert second.memory_bytes < 10 * 2**20
+    assert second.memory_bytes < base_bytes / 10
+    first.close()
+    second.close()
+
+
+def test_a_noop_adapter_generates_exactly_what_its_base_does(lora_dirs: dict[str, Path]) -> None:
+    lora = TweetGenerator.load(lora_dirs["noop"], device="cpu")
+    full = TweetGenerator.load(lora_dirs["full"], device="cpu")
+    assert lora.generate(n=3, seed=4, settings=FAST) == full.generate(n=3, seed=4, settings=FAST)
+    lora.close()
+
+
+def test_each_lora_model_generates_with_its_own_adapter(lora_dirs: dict[str, Path]) -> None:
+    a = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
+    b = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
+    a_first = a.generate(n=3, seed=4, settings=FAST)
+    b_first = b.generate(n=3, seed=4, settings=FAST)
+    assert a_first.tweets != b_first.tweets
+    # Switching back and forth gives each model its own output again.
+    assert a.generate(n=3, seed=4, settings=FAST) == a_first
+    assert b.generate(n=3, seed=4, settings=FAST) == b_first
+    a.close()
+    b.close()
+
+
+def test_concurrent_generation_from_threads_matches_sequential(lora_dirs: dict[str, Path]) -> None:
+    a = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
+    b = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
+    jobs = [(g, seed) for seed in range(2) for g in (a, b)]
+    expected = [g.generate(n=2, seed=s, settings=FAST) for g, s in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda job: job[0].generate(n=2, seed=job[1], settings=FAST), jobs))
+    assert got == expected
+    a.close()
+    b.close()
+
+
+def test_closing_a_lora_model_frees_its_adapter_but_not_its_neighbours(
+    lora_dirs: dict[str, Path],
+) -> None:
+    a = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
+    b = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
+    before = a.generate(n=2, seed=1, settings=FAST)
+    adapters = set(a.model.peft_config)
+    b.close()
+    assert set(a.model.peft_config) == adapters - {b._backend.adapter}
+    assert a.generate(n=2, seed=1, settings=FAST) == before
+    with pytest.raises(ModelError, match="unloaded"):
+        b.generate()
+    a.close()
+
+
+def test_a_dropped_lora_model_is_detached_at_the_next_load(lora_dirs: dict[str, Path]) -> None:
+    keep = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
+    dropped = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
+    dropped_adapter = dropped._backend.adapter
+    del dropped
+    gc.collect()
+    again = TweetGenerator.load(lora_dirs["noop"], device="cpu")
+    assert dropped_adapter not in keep.model.peft_config
+    keep.close()
+    again.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-process cache
+
+
+def test_get_generator_loads_a_model_once(tiny_dir: Path) -> None:
+    first = get_generator(tiny_dir, device="cpu")
+    assert get_generator(tiny_dir / ".." / tiny_dir.name, device="cpu") is first
+
+
+def test_get_generator_reloads_a_retrained_model(tiny_dir: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_dir, tmp_path / "alice")
+    first = get_generator(folder, device="cpu")
+    record = folder / "training.json"
+    stamp = record.stat().st_mtime_ns + 5_000_000_000
+    os.utime(record, ns=(stamp, stamp))
+    second = get_generator(folder, device="cpu")
+    assert second is not first
+    assert get_generator(folder, device="cpu") is second
+
+
+def test_get_generator_reloads_a_folder_replaced_atomically(tiny_dir: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_dir, tmp_path / "alice")
+    first = get_generator(folder, device="cpu")
+    staged = shutil.copytree(tiny_dir, tmp_path / ".staging-alice", copy_function=shutil.copy2)
+    aside = tmp_path / ".replaced-alice"
+    os.replace(folder, aside)
+    os.replace(staged, folder)
+    shutil.rmtree(aside)
+    assert get_generator(folder, device="cpu") is not first
+
+
+def test_get_generator_is_safe_to_call_from_many_threads(tiny_dir: Path) -> None:
+    barrier = threading.Barrier(4)
+
+    def load(_: int) -> TweetGenerator:
+        barrier.wait()
+        return get_generator(tiny_dir, device="cpu")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        generators = list(pool.map(load, range(4)))
+    assert all(g is generators[0] for g in generators)
+
+
+def test_get_generator_on_a_missing_folder_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError):
+        get_generator(tmp_path / "gone", device="cpu")
