@@ -397,18 +397,26 @@ class JobRunner:
     ) -> Job:
         """Queue a training job; it starts at once when a slot is free.
 
-        ``sources`` are ``"api"``, ``"bluesky"`` or paths from :meth:`upload_path`. The same
-        model already queued or training in this server, or a user over their cap, gets an
-        InputError that says what to do.
+        ``sources`` are ``["api"]``, ``["bluesky"]`` or paths from :meth:`upload_path`: one for
+        all handles, or one per handle in the order the handles are given (keep the order the
+        user typed; the model's name sorts them itself). Options the job does not set come from
+        the server's settings (``base_model``, ``lora``, ``max_steps``, ``epochs``), then the
+        bot's. The same model already queued or training in this server, or a user over their
+        cap, gets an InputError that says what to do.
         """
-        handle_list = sorted(set(handles))
+        handle_list = list(handles)
         if not handle_list:
             raise InputError("Name at least one handle, e.g. @jack.")
-        if len(handle_list) != len(handles) or len(handle_list) > MAX_HANDLES:
+        if len(set(handle_list)) != len(handle_list) or len(handle_list) > MAX_HANDLES:
             raise InputError(f"Name 1 to {MAX_HANDLES} different handles.")
         name = model_name(handle_list)
         checked_sources = self._check_sources(guild_id, handle_list, sources)
-        checked_options = self._check_options(options)
+        merged = dict(options or {})
+        for key in sorted(OPTION_KEYS - set(merged)):
+            value = await self.store.get_guild_setting(guild_id, key)
+            if value is not None:
+                merged[key] = value
+        checked_options = self._check_options(merged)
         prefix = self.settings.prefix
         async with self._submit_lock:
             existing = await self.store.active_job_for_model(guild_id, name)
@@ -447,6 +455,11 @@ class JobRunner:
         record = await self.store.get_model(guild_id, name)
         if record is None:
             raise InputError(await self._unknown_model(guild_id, name))
+        if not record.sources:
+            raise InputError(
+                f"The bot does not know what {name} was trained from; train it again with "
+                f"{self.settings.prefix}train and an attachment."
+            )
         return await self.submit(guild_id, channel_id, user_id, record.handles, record.sources)
 
     async def delete_model(self, guild_id: int, name: str) -> ModelRecord:
@@ -676,7 +689,9 @@ class JobRunner:
 
     async def _conclude(self, run: _Run, returncode: int) -> None:
         job = run.job
-        if run.stop_requested and not run.cancel_requested:
+        # A model that was completely saved counts, even if a cancel or a stop came too late.
+        succeeded = returncode == 0 and run.done_event is not None
+        if run.stop_requested and not run.cancel_requested and not succeeded:
             queued = await self.store.requeue_job(job.id, count_restart=False)
             if queued is not None:
                 await self._notify(
@@ -690,12 +705,12 @@ class JobRunner:
                 )
             return
         kept = await self._previous_model_note(job)
-        if run.cancel_requested:
+        if run.cancel_requested and not succeeded:
             message = f"Training of {job.model_name} was cancelled; {kept}"
             cancelled = await self.store.finish_job(job.id, "cancelled", message)
             await self._notify("on_failed", cancelled, message)
             return
-        if returncode == 0 and run.done_event is not None:
+        if succeeded:
             try:
                 result = await self._result(job)
             except (DoppeltweetError, OSError, ValueError):

@@ -16,7 +16,8 @@ from bot.store import Store
 
 #: A stand-in for ``python -m training train … --progress-json``: the job runner runs it as its
 #: "python". FAKE_TRAINING_MODE picks the behaviour: succeed, error, crash (exit 3 without an error
-#: line), hang (until signalled), stubborn (ignores SIGTERM), nodone (exit 0 without "done").
+#: line), hang (until signalled), stubborn (ignores SIGTERM), nodone (exit 0 without "done"),
+#: late (hangs, and on SIGTERM finishes saving the model anyway, as if the signal came too late).
 FAKE_TRAINING = r"""#!{python}
 import json, os, signal, sys, time
 from datetime import datetime, timezone
@@ -44,7 +45,12 @@ def emit(phase, **fields):
     event.update(fields)
     print(json.dumps(event), flush=True)
 
+stopping = []
+
 def on_term(signum, frame):
+    if mode == "late":
+        stopping.append(signum)
+        return
     emit("error", message="Training was stopped; the previous model is unchanged.")
     sys.exit(130)
 
@@ -61,8 +67,8 @@ for step in range(1, steps + 1):
     emit("training", step=step, total=steps, loss=4.0 - step * 0.1, tokens_per_s=100.0,
          eta_s=(steps - step) * delay)
     time.sleep(delay)
-if mode in ("hang", "stubborn"):
-    while True:
+if mode in ("hang", "stubborn", "late"):
+    while not stopping:
         time.sleep(0.05)
 if mode == "error":
     emit("error", message="Too few tweets are left after cleaning to train a model.")

@@ -192,6 +192,36 @@ async def test_api_and_bluesky_sources_become_their_flags(
     assert "--from" not in argv
 
 
+async def test_handles_keep_their_typed_order_so_each_file_stays_with_its_handle(
+    make_runner: MakeRunner, argv_log: Path
+) -> None:
+    runner, rec = await make_runner()
+    bob, alice = upload(runner, "bob.csv"), upload(runner, "alice.csv")
+    job = await runner.submit(
+        GUILD, CHANNEL, USER, [parse_handle("@bob"), parse_handle("@alice")], [bob, alice]
+    )
+    assert job.model_name == "alice-bob"
+    await rec.wait(lambda: rec.ended(job.id))
+    argv = json.loads(argv_log.read_text().splitlines()[0])
+    assert argv[3:5] == ["bob", "alice"]
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--from"] == [bob, alice]
+
+
+async def test_a_servers_settings_fill_the_options_a_job_leaves_unset(
+    make_runner: MakeRunner, argv_log: Path, store: Store
+) -> None:
+    await store.set_guild_setting(GUILD, "base_model", "tiny")
+    await store.set_guild_setting(GUILD, "max_steps", 7)
+    runner, rec = await make_runner()
+    first = await submit(runner, "@alice")
+    second = await submit(runner, "@bob", base_model="gpt2")
+    await rec.wait(lambda: rec.ended(first.id) and rec.ended(second.id))
+    assert first.options == {"base_model": "tiny", "max_steps": 7}
+    runs = [json.loads(line) for line in argv_log.read_text().splitlines()]
+    assert [r[r.index("--base-model") + 1] for r in runs] == ["tiny", "gpt2"]
+    assert [r[r.index("--max-steps") + 1] for r in runs] == ["7", "7"]
+
+
 async def test_invalid_options_are_refused_before_queueing(make_runner: MakeRunner) -> None:
     runner, _ = await make_runner(start=False)
     with pytest.raises(InputError, match="not a training option"):
@@ -329,6 +359,18 @@ async def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(
     assert job.pid is not None and not _pid_alive(job.pid)
 
 
+async def test_a_model_saved_before_the_cancel_arrived_counts_as_trained(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch, store: Store
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "late")
+    runner, rec = await make_runner()
+    job = await submit(runner)
+    await rec.wait(lambda: "training" in rec.phases(job.id))
+    ended = await runner.cancel(job.id, guild_id=GUILD, user_id=USER, is_admin=False)
+    assert ended.state == "succeeded" and rec.finished and not rec.failed
+    assert await store.get_model(GUILD, "alice") is not None
+
+
 async def test_another_servers_job_cannot_be_seen_or_cancelled(
     make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -451,6 +493,37 @@ async def test_stop_requeues_a_running_job_without_counting_a_restart(
     _, rec2 = await make_runner()
     await rec2.wait(lambda: rec2.ended(job.id))
     assert rec2.finished[0][0].state == "succeeded"
+
+
+async def test_a_model_saved_while_the_bot_stopped_is_not_trained_again(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch, store: Store
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "late")
+    runner, rec = await make_runner()
+    job = await submit(runner)
+    await rec.wait(lambda: "training" in rec.phases(job.id))
+    await runner.stop()
+    after = await store.get_job(GUILD, job.id)
+    assert after is not None and after.state == "succeeded"
+    assert await store.queued_jobs(None) == []
+
+
+async def test_retrain_without_known_sources_says_to_train_again(
+    make_runner: MakeRunner, store: Store
+) -> None:
+    await store.upsert_model(
+        GUILD,
+        "alice",
+        handles=parse_handles(["alice"]),
+        sources=[],
+        base_model="gpt2",
+        lora=False,
+        path=Path("/nowhere"),
+        trained_by=USER,
+    )
+    runner, _ = await make_runner(start=False)
+    with pytest.raises(InputError, match="does not know what alice was trained from"):
+        await runner.retrain(GUILD, CHANNEL, USER, "alice")
 
 
 def _dead_pid() -> int:
