@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.config import BotSettings
-from bot.store import Job, ModelRecord, Store
+from bot.store import Job, JobState, ModelRecord, Store
 from training.errors import DoppeltweetError, InputError
 from training.handles import MAX_HANDLES, Handle, model_name
 
@@ -254,8 +254,7 @@ class JobRunner:
                     "The bot restarted while training; the job had already been restarted once, "
                     f"so start it again with {self.settings.prefix}train."
                 )
-                failed = await self.store.finish_job(job.id, "failed", message)
-                await self._notify("on_failed", failed, message)
+                await self._end(job, "failed", message)
             else:
                 queued = await self.store.requeue_job(job.id, count_restart=True)
                 if queued is not None:
@@ -515,10 +514,7 @@ class JobRunner:
             run = self._runs.get(job_id)
             if run is None:
                 message = f"Training of {job.model_name} was cancelled before it started."
-                cancelled = await self.store.finish_job(job_id, "cancelled", message)
-                if cancelled.state == "cancelled":
-                    await self._notify("on_failed", cancelled, message)
-                return cancelled
+                return await self._end(job, "cancelled", message)
             run.cancel_requested = True
         await self._terminate(run)
         if run.task is not None:
@@ -612,8 +608,7 @@ class JobRunner:
         except OSError as error:
             log.error("could not start training for job %s: %s", job.id, error)
             message = "The training process could not be started; the bot's log says why."
-            failed = await self.store.finish_job(job.id, "failed", message)
-            await self._notify("on_failed", failed, message)
+            await self._end(job, "failed", message)
             return
         running = await self.store.mark_job_running(job.id, proc.pid)
         if running is None:  # cancelled between the queue read and the spawn
@@ -639,8 +634,7 @@ class JobRunner:
                 _signal_group(run.proc.pid, signal.SIGKILL)
                 await run.proc.wait()
             message = "Training failed because of an error in the bot; the bot's log says why."
-            failed = await self.store.finish_job(run.job.id, "failed", message)
-            await self._notify("on_failed", failed, message)
+            await self._end(run.job, "failed", message)
         finally:
             self._runs.pop(run.job.id, None)
         await self._pump()
@@ -706,9 +700,7 @@ class JobRunner:
             return
         kept = await self._previous_model_note(job)
         if run.cancel_requested and not succeeded:
-            message = f"Training of {job.model_name} was cancelled; {kept}"
-            cancelled = await self.store.finish_job(job.id, "cancelled", message)
-            await self._notify("on_failed", cancelled, message)
+            await self._end(job, "cancelled", f"Training of {job.model_name} was cancelled; {kept}")
             return
         if succeeded:
             try:
@@ -737,8 +729,27 @@ class JobRunner:
                 returncode,
                 "\n".join(run.stderr_tail),
             )
-        failed = await self.store.finish_job(job.id, "failed", message)
-        await self._notify("on_failed", failed, message)
+        await self._end(job, "failed", message)
+
+    async def _end(self, job: Job, state: JobState, message: str) -> Job:
+        """Finish a job that produced no model: record why, drop its unused uploads, tell."""
+        ended = await self.store.finish_job(job.id, state, message)
+        if ended.state == state and ended.error == message:
+            await self._discard_uploads(job.guild_id, job.model_name, job.sources)
+            await self._notify("on_failed", ended, message)
+        return ended
+
+    async def _discard_uploads(self, guild_id: int, name: str, sources: Sequence[str]) -> None:
+        """Delete upload folders no model of this name trains from (``!retrain`` needs the rest)."""
+        record = await self.store.get_model(guild_id, name)
+        keep = set(record.sources) if record is not None else set()
+        uploads = self.settings.guild_uploads_dir(guild_id)
+        for source in sources:
+            if source in keep or source in (API_SOURCE, BLUESKY_SOURCE):
+                continue
+            folder = Path(source).parent
+            if _is_relative_to(folder, uploads):
+                await asyncio.to_thread(_remove_tree, folder, uploads)
 
     async def _previous_model_note(self, job: Job) -> str:
         previous = await self.store.get_model(job.guild_id, job.model_name)
@@ -755,6 +766,7 @@ class JobRunner:
         )
         record_text = await asyncio.to_thread((info.path / TRAINING_FILE).read_text, "utf-8")
         record = json.loads(record_text)
+        previous = await self.store.get_model(job.guild_id, job.model_name)
         model = await self.store.upsert_model(
             job.guild_id,
             job.model_name,
@@ -766,6 +778,8 @@ class JobRunner:
             trained_by=job.user_id,
         )
         finished = await self.store.finish_job(job.id, "succeeded")
+        if previous is not None:  # the files the replaced model was trained from
+            await self._discard_uploads(job.guild_id, job.model_name, previous.sources)
         loss_plot = info.path / LOSS_PLOT_FILE
         return JobResult(
             job=finished,

@@ -663,6 +663,31 @@ async def test_delete_model_removes_its_folder_record_and_uploads(
     assert runner.settings.guild_uploads_dir(GUILD).is_dir()
 
 
+async def test_uploads_are_kept_only_while_a_model_trains_from_them(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch, store: Store
+) -> None:
+    runner, rec = await make_runner()
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "error")
+    failed = await submit(runner)
+    await rec.wait(lambda: rec.ended(failed.id))
+    assert not Path(failed.sources[0]).exists()  # nothing will ever train from it
+
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "succeed")
+    first = await submit(runner)
+    await rec.wait(lambda: rec.ended(first.id))
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "crash")
+    retry = await runner.retrain(GUILD, CHANNEL, USER, "alice")
+    await rec.wait(lambda: rec.ended(retry.id))
+    assert Path(first.sources[0]).is_file()  # !retrain still needs it
+
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "succeed")
+    newer = await submit(runner)
+    await rec.wait(lambda: rec.ended(newer.id))
+    assert not Path(first.sources[0]).exists()  # replaced by the newer file
+    assert Path(newer.sources[0]).is_file()
+    assert (await store.get_model(GUILD, "alice")).sources == newer.sources  # type: ignore[union-attr]
+
+
 # -- uploads ------------------------------------------------------------------------------------
 
 
