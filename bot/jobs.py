@@ -28,7 +28,7 @@ import tempfile
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -215,6 +215,7 @@ class JobRunner:
         self.python = python
         self.training_args = tuple(training_args)
         self._listeners: list[JobListener] = []
+        self._listener_tasks: set[asyncio.Task[None]] = set()
         self._runs: dict[int, _Run] = {}
         self._submit_lock = asyncio.Lock()
         self._pump_lock = asyncio.Lock()
@@ -233,11 +234,38 @@ class JobRunner:
             self._listeners.remove(listener)
 
     async def _notify(self, method: str, job: Job, payload: Any) -> None:
+        """Tell every listener; a failing or slow listener never holds the runner up.
+
+        Progress is delivered in order and waited for (briefly); the final ``on_finished`` /
+        ``on_failed`` run as tasks of their own, because announcing a result may take a while
+        (e.g. generating sample tweets) and the next job should not wait for it.
+        """
         for listener in list(self._listeners):
-            try:
-                await asyncio.wait_for(getattr(listener, method)(job, payload), LISTENER_TIMEOUT_S)
-            except Exception:
-                log.exception("job listener %r failed in %s for job %s", listener, method, job.id)
+            call = getattr(listener, method)(job, payload)
+            if method == "on_progress":
+                await self._call_listener(listener, method, job, call, LISTENER_TIMEOUT_S)
+            else:
+                task = asyncio.create_task(self._call_listener(listener, method, job, call, None))
+                self._listener_tasks.add(task)
+                task.add_done_callback(self._listener_tasks.discard)
+
+    @staticmethod
+    async def _call_listener(
+        listener: JobListener,
+        method: str,
+        job: Job,
+        call: Awaitable[None],
+        timeout: float | None,
+    ) -> None:
+        try:
+            await asyncio.wait_for(call, timeout)
+        except Exception:
+            log.exception("job listener %r failed in %s for job %s", listener, method, job.id)
+
+    async def wait_for_listeners(self, timeout: float | None = None) -> None:
+        """Wait until every result announcement handed to a listener has finished."""
+        if self._listener_tasks:
+            await asyncio.wait(set(self._listener_tasks), timeout=timeout)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -284,6 +312,7 @@ class JobRunner:
         tasks = [run.task for run in runs if run.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.cancel_grace_s + 10)
+        await self.wait_for_listeners(timeout=LISTENER_TIMEOUT_S)
         self._started = False
 
     async def _stop_orphan(self, pid: int) -> None:
@@ -313,7 +342,7 @@ class JobRunner:
         name = safe_filename(filename)
         suffix = Path(name).suffix.lower()
         if suffix not in UPLOAD_EXTENSIONS:
-            shown = filename if len(filename) <= 40 else filename[:37] + "..."
+            shown = name if len(name) <= 40 else name[:37] + "..."
             raise InputError(
                 f"“{shown}” is not a file I can train from: attach an X archive (.zip or .js), "
                 "a CSV/TSV or a JSON Lines file."

@@ -321,6 +321,7 @@ async def test_a_queued_job_is_cancelled_without_ever_starting(
         await runner.cancel(queued.id, guild_id=GUILD, user_id=USER, is_admin=False)
     cancelled = await runner.cancel(queued.id, guild_id=GUILD, user_id=OTHER_USER, is_admin=False)
     assert cancelled.state == "cancelled"
+    await runner.wait_for_listeners()
     assert rec.failed[-1][0].state == "cancelled"
     assert await runner.queue(GUILD) == []
     with pytest.raises(InputError, match="already been cancelled"):
@@ -341,6 +342,7 @@ async def test_an_admin_cancels_a_running_job_and_its_process_stops(
     assert cancelled.state == "cancelled"
     assert cancelled.error == "Training of alice was cancelled; no model was saved."
     assert not _pid_alive(job.pid)
+    await runner.wait_for_listeners()
     assert rec.failed == [(rec.failed[0][0], cancelled.error)]
     assert await runner.running(GUILD) == []
 
@@ -367,6 +369,7 @@ async def test_a_model_saved_before_the_cancel_arrived_counts_as_trained(
     job = await submit(runner)
     await rec.wait(lambda: "training" in rec.phases(job.id))
     ended = await runner.cancel(job.id, guild_id=GUILD, user_id=USER, is_admin=False)
+    await runner.wait_for_listeners()
     assert ended.state == "succeeded" and rec.finished and not rec.failed
     assert await store.get_model(GUILD, "alice") is not None
 
@@ -449,6 +452,7 @@ async def test_a_python_that_cannot_start_fails_the_job(
     await runner.start()
     job = await submit(runner)
     assert job.state == "failed"
+    await runner.wait_for_listeners()
     assert rec.failed[0][1].startswith("The training process could not be started")
 
 
@@ -471,6 +475,29 @@ async def test_a_failing_listener_does_not_stop_the_runner(make_runner: MakeRunn
     job = await submit(runner)
     await rec.wait(lambda: rec.ended(job.id))
     assert rec.finished and rec.finished[0][0].state == "succeeded"
+
+
+async def test_a_slow_result_announcement_does_not_hold_up_the_next_job(
+    make_runner: MakeRunner,
+) -> None:
+    release = asyncio.Event()
+
+    class SlowAnnouncer(Recorder):
+        async def on_finished(self, job: Job, result: JobResult) -> None:
+            await release.wait()  # e.g. generating sample tweets on a busy CPU
+            await super().on_finished(job, result)
+
+    runner, rec = await make_runner(start=False)
+    slow = SlowAnnouncer()
+    runner.add_listener(slow)
+    await runner.start()
+    first = await submit(runner, "@alice")
+    second = await submit(runner, "@bob", user=OTHER_USER)
+    await rec.wait(lambda: rec.ended(first.id) and rec.ended(second.id))
+    assert slow.finished == []
+    release.set()
+    await runner.wait_for_listeners()
+    assert [j.id for j, _ in slow.finished] == [first.id, second.id]
 
 
 # -- stopping and recovering --------------------------------------------------------------------
@@ -562,6 +589,7 @@ async def test_a_job_already_restarted_once_fails_after_another_restart(
     await store.mark_job_running(job.id, _dead_pid())
 
     runner, rec = await make_runner()
+    await runner.wait_for_listeners()
     failed = await store.get_job(GUILD, job.id)
     assert failed is not None and failed.state == "failed"
     assert failed.error is not None
