@@ -5,15 +5,17 @@ messages:
 
 * REST under ``/api/v10``: ``GET /users/@me``, ``GET /oauth2/applications/@me``, ``GET /gateway``,
   ``GET /gateway/bot``, ``POST /channels/{id}/messages`` (JSON or multipart with files),
-  ``GET``/``PATCH``/``DELETE /channels/{id}/messages/{id}``, ``POST /channels/{id}/typing``; every
-  other route answers 404 with a JSON error (a 5xx would make discord.py retry). Every JSON reply
-  carries exactly ``Content-Type: application/json``, which discord.py needs to parse it.
+  ``GET``/``PATCH``/``DELETE /channels/{id}/messages/{id}``, ``POST /channels/{id}/typing``, and for
+  slash commands the interaction callback, follow-ups and ``@original`` edits; every other route
+  answers 404 with a JSON error (a 5xx would make discord.py retry). Every JSON reply carries
+  exactly ``Content-Type: application/json``, which discord.py needs to parse it.
 * Attachment downloads under ``/attachments/...`` for files the test attaches to a user message and
   for files the bot uploads.
 * The gateway at ``/gateway``: HELLO (op 10) → IDENTIFY (op 2) → READY + GUILD_CREATE (guild, text
   channel, roles, members) → whatever the test dispatches (``send_user_message`` makes a
-  MESSAGE_CREATE); heartbeats (op 1) get ACKs (op 11), member requests (op 8) get one
-  GUILD_MEMBERS_CHUNK, a RESUME (op 6) gets INVALID_SESSION so the client identifies again.
+  MESSAGE_CREATE, ``send_slash_command`` an INTERACTION_CREATE); heartbeats (op 1) get ACKs
+  (op 11), member requests (op 8) get one GUILD_MEMBERS_CHUNK, a RESUME (op 6) gets
+  INVALID_SESSION so the client identifies again.
   ``compress=zlib-stream`` is honoured (one zlib stream per connection, each message ending with a
   Z_SYNC_FLUSH), as discord.py always asks for it when no zstd module is installed.
 
@@ -63,6 +65,14 @@ EVERYONE_PERMISSIONS = (
 _MESSAGES_ROUTE = re.compile(r"^/channels/(\d+)/messages$")
 _MESSAGE_ROUTE = re.compile(r"^/channels/(\d+)/messages/(\d+)$")
 _TYPING_ROUTE = re.compile(r"^/channels/(\d+)/typing$")
+_CALLBACK_ROUTE = re.compile(r"^/interactions/(\d+)/([^/]+)/callback$")
+_FOLLOWUP_ROUTE = re.compile(r"^/webhooks/(\d+)/([^/]+)$")
+_WEBHOOK_MESSAGE_ROUTE = re.compile(r"^/webhooks/(\d+)/([^/]+)/messages/(@original|\d+)$")
+
+#: Interaction callback types that answer with a message (4: message, 5: deferred "thinking").
+_MESSAGE_CALLBACKS = (4, 5)
+#: Slash-command option types for the Python values ``send_slash_command`` accepts.
+_OPTION_TYPES = {bool: 5, int: 4, str: 3}
 
 
 class FakeDiscordError(AssertionError):
@@ -192,6 +202,8 @@ class FakeDiscord:
         self.gateway_queries: list[dict[str, str]] = []
         self.errors: list[str] = []
         self.messages: dict[int, dict[str, Any]] = {}
+        #: Interaction token → the id of its original response message (once answered).
+        self._originals: dict[str, int | None] = {}
         self._blobs: dict[str, tuple[str, bytes]] = {}
         self._sessions: list[_GatewaySession] = []
         self._changed = asyncio.Condition()
@@ -423,6 +435,70 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", message)
         return message
 
+    async def send_slash_command(
+        self,
+        name: str,
+        options: dict[str, str | int | bool] | None = None,
+        *,
+        author: FakeUser | None = None,
+    ) -> dict[str, Any]:
+        """A user runs ``/name`` in ``#general``: an INTERACTION_CREATE (application command).
+
+        discord.py resolves the command by name in its local tree, so this works before any sync.
+        """
+        user = author or self.alice
+        permissions = EVERYONE_PERMISSIONS | (
+            MANAGE_GUILD if self.admin_role_id in user.role_ids else 0
+        )
+        token = f"interaction-token-{next(self._ids)}"
+        interaction = {
+            "id": str(self.snowflake()),
+            "application_id": str(self.application_id),
+            "type": 2,
+            "token": token,
+            "version": 1,
+            "data": {
+                "id": str(self.snowflake()),
+                "name": name,
+                "type": 1,
+                "options": [
+                    {"name": key, "type": _OPTION_TYPES[type(value)], "value": value}
+                    for key, value in (options or {}).items()
+                ],
+            },
+            "guild_id": str(self.guild_id),
+            "channel_id": str(self.channel_id),
+            "channel": {
+                "id": str(self.channel_id),
+                "type": 0,
+                "name": "general",
+                "guild_id": str(self.guild_id),
+                "position": 0,
+                "permissions": str(permissions),
+            },
+            "member": dict(user.member_payload(), permissions=str(permissions)),
+            "app_permissions": str(EVERYONE_PERMISSIONS),
+            "attachment_size_limit": 10 * 1024 * 1024,
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "context": 0,
+        }
+        self._originals[token] = None
+        await self.dispatch("INTERACTION_CREATE", interaction)
+        return interaction
+
+    def interaction_requests(self, interaction: dict[str, Any]) -> list[RecordedRequest]:
+        """Every callback, follow-up and edit the bot sent for one interaction, in order."""
+        token = interaction["token"]
+        return [
+            r
+            for r in self.requests
+            if r.path.startswith((f"/interactions/{interaction['id']}/{token}/", "/webhooks/"))
+            and f"/{token}" in r.path
+        ]
+
     async def wait_for(
         self, predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "a condition"
     ) -> Any:
@@ -503,7 +579,9 @@ class FakeDiscord:
         )
         self.requests.append(recorded)
         try:
-            if request.headers.get("Authorization") != f"Bot {self.token}":
+            # Interaction callbacks and webhooks are authorised by the token in their path.
+            webhook = path.startswith(("/interactions/", "/webhooks/"))
+            if not webhook and request.headers.get("Authorization") != f"Bot {self.token}":
                 return _json({"message": "401: Unauthorized", "code": 0}, status=401)
             response = self._route(request.method, path, payload, files)
             if response.status == 404:
@@ -549,7 +627,77 @@ class FakeDiscord:
             if method == "DELETE":
                 del self.messages[int(match[2])]
                 return web.Response(status=204)
+        if method == "POST" and (match := _CALLBACK_ROUTE.match(path)):
+            return self._interaction_callback(match[2], payload or {}, files)
+        if method == "POST" and (match := _FOLLOWUP_ROUTE.match(path)):
+            if match[1] != str(self.application_id) or match[2] not in self._originals:
+                return _not_found("Unknown Webhook", code=10015)
+            message = self._interaction_message(payload or {}, files, author=self.bot_user)
+            return _json(message)
+        if match := _WEBHOOK_MESSAGE_ROUTE.match(path):
+            token, which = match[2], match[3]
+            message_id = self._originals.get(token) if which == "@original" else int(which)
+            message = self.messages.get(message_id) if message_id is not None else None
+            if match[1] != str(self.application_id) or message is None:
+                return _not_found("Unknown Message", code=10008)
+            if method == "GET":
+                return _json(message)
+            if method == "PATCH":
+                return _json(self._edit_message(message, payload or {}, files))
+            if method == "DELETE":
+                del self.messages[int(message["id"])]
+                return web.Response(status=204)
         return _not_found("404: Not Found")
+
+    def _interaction_message(
+        self, data: dict[str, Any], files: tuple[RecordedFile, ...], *, author: FakeUser
+    ) -> dict[str, Any]:
+        message = self._message_payload(
+            author=author,
+            content=data.get("content") or "",
+            channel_id=self.channel_id,
+            embeds=data.get("embeds") or [],
+            attachments=[
+                self._stored_attachment(f.filename, f.data, f.content_type) for f in files
+            ],
+        )
+        message["webhook_id"] = str(self.application_id)
+        message["flags"] = int(data.get("flags") or 0)
+        self.messages[int(message["id"])] = message
+        return message
+
+    def _interaction_callback(
+        self, token: str, payload: dict[str, Any], files: tuple[RecordedFile, ...]
+    ) -> web.Response:
+        if token not in self._originals:
+            return _not_found("Unknown interaction", code=10062)
+        if self._originals[token] is not None:
+            return _json(
+                {"message": "Interaction has already been acknowledged.", "code": 40060},
+                status=400,
+            )
+        kind = int(payload.get("type", 0))
+        response: dict[str, Any] = {
+            "interaction": {
+                "id": str(self.snowflake()),
+                "type": 2,
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(
+                    int((payload.get("data") or {}).get("flags") or 0) & 64
+                ),
+            }
+        }
+        if kind in _MESSAGE_CALLBACKS:
+            data = dict(payload.get("data") or {})
+            if kind == 5:
+                data["flags"] = int(data.get("flags") or 0) | 128  # "thinking…"
+            message = self._interaction_message(data, files, author=self.bot_user)
+            self._originals[token] = int(message["id"])
+            response["interaction"]["response_message_id"] = message["id"]
+            response["resource"] = {"type": kind, "message": message}
+        else:
+            self._originals[token] = 0
+        return _json(response)
 
     def _create_message(
         self, channel_id: int, payload: dict[str, Any], files: tuple[RecordedFile, ...]

@@ -108,6 +108,64 @@ async def test_bare_discord_py_bot_logs_in_connects_and_answers_over_loopback(
     assert fake.unknown_requests == []
 
 
+async def test_bare_bot_answers_a_slash_command_and_reads_an_attachment_over_loopback(
+    fake: FakeDiscord,
+) -> None:
+    """Hybrid commands by `/` (deferred callback, follow-ups, an edit); attachment downloads."""
+    apply_discord_endpoints(fake.api_base, fake.gateway_url)
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.message_content = True
+    bot = commands.Bot(
+        command_prefix="!",
+        intents=intents,
+        allowed_mentions=discord.AllowedMentions.none(),
+        guild_ready_timeout=0.2,
+        help_command=None,
+    )
+
+    @bot.hybrid_command()
+    async def shout(ctx: commands.Context[commands.Bot], text: str, times: int = 1) -> None:
+        async with ctx.typing():
+            await asyncio.sleep(0)
+        first = await ctx.send((text.upper() + " ") * times)
+        await ctx.send("and again @everyone")
+        await first.edit(content="edited")
+
+    @bot.command()
+    async def size(ctx: commands.Context[commands.Bot]) -> None:
+        data = await ctx.message.attachments[0].read()
+        await ctx.send(f"{ctx.message.attachments[0].filename}: {len(data)} bytes")
+
+    task = asyncio.create_task(bot.start(fake.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=15)
+        interaction = await fake.send_slash_command("shout", {"text": "hi", "times": 2})
+        answered = await fake.wait_for(
+            lambda: (r := fake.interaction_requests(interaction)) and len(r) >= 4 and r,
+            what="the slash command's callback, follow-up and edit",
+        )
+        await fake.send_user_message("!size", files={"tweets.csv": b"text\nhello world\n"})
+        sent = await fake.wait_for_sent_messages(1)
+    finally:
+        await _stop(bot, task)
+
+    assert [r.method for r in answered] == ["POST", "POST", "POST", "PATCH"]
+    callback, followup, second, edit = answered
+    assert callback.path == f"/interactions/{interaction['id']}/{interaction['token']}/callback"
+    assert callback.json["type"] == 5  # typing() on an interaction defers ("thinking…")
+    assert followup.method == "POST"
+    assert followup.path == f"/webhooks/{fake.application_id}/{interaction['token']}"
+    assert followup.json["content"] == "HI HI "
+    assert followup.json["allowed_mentions"] == {"parse": []}
+    assert second.json == followup.json | {"content": "and again @everyone"}
+    assert edit.path.startswith(f"/webhooks/{fake.application_id}/{interaction['token']}/messages/")
+    assert edit.json["content"] == "edited"
+    assert sent[0].json["content"] == "tweets.csv: 17 bytes"
+    assert fake.unknown_requests == []
+
+
 async def test_fake_discord_answers_unknown_routes_and_messages_with_json_404(
     fake: FakeDiscord,
 ) -> None:
@@ -209,7 +267,7 @@ def _bot_environment(fake: FakeDiscord, data_dir: Path) -> dict[str, str]:
     return env
 
 
-async def test_doppeltweet_bot_answers_help_and_tweet_over_loopback_then_stops_on_sigterm(
+async def test_doppeltweet_bot_answers_help_slash_help_and_tweet_then_stops_on_sigterm(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     """`doppeltweet bot` as a user runs it: env config, real gateway + REST, SIGTERM at the end."""
@@ -236,6 +294,13 @@ async def test_doppeltweet_bot_answers_help_and_tweet_over_loopback_then_stops_o
             await fake.send_user_message("!help")
             help_post = (await fake.wait_for_sent_messages(1, timeout=30))[0]
 
+            slash = await fake.send_slash_command("help")
+            slash_help = (
+                await fake.wait_for(
+                    lambda: fake.interaction_requests(slash), timeout=30, what="/help's answer"
+                )
+            )[0]
+
             await fake.send_user_message("!tweet hi")
             tweet_post = (await fake.wait_for_sent_messages(2, timeout=120))[1]
         finally:
@@ -257,6 +322,10 @@ async def test_doppeltweet_bot_answers_help_and_tweet_over_loopback_then_stops_o
     assert help_embed["title"] == "doppeltweet"
     assert "!tweet" in json.dumps(help_embed)
     assert help_post.json["allowed_mentions"] == {"parse": []}
+
+    assert slash_help.json["type"] == 4
+    assert slash_help.json["data"]["embeds"] == [help_embed]
+    assert slash_help.json["data"]["allowed_mentions"] == {"parse": []}
 
     assert tweet_post.json["allowed_mentions"] == {"parse": []}
     tweet = tweet_post.json["embeds"][0]
