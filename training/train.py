@@ -161,6 +161,11 @@ def train_model(
         model, tokenizer = load_base_model(
             config.base_model, texts=texts, models_dir=store.root, device=None
         )
+        # GPT-2's class name does not reveal it is a causal LM, so transformers falls back to the
+        # causal loss but the Trainer then counts every label instead of the shifted ones,
+        # under-reporting the loss (and perplexity) by a factor (T-1)/T. Say it explicitly.
+        if getattr(model, "loss_type", None) is None:
+            model.loss_type = "ForCausalLM"
         window = _model_window(model)
         block_size = config.block_size or min(MAX_BLOCK_SIZE, window)
         if block_size > window:

@@ -1,0 +1,189 @@
+"""Fine-tuning: train → save → reload, full and LoRA, with huggingtweets' recipe."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from training.cleaning import DataTable
+from training.errors import InputError, ModelError
+from training.progress import JsonProgress
+from training.store import ModelStore
+from training.train import TrainConfig, train_model
+
+
+def _validation_loss(model, tokenizer, table: DataTable, record: dict) -> float:
+    """The validation loss recomputed from a reloaded model, the way the Trainer averages it."""
+    import torch
+
+    from training.dataset import build_eval_blocks, split_tweets
+
+    config = record["config"]
+    split = split_tweets(table, config["val_fraction"], seed=config["seed"])
+    blocks = build_eval_blocks(split, tokenizer, block_size=config["block_size"]).blocks
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for start in range(0, len(blocks), config["batch_size"]):
+            batch = blocks[start : start + config["batch_size"]]
+            losses.append(model(input_ids=batch, labels=batch).loss.item())
+    return sum(losses) / len(losses)
+
+
+def test_trained_model_folder_has_everything_and_reloads(
+    tiny_model_dir: Path, sample_table: DataTable
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    names = {p.name for p in tiny_model_dir.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "dataset.jsonl",
+        "data_table.json",
+        "training.json",
+        "loss.png",
+        "README.md",
+    } <= names
+    assert (tiny_model_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    record = json.loads((tiny_model_dir / "training.json").read_text())
+    assert record["name"] == "alice" and record["handles"] == ["alice"]
+    assert record["base_model"] == "tiny" and record["lora"] is False
+    assert record["config"]["learning_rate"] == 2e-3 and record["seeds"]["seed"] == 7
+    assert {"torch", "transformers", "peft", "python"} <= set(record["versions"])
+    assert record["metrics"]["steps"] > 0
+    assert record["metrics"]["perplexity_after"] < record["metrics"]["perplexity_before"]
+    assert math.isclose(
+        record["metrics"]["perplexity_after"], math.exp(record["metrics"]["val_loss_after"])
+    )
+    assert record["data_table"] == sample_table.to_dict()
+
+    saved = DataTable.load(tiny_model_dir)
+    assert saved.to_dict() == sample_table.to_dict()
+    assert saved.handles[0].kept == sample_table.handles[0].kept
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    reloaded = _validation_loss(model, tokenizer, saved, record)
+    assert reloaded == pytest.approx(record["metrics"]["val_loss_after"], abs=1e-4)
+
+
+def test_lora_saves_only_the_adapter_and_reloads_on_its_recorded_base(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    from peft import PeftModel
+
+    from training.basemodels import load_base_model
+
+    store = ModelStore(tmp_path)
+    config = TrainConfig(
+        base_model="tiny",
+        lora=True,
+        epochs=1,
+        block_size=64,
+        batch_size=8,
+        max_steps=3,
+        learning_rate=5e-3,
+    )
+    info = train_model(sample_table, config, store, JsonProgress(io.StringIO()))
+
+    names = {p.name for p in info.path.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= names
+    assert "model.safetensors" not in names
+    record = json.loads((info.path / "training.json").read_text())
+    assert record["lora"] is True and record["base_model"] == "tiny"
+    assert record["metrics"]["steps"] == 3  # --max-steps caps the run
+    assert info.lora and info.base_model == "tiny"
+
+    saved = DataTable.load(info.path)
+    texts = [t for data in saved.handles for t in data.kept]
+    base, tokenizer = load_base_model("tiny", texts=texts, models_dir=tmp_path)
+    model = PeftModel.from_pretrained(base, info.path)
+    reloaded = _validation_loss(model, tokenizer, saved, record)
+    assert reloaded == pytest.approx(record["metrics"]["val_loss_after"], abs=1e-4)
+    assert record["metrics"]["val_loss_after"] != record["metrics"]["val_loss_before"]
+
+
+def test_the_trainer_reads_the_blocks_in_epoch_order(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    import torch
+
+    from training.basemodels import load_base_model
+    from training.dataset import build_eval_blocks, build_train_blocks, split_tweets
+    from training.train import _make_trainer, _StopFlag
+
+    texts = sample_table.handles[0].kept
+    model, tokenizer = load_base_model("tiny", texts=texts, models_dir=tmp_path)
+    split = split_tweets(sample_table)
+    blocks = build_train_blocks(split, tokenizer, block_size=32, epochs=2, seed=1)
+    config = TrainConfig(base_model="tiny", batch_size=4)
+    trainer, _ = _make_trainer(
+        model,
+        config,
+        blocks,
+        build_eval_blocks(split, tokenizer, block_size=32),
+        output_dir=tmp_path / "out",
+        device=torch.device("cpu"),
+        bf16=False,
+        reporter=JsonProgress(io.StringIO()),
+        stop=_StopFlag(),
+        tokens_per_step=128,
+    )
+    seen = torch.cat([batch["input_ids"] for batch in trainer.get_train_dataloader()])
+    assert torch.equal(seen, blocks.blocks)
+
+
+def test_unknown_base_model_fails_before_anything_is_written(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    store = ModelStore(tmp_path)
+    with pytest.raises(ModelError, match="Unknown base model"):
+        train_model(
+            sample_table, TrainConfig(base_model="not a model"), store, JsonProgress(io.StringIO())
+        )
+    assert not any(p.name.startswith(".staging") for p in tmp_path.iterdir())
+    assert store.list() == []
+
+
+def test_a_block_longer_than_the_models_context_is_refused(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    config = TrainConfig(base_model="tiny", block_size=4096)
+    with pytest.raises(InputError, match=r"longer than tiny's context of 512 tokens"):
+        train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(io.StringIO()))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 0, "at least one epoch"),
+        ("learning_rate", -1.0, "learning rate"),
+        ("learning_rate", float("nan"), "learning rate"),
+        ("block_size", 4, "block size"),
+        ("batch_size", 0, "batch size"),
+        ("max_steps", 0, "--max-steps"),
+        ("val_fraction", 0.9, "validation fraction"),
+        ("report_to", "mlflow", "--report-to"),
+        ("lora_r", 0, "LoRA rank"),
+    ],
+)
+def test_nonsensical_settings_are_refused_in_one_sentence(
+    field: str, value: object, message: str
+) -> None:
+    config = TrainConfig(**{field: value})
+    with pytest.raises(InputError, match=message):
+        config.validate()
+
+
+def test_huggingtweets_recipe_is_the_default() -> None:
+    config = TrainConfig()
+    assert (config.base_model, config.epochs, config.learning_rate) == ("gpt2", 4, 1.372e-4)
+    assert config.batch_size == 1 and config.block_size is None  # → min(1024, context)
+    assert config.report_to == "none" and config.lora is False
