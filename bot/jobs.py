@@ -98,6 +98,10 @@ class JobListener(Protocol):
     runner's own: ``{"phase": "starting"}`` when the process is spawned and ``{"phase": "queued",
     "message": …}`` when a job goes back to the queue (the bot stopped or restarted mid-training).
     ``on_failed`` is also called with a job whose ``state`` is ``"cancelled"``.
+
+    ``on_progress`` is awaited in order (keep it quick: at most ``LISTENER_TIMEOUT_S``);
+    ``on_finished`` and ``on_failed`` run as tasks of their own, so a slow announcement never
+    delays the next job; :meth:`JobRunner.cancel` returns only once they are done.
     """
 
     async def on_progress(self, job: Job, event: dict[str, Any]) -> None: ...
@@ -245,7 +249,10 @@ class JobRunner:
             if method == "on_progress":
                 await self._call_listener(listener, method, job, call, LISTENER_TIMEOUT_S)
             else:
-                task = asyncio.create_task(self._call_listener(listener, method, job, call, None))
+                task = asyncio.create_task(
+                    self._call_listener(listener, method, job, call, None),
+                    name=f"job-{job.id}-{method}",
+                )
                 self._listener_tasks.add(task)
                 task.add_done_callback(self._listener_tasks.discard)
 
@@ -262,10 +269,14 @@ class JobRunner:
         except Exception:
             log.exception("job listener %r failed in %s for job %s", listener, method, job.id)
 
-    async def wait_for_listeners(self, timeout: float | None = None) -> None:
-        """Wait until every result announcement handed to a listener has finished."""
-        if self._listener_tasks:
-            await asyncio.wait(set(self._listener_tasks), timeout=timeout)
+    async def wait_for_listeners(
+        self, job_id: int | None = None, *, timeout: float | None = None
+    ) -> None:
+        """Wait until the result announcements handed to listeners (of one job) have finished."""
+        prefix = f"job-{job_id}-" if job_id is not None else "job-"
+        tasks = {t for t in self._listener_tasks if t.get_name().startswith(prefix)}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -543,11 +554,15 @@ class JobRunner:
             run = self._runs.get(job_id)
             if run is None:
                 message = f"Training of {job.model_name} was cancelled before it started."
-                return await self._end(job, "cancelled", message)
+                ended = await self._end(job, "cancelled", message)
+                await self.wait_for_listeners(job_id, timeout=LISTENER_TIMEOUT_S)
+                return ended
             run.cancel_requested = True
         await self._terminate(run)
         if run.task is not None:
             await asyncio.wait({run.task}, timeout=10)
+        # The listeners have shown the outcome before the caller answers the command.
+        await self.wait_for_listeners(job_id, timeout=LISTENER_TIMEOUT_S)
         return await self.store.get_job(guild_id, job_id) or job
 
     async def _terminate(self, run: _Run) -> None:
