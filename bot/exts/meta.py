@@ -27,6 +27,12 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
     ("help", "Show this message.", False),
     ("retrain @handle", "Train a model again from the same sources as last time.", True),
     ("delete @handle", "Delete a model of this server.", True),
+    (
+        "autopost @handle #channel every 6h",
+        "Post generated tweets on a schedule (`at 09:00 mon,thu`, `--to-x`, `--jitter 10m`); "
+        "`autopost list`, `pause ID`, `resume ID`, `remove ID`.",
+        True,
+    ),
     ("sync", "Publish the slash commands to Discord (bot owner only).", True),
 )
 

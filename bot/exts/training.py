@@ -8,6 +8,7 @@ sample tweets and the loss curve — or one sentence saying why it failed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -83,6 +84,9 @@ class Training(commands.Cog):
         self.bot = bot
         self._status: dict[int, discord.Message | discord.PartialMessage] = {}
         self._last_edit: dict[int, float] = {}
+        # Held while a command queues a job and posts its status message, so that the runner's
+        # first events (the job may start at once) edit that message instead of racing it.
+        self._announcing = asyncio.Lock()
 
     async def cog_load(self) -> None:
         """Listen to the job runner (progress, success, failure)."""
@@ -143,13 +147,14 @@ class Training(commands.Cog):
             sources = ["bluesky"]
         else:
             raise InputError(no_source_sentence(prefix))
-        try:
-            job = await self.submit(ctx, guild_id, parsed, sources)
-        except BaseException:
-            if upload is not None:
-                _remove_upload(upload)
-            raise
-        await self._announce_queued(ctx, job)
+        async with self._announcing:
+            try:
+                job = await self.submit(ctx, guild_id, parsed, sources)
+            except BaseException:
+                if upload is not None:
+                    _remove_upload(upload)
+                raise
+            await self._announce_queued(ctx, job)
 
     def _check_attachment(self, archive: discord.Attachment) -> None:
         """The size, from the attachment's metadata, before anything is downloaded."""
@@ -172,8 +177,9 @@ class Training(commands.Cog):
     async def retrain_model(self, ctx: commands.Context[Any], name: str) -> None:
         """Queue a model again from the sources its last training used."""
         guild_id = require_guild_id(ctx)
-        job = await self.bot.runner.retrain(guild_id, ctx.channel.id, ctx.author.id, name)
-        await self._announce_queued(ctx, job)
+        async with self._announcing:
+            job = await self.bot.runner.retrain(guild_id, ctx.channel.id, ctx.author.id, name)
+            await self._announce_queued(ctx, job)
 
     async def _announce_queued(self, ctx: commands.Context[Any], job: Job) -> None:
         position = job.position
@@ -230,33 +236,33 @@ class Training(commands.Cog):
 
     # ------------------------------------------------------------------ runner listener
 
-    async def _status_message(self, job: Job) -> discord.Message | discord.PartialMessage | None:
-        """The job's status message: remembered, recovered from the store, or a new one."""
-        message = self._status.get(job.id)
-        if message is not None:
-            return message
-        channel = self.bot.get_channel(job.channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            return None
-        if job.status_message_id is not None and isinstance(channel, discord.TextChannel):
-            message = channel.get_partial_message(job.status_message_id)
-        else:
-            message = await channel.send(status_text(job, None), allowed_mentions=NO_MENTIONS)
-            await self.bot.store.set_job_status_message(job.guild_id, job.id, message.id)
-        self._status[job.id] = message
-        return message
+    def _channel(self, job: Job) -> discord.PartialMessageable:
+        """The job's channel, usable before the gateway has delivered the server (after a restart,
+        the runner reports recovered jobs while the bot is still connecting)."""
+        return self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
 
-    async def _edit_status(self, job: Job, text: str) -> None:
-        message = await self._status_message(job)
-        if message is None:
+    async def _edit_status(self, job: Job, text: str, *, create: bool = True) -> None:
+        """Show ``text`` in the job's status message: remembered, recovered from the store (after
+        a restart), or posted now if the job has none yet."""
+        if job.id not in self._status:
+            async with self._announcing:  # a command may be posting it right now
+                pass
+        message = self._status.get(job.id)
+        if message is None and job.status_message_id is not None:
+            message = self._channel(job).get_partial_message(job.status_message_id)
+        if message is not None:
+            try:
+                await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+            except discord.NotFound:
+                pass  # someone deleted it: post a fresh one below
+            else:
+                self._status[job.id] = message
+                return
+        if not create:
             return
-        try:
-            await message.edit(content=text, allowed_mentions=NO_MENTIONS)
-        except discord.NotFound:
-            # Someone deleted the status message: post a fresh one next time.
-            self._status.pop(job.id, None)
-        except discord.HTTPException:
-            log.warning("could not edit the status message of job %s", job.id)
+        posted = await self._channel(job).send(text, allowed_mentions=NO_MENTIONS)
+        self._status[job.id] = posted
+        await self.bot.store.set_job_status_message(job.guild_id, job.id, posted.id)
 
     async def on_progress(self, job: Job, event: dict[str, Any]) -> None:
         """Edit the job's status message, at most once every ``progress_edit_interval_s``."""
@@ -274,9 +280,6 @@ class Training(commands.Cog):
         self.bot.cache.invalidate(result.path)
         await self._edit_status(job, f"**{job_title(job)}** — Done")
         self._status.pop(job.id, None)
-        channel = self.bot.get_channel(job.channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            return
         text = summary_text(job, result)
         samples = await self._samples(job, result.path)
         if samples:
@@ -288,7 +291,7 @@ class Training(commands.Cog):
             if result.loss_plot is not None
             else discord.utils.MISSING
         )
-        await channel.send(text[:2000], file=file, allowed_mentions=NO_MENTIONS)
+        await self._channel(job).send(text[:2000], file=file, allowed_mentions=NO_MENTIONS)
 
     async def _samples(self, job: Job, model_dir: Path) -> list[str]:
         """Three sample tweets from the new model; a failure here does not fail the job."""
@@ -306,17 +309,14 @@ class Training(commands.Cog):
         """
         self._last_edit.pop(job.id, None)
         if job.state == "cancelled":
-            await self._edit_status(job, f"**{job_title(job)}** — Cancelled")
+            await self._edit_status(job, f"**{job_title(job)}** — Cancelled", create=False)
             self._status.pop(job.id, None)
             return
         await self._edit_status(job, f"**{job_title(job)}** — Failed")
         self._status.pop(job.id, None)
-        channel = self.bot.get_channel(job.channel_id)
-        if isinstance(channel, discord.abc.Messageable):
-            await channel.send(
-                f"{job_title(job)} failed: {escape_user_text(message)}",
-                allowed_mentions=NO_MENTIONS,
-            )
+        await self._channel(job).send(
+            f"{job_title(job)} failed: {escape_user_text(message)}", allowed_mentions=NO_MENTIONS
+        )
 
 
 def summary_text(job: Job, result: JobResult) -> str:

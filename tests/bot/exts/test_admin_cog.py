@@ -97,11 +97,12 @@ async def test_sync_by_the_owner_publishes_the_slash_commands(
 ) -> None:
     simcord_env.bot.owner_ids.add(world.bob.id)  # type: ignore[attr-defined]
     await world.bob.send(world.channel, "!sync")
-    assert world.last_text() == "Synced 9 slash commands."
+    assert world.last_text() == "Synced 10 slash commands."
     visible = set(world.alice.available_commands(world.channel))
     assert {"train", "tweet", "models", "jobs", "cancel", "help"} <= visible
     # Admin commands are hidden from members without Manage Server by default permissions.
     assert not {"retrain", "delete"} & visible
+    assert not any(name.startswith("autopost") for name in visible)
     assert {"retrain", "delete"} <= set(world.admin.available_commands(world.channel))
     result = await world.alice.slash(world.channel, "help")
     assert result.response.embeds[0].title == "doppeltweet"
