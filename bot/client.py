@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.config import BotSettings
 from bot.jobs import JobRunner
 from bot.model_cache import ModelCache
+from bot.scheduler import AutoPoster
 from bot.store import Store
 from training.errors import DoppeltweetError
 
@@ -29,6 +30,7 @@ EXTENSIONS: tuple[str, ...] = (
     "bot.exts.training",
     "bot.exts.tweeting",
     "bot.exts.admin",
+    "bot.exts.autopost",
 )
 
 #: Nothing the bot sends may ping anyone: not @everyone, not roles, not users, not the author.
@@ -71,6 +73,7 @@ class DoppeltweetBot(commands.Bot):
         self._runner = runner
         self._cache = cache
         self._owned: list[str] = []
+        self._autoposter: AutoPoster | None = None
 
     # ------------------------------------------------------------------ services
 
@@ -87,6 +90,13 @@ class DoppeltweetBot(commands.Bot):
         if self._runner is None:
             raise RuntimeError("the job runner is created in setup_hook")
         return self._runner
+
+    @property
+    def autoposter(self) -> AutoPoster:
+        """The auto-posting scheduler (started in :meth:`setup_hook`)."""
+        if self._autoposter is None:
+            raise RuntimeError("the auto-poster is created in setup_hook")
+        return self._autoposter
 
     @property
     def cache(self) -> ModelCache:
@@ -116,11 +126,15 @@ class DoppeltweetBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self._runner.start()
+        self._autoposter = AutoPoster(self)
+        await self._autoposter.start()
 
     async def close(self) -> None:
         """Stop the training jobs (re-queued for the next start), close what the bot opened, then
         disconnect."""
         try:
+            if self._autoposter is not None:
+                await self._autoposter.stop()
             if self._runner is not None:
                 await self._runner.stop()
             if "cache" in self._owned and self._cache is not None:

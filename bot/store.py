@@ -720,6 +720,24 @@ class Store:
             > 0
         )
 
+    async def schedule_by_id(self, schedule_id: int) -> Schedule | None:
+        """Any server's schedule: for the scheduler's own runs, never for showing to users."""
+        row = await self._fetchone("SELECT * FROM schedules WHERE id = ?", (schedule_id,))
+        return None if row is None else _schedule(row)
+
+    async def pause_schedule_if_active(self, schedule_id: int, reason: str) -> bool:
+        """Pause a running schedule after an error; True only for the call that paused it.
+
+        The scheduler tells the channel about an error once: only when this returns True.
+        """
+        return (
+            await self._write(
+                "UPDATE schedules SET paused = 1, paused_reason = ? WHERE id = ? AND paused = 0",
+                (reason, schedule_id),
+            )
+            > 0
+        )
+
     # -- generated tweets -----------------------------------------------------------------------
 
     async def log_tweet(

@@ -1,0 +1,198 @@
+"""``!autopost``: admins schedule generated tweets in a channel (and optionally on X).
+
+``!autopost @handle #channel every 6h`` or ``… at 09:00 mon,thu`` with ``--to-x``,
+``--no-ai-label`` and ``--jitter 10m``; ``!autopost list``, ``pause ID``, ``resume ID``,
+``remove ID``. The cog resolves the model and the channel and checks the bot may post there; the
+schedule's parsing, storage and runs belong to :mod:`bot.scheduler`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import NO_MENTIONS
+from bot.exts import parse_handle_text, require_guild_id
+from bot.exts.admin import NotAdmin, is_admin
+from bot.formatting import escape_user_text
+from bot.scheduler import AutoPoster, describe, parse_schedule
+from training.errors import InputError
+
+if TYPE_CHECKING:
+    from bot.client import DoppeltweetBot
+
+_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+
+
+async def _admin_check(ctx: commands.Context[Any]) -> bool:
+    """The same rule as the other admin commands: Manage Server or a configured owner."""
+    if ctx.guild is None:
+        raise commands.NoPrivateMessage()
+    if not is_admin(ctx.bot, ctx.author):
+        raise NotAdmin()
+    return True
+
+
+def resolve_channel(guild: discord.Guild, text: str) -> discord.TextChannel:
+    """A text channel of this server from ``#name``, a channel mention or an id."""
+    token = text.strip().strip("`")
+    match = _CHANNEL_MENTION.fullmatch(token)
+    channel: Any = None
+    if match or token.isdigit():
+        channel_id = int(match.group(1) if match else token)
+        channel = guild.get_channel(channel_id)
+        if channel is None:
+            raise InputError("That channel is not in this server; pick one of its text channels.")
+    else:
+        name = token.removeprefix("#").lower()
+        channel = discord.utils.find(lambda c: c.name.lower() == name, guild.text_channels)
+        if channel is None:
+            raise InputError(f"This server has no text channel #{escape_user_text(name[:50])}.")
+    if not isinstance(channel, discord.TextChannel):
+        raise InputError(f"#{escape_user_text(channel.name)} is not a text channel.")
+    return channel
+
+
+def check_can_post(channel: discord.TextChannel) -> None:
+    """Refuse a channel the bot cannot post embeds in, naming the missing permissions."""
+    me = channel.guild.me
+    permissions = channel.permissions_for(me)
+    # Without View Channel Discord denies everything else, without Send Messages embeds too,
+    # so the first missing one is the one to grant.
+    for label, granted in (
+        ("View Channel", permissions.view_channel),
+        ("Send Messages", permissions.send_messages),
+        ("Embed Links", permissions.embed_links),
+    ):
+        if not granted:
+            raise InputError(
+                f"I cannot post in #{escape_user_text(channel.name)}; give me the {label} "
+                "permission there."
+            )
+
+
+class Autopost(commands.Cog):
+    """Scheduled generated tweets."""
+
+    def __init__(self, bot: DoppeltweetBot) -> None:
+        self.bot = bot
+
+    @property
+    def poster(self) -> AutoPoster:
+        return self.bot.autoposter
+
+    @commands.hybrid_group(name="autopost", fallback="add", invoke_without_command=True)
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.describe(
+        handle="Whose model posts, e.g. @jack",
+        channel="Where it posts, e.g. #general",
+        schedule="e.g. `every 6h`, `at 09:00 mon,thu`, with --to-x --no-ai-label --jitter 10m",
+    )
+    @commands.check(_admin_check)
+    async def autopost(
+        self, ctx: commands.Context[Any], handle: str, channel: str, *, schedule: str = ""
+    ) -> None:
+        """Post generated tweets of a model in a channel on a schedule (admins)."""
+        guild_id = require_guild_id(ctx)
+        assert ctx.guild is not None
+        parsed = parse_handle_text(handle)
+        target = resolve_channel(ctx.guild, channel)
+        request = parse_schedule(schedule)
+        tweeting = self.bot.get_cog("Tweeting")
+        if tweeting is None:
+            raise RuntimeError("the Tweeting cog is not loaded")
+        model = await tweeting.find_model(guild_id, parsed)  # type: ignore[attr-defined]
+        check_can_post(target)
+        created = await self.poster.create(
+            guild_id, model.name, target.id, request, created_by=ctx.author.id
+        )
+        prefix = self.bot.settings.prefix
+        await ctx.send(
+            f"Auto-post #{created.id}: **{escape_user_text(model.name)}** in {target.mention} "
+            f"{describe(created)}{self._next_text(created.id)}. "
+            f"Stop it with `{prefix}autopost pause {created.id}`.",
+            allowed_mentions=NO_MENTIONS,
+        )
+
+    def _next_text(self, schedule_id: int) -> str:
+        when = self.poster.next_run(schedule_id)
+        return "" if when is None else f"; next post <t:{int(when.timestamp())}:f>"
+
+    @autopost.command(name="list")
+    @commands.check(_admin_check)
+    async def list_(self, ctx: commands.Context[Any]) -> None:
+        """List this server's auto-post schedules."""
+        guild_id = require_guild_id(ctx)
+        schedules = await self.bot.store.list_schedules(guild_id)
+        prefix = self.bot.settings.prefix
+        if not schedules:
+            await ctx.send(
+                f"This server has no auto-posts; add one with "
+                f"`{prefix}autopost @handle #channel every 6h`.",
+                allowed_mentions=NO_MENTIONS,
+            )
+            return
+        lines = [f"**Auto-posts in this server** ({len(schedules)}):"]
+        for s in schedules:
+            state = (
+                f"paused: {escape_user_text(s.paused_reason or 'by an admin')}"
+                if s.paused
+                else f"active{self._next_text(s.id)}"
+            )
+            lines.append(
+                f"• #{s.id} **{escape_user_text(s.model_name)}** in <#{s.channel_id}> "
+                f"{describe(s)} — {state}"
+            )
+        await ctx.send("\n".join(lines)[:2000], allowed_mentions=NO_MENTIONS)
+
+    @autopost.command(name="pause")
+    @app_commands.describe(schedule_id="The number `autopost list` shows")
+    @commands.check(_admin_check)
+    async def pause(self, ctx: commands.Context[Any], schedule_id: int) -> None:
+        """Pause an auto-post schedule."""
+        guild_id = require_guild_id(ctx)
+        schedule = await self.poster.pause(
+            guild_id, schedule_id, f"Paused by {ctx.author.display_name}."
+        )
+        await ctx.send(
+            f"Paused auto-post #{schedule.id}; resume it with "
+            f"`{self.bot.settings.prefix}autopost resume {schedule.id}`.",
+            allowed_mentions=NO_MENTIONS,
+        )
+
+    @autopost.command(name="resume")
+    @app_commands.describe(schedule_id="The number `autopost list` shows")
+    @commands.check(_admin_check)
+    async def resume(self, ctx: commands.Context[Any], schedule_id: int) -> None:
+        """Resume a paused auto-post schedule at its next regular time."""
+        guild_id = require_guild_id(ctx)
+        schedule = await self.poster.resume(guild_id, schedule_id)
+        await ctx.send(
+            f"Resumed auto-post #{schedule.id}{self._next_text(schedule.id)}.",
+            allowed_mentions=NO_MENTIONS,
+        )
+
+    @autopost.command(name="remove")
+    @app_commands.describe(schedule_id="The number `autopost list` shows")
+    @commands.check(_admin_check)
+    async def remove(self, ctx: commands.Context[Any], schedule_id: int) -> None:
+        """Delete an auto-post schedule."""
+        guild_id = require_guild_id(ctx)
+        schedule = await self.poster.remove(guild_id, schedule_id)
+        await ctx.send(f"Removed auto-post #{schedule.id}.", allowed_mentions=NO_MENTIONS)
+
+    @commands.Cog.listener()
+    async def on_command_completion(self, ctx: commands.Context[Any]) -> None:
+        """A deleted model takes its schedules with it (in the store); drop their jobs too."""
+        if ctx.command is not None and ctx.command.qualified_name == "delete":
+            await self.poster.prune()
+
+
+async def setup(bot: DoppeltweetBot) -> None:
+    """Load the auto-posting cog."""
+    await bot.add_cog(Autopost(bot))

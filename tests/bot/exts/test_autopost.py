@@ -1,0 +1,765 @@
+"""``!autopost`` and the auto-poster against a simulated Discord, in virtual time.
+
+simcord runs the bot's timers on a virtual clock (``env.advance_time``). APScheduler reads the wall
+clock (``datetime.now``) to decide which jobs are due, so the ``virtual_clock`` fixture points it,
+and the store's and scheduler's timestamps, at simcord's clock: the real ``AsyncIOScheduler`` with
+the real triggers then decides when to post, and a test only moves time forward.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import AsyncIterator, Collection, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+import responses
+import simcord
+import vcr
+from discord_world import World, add_model
+
+from bot.client import DoppeltweetBot, create_bot
+from bot.config import BotSettings
+from bot.jobs import JobRunner
+from bot.model_cache import ModelCache
+from bot.store import Store
+
+HOUR = 3600
+CASSETTES = Path(__file__).resolve().parents[2] / "fixtures" / "tweepy_cassettes"
+X_TWEETS_URL = "https://api.twitter.com/2/tweets"
+
+
+class _VirtualDatetimeMeta(type):
+    """Makes the stand-in class behave like ``datetime`` for everything but ``now``."""
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        return isinstance(instance, datetime)
+
+    def __getattr__(cls, name: str) -> Any:
+        return getattr(datetime, name)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> datetime:
+        return datetime(*args, **kwargs)
+
+
+def virtual_datetime(env: simcord.Env) -> type:
+    """A ``datetime`` whose ``now`` is simcord's virtual instant."""
+
+    class VirtualDatetime(metaclass=_VirtualDatetimeMeta):
+        @staticmethod
+        def now(tz: Any = None) -> datetime:
+            current = env.now()
+            return current.astimezone(tz) if tz is not None else current.replace(tzinfo=None)
+
+    return VirtualDatetime
+
+
+@pytest.fixture
+def virtual_clock(simcord_env: simcord.Env, monkeypatch: pytest.MonkeyPatch) -> simcord.Env:
+    """APScheduler, the store and the scheduler tell time by simcord's virtual clock."""
+    import apscheduler.executors.base
+    import apscheduler.schedulers.base
+
+    import bot.scheduler
+    import bot.store
+
+    clock = virtual_datetime(simcord_env)
+    for module in (
+        apscheduler.schedulers.base,
+        apscheduler.executors.base,
+        bot.store,
+        bot.scheduler,
+    ):
+        monkeypatch.setattr(module, "datetime", clock)
+    return simcord_env
+
+
+class RecordingGenerator:
+    """A model that writes the first scripted tweet not excluded, recording every ``exclude``.
+
+    With ``delegate`` set (a real TweetGenerator) it generates with that model instead.
+    """
+
+    memory_bytes = 1
+
+    def __init__(self, tweets: list[str]) -> None:
+        self.tweets = tweets
+        self.excludes: list[frozenset[str]] = []
+        self.delegate: Any = None
+
+    def generate(
+        self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: Collection[str] = ()
+    ) -> Any:
+        from training.generate import GenerationResult
+
+        self.excludes.append(frozenset(exclude))
+        if self.delegate is not None:
+            return self.delegate.generate(prompt, n=n, seed=seed, exclude=exclude)
+        fresh = [t for t in self.tweets if t not in set(exclude)]
+        return GenerationResult(
+            prompt=prompt,
+            tweets=fresh[:n],
+            candidates=len(self.tweets),
+            rejected=len(self.tweets) - len(fresh),
+        )
+
+
+@pytest.fixture
+def scripted_tweets() -> list[str]:
+    return [f"tweet number {i} about the moon" for i in range(1, 9)]
+
+
+@pytest.fixture
+def scripted_generator(scripted_tweets: list[str]) -> RecordingGenerator:
+    return RecordingGenerator(scripted_tweets)
+
+
+@pytest.fixture
+def bot_settings(tmp_path: Path) -> BotSettings:
+    """The bot's test settings with (fake) X posting credentials."""
+    return BotSettings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        owner_ids="42",
+        cancel_grace_s=2,
+        progress_edit_interval_s=1,
+        x_consumer_key="consumer-key",
+        x_consumer_secret="consumer-secret",
+        x_access_token="access-token",
+        x_access_token_secret="access-token-secret",
+    )
+
+
+@pytest.fixture
+async def jack(world: World, store: Store, bot_settings: BotSettings, virtual_clock: Any) -> Path:
+    """A model of @jack in the test server (recorded at the virtual time)."""
+    return await add_model(store, bot_settings, world.guild.id, "jack")
+
+
+def posts(world: World) -> list[discord.Message]:
+    """The bot's tweet-style posts in the channel."""
+    return [m for m in world.bot_messages() if m.embeds]
+
+
+def texts(world: World) -> list[str]:
+    return [m.content for m in world.bot_messages() if not m.embeds]
+
+
+async def autopost(world: World, args: str) -> str:
+    await world.admin.send(world.channel, f"!autopost {args}")
+    return world.last_text()
+
+
+# -- creating schedules -------------------------------------------------------------------------
+
+
+async def test_a_six_hour_schedule_posts_on_time_every_six_hours(
+    world: World, jack: Path, simcord_env: simcord.Env
+) -> None:
+    start = simcord_env.now()
+    reply = await autopost(world, "@jack #general every 6h")
+    assert reply.startswith("Auto-post #1: **jack** in <#")
+    assert "every 6h" in reply
+    assert f"<t:{int((start + timedelta(hours=6)).timestamp())}:f>" in reply
+    await simcord_env.advance_time(6 * HOUR - 1)
+    assert posts(world) == []
+    await simcord_env.advance_time(1)
+    [first] = posts(world)
+    assert first.created_at == start + timedelta(hours=6)
+    assert first.embeds[0].author.name == "jack (@jack)"
+    assert first.embeds[0].footer.text == "AI-generated by doppeltweet · jack"
+    await simcord_env.advance_time(12 * HOUR)
+    assert [m.created_at - start for m in posts(world)] == [
+        timedelta(hours=6),
+        timedelta(hours=12),
+        timedelta(hours=18),
+    ]
+
+
+async def test_a_daily_time_posts_at_that_time_in_the_servers_time_zone(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store
+) -> None:
+    # simcord's clock starts at 2026-01-01 00:00 UTC, i.e. 01:00 in Berlin (UTC+1 in winter).
+    await store.set_guild_setting(world.guild.id, "timezone", "Europe/Berlin")
+    reply = await autopost(world, "@jack #general at 09:00")
+    assert "daily at 09:00 (Europe/Berlin)" in reply
+    await simcord_env.advance_time(8 * HOUR - 1)
+    assert posts(world) == []
+    await simcord_env.advance_time(1)
+    [post] = posts(world)
+    assert post.created_at == datetime.fromisoformat("2026-01-01T08:00:00+00:00")
+    await simcord_env.advance_time(24 * HOUR)
+    assert len(posts(world)) == 2
+
+
+async def test_weekdays_limit_a_daily_time(
+    world: World, jack: Path, simcord_env: simcord.Env
+) -> None:
+    # 2026-01-01 is a Thursday; "mon" first fires on Monday 2026-01-05.
+    await autopost(world, "@jack #general at 09:00 mon")
+    await simcord_env.advance_time(4 * 24 * HOUR)
+    assert posts(world) == []
+    await simcord_env.advance_time(9 * HOUR)
+    [post] = posts(world)
+    assert post.created_at == datetime.fromisoformat("2026-01-05T09:00:00+00:00")
+
+
+async def test_jitter_delays_a_post_by_at_most_the_jitter(
+    world: World, jack: Path, simcord_env: simcord.Env
+) -> None:
+    start = simcord_env.now()
+    await autopost(world, "@jack #general every 1h --jitter 10m")
+    await simcord_env.advance_time(HOUR + 10 * 60)
+    [post] = posts(world)
+    assert timedelta(hours=1) <= post.created_at - start <= timedelta(hours=1, minutes=10)
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        ("@nobody #general every 6h", "This server has no model of @nobody; train one with "),
+        ("@jack #general every 5m", "Auto-posts must be at least 10m apart, so “5m” is too often."),
+        ("@jack #general every soon", "“soon” is not a duration such as 30m, 6h or 1d."),
+        ("@jack #general at 25:00", "“25:00” is not a time of day such as 09:00 or 21:30."),
+        ("@jack #general at 09:00 funday", "“funday” is not a list of weekdays such as "),
+        ("@jack #general every 6h --loud", "I do not understand “--loud”; write `every 6h` "),
+        ("@jack #general", "Say when to post: write `every 6h`"),
+        ("@jack #nowhere every 6h", "This server has no text channel #nowhere."),
+        ("@jack #general every 1h --jitter 45m", "The jitter may be at most 30m for this "),
+    ],
+    ids=[
+        "unknown-model",
+        "too-often",
+        "bad-interval",
+        "bad-time",
+        "bad-days",
+        "bad-option",
+        "no-when",
+        "unknown-channel",
+        "jitter-too-long",
+    ],
+)
+async def test_bad_input_gets_one_sentence_and_no_schedule(
+    world: World, jack: Path, store: Store, args: str, sentence: str
+) -> None:
+    reply = await autopost(world, args)
+    assert reply.startswith(sentence), reply
+    assert reply.count(". ") == 0
+    assert await store.list_schedules(world.guild.id) == []
+    assert world.handled_errors()
+
+
+async def test_a_channel_of_another_server_is_refused(
+    world: World, jack: Path, store: Store, simcord_env: simcord.Env
+) -> None:
+    other = simcord_env.create_guild("Other").create_text_channel("elsewhere")
+    reply = await autopost(world, f"@jack {other.mention} every 6h")
+    assert reply == "That channel is not in this server; pick one of its text channels."
+    assert await store.list_schedules(world.guild.id) == []
+    world.handled_errors()
+
+
+async def test_a_channel_the_bot_cannot_post_in_is_refused(
+    world: World, jack: Path, store: Store
+) -> None:
+    me = world.guild.me
+    assert me is not None
+    world.guild.create_text_channel(
+        "quiet", overwrites={me: discord.PermissionOverwrite(send_messages=False)}
+    )
+    reply = await autopost(world, "@jack #quiet every 6h")
+    assert reply == "I cannot post in #quiet; give me the Send Messages permission there."
+    assert await store.list_schedules(world.guild.id) == []
+    world.handled_errors()
+
+
+async def test_posting_to_x_without_credentials_is_refused(
+    world: World, jack: Path, store: Store, simcord_env: simcord.Env
+) -> None:
+    simcord_env.bot.settings.x_access_token = None  # type: ignore[attr-defined]
+    reply = await autopost(world, "@jack #general every 6h --to-x")
+    assert reply == (
+        "Posting to X needs X_CONSUMER_KEY, X_CONSUMER_SECRET, X_ACCESS_TOKEN and "
+        "X_ACCESS_TOKEN_SECRET in the bot's configuration."
+    )
+    assert await store.list_schedules(world.guild.id) == []
+    world.handled_errors()
+
+
+async def test_only_admins_may_schedule_posts(
+    world: World, jack: Path, store: Store, simcord_env: simcord.Env
+) -> None:
+    await world.alice.send(world.channel, "!autopost @jack #general every 6h")
+    assert world.last_text() == "Only members with the Manage Server permission can do that."
+    await world.alice.send(world.channel, "!autopost list")
+    assert world.last_text() == "Only members with the Manage Server permission can do that."
+    assert await store.list_schedules(world.guild.id) == []
+    world.handled_errors()
+
+
+# -- list, pause, resume, remove ----------------------------------------------------------------
+
+
+async def test_list_pause_resume_and_remove(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store
+) -> None:
+    start = simcord_env.now()
+    await autopost(world, "@jack #general every 6h")
+    await autopost(world, "@jack #general at 09:00 mon --jitter 5m")
+    listing = (await autopost(world, "list")).splitlines()
+    assert listing[0] == "**Auto-posts in this server** (2):"
+    assert listing[1].startswith(f"• #1 **jack** in <#{world.channel.id}> every 6h — active; next")
+    assert listing[2].startswith(
+        f"• #2 **jack** in <#{world.channel.id}> on mon at 09:00 (UTC), up to 5m later"
+    )
+
+    assert await autopost(world, "pause 1") == (
+        "Paused auto-post #1; resume it with `!autopost resume 1`."
+    )
+    assert (await autopost(world, "list")).splitlines()[1].endswith("— paused: Paused by ada.")
+    await simcord_env.advance_time(7 * HOUR)
+    assert posts(world) == []
+
+    reply = await autopost(world, "resume 1")
+    # It resumes on its own grid (created + 6h, +12h, …), not at once.
+    assert reply == (
+        f"Resumed auto-post #1; next post <t:{int((start + timedelta(hours=12)).timestamp())}:f>."
+    )
+    await simcord_env.advance_time(5 * HOUR)
+    assert [m.created_at - start for m in posts(world)] == [timedelta(hours=12)]
+
+    assert await autopost(world, "remove 1") == "Removed auto-post #1."
+    assert [s.id for s in await store.list_schedules(world.guild.id)] == [2]
+    assert simcord_env.bot.autoposter.job_ids() == {2}  # type: ignore[attr-defined]
+    await simcord_env.advance_time(6 * HOUR)
+    assert len(posts(world)) == 1
+
+
+async def test_an_unknown_or_foreign_schedule_id_is_one_sentence(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store, bot_settings: BotSettings
+) -> None:
+    other = simcord_env.create_guild("Other")
+    await add_model(store, bot_settings, other.id, "jack")
+    foreign = await store.add_schedule(
+        other.id, "jack", 1, kind="interval", spec="6h", timezone="UTC", created_by=1
+    )
+    for command in ("pause", "resume", "remove"):
+        assert await autopost(world, f"{command} {foreign.id}") == (
+            f"This server has no auto-post #{foreign.id}; `!autopost list` shows them."
+        )
+    assert (await store.schedule_by_id(foreign.id)) == foreign
+    world.handled_errors()
+
+
+async def test_deleting_the_model_removes_its_schedules_and_jobs(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store
+) -> None:
+    await autopost(world, "@jack #general every 6h")
+    assert simcord_env.bot.autoposter.job_ids() == {1}  # type: ignore[attr-defined]
+    await world.admin.send(world.channel, "!delete @jack")
+    assert world.last_text() == "Deleted the model **jack**."
+    assert await store.list_schedules(world.guild.id) == []
+    assert simcord_env.bot.autoposter.job_ids() == set()  # type: ignore[attr-defined]
+    await simcord_env.advance_time(7 * HOUR)
+    assert posts(world) == []
+
+
+# -- restarts and missed runs -------------------------------------------------------------------
+
+
+async def _restart(
+    env: simcord.Env,
+    settings: BotSettings,
+    fake_training: Path,
+    generator: Any,
+    old: DoppeltweetBot,
+) -> tuple[DoppeltweetBot, Store]:
+    """Stop the bot's scheduler, then start a new bot on a freshly opened store."""
+    await old.autoposter.stop()
+    store = await Store.open(settings.db_file)
+    runner = JobRunner(store, settings, python=str(fake_training))
+    cache = ModelCache(2, 1 << 30, loader=lambda path: generator)
+    bot = create_bot(settings, store=store, runner=runner, cache=cache)
+    await env.restart_bot(bot)
+    return bot, store
+
+
+@pytest.fixture
+async def restarted() -> AsyncIterator[list[tuple[DoppeltweetBot, Store]]]:
+    """Bots started by a test; their services are stopped afterwards."""
+    started: list[tuple[DoppeltweetBot, Store]] = []
+    yield started
+    for bot, store in started:
+        await bot.autoposter.stop()
+        await bot.runner.stop()
+        await bot.cache.close()
+        await store.close()
+
+
+async def test_a_schedule_survives_a_restart_and_keeps_its_times(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    bot_settings: BotSettings,
+    fake_training: Path,
+    scripted_generator: RecordingGenerator,
+    restarted: list[tuple[DoppeltweetBot, Store]],
+) -> None:
+    start = simcord_env.now()
+    await autopost(world, "@jack #general every 6h")
+    await simcord_env.advance_time(6 * HOUR)
+    assert len(posts(world)) == 1
+    await simcord_env.advance_time(HOUR)
+    old = simcord_env.bot
+    assert isinstance(old, DoppeltweetBot)
+    restarted.append(
+        await _restart(simcord_env, bot_settings, fake_training, scripted_generator, old)
+    )
+    new_bot, _ = restarted[-1]
+    assert new_bot is not old
+    assert new_bot.autoposter.job_ids() == {1}
+    assert new_bot.autoposter.next_run(1) == start + timedelta(hours=12)
+    await simcord_env.advance_time(5 * HOUR)
+    assert [m.created_at - start for m in posts(world)] == [
+        timedelta(hours=6),
+        timedelta(hours=12),
+    ]
+    # The restored schedule keeps excluding what the first bot posted.
+    assert len(set(m.embeds[0].description for m in posts(world))) == 2
+
+
+async def test_runs_missed_while_down_coalesce_into_one_post(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    bot_settings: BotSettings,
+    fake_training: Path,
+    scripted_generator: RecordingGenerator,
+    restarted: list[tuple[DoppeltweetBot, Store]],
+) -> None:
+    start = simcord_env.now()
+    await autopost(world, "@jack #general every 1h")
+    old = simcord_env.bot
+    assert isinstance(old, DoppeltweetBot)
+    await old.autoposter.stop()
+    # Down for 3.5 hours: the runs at 1h, 2h and 3h are missed; 3h is within the grace time.
+    await simcord_env.advance_time(3.5 * HOUR)
+    assert posts(world) == []
+    restarted.append(
+        await _restart(simcord_env, bot_settings, fake_training, scripted_generator, old)
+    )
+    await simcord_env.settle()
+    [catch_up] = posts(world)
+    assert catch_up.created_at - start == timedelta(hours=3.5)
+    await simcord_env.advance_time(HOUR)
+    assert [m.created_at - start for m in posts(world)] == [
+        timedelta(hours=3.5),
+        timedelta(hours=4),
+    ]
+
+
+async def test_runs_missed_longer_ago_than_the_grace_time_are_skipped(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    bot_settings: BotSettings,
+    fake_training: Path,
+    scripted_generator: RecordingGenerator,
+    restarted: list[tuple[DoppeltweetBot, Store]],
+) -> None:
+    start = simcord_env.now()
+    await autopost(world, "@jack #general at 09:00")
+    old = simcord_env.bot
+    assert isinstance(old, DoppeltweetBot)
+    await old.autoposter.stop()
+    # Down from midnight to 12:00: the 09:00 post is three hours late, beyond the 1 h grace.
+    await simcord_env.advance_time(12 * HOUR)
+    restarted.append(
+        await _restart(simcord_env, bot_settings, fake_training, scripted_generator, old)
+    )
+    await simcord_env.settle()
+    assert posts(world) == []
+    await simcord_env.advance_time(21 * HOUR)
+    [post] = posts(world)
+    assert post.created_at - start == timedelta(hours=33)
+
+
+# -- what gets posted ---------------------------------------------------------------------------
+
+
+async def test_posts_never_repeat_and_are_logged(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    scripted_tweets: list[str],
+    scripted_generator: RecordingGenerator,
+) -> None:
+    # A model that can only ever write three different tweets.
+    scripted_tweets[:] = ["the first tweet here", "the second one now", "and a third one"]
+    await autopost(world, "@jack #general every 1h")
+    await simcord_env.advance_time(5 * HOUR)
+    descriptions = [m.embeds[0].description for m in posts(world)]
+    assert descriptions == scripted_tweets
+    assert [len(e) for e in scripted_generator.excludes] == [0, 1, 2, 3, 3]
+    assert scripted_generator.excludes[3] == frozenset(scripted_tweets)
+    logged = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
+    assert [(t.text, t.schedule_id, t.channel_id, t.x_post_id) for t in reversed(logged)] == [
+        (text, 1, world.channel.id, None) for text in scripted_tweets
+    ]
+    [schedule] = await store.list_schedules(world.guild.id)
+    assert schedule.last_run_at == simcord_env.now() - timedelta(hours=2)
+
+
+@pytest.mark.simcord(settle_timeout=60)
+async def test_the_real_tiny_model_never_repeats_a_post(
+    world: World,
+    simcord_env: simcord.Env,
+    store: Store,
+    virtual_clock: Any,
+    scripted_generator: RecordingGenerator,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    from training.generate import TweetGenerator
+    from training.handles import Handle
+
+    folder = tmp_path / "alice"
+    shutil.copytree(tiny_model_dir, folder)
+    await store.upsert_model(
+        world.guild.id,
+        "alice",
+        handles=[Handle("alice")],
+        sources=["bluesky"],
+        base_model="tiny",
+        lora=False,
+        path=folder,
+        trained_by=None,
+    )
+    scripted_generator.delegate = TweetGenerator.load(folder)
+    await autopost(world, "@alice #general every 10m")
+    for _ in range(4):
+        await simcord_env.advance_time(10 * 60)
+    descriptions = [m.embeds[0].description for m in posts(world)]
+    assert len(descriptions) >= 3
+    assert len(set(descriptions)) == len(descriptions)
+    sizes = [len(e) for e in scripted_generator.excludes]
+    assert sizes == sorted(sizes) and sizes[-1] >= len(descriptions) - 1
+    posted = await store.posted_texts(world.guild.id, "alice")
+    assert sorted(posted) == sorted(m.embeds[0].description for m in posts(world))
+
+
+async def test_generated_mentions_in_a_post_ping_nobody(
+    world: World, jack: Path, simcord_env: simcord.Env, scripted_tweets: list[str]
+) -> None:
+    scripted_tweets[:] = ["@everyone <@&1> <@2> wake up"]
+    await autopost(world, "@jack #general every 1h")
+    await simcord_env.advance_time(HOUR)
+    [request] = [
+        r
+        for r in simcord_env.http_requests
+        if r.method == "POST"
+        and r.path == f"/channels/{world.channel.id}/messages"
+        and r.json.get("embeds")
+    ]
+    assert request.json["allowed_mentions"] == {"parse": []}
+    [post] = posts(world)
+    assert post.mentions == [] and post.role_mentions == [] and not post.mention_everyone
+
+
+# -- X --------------------------------------------------------------------------------------------
+
+
+async def test_a_post_also_goes_to_x_with_the_ai_label(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store, scripted_tweets: list[str]
+) -> None:
+    scripted_tweets[:] = ["Test Tweet"]
+    await autopost(world, "@jack #general every 6h --to-x")
+    sent: list[Any] = []
+
+    def seen(request: Any) -> Any:
+        if request.method == "POST":
+            sent.append(json.loads(request.body))
+        return request
+
+    recorder = vcr.VCR(
+        cassette_library_dir=str(CASSETTES),
+        record_mode="none",
+        decode_compressed_response=True,
+        match_on=["method", "uri"],
+        before_record_request=seen,
+    )
+    with recorder.use_cassette("test_client_create_and_delete_tweet.yaml") as cassette:
+        await simcord_env.advance_time(6 * HOUR)
+    assert cassette.play_count == 1
+    assert sent[-1] == {"text": "Test Tweet 🤖 AI-generated"}
+    [logged] = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
+    assert logged.x_post_id == "1456012973835788293"
+    assert len(posts(world)) == 1
+
+
+async def test_no_ai_label_posts_the_text_as_generated(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store, scripted_tweets: list[str]
+) -> None:
+    scripted_tweets[:] = ["Test Tweet"]
+    await autopost(world, "@jack #general every 6h --to-x --no-ai-label")
+    recorder = vcr.VCR(
+        cassette_library_dir=str(CASSETTES),
+        record_mode="none",
+        decode_compressed_response=True,
+        match_on=["method", "uri", "body"],
+    )
+    with recorder.use_cassette("test_client_create_and_delete_tweet.yaml") as cassette:
+        await simcord_env.advance_time(6 * HOUR)
+    assert cassette.play_count == 1
+    [logged] = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
+    assert logged.x_post_id == "1456012973835788293"
+
+
+@pytest.fixture
+def x_api() -> Iterator[responses.RequestsMock]:
+    """Synthetic X answers; any request to another address fails the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "sentence"),
+    [
+        (
+            401,
+            {
+                "title": "Unauthorized",
+                "type": "about:blank",
+                "status": 401,
+                "detail": "Unauthorized",
+            },
+            "X rejected the posting credentials (401 Unauthorized)",
+        ),
+        (
+            402,
+            {
+                "title": "CreditsDepleted",
+                "detail": "Your enrolled account does not have any credits",
+            },
+            "X says the account's API credits are used up (402 Payment Required)",
+        ),
+        (
+            403,
+            {"detail": "You are not permitted to perform this action.", "status": 403},
+            "X refused the post (403 Forbidden)",
+        ),
+        (
+            429,
+            {"title": "Too Many Requests", "detail": "Too Many Requests", "status": 429},
+            "X's rate limit for posting was reached (429 Too Many Requests)",
+        ),
+    ],
+    ids=["401", "402", "403", "429"],
+)
+async def test_an_x_error_pauses_the_schedule_and_tells_the_channel_once(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    x_api: responses.RequestsMock,
+    status: int,
+    body: dict[str, Any],
+    sentence: str,
+) -> None:
+    x_api.add(responses.POST, X_TWEETS_URL, json=body, status=status)
+    await autopost(world, "@jack #general every 1h --to-x")
+    await simcord_env.advance_time(5 * HOUR)
+    assert len(x_api.calls) == 1
+    assert len(posts(world)) == 1  # the Discord post went out before X refused
+    [notice] = [t for t in texts(world) if "is paused:" in t]
+    assert notice.startswith(f"Auto-post #1 of **jack** is paused: {sentence}")
+    assert notice.endswith("An admin can resume it with `!autopost resume 1`.")
+    [schedule] = await store.list_schedules(world.guild.id)
+    assert (
+        schedule.paused and schedule.paused_reason and schedule.paused_reason.startswith(sentence)
+    )
+    assert "consumer-secret" not in notice and "access-token-secret" not in notice
+    assert simcord_env.bot.autoposter.job_ids() == set()  # type: ignore[attr-defined]
+
+
+async def test_an_x_outage_does_not_pause_the_schedule(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store, x_api: responses.RequestsMock
+) -> None:
+    x_api.add(responses.POST, X_TWEETS_URL, json={"title": "Service Unavailable"}, status=503)
+    x_api.add(responses.POST, X_TWEETS_URL, json={"data": {"id": "77", "text": "x"}}, status=201)
+    await autopost(world, "@jack #general every 1h --to-x")
+    await simcord_env.advance_time(2 * HOUR)
+    [schedule] = await store.list_schedules(world.guild.id)
+    assert not schedule.paused
+    logged = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
+    assert [t.x_post_id for t in reversed(logged)] == [None, "77"]
+    assert not [t for t in texts(world) if "paused" in t]
+
+
+# -- Discord errors -----------------------------------------------------------------------------
+
+
+async def test_missing_permissions_pause_the_schedule_and_tell_the_channel_once(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store
+) -> None:
+    await autopost(world, "@jack #general every 1h")
+    simcord_env.inject_error(
+        "POST", f"/channels/{world.channel.id}/messages", status=403, code=50013,
+        message="Missing Permissions", times=1,
+    )  # fmt: skip
+    await simcord_env.advance_time(4 * HOUR)
+    assert posts(world) == []
+    notices = [t for t in texts(world) if "is paused:" in t]
+    assert notices == [
+        "Auto-post #1 of **jack** is paused: I may not post in #general any more (missing "
+        "permissions). An admin can resume it with `!autopost resume 1`."
+    ]
+    [schedule] = await store.list_schedules(world.guild.id)
+    assert schedule.paused
+
+
+async def test_a_deleted_channel_pauses_the_schedule(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store
+) -> None:
+    await autopost(world, "@jack #general every 1h")
+    simcord_env.inject_error(
+        "POST", f"/channels/{world.channel.id}/messages", status=404, code=10003,
+        message="Unknown Channel", times=None,
+    )  # fmt: skip
+    await simcord_env.advance_time(3 * HOUR)
+    [schedule] = await store.list_schedules(world.guild.id)
+    assert (schedule.paused, schedule.paused_reason) == (True, "Its channel was deleted.")
+    posts_tried = [
+        r
+        for r in simcord_env.http_requests
+        if r.method == "POST" and r.path == f"/channels/{world.channel.id}/messages"
+    ]
+    assert len(posts_tried) == 2  # the command's reply and one post attempt, then nothing
+
+
+async def test_a_broken_model_pauses_the_schedule_with_its_sentence(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    scripted_generator: RecordingGenerator,
+) -> None:
+    from training.errors import ModelError
+
+    class Broken:
+        def generate(self, *args: Any, **kwargs: Any) -> Any:
+            raise ModelError("The model in jack has no usable tokenizer files; train it again.")
+
+    scripted_generator.delegate = Broken()
+    await autopost(world, "@jack #general every 1h")
+    await simcord_env.advance_time(3 * HOUR)
+    notices = [t for t in texts(world) if "is paused:" in t]
+    assert notices == [
+        "Auto-post #1 of **jack** is paused: The model in jack has no usable tokenizer files; "
+        "train it again. An admin can resume it with `!autopost resume 1`."
+    ]
