@@ -200,6 +200,7 @@ class FakeDiscord:
         self.identifies: list[dict[str, Any]] = []
         self.gateway_payloads: list[dict[str, Any]] = []
         self.gateway_queries: list[dict[str, str]] = []
+        #: What the fake could not handle (the ``fake`` fixtures assert this stays empty).
         self.errors: list[str] = []
         self.messages: dict[int, dict[str, Any]] = {}
         #: Interaction token → the id of its original response message (once answered).
@@ -569,7 +570,13 @@ class FakeDiscord:
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
-        payload, files = await self._read_body(request)
+        try:
+            payload, files = await self._read_body(request)
+        except (ValueError, UnicodeDecodeError) as error:
+            # A 4xx, never a 5xx: discord.py would retry a 5xx several times with backoff.
+            self.errors.append(f"{request.method} {path}: unreadable body ({error})")
+            await self._notify()
+            return _json({"message": "400: Bad Request", "code": 50109}, status=400)
         recorded = RecordedRequest(
             method=request.method,
             path=path,
@@ -583,7 +590,11 @@ class FakeDiscord:
             webhook = path.startswith(("/interactions/", "/webhooks/"))
             if not webhook and request.headers.get("Authorization") != f"Bot {self.token}":
                 return _json({"message": "401: Unauthorized", "code": 0}, status=401)
-            response = self._route(request.method, path, payload, files)
+            try:
+                response = self._route(request.method, path, payload, files)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                self.errors.append(f"{request.method} {path}: the fake cannot answer ({error!r})")
+                return _json({"message": "400: Bad Request", "code": 50035}, status=400)
             if response.status == 404:
                 self.unknown_requests.append(recorded)
             return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import discord
 import pytest
@@ -110,3 +111,42 @@ def test_a_bad_value_leaves_both_endpoints_untouched() -> None:
         "http://127.0.0.1:1/api/v10",
         "ws://127.0.0.1:1/gateway",
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "sentence"),
+    [
+        (
+            "DISCORD_GATEWAY_URL",
+            "https://gateway.example.org/",
+            "DISCORD_GATEWAY_URL must start with ws:// or wss://, e.g. ws://127.0.0.1:8080/gateway.",
+        ),
+        (
+            "DISCORD_API_BASE",
+            "127.0.0.1:8080/api/v10",
+            "DISCORD_API_BASE must start with http:// or https://, e.g. "
+            "http://127.0.0.1:8080/api/v10.",
+        ),
+    ],
+)
+def test_doppeltweet_bot_refuses_a_bad_endpoint_before_connecting(
+    variable: str,
+    value: str,
+    sentence: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name in ("DISCORD_API_BASE", "DISCORD_GATEWAY_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DISCORD_TOKEN", "not-a-real-token")
+    monkeypatch.setenv(variable, value)
+
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {sentence}\n"
+    assert "not-a-real-token" not in err
+    assert current_discord_endpoints() == (DISCORD_API_BASE, str(DISCORD_GATEWAY_URL))

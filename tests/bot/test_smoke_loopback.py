@@ -10,8 +10,9 @@ import shutil
 import signal
 import sys
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import discord
 import pytest
@@ -218,6 +219,7 @@ async def test_fake_gateway_speaks_zlib_stream_with_a_sync_flush_per_message(
 
 # --------------------------------------------------------------------------- the real bot
 
+T = TypeVar("T")
 TOKEN = "smoke-test-token.not-a-real-one"
 
 
@@ -267,6 +269,33 @@ def _bot_environment(fake: FakeDiscord, data_dir: Path) -> dict[str, str]:
     return env
 
 
+async def _start_bot(env: dict[str, str], cwd: Path, log_path: Path) -> asyncio.subprocess.Process:
+    """Start `doppeltweet bot` through the CLI dispatcher, output (stdout + stderr) to a file."""
+    with log_path.open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sys; from training.cli import main; sys.exit(main(['bot']))",
+            cwd=cwd,  # a folder without .env, so only ``env`` configures the bot
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+
+async def _unless_exited(process: asyncio.subprocess.Process, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``, but fail at once if the bot process exits in the meantime."""
+    step = asyncio.ensure_future(awaitable)
+    exited = asyncio.ensure_future(process.wait())
+    await asyncio.wait({step, exited}, return_when=asyncio.FIRST_COMPLETED)
+    if step.done():
+        exited.cancel()
+        return step.result()
+    step.cancel()
+    raise AssertionError(f"`doppeltweet bot` exited early with code {process.returncode}")
+
+
 async def test_doppeltweet_bot_answers_help_slash_help_and_tweet_then_stops_on_sigterm(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
@@ -275,34 +304,27 @@ async def test_doppeltweet_bot_answers_help_slash_help_and_tweet_then_stops_on_s
         data_dir = tmp_path / "data"
         model_dir = await _seed_guild_model(data_dir, fake.guild_id, tiny_model_dir)
         log_path = tmp_path / "bot.log"
-        with log_path.open("wb") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                "import sys; from training.cli import main; sys.exit(main(['bot']))",
-                cwd=tmp_path,  # no .env from the checkout
-                env=_bot_environment(fake, data_dir),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-            )
+        process = await _start_bot(_bot_environment(fake, data_dir), tmp_path, log_path)
+        failure: Exception | None = None
         try:
-            identify = await fake.wait_until_identified(timeout=120)
+            identify = await _unless_exited(process, fake.wait_until_identified(timeout=120))
             assert identify["token"] == TOKEN
             assert identify["intents"] & (1 << 15), "the Message Content intent is requested"
 
             await fake.send_user_message("!help")
-            help_post = (await fake.wait_for_sent_messages(1, timeout=30))[0]
+            help_post = (await _unless_exited(process, fake.wait_for_sent_messages(1)))[0]
 
             slash = await fake.send_slash_command("help")
-            slash_help = (
-                await fake.wait_for(
-                    lambda: fake.interaction_requests(slash), timeout=30, what="/help's answer"
-                )
-            )[0]
+            answered = fake.wait_for(
+                lambda: fake.interaction_requests(slash), what="/help's answer"
+            )
+            slash_help = (await _unless_exited(process, answered))[0]
 
             await fake.send_user_message("!tweet hi")
-            tweet_post = (await fake.wait_for_sent_messages(2, timeout=120))[1]
+            tweeted = fake.wait_for_sent_messages(2, timeout=120)
+            tweet_post = (await _unless_exited(process, tweeted))[1]
+        except Exception as error:
+            failure = error
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
@@ -313,6 +335,8 @@ async def test_doppeltweet_bot_answers_help_slash_help_and_tweet_then_stops_on_s
                 await process.wait()
                 code = None
         output = log_path.read_text(encoding="utf-8", errors="replace")
+    if failure is not None:
+        raise AssertionError(f"{failure}\n--- doppeltweet bot ---\n{output[-4000:]}") from failure
 
     assert code == 0, f"`doppeltweet bot` did not stop cleanly on SIGTERM:\n{output[-4000:]}"
     assert TOKEN not in output, "the token must never be logged"
@@ -338,3 +362,25 @@ async def test_doppeltweet_bot_answers_help_slash_help_and_tweet_then_stops_on_s
     ]
     assert fake.unknown_requests == []
     assert model_dir.is_dir(), "the bot must not touch the model it served"
+
+
+async def test_doppeltweet_bot_with_a_token_discord_rejects_exits_with_one_sentence(
+    tmp_path: Path,
+) -> None:
+    async with FakeDiscord(token="the-real-token") as fake:
+        log_path = tmp_path / "bot.log"
+        process = await _start_bot(_bot_environment(fake, tmp_path / "data"), tmp_path, log_path)
+        try:
+            code = await asyncio.wait_for(process.wait(), timeout=120)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    output = log_path.read_text(encoding="utf-8", errors="replace")
+    assert code == 2, output[-4000:]
+    assert output.rstrip().endswith(
+        "error: Discord rejected DISCORD_TOKEN; copy the bot token again from the developer portal."
+    )
+    assert TOKEN not in output
+    assert [(r.method, r.path) for r in fake.requests] == [("GET", "/users/@me")]
+    assert fake.identifies == []
