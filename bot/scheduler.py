@@ -237,6 +237,18 @@ def build_trigger(schedule: Schedule) -> BaseTrigger:
     )
 
 
+def first_run(schedule: Schedule, trigger: BaseTrigger | None = None) -> datetime | None:
+    """The first run after the schedule last posted (or was created), possibly in the past.
+
+    A past time is a run missed while the bot was down; the scheduler coalesces the missed runs
+    and posts once if the latest is within the misfire grace time. The second's margin keeps a
+    run that posted exactly on time from counting as due again.
+    """
+    trigger = trigger or build_trigger(schedule)
+    since = schedule.last_run_at or schedule.created_at
+    return trigger.get_next_fire_time(None, since + timedelta(seconds=1))
+
+
 def describe(schedule: Schedule) -> str:
     """``every 6h`` or ``at 09:00 on mon,thu (Europe/Berlin)``, plus its options."""
     if schedule.kind == "interval":
@@ -320,18 +332,9 @@ class AutoPoster:
         job = self._scheduler.get_job(str(schedule_id))
         return None if job is None else job.next_run_time
 
-    def _first_run(self, schedule: Schedule, trigger: BaseTrigger) -> datetime | None:
-        """The first run after the schedule last posted (or was created), possibly in the past.
-
-        A past time is a run missed while the bot was down; the scheduler coalesces the missed
-        runs and posts once if the latest is within the misfire grace time.
-        """
-        since = schedule.last_run_at or schedule.created_at
-        return trigger.get_next_fire_time(None, since + timedelta(seconds=1))
-
     def _add_job(self, schedule: Schedule, *, start: datetime | None = None) -> None:
         trigger = build_trigger(schedule)
-        first = start if start is not None else self._first_run(schedule, trigger)
+        first = start if start is not None else first_run(schedule, trigger)
         if first is None:
             return
         self._scheduler.add_job(

@@ -70,7 +70,7 @@ def _cut(text: str, budget: int) -> str:
     if x_weight(text) <= budget:
         return text
     kept: list[str] = []
-    used = 1  # the ellipsis
+    used = x_weight("…")  # 2: X weighs the ellipsis like CJK
     for char in text:
         weight = x_weight(char)
         if used + weight > budget:
