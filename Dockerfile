@@ -16,7 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # torch first, from PyTorch's CPU wheel index, so nothing later pulls the multi-GB CUDA build.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
+# "==2.13.0" matches the x86-64 "2.13.0+cpu" wheel as well as the arm64 one, which has no suffix.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 
 COPY pyproject.toml README.md ./
 COPY training ./training
