@@ -16,6 +16,7 @@ sampling lock, for the duration of one generation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -373,11 +374,26 @@ def _purge_released() -> None:
                 _release_adapter(pool, adapter)
 
 
-def _base_key(base_name: str, model_dir: Path) -> str:
-    candidate = Path(base_name).expanduser()
+def _base_source(base_name: str, model_dir: Path, texts: list[str]) -> tuple[str, str]:
+    """(what to load, the pool key): models on the same key really share identical base weights.
+
+    A folder is keyed by its resolved path and a Hub id by itself. The built-in ``tiny`` base is
+    rebuilt from the model's own tweets, so two tiny bases are the same only for the same tweets:
+    its key includes a digest of them.
+    """
+    from training.basemodels import TINY_NAME
+
+    name = base_name.strip()
+    if name == TINY_NAME:
+        digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+        return name, f"{name}:{digest}"
+    candidate = Path(name).expanduser()
     if not candidate.is_absolute():
         candidate = model_dir / candidate
-    return str(candidate.resolve()) if candidate.is_dir() else base_name
+    if candidate.is_dir():
+        resolved = str(candidate.resolve())
+        return resolved, resolved
+    return name, name
 
 
 def _attach_lora(
@@ -385,12 +401,13 @@ def _attach_lora(
 ) -> _LoraModel:
     from training.basemodels import load_base_model
 
-    key = (_base_key(base_name, model_dir), str(device))
+    source, base_key = _base_source(base_name, model_dir, texts)
+    key = (base_key, str(device))
     with _BASES_LOCK:
         pool = _BASES.get(key)
         if pool is None:
             base, _ = load_base_model(
-                key[0], texts=texts, models_dir=model_dir.parent, device=device
+                source, texts=texts, models_dir=model_dir.parent, device=device
             )
             base.eval()
             pool = _SharedBase(key, base)
@@ -538,7 +555,9 @@ class TweetGenerator:
             raise ModelError(f"The tokenizer in {path} has no end-of-text token; train it again.")
 
         if (path / ADAPTER_CONFIG).is_file():
-            base_name = record.get("base_model")
+            # ``base_model_path`` is where training found the base (a converted built-in's
+            # folder); ``base_model`` is the name the user chose.
+            base_name = record.get("base_model_path") or record.get("base_model")
             if not isinstance(base_name, str) or not base_name.strip():
                 raise ModelError(
                     f"The LoRA model in {path} does not name its base model in {TRAINING_FILE}; "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,13 +88,22 @@ def overfit(folder: Path, texts: list[str], *, steps: int = 150) -> None:
     model.save_pretrained(folder)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
     """Tiny models run fastest on one thread; a second one only waits on a busy machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # Per test, because training in shared fixtures sets torch to every core again.
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +117,8 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def overfit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     texts = [DREAM, COFFEE, NEWS]
     folder = build_tiny_model(texts * 5, tmp_path_factory.mktemp("models") / "parrot")
-    overfit(folder, texts)
+    with one_torch_thread():
+        overfit(folder, texts)
     write_records(folder, [DREAM, COFFEE], handles=("parrot",))
     return folder
 
@@ -502,3 +514,59 @@ def test_get_generator_is_safe_to_call_from_many_threads(tiny_dir: Path) -> None
 def test_get_generator_on_a_missing_folder_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError):
         get_generator(tmp_path / "gone", device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models the training step wrote
+
+
+@pytest.fixture(scope="module")
+def trained_lora_dir(tmp_path_factory: pytest.TempPathFactory, sample_table) -> Path:
+    """A LoRA adapter on the built-in tiny base, trained for two steps by ``train_model``."""
+    import io
+
+    from training.progress import JsonProgress
+    from training.store import ModelStore
+    from training.train import TrainConfig, train_model
+
+    store = ModelStore(tmp_path_factory.mktemp("lora-store"))
+    config = TrainConfig(
+        base_model="tiny", lora=True, epochs=1, block_size=64, batch_size=8, max_steps=2
+    )
+    return train_model(sample_table, config, store, JsonProgress(io.StringIO())).path
+
+
+def test_a_trained_model_writes_tweets(tiny_model_dir: Path) -> None:
+    generator = get_generator(tiny_model_dir, device="cpu")
+    result = generator.generate(n=3, seed=1, settings=FAST)
+    assert generator.handles == ("alice",)
+    assert len(result.tweets) == 3
+    assert all(t.startswith("My dream is") for t in result.tweets)
+
+
+def test_a_trained_tiny_lora_runs_on_the_base_it_was_trained_on(
+    trained_lora_dir: Path, sample_table
+) -> None:
+    from training.basemodels import load_base_model
+
+    generator = TweetGenerator.load(trained_lora_dir, device="cpu")
+    texts = [t for data in sample_table.handles for t in data.kept]
+    rebuilt, _ = load_base_model("tiny", texts=texts, models_dir=trained_lora_dir.parent)
+    assert generator.is_lora
+    assert torch.equal(
+        generator.model.get_base_model().transformer.wte.weight, rebuilt.transformer.wte.weight
+    )
+    assert generator.generate(n=2, seed=0, settings=FAST).tweets
+    generator.close()
+
+
+def test_tiny_lora_models_share_a_base_only_when_trained_on_the_same_tweets(
+    trained_lora_dir: Path, tmp_path: Path
+) -> None:
+    twin = shutil.copytree(trained_lora_dir, tmp_path / "twin")
+    other = shutil.copytree(trained_lora_dir, tmp_path / "other")
+    with (other / "dataset.jsonl").open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"handle": "alice", "text": "one more tweet makes another base"}))
+    first = TweetGenerator.load(trained_lora_dir, device="cpu")
+    assert TweetGenerator.load(twin, device="cpu").model is first.model
+    assert TweetGenerator.load(other, device="cpu").model is not first.model
