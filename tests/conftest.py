@@ -62,3 +62,19 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, sample_table: DataT
     with open(store.root / ".progress.jsonl", "w", encoding="utf-8") as stream:
         info = train_model(sample_table, config, store, JsonProgress(stream))
     return info.path
+
+
+@pytest.fixture(scope="session")
+def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CSV (``created_at,text``) of 330 tweets by one person: 300 long ones, 20 RTs, 10 short."""
+    import csv
+
+    rows = [*synthetic_tweets(300), *(f"RT @bob: {t}" for t in synthetic_tweets(20, seed=1))]
+    rows += [f"@bob thanks {i}!" for i in range(10)]
+    path = tmp_path_factory.mktemp("csv") / "alice.csv"
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["created_at", "text"])
+        for i, text in enumerate(rows):
+            writer.writerow([f"2024-01-{1 + i % 28:02d}", text])
+    return path
