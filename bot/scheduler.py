@@ -67,7 +67,7 @@ _DASHES = ("—", "–")  # Discord clients turn "--" into a dash
 
 SCHEDULE_HELP = (
     "write `every 6h` (at least 10 minutes apart) or `at 09:00` (optionally `at 09:00 mon,thu`), "
-    "then any of `--to-x`, `--no-ai-label`, `--jitter 10m`"
+    "then any of `--to-x`, `--no-ai-label`, `--jitter 10m`, `--tz Europe/Berlin`"
 )
 
 
@@ -155,10 +155,12 @@ class ScheduleRequest:
     jitter_s: int = 0
     to_x: bool = False
     ai_label: bool = True
+    timezone: str | None = None
 
 
 def parse_schedule(text: str) -> ScheduleRequest:
-    """Parse ``every 6h [--to-x] [--no-ai-label] [--jitter 10m]`` or ``at 09:00 [mon,thu] …``."""
+    """Parse ``every 6h [--to-x] [--no-ai-label] [--jitter 10m] [--tz Europe/Berlin]`` or
+    ``at 09:00 [mon,thu] …``."""
     tokens = []
     for token in text.split():
         for dash in _DASHES:
@@ -170,6 +172,7 @@ def parse_schedule(text: str) -> ScheduleRequest:
     jitter_s = 0
     to_x = False
     ai_label = True
+    timezone: str | None = None
     index = 0
 
     def value(name: str) -> str:
@@ -202,6 +205,9 @@ def parse_schedule(text: str) -> ScheduleRequest:
         elif token == "--jitter":
             jitter_s = parse_duration(value("--jitter"))
             index += 1
+        elif token == "--tz":
+            timezone = check_timezone(value("--tz"))
+            index += 1
         else:
             raise InputError(f"I do not understand “{tokens[index][:30]}”; {SCHEDULE_HELP}.")
         index += 1
@@ -213,7 +219,7 @@ def parse_schedule(text: str) -> ScheduleRequest:
             f"The jitter may be at most {format_duration(limit)} for this schedule, "
             f"not {format_duration(jitter_s)}."
         )
-    return ScheduleRequest(kind, spec, jitter_s, to_x, ai_label)
+    return ScheduleRequest(kind, spec, jitter_s, to_x, ai_label, timezone)
 
 
 def build_trigger(schedule: Schedule) -> BaseTrigger:
@@ -376,7 +382,7 @@ class AutoPoster:
         """Store a new schedule and start it; its first post follows one interval or time."""
         if request.to_x and not self.bot.settings.x_posting_configured:
             raise InputError(MISSING_CREDENTIALS)
-        zone = check_timezone(await self.timezone_for(guild_id))
+        zone = check_timezone(request.timezone or await self.timezone_for(guild_id))
         schedule = await self.bot.store.add_schedule(
             guild_id,
             model_name,

@@ -122,6 +122,7 @@ def test_bad_weekdays_are_one_sentence(days: str) -> None:
             ScheduleRequest("interval", "6h", jitter_s=600, to_x=True, ai_label=False),
         ),
         ("--jitter 5m every 1h", ScheduleRequest("interval", "1h", jitter_s=300)),
+        ("at 09:00 --tz Europe/Berlin", ScheduleRequest("cron", "09:00", timezone="Europe/Berlin")),
         # Discord clients turn "--" into a dash.
         ("every 6h —to-x –no-ai-label", ScheduleRequest("interval", "6h", 0, True, False)),
     ],
@@ -139,6 +140,7 @@ def test_schedules(text: str, request_: ScheduleRequest) -> None:
         ("every 6h --jitter", r"^`--jitter` needs a value; "),
         ("every 6h at 09:00", r"^Give either `every …` or `at …`, not both\.$"),
         ("every 6h now", r"^I do not understand “now”; write "),
+        ("at 09:00 --tz Mars/Olympus", r"^“Mars/Olympus” is not a time zone such as Europe/Berlin"),
         ("every 1h --jitter 31m", r"^The jitter may be at most 30m for this schedule, not 31m\.$"),
         ("at 09:00 --jitter 13h", r"^The jitter may be at most 12h for this schedule, not 13h\.$"),
     ],

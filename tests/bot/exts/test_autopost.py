@@ -196,6 +196,18 @@ async def test_a_daily_time_posts_at_that_time_in_the_servers_time_zone(
     assert len(posts(world)) == 2
 
 
+async def test_a_schedule_may_name_its_own_time_zone(
+    world: World, jack: Path, simcord_env: simcord.Env
+) -> None:
+    reply = await autopost(world, "@jack #general at 09:00 --tz Asia/Tokyo")
+    assert "daily at 09:00 (Asia/Tokyo)" in reply
+    await simcord_env.advance_time(24 * HOUR)
+    [post] = posts(world)
+    assert post.created_at == datetime.fromisoformat("2026-01-01T00:00:00+00:00") + timedelta(
+        hours=24
+    )
+
+
 async def test_weekdays_limit_a_daily_time(
     world: World, jack: Path, simcord_env: simcord.Env
 ) -> None:
@@ -763,3 +775,20 @@ async def test_a_broken_model_pauses_the_schedule_with_its_sentence(
         "Auto-post #1 of **jack** is paused: The model in jack has no usable tokenizer files; "
         "train it again. An admin can resume it with `!autopost resume 1`."
     ]
+
+
+# -- slash commands -----------------------------------------------------------------------------
+
+
+@pytest.mark.simcord(strict_sync=False)
+async def test_slash_autopost_add_and_list(
+    world: World, jack: Path, simcord_env: simcord.Env
+) -> None:
+    result = await world.admin.slash(
+        world.channel, "autopost add", handle="@jack", channel="#general", schedule="every 6h"
+    )
+    assert result.response.content.startswith("Auto-post #1: **jack** in <#")
+    listing = await world.admin.slash(world.channel, "autopost list")
+    assert listing.response.content.splitlines()[1].startswith("• #1 **jack** in <#")
+    await simcord_env.advance_time(6 * HOUR)
+    assert len(posts(world)) == 1
