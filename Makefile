@@ -30,6 +30,11 @@ format: install
 test: lint
 	$(BIN)/python -m pytest
 
+# Offline: trains smollm2-135m (LoRA) on examples/BarackObama.csv, prints the table, the card's
+# path and 5 tweets. A few minutes on 2 cores; DEMO_STEPS / DEMO_MODELS_DIR adjust it.
+demo: install
+	BIN=$(BIN) ./scripts/demo.sh
+
 run: install
 	$(BIN)/doppeltweet bot
 
