@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import re
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -222,6 +225,28 @@ def parse_schedule(text: str) -> ScheduleRequest:
     return ScheduleRequest(kind, spec, jitter_s, to_x, ai_label, timezone)
 
 
+class GridIntervalTrigger(IntervalTrigger):
+    """An interval trigger whose runs stay on the grid ``start + k * interval``.
+
+    APScheduler's own adds the interval to the previous fire time, jitter included, so random
+    delays would add up run after run and the schedule would drift later and later.
+    """
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is None:
+            return super().get_next_fire_time(None, now)
+        start = self.start_date.timestamp()
+        elapsed = previous_fire_time.timestamp() - start
+        fire = start + self.interval_length * (math.floor(elapsed / self.interval_length) + 1)
+        if self.jitter:
+            fire += random.uniform(0, self.jitter)
+        if self.end_date and fire > self.end_date.timestamp():
+            return None
+        return datetime.fromtimestamp(fire, tz=self.timezone)
+
+
 def build_trigger(schedule: Schedule) -> BaseTrigger:
     """The APScheduler trigger of a stored schedule, in the schedule's own time zone.
 
@@ -231,7 +256,7 @@ def build_trigger(schedule: Schedule) -> BaseTrigger:
     zone = ZoneInfo(schedule.timezone)
     jitter = schedule.jitter_s or None
     if schedule.kind == "interval":
-        return IntervalTrigger(
+        return GridIntervalTrigger(
             seconds=parse_duration(schedule.spec),
             start_date=schedule.created_at,
             timezone=zone,
@@ -363,6 +388,12 @@ class AutoPoster:
         """The server's time zone setting, else the bot's."""
         zone = await self.bot.store.get_guild_setting(guild_id, TIMEZONE_SETTING)
         return str(zone) if zone else self.bot.settings.timezone
+
+    async def set_timezone(self, guild_id: int, name: str) -> str:
+        """Set the server's time zone for new ``at …`` schedules (existing ones keep theirs)."""
+        zone = check_timezone(name.strip())
+        await self.bot.store.set_guild_setting(guild_id, TIMEZONE_SETTING, zone)
+        return zone
 
     def x_poster(self) -> XPoster:
         """The X client for the configured account (created once); InputError if unconfigured."""
@@ -517,16 +548,19 @@ class AutoPoster:
             except XPostError as error:
                 x_error = error
 
-        await store.log_tweet(
-            schedule.guild_id,
-            schedule.model_name,
-            text,
-            kind="autopost",
-            prompt=self.prompt,
-            channel_id=schedule.channel_id,
-            schedule_id=schedule.id,
-            x_post_id=x_post_id,
-        )
+        log_fields: dict[str, Any] = {
+            "kind": "autopost",
+            "prompt": self.prompt,
+            "channel_id": schedule.channel_id,
+            "x_post_id": x_post_id,
+        }
+        try:
+            await store.log_tweet(
+                schedule.guild_id, schedule.model_name, text, schedule_id=schedule.id, **log_fields
+            )
+        except sqlite3.IntegrityError:
+            # The schedule was removed while this post was being made; the post still counts.
+            await store.log_tweet(schedule.guild_id, schedule.model_name, text, **log_fields)
         await store.mark_schedule_run(schedule.id, _now())
         if x_error is not None and x_error.pauses:
             return await self._pause(schedule, str(x_error), channel, text=text, message=message)

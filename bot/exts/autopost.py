@@ -1,9 +1,10 @@
 """``!autopost``: admins schedule generated tweets in a channel (and optionally on X).
 
 ``!autopost @handle #channel every 6h`` or ``… at 09:00 mon,thu`` with ``--to-x``,
-``--no-ai-label`` and ``--jitter 10m``; ``!autopost list``, ``pause ID``, ``resume ID``,
-``remove ID``. The cog resolves the model and the channel and checks the bot may post there; the
-schedule's parsing, storage and runs belong to :mod:`bot.scheduler`.
+``--no-ai-label``, ``--jitter 10m`` and ``--tz Europe/Berlin``; ``!autopost list``, ``pause ID``,
+``resume ID``, ``remove ID``, ``timezone [NAME]``. The cog resolves the model and the channel and
+checks the bot may post there; the schedule's parsing, storage and runs belong to
+:mod:`bot.scheduler`.
 """
 
 from __future__ import annotations
@@ -185,6 +186,25 @@ class Autopost(commands.Cog):
         guild_id = require_guild_id(ctx)
         schedule = await self.poster.remove(guild_id, schedule_id)
         await ctx.send(f"Removed auto-post #{schedule.id}.", allowed_mentions=NO_MENTIONS)
+
+    @autopost.command(name="timezone")
+    @app_commands.describe(name="An IANA time zone such as Europe/Berlin (empty: show the current)")
+    @commands.check(_admin_check)
+    async def timezone(self, ctx: commands.Context[Any], name: str = "") -> None:
+        """Show or set the time zone of new `at 09:00` schedules in this server."""
+        guild_id = require_guild_id(ctx)
+        if not name.strip():
+            zone = await self.poster.timezone_for(guild_id)
+            await ctx.send(
+                f"New auto-posts in this server use the time zone {zone}.",
+                allowed_mentions=NO_MENTIONS,
+            )
+            return
+        zone = await self.poster.set_timezone(guild_id, name)
+        await ctx.send(
+            f"New auto-posts in this server use the time zone {zone}; existing ones keep theirs.",
+            allowed_mentions=NO_MENTIONS,
+        )
 
     @commands.Cog.listener()
     async def on_command_completion(self, ctx: commands.Context[Any]) -> None:

@@ -178,6 +178,17 @@ def test_jitter_delays_but_never_advances_a_run() -> None:
     assert len(set(fires)) > 1
 
 
+def test_jitter_does_not_add_up_from_run_to_run() -> None:
+    trigger = build_trigger(schedule(spec="1h", jitter_s=600))
+    late = T0 + timedelta(hours=1, minutes=9, seconds=59)
+    for _ in range(20):
+        fire = trigger.get_next_fire_time(late, late)
+        assert fire is not None
+        assert T0 + timedelta(hours=2) <= fire <= T0 + timedelta(hours=2, minutes=10)
+    without = build_trigger(schedule(spec="1h"))
+    assert without.get_next_fire_time(late, late) == T0 + timedelta(hours=2)
+
+
 @pytest.mark.parametrize(
     ("made", "text"),
     [

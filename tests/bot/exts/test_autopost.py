@@ -8,6 +8,7 @@ the real triggers then decides when to post, and a test only moves time forward.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator, Collection, Iterator
@@ -181,10 +182,15 @@ async def test_a_six_hour_schedule_posts_on_time_every_six_hours(
 
 
 async def test_a_daily_time_posts_at_that_time_in_the_servers_time_zone(
-    world: World, jack: Path, simcord_env: simcord.Env, store: Store
+    world: World, jack: Path, simcord_env: simcord.Env
 ) -> None:
     # simcord's clock starts at 2026-01-01 00:00 UTC, i.e. 01:00 in Berlin (UTC+1 in winter).
-    await store.set_guild_setting(world.guild.id, "timezone", "Europe/Berlin")
+    assert await autopost(world, "timezone") == (
+        "New auto-posts in this server use the time zone UTC."
+    )
+    assert await autopost(world, "timezone Europe/Berlin") == (
+        "New auto-posts in this server use the time zone Europe/Berlin; existing ones keep theirs."
+    )
     reply = await autopost(world, "@jack #general at 09:00")
     assert "daily at 09:00 (Europe/Berlin)" in reply
     await simcord_env.advance_time(8 * HOUR - 1)
@@ -263,6 +269,14 @@ async def test_bad_input_gets_one_sentence_and_no_schedule(
     assert reply.count(". ") == 0
     assert await store.list_schedules(world.guild.id) == []
     assert world.handled_errors()
+
+
+async def test_an_unknown_time_zone_is_one_sentence(world: World, jack: Path, store: Store) -> None:
+    assert await autopost(world, "timezone Mars/Olympus") == (
+        "“Mars/Olympus” is not a time zone such as Europe/Berlin."
+    )
+    assert await store.get_guild_setting(world.guild.id, "timezone") is None
+    world.handled_errors()
 
 
 async def test_a_channel_of_another_server_is_refused(
@@ -563,6 +577,33 @@ async def test_the_real_tiny_model_never_repeats_a_post(
     assert sizes == sorted(sizes) and sizes[-1] >= len(descriptions) - 1
     posted = await store.posted_texts(world.guild.id, "alice")
     assert sorted(posted) == sorted(m.embeds[0].description for m in posts(world))
+
+
+async def test_a_schedule_removed_while_its_post_is_made_still_logs_the_post(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    scripted_generator: RecordingGenerator,
+) -> None:
+    loop = asyncio.get_running_loop()
+    plain = RecordingGenerator(["a post made while the schedule went away"])
+
+    class RemovesItsSchedule:
+        def generate(self, *args: Any, **kwargs: Any) -> Any:
+            removal = store.delete_schedule(world.guild.id, 1)
+            assert asyncio.run_coroutine_threadsafe(removal, loop).result(timeout=5)
+            return plain.generate(*args, **kwargs)
+
+    scripted_generator.delegate = RemovesItsSchedule()
+    await autopost(world, "@jack #general every 1h")
+    await simcord_env.advance_time(HOUR)
+    assert len(posts(world)) == 1
+    [logged] = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
+    assert (logged.text, logged.schedule_id) == ("a post made while the schedule went away", None)
+    await simcord_env.advance_time(2 * HOUR)
+    assert len(posts(world)) == 1
+    assert simcord_env.bot.autoposter.job_ids() == set()  # type: ignore[attr-defined]
 
 
 async def test_generated_mentions_in_a_post_ping_nobody(
