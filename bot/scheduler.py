@@ -55,6 +55,8 @@ MAX_INTERVAL_S = 28 * 24 * 3600
 DEFAULT_MISFIRE_GRACE_S = 3600
 #: The longest random delay ``--jitter`` may add to a time-of-day schedule.
 MAX_CRON_JITTER_S = 12 * 3600
+#: Most schedules one server may have: every active one costs a generation per run.
+MAX_SCHEDULES_PER_GUILD = 10
 #: The guild setting that overrides ``BotSettings.timezone`` for one server.
 TIMEZONE_SETTING = "timezone"
 
@@ -413,6 +415,11 @@ class AutoPoster:
         """Store a new schedule and start it; its first post follows one interval or time."""
         if request.to_x and not self.bot.settings.x_posting_configured:
             raise InputError(MISSING_CREDENTIALS)
+        if len(await self.bot.store.list_schedules(guild_id)) >= MAX_SCHEDULES_PER_GUILD:
+            raise InputError(
+                f"This server already has {MAX_SCHEDULES_PER_GUILD} auto-posts; remove one with "
+                f"`{self.bot.settings.prefix}autopost remove ID` first."
+            )
         zone = check_timezone(request.timezone or await self.timezone_for(guild_id))
         schedule = await self.bot.store.add_schedule(
             guild_id,
@@ -487,6 +494,8 @@ class AutoPoster:
     async def run_schedule(self, schedule_id: int) -> PostOutcome | None:
         """Generate, post and log one tweet of a schedule; None when the schedule is gone."""
         store = self.bot.store
+        # A run due right after a restart waits for the connection (and the channel cache).
+        await self.bot.wait_until_ready()
         schedule = await store.schedule_by_id(schedule_id)
         if schedule is None or schedule.paused:
             self._remove_job(schedule_id)

@@ -279,6 +279,18 @@ async def test_an_unknown_time_zone_is_one_sentence(world: World, jack: Path, st
     world.handled_errors()
 
 
+async def test_a_server_may_have_at_most_ten_schedules(
+    world: World, jack: Path, store: Store
+) -> None:
+    for hour in range(10):
+        assert (await autopost(world, f"@jack #general at {hour:02d}:00")).startswith("Auto-post")
+    assert await autopost(world, "@jack #general at 11:00") == (
+        "This server already has 10 auto-posts; remove one with `!autopost remove ID` first."
+    )
+    assert len(await store.list_schedules(world.guild.id)) == 10
+    world.handled_errors()
+
+
 async def test_a_channel_of_another_server_is_refused(
     world: World, jack: Path, store: Store, simcord_env: simcord.Env
 ) -> None:
