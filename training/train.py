@@ -133,6 +133,19 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        if self.report_to != "none" and not _tracker_installed(self.report_to):
+            raise InputError(
+                f"--report-to {self.report_to} needs the {self.report_to} package: "
+                f"run `pip install {self.report_to}` or leave --report-to out."
+            )
+
+
+def _tracker_installed(name: str) -> bool:
+    import importlib.util
+
+    if name == "tensorboard":
+        return any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX"))
+    return importlib.util.find_spec(name) is not None
 
 
 def train_model(

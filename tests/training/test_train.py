@@ -182,6 +182,21 @@ def test_nonsensical_settings_are_refused_in_one_sentence(
         config.validate()
 
 
+def test_a_tracker_that_is_not_installed_is_refused_before_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "wandb" else real_find_spec(name, *a),
+    )
+    with pytest.raises(InputError, match=r"--report-to wandb needs the wandb package"):
+        TrainConfig(report_to="wandb").validate()
+
+
 def test_huggingtweets_recipe_is_the_default() -> None:
     config = TrainConfig()
     assert (config.base_model, config.epochs, config.learning_rate) == ("gpt2", 4, 1.372e-4)
