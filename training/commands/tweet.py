@@ -19,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tweet",
         help="generate tweets with a trained model",
+        usage=(
+            "doppeltweet tweet @HANDLE [@HANDLE ...] [PROMPT] [-n N] [--seed S] [--json] "
+            "[--models-dir DIR] [--device DEVICE]"
+        ),
         description=(
             "Generate tweets in the style of the model trained on the named handles "
             f'(e.g. `doppeltweet tweet @alice @bob "{DEFAULT_PROMPT}" -n 5`). Sampling follows '
@@ -30,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "words",
         nargs="+",
-        metavar="@HANDLE [PROMPT]",
+        metavar="@HANDLE | PROMPT",
         help=(
             "1 to 3 handles (@jack, bluesky:alice.bsky.social; the first may omit the @), then "
             f"optionally the tweet's first words (default “{DEFAULT_PROMPT}”, at most "
