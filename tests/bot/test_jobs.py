@@ -778,7 +778,7 @@ _VOCABULARY = (
 )
 
 
-def write_tweets_csv(path: Path, count: int = 300) -> None:
+def write_tweets_csv(path: Path, count: int = 160) -> None:
     """Enough synthetic tweets for training's data gates."""
     import csv
     import random
@@ -797,7 +797,7 @@ async def real_runner(
     store: Store, bot_settings: BotSettings
 ) -> AsyncIterator[tuple[JobRunner, Recorder]]:
     """A runner over the real ``python -m training train``."""
-    runner = JobRunner(store, bot_settings, training_args=("--seed", "7"))
+    runner = JobRunner(store, bot_settings, training_args=("--seed", "7", "--block-size", "64"))
     recorder = Recorder()
     runner.add_listener(recorder)
     await runner.start()
@@ -805,6 +805,7 @@ async def real_runner(
     await runner.stop()
 
 
+@pytest.mark.timeout(420)
 async def test_the_real_training_process_trains_a_tiny_model_that_the_cache_serves(
     real_runner: tuple[JobRunner, Recorder], store: Store
 ) -> None:
@@ -821,7 +822,7 @@ async def test_the_real_training_process_trains_a_tiny_model_that_the_cache_serv
         [str(path)],
         {"base_model": "tiny", "max_steps": 2},
     )
-    await rec.wait(lambda: rec.ended(job.id), timeout=240)
+    await rec.wait(lambda: rec.ended(job.id), timeout=360)
     assert not rec.failed, rec.failed
     done, result = rec.finished[0]
     assert done.state == "succeeded"
@@ -830,7 +831,7 @@ async def test_the_real_training_process_trains_a_tiny_model_that_the_cache_serv
         assert phase in phases
     steps = [e for j, e in rec.progress if e["phase"] == "training" and e["step"] is not None]
     assert steps[-1]["step"] == steps[-1]["total"] == 2
-    assert result.table["alice"]["tweets_kept"] == 300
+    assert result.table["alice"]["tweets_kept"] == 160
     assert isinstance(result.perplexity_before, float) and isinstance(
         result.perplexity_after, float
     )
@@ -846,6 +847,7 @@ async def test_the_real_training_process_trains_a_tiny_model_that_the_cache_serv
     assert generated.prompt == "My dream is" and generated.candidates >= 1
 
 
+@pytest.mark.timeout(420)
 async def test_kill_9_of_the_real_training_process_keeps_the_served_model(
     real_runner: tuple[JobRunner, Recorder], store: Store, tiny_model_dir: Path
 ) -> None:
@@ -875,7 +877,7 @@ async def test_kill_9_of_the_real_training_process_keeps_the_served_model(
         [str(path)],
         {"base_model": "tiny", "max_steps": 5000},
     )
-    await rec.wait(lambda: "training" in rec.phases(job.id) or rec.ended(job.id), timeout=240)
+    await rec.wait(lambda: "training" in rec.phases(job.id) or rec.ended(job.id), timeout=360)
     assert job.pid is not None and not rec.ended(job.id)
     os.kill(job.pid, signal.SIGKILL)
     await rec.wait(lambda: rec.ended(job.id), timeout=30)
