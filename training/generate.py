@@ -509,6 +509,7 @@ class TweetGenerator:
         handles: tuple[str, ...],
         copy_filter: CopyFilter,
         max_positions: int,
+        eos_id: int,
     ) -> None:
         self.path = path
         self.device = device
@@ -517,7 +518,7 @@ class TweetGenerator:
         self._backend = backend
         self._handles = handles
         self._max_positions = max_positions
-        self._eos_id = int(tokenizer.eos_token_id)
+        self._eos_id = eos_id
         self._closed = False
         # A LoRA adapter outlives nothing: when the last reference to this generator goes, its
         # adapter is removed from the shared base at the next load.
@@ -545,14 +546,16 @@ class TweetGenerator:
 
         from transformers import AutoTokenizer
 
+        from training.dataset import eos_token_id
+
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ModelError(
                 f"The model in {path} has no usable tokenizer files; train it again."
             ) from error
-        if tokenizer.eos_token_id is None:
-            raise ModelError(f"The tokenizer in {path} has no end-of-text token; train it again.")
+        # The token training put between tweets, so a prompt starts where a tweet starts.
+        eos_id = eos_token_id(tokenizer)
 
         if (path / ADAPTER_CONFIG).is_file():
             # ``base_model_path`` is where training found the base (a converted built-in's
@@ -581,6 +584,7 @@ class TweetGenerator:
             handles=_handles(record, rows, path.name),
             copy_filter=CopyFilter(texts),
             max_positions=max_positions,
+            eos_id=eos_id,
         )
 
     @property
@@ -648,7 +652,9 @@ class TweetGenerator:
             raise InputError(f"Ask for 1 to {MAX_TWEETS} tweets, not {n!r}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise InputError(f"The seed must be a whole number of 0 or more, not {seed!r}.")
-        prompt_ids = [self._eos_id, *self._tokenizer(text, add_special_tokens=False)["input_ids"]]
+        # split_special_tokens: a prompt that spells out "<|endoftext|>" stays plain text.
+        encoded = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)
+        prompt_ids = [self._eos_id, *encoded["input_ids"]]
         max_length = min(settings.max_length, self._max_positions)
         if len(prompt_ids) + MIN_NEW_TOKENS > max_length:
             raise InputError(

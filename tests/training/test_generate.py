@@ -326,6 +326,13 @@ def test_bad_counts_seeds_and_prompts_are_refused(tiny_dir: Path) -> None:
         generator.generate("   ")
 
 
+def test_a_prompt_spelling_out_the_eos_token_stays_plain_text(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    result = generator.generate("<|endoftext|> I think", n=2, seed=0, settings=FAST)
+    assert result.tweets
+    assert all(t.startswith("<|endoftext|> I think") for t in result.tweets)
+
+
 def test_a_prompt_too_long_for_the_token_budget_is_refused(tiny_dir: Path) -> None:
     generator = TweetGenerator.load(tiny_dir, device="cpu")
     with pytest.raises(InputError, match="tokens"):
