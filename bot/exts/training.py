@@ -119,8 +119,6 @@ class Training(commands.Cog):
         tokens = handles.split()
         use_api = any(t.lower() in API_WORDS for t in tokens)
         parsed = parse_handle_list([t for t in tokens if t.lower() not in API_WORDS])
-        if archive is None and ctx.message.attachments and ctx.interaction is None:
-            archive = ctx.message.attachments[0]
         upload: Path | None = None
         if archive is not None:
             if use_api:

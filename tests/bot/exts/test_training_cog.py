@@ -389,3 +389,42 @@ async def test_cancel_of_a_running_job_stops_its_process(
     assert status.content == "**Job #1 · jack** — Cancelled"
     [job] = await store.recent_jobs(world.guild.id)
     assert job.state == "cancelled"
+
+
+@pytest.mark.simcord(strict_sync=False)
+async def test_slash_train_takes_the_attachment_as_an_option(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    result = await world.alice.slash(
+        world.channel, "train", handles="@jack", archive=("tweets.csv", CSV)
+    )
+    assert result.response is not None
+    assert result.response.content == "**Job #1 · jack** — Done"
+    assert world.bot_messages()[-1].content.startswith("**jack** is trained.")
+    [upload] = uploads(bot_settings, world.guild.id)
+    assert upload.read_bytes() == CSV
+
+
+@pytest.mark.simcord(strict_sync=False)
+async def test_slash_train_too_large_is_refused_before_download(
+    world: World, bot_settings: BotSettings
+) -> None:
+    bot_settings.max_attachment_mb = 0.001
+    result = await world.alice.slash(
+        world.channel, "train", handles="@jack", archive=("tweets.csv", b"x" * 5000)
+    )
+    assert result.response is not None and result.response.ephemeral
+    assert result.response.content.startswith("That file is 0.0 MB, over this bot's")
+    assert world.handled_errors() == [InputError]
+    assert uploads(bot_settings, world.guild.id) == []
+
+
+@pytest.mark.simcord(strict_sync=False)
+async def test_slash_jobs_and_cancel_answer_the_interaction(world: World, store: Store) -> None:
+    job_id = await _queued(store, world, world.alice.id, "jack")
+    listing = await world.alice.slash(world.channel, "jobs")
+    assert listing.response is not None
+    assert f"1. Job #{job_id} · jack" in listing.response.content
+    cancelled = await world.alice.slash(world.channel, "cancel", job_id=job_id)
+    assert cancelled.response is not None
+    assert cancelled.response.content.startswith(f"Cancelled Job #{job_id} · jack.")
