@@ -345,8 +345,17 @@ class AutoPoster:
         """Start the scheduler in the running loop and restore every active schedule."""
         self._scheduler.start()
         for schedule in await self.bot.store.all_schedules():
-            if not schedule.paused:
+            if schedule.paused:
+                continue
+            try:
                 self._add_job(schedule)
+            except (DoppeltweetError, ValueError, LookupError) as error:
+                # A schedule the database holds but this version cannot read must not keep the
+                # bot from starting; it is paused with the reason for the admins to see.
+                log.error("auto-post #%s cannot be restored: %s", schedule.id, error)
+                await self.bot.store.pause_schedule_if_active(
+                    schedule.id, "Its schedule could not be read; remove it and add it again."
+                )
         log.info("auto-posting started with %d active schedules", len(self.job_ids()))
 
     async def stop(self) -> None:

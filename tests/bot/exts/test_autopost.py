@@ -470,6 +470,33 @@ async def test_a_schedule_survives_a_restart_and_keeps_its_times(
     assert len(set(m.embeds[0].description for m in posts(world))) == 2
 
 
+async def test_an_unreadable_stored_schedule_is_paused_instead_of_stopping_the_start(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    bot_settings: BotSettings,
+    fake_training: Path,
+    scripted_generator: RecordingGenerator,
+    restarted: list[tuple[DoppeltweetBot, Store]],
+) -> None:
+    broken = await store.add_schedule(
+        world.guild.id, "jack", world.channel.id, kind="cron", spec="9 o'clock",
+        timezone="UTC", created_by=1,
+    )  # fmt: skip
+    await autopost(world, "@jack #general every 1h")
+    old = simcord_env.bot
+    assert isinstance(old, DoppeltweetBot)
+    restarted.append(
+        await _restart(simcord_env, bot_settings, fake_training, scripted_generator, old)
+    )
+    new_bot, new_store = restarted[-1]
+    assert new_bot.autoposter.job_ids() == {broken.id + 1}
+    restored = await new_store.schedule_by_id(broken.id)
+    assert restored is not None and restored.paused
+    assert restored.paused_reason == "Its schedule could not be read; remove it and add it again."
+
+
 async def test_runs_missed_while_down_coalesce_into_one_post(
     world: World,
     jack: Path,
