@@ -72,6 +72,7 @@ _PRIVATE_ENV = (
     "DOPPELTWEET_X_ACCESS_TOKEN_SECRET",
 )
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_BASE_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,10 +408,18 @@ class JobRunner:
         unknown = set(options) - OPTION_KEYS
         if unknown:
             raise InputError(f"{sorted(unknown)[0]!r} is not a training option.")
-        if "base_model" in options and (
-            not isinstance(options["base_model"], str) or not options["base_model"].strip()
+        base = options.get("base_model")
+        # A folder is only allowed as the bot-wide setting the operator chose; a job or a server
+        # names a Hugging Face id or a built-in (gpt2, smollm2-135m, tiny), never a path.
+        if (
+            base is not None
+            and base != self.settings.base_model
+            and (not isinstance(base, str) or not _BASE_MODEL_ID.fullmatch(base) or ".." in base)
         ):
-            raise InputError("The base model must be a model name such as gpt2.")
+            raise InputError(
+                "The base model must be a Hugging Face model id such as gpt2 or "
+                "HuggingFaceTB/SmolLM2-135M, or smollm2-135m or tiny."
+            )
         if "lora" in options and not isinstance(options["lora"], bool):
             raise InputError("The LoRA option is either on or off.")
         steps = options.get("max_steps")

@@ -228,6 +228,9 @@ async def test_invalid_options_are_refused_before_queueing(make_runner: MakeRunn
         await submit(runner, learning_rate=1)
     with pytest.raises(InputError, match="whole number"):
         await submit(runner, max_steps=0)
+    for path in ("/etc", "../models/alice", "a/b/c"):
+        with pytest.raises(InputError, match="Hugging Face model id"):
+            await submit(runner, base_model=path)
     assert await runner.queue(GUILD) == []
 
 
