@@ -73,6 +73,7 @@ class DoppeltweetBot(commands.Bot):
         self._runner = runner
         self._cache = cache
         self._owned: list[str] = []
+        self._services_closed = False
         self._autoposter: AutoPoster | None = None
 
     # ------------------------------------------------------------------ services
@@ -131,7 +132,11 @@ class DoppeltweetBot(commands.Bot):
 
     async def close(self) -> None:
         """Stop the training jobs (re-queued for the next start), close what the bot opened, then
-        disconnect."""
+        disconnect. Safe to call twice (a signal handler and ``async with bot`` both do)."""
+        if self._services_closed:
+            await super().close()
+            return
+        self._services_closed = True
         try:
             if self._autoposter is not None:
                 await self._autoposter.stop()
