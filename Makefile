@@ -38,5 +38,9 @@ demo: install
 run: install
 	$(BIN)/doppeltweet bot
 
+# Training throughput, !tweet latency, event-loop lag and memory; writes benchmarks/results/latest.json.
+bench: install
+	$(BIN)/python -m benchmarks.run_all
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

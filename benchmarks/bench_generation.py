@@ -1,0 +1,126 @@
+"""``!tweet`` latency: cold load and warm calls through ``bot.model_cache.ModelCache``.
+
+Each model is trained for a few steps by the real trainer (so its folder is exactly what the bot
+serves), then asked for one tweet the way ``!tweet`` asks: ``ModelCache.generate(path, "My dream
+is", n=1)`` with huggingtweets' sampling settings (``GenerationSettings()``: 10 candidates per
+round, top-p 0.95, top-k 50, up to 160 tokens). *Cold* is the first call on a fresh cache (load
+from disk + the first generation; imports already paid, page cache warm); *warm* is every later
+call. A forward hook counts the tokens sampled, for tokens/s.
+
+The ``gpt2``-shaped model has random weights, so it almost never samples its EOS token and every
+call runs to the 160-token limit: its latency is the worst case for a GPT-2-sized model. The
+SmolLM2 LoRA model is pretrained, so it stops where a tweet ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+PROMPT = "My dream is"
+
+
+class _Counter:
+    """Counts forward passes and the tokens they sample (one per row per decoding step)."""
+
+    def __init__(self) -> None:
+        self.forwards = 0
+        self.sampled = 0
+
+    def hook(self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids")
+        if ids is None and args:
+            ids = args[0]
+        if ids is not None:
+            self.forwards += 1
+            self.sampled += int(ids.shape[0])
+
+
+def _counting_loader(counter: _Counter) -> Any:
+    from training.generate import TweetGenerator
+
+    def load(path: Path) -> Any:
+        generator = TweetGenerator.load(path)
+        generator.model.register_forward_pre_hook(counter.hook, with_kwargs=True)
+        return generator
+
+    return load
+
+
+async def _measure(path: Path, calls: int) -> dict[str, Any]:
+    from bot.model_cache import ModelCache
+
+    counter = _Counter()
+    cache = ModelCache(max_models=4, max_bytes=2**40, loader=_counting_loader(counter))
+    try:
+        t0 = time.perf_counter()
+        first = await cache.generate(path, PROMPT, n=1, seed=0)
+        cold = time.perf_counter() - t0
+        load_s = cache.loaded()[0].load_seconds
+        latencies: list[float] = []
+        candidates = 0
+        forwards0, sampled0 = counter.forwards, counter.sampled
+        for seed in range(1, calls + 1):
+            t0 = time.perf_counter()
+            result = await cache.generate(path, PROMPT, n=1, seed=seed)
+            latencies.append(time.perf_counter() - t0)
+            candidates += result.candidates
+        sampled = counter.sampled - sampled0
+        total = sum(latencies)
+        stats = common.percentiles(latencies, 50, 95)
+        return {
+            "cold_s": round(cold, 3),
+            "load_s": round(load_s, 3),
+            "warm_p50_s": round(stats["p50"], 3),
+            "warm_p95_s": round(stats["p95"], 3),
+            "warm_max_s": round(max(latencies), 3),
+            "warm_calls": calls,
+            "candidates_per_call": round(candidates / calls, 2),
+            "forward_passes_per_call": round((counter.forwards - forwards0) / calls, 1),
+            "sampled_tokens_per_s": round(sampled / total, 1),
+            "example": (first.tweets or [""])[0][:140],
+        }
+    finally:
+        await cache.close()
+
+
+def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
+    """Cold and warm ``!tweet`` latency for tiny, the gpt2-shaped model and SmolLM2 (LoRA)."""
+    table = common.load_table(limit=400 if quick else None)
+    texts = list(table.handles[0].kept)
+    store_root = root / "serve-store"
+    common.link_bases(store_root, models)
+    calls = 3 if quick else 20
+    specs: dict[str, tuple[str, bool, int]] = {
+        "tiny": (common.TINY_NAME, False, 2 if quick else 30),
+        "gpt2": (str(common.gpt2_base(root, models, texts, quick=quick)), False, 1),
+    }
+    if not quick:
+        common.ensure_smollm2_base(models)
+        specs["smollm2_lora"] = (common.SMOLLM2_NAME, True, 1)
+    out: dict[str, Any] = {"prompt": PROMPT, "settings": "GenerationSettings() (huggingtweets')"}
+    for key, (base, lora, steps) in specs.items():
+        path = common.ready_folder(
+            store_root, table, f"g_{key}"[:15], base, lora=lora, max_steps=steps, block_size=128
+        )
+        out[key] = {"base": base if key != "gpt2" or quick else "GPT2Config() random init"}
+        out[key].update(asyncio.run(_measure(path, calls)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the generation benchmark's JSON."""
+    args = common.base_parser(__doc__.splitlines()[0]).parse_args(argv)
+    common.quiet_libraries()
+    with common.workdir(args.workdir) as root:
+        result = run(quick=args.quick, root=root, models=common.models_dir(args.models_dir))
+    common.emit({"generation": result})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""Training throughput: our trainer against a naive Hugging Face Trainer run, and the MFU.
+
+For each model (``gpt2``-shaped, ``smollm2-135m``) and each mode (full, LoRA), in one process:
+
+* **ours** — ``training.train.train_model`` exactly as the CLI runs it: every tweet tokenized once,
+  joined with EOS and packed into fixed blocks (``training.dataset.PackedBlocks``), no padding;
+* **naive** — what a first attempt with the Hugging Face Trainer looks like: one tweet per row
+  (tweet + EOS), random batches padded to their longest row by
+  ``DataCollatorForLanguageModeling(mlm=False)``.
+
+Both run the same model, optimizer, learning rate and LoRA settings for a fixed number of steps;
+the first step is left out of the timing (lazy initialisation). Throughput counts *useful* tokens
+only: every packed token, and the non-pad tokens of a padded batch.
+
+MFU = achieved model FLOP/s / this machine's measured fp32 matmul rate, with 6N FLOPs per token for
+a full fine-tune and 4N for LoRA (forward 2N + activation gradients 2N; no weight gradients for the
+frozen weights), N as counted by :func:`benchmarks.common.matmul_params`. Attention's own FLOPs
+are reported beside it (``mfu_incl_attention``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+#: Full mode: 128-token blocks, 2 per step (256 tokens); the naive run takes 8 tweets per step
+#: (about as many useful tokens: a cleaned tweet is ~30 SmolLM2 tokens). Quick mode shrinks it all.
+FULL = {"block_size": 128, "batch_size": 2, "naive_batch": 8, "measured_steps": 3}
+QUICK = {"block_size": 32, "batch_size": 2, "naive_batch": 4, "measured_steps": 2}
+
+_LORA_TARGETS = {"gpt2": ["c_attn", "c_proj"], "llama": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+
+
+def _ours(
+    store_root: Path, table: Any, base: str, *, lora: bool, shape: dict[str, int]
+) -> dict[str, Any]:
+    clock = common.StepClock()
+    tokens_per_step = shape["block_size"] * shape["batch_size"]
+    t0 = time.perf_counter()
+    path = common.train_folder(
+        store_root,
+        table,
+        base,
+        lora=lora,
+        max_steps=shape["measured_steps"] + 1,
+        block_size=shape["block_size"],
+        batch_size=shape["batch_size"],
+        reporter=clock,
+    )
+    wall = time.perf_counter() - t0
+    rate, steps, seconds = clock.steady_rate(tokens_per_step)
+    return {
+        "tokens_per_s": round(rate, 2),
+        "tokens_per_step": tokens_per_step,
+        "padding_share": 0.0,
+        "timed_steps": steps,
+        "timed_s": round(seconds, 3),
+        "wall_s_incl_load_and_save": round(wall, 2),
+        "model_dir": path.name,
+    }
+
+
+class _CountingCollator:
+    """The naive collator, remembering each batch's non-pad and padded token counts in order."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from transformers import DataCollatorForLanguageModeling
+
+        self._inner = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        self.useful: list[int] = []
+        self.padded: list[int] = []
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self._inner(features)
+        self.useful.append(int(batch["attention_mask"].sum()))
+        self.padded.append(int(batch["input_ids"].numel()))
+        return batch
+
+
+def _naive(
+    base: str, models: Path, table: Any, *, lora: bool, shape: dict[str, int], scratch: Path
+) -> dict[str, Any]:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from training.basemodels import load_base_model, pick_device
+    from training.train import HUGGINGTWEETS_LR
+
+    torch.manual_seed(42)
+    texts = list(table.handles[0].kept)
+    model, tokenizer = load_base_model(base, texts=texts, models_dir=models)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        kind = model.config.model_type
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                task_type="CAUSAL_LM",
+                r=16,
+                lora_alpha=32,
+                lora_dropout=0.05,
+                target_modules=_LORA_TARGETS[kind],
+                fan_in_fan_out=kind == "gpt2",
+            ),
+        )
+    eos = tokenizer.eos_token_id
+    window = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    rows = [
+        {"input_ids": [*ids[: window - 1], eos]}
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ]
+    collator = _CountingCollator(tokenizer)
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            stamps.append(time.perf_counter())
+
+    steps = shape["measured_steps"] + 1
+    args = TrainingArguments(
+        output_dir=str(scratch / "naive"),
+        per_device_train_batch_size=shape["naive_batch"],
+        max_steps=steps,
+        learning_rate=HUGGINGTWEETS_LR,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        optim="adamw_torch",
+        use_cpu=pick_device().type == "cpu",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        seed=42,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=collator,
+        callbacks=[Stamp()],
+    )
+    trainer.train()
+    # Batch i (in the order the collator built them) is the one step i+1 trained on.
+    useful = sum(collator.useful[1:steps])
+    padded = sum(collator.padded[1:steps])
+    seconds = stamps[steps - 1] - stamps[0]
+    return {
+        "tokens_per_s": round(useful / seconds, 2),
+        "padded_tokens_per_s": round(padded / seconds, 2),
+        "tweets_per_step": shape["naive_batch"],
+        "padding_share": round(1 - useful / padded, 4),
+        "timed_steps": steps - 1,
+        "timed_s": round(seconds, 3),
+    }
+
+
+def _flops(base: str, models: Path, table: Any, *, lora: bool, context: int) -> dict[str, Any]:
+    from training.basemodels import load_base_model
+
+    model, _ = load_base_model(base, texts=list(table.handles[0].kept), models_dir=models)
+    counts = common.matmul_params(model)
+    per_token = (4 if lora else 6) * counts["n_matmul"]
+    return {
+        **counts,
+        "flops_per_token": per_token,
+        "flops_rule": "4N (LoRA)" if lora else "6N (full)",
+        "attention_flops_per_token": common.attention_flops_per_token(model, context),
+    }
+
+
+def run(*, quick: bool, root: Path, models: Path, only: list[str] | None = None) -> dict[str, Any]:
+    """Every (model, mode) pair, ours and naive, plus the ceiling they are measured against."""
+    shape = QUICK if quick else FULL
+    table = common.load_table(limit=400 if quick else None)
+    texts = list(table.handles[0].kept)
+    store_root = root / "train-store"
+    common.link_bases(store_root, models)
+    bases = {"gpt2": str(common.gpt2_base(root, models, texts, quick=quick))}
+    if not quick:
+        common.ensure_smollm2_base(models)
+        bases["smollm2"] = common.SMOLLM2_NAME
+    ceiling_before = common.measure_matmul_gflops()
+    results: dict[str, Any] = {}
+    for key, base in bases.items():
+        for mode in ("full", "lora"):
+            name = f"{key}_{mode}"
+            if only and name not in only:
+                continue
+            lora = mode == "lora"
+            run_table = common.renamed_table(table, f"b_{key}_{mode}")
+            flops = _flops(base, models, table, lora=lora, context=shape["block_size"])
+            ours = _ours(store_root, run_table, base, lora=lora, shape=shape)
+            naive = _naive(base, models, table, lora=lora, shape=shape, scratch=root)
+            results[name] = {
+                "base": "GPT2Config() random init" if key == "gpt2" and not quick else base,
+                "ours": ours,
+                "naive": naive,
+                **flops,
+                "speedup_vs_naive": round(ours["tokens_per_s"] / naive["tokens_per_s"], 3),
+            }
+    ceiling_after = common.measure_matmul_gflops()
+    ceiling = (ceiling_before["median_gflops"] + ceiling_after["median_gflops"]) / 2
+    for entry in results.values():
+        achieved = entry["flops_per_token"] * entry["ours"]["tokens_per_s"] / 1e9
+        with_attention = (
+            (entry["flops_per_token"] + entry["attention_flops_per_token"])
+            * entry["ours"]["tokens_per_s"]
+            / 1e9
+        )
+        entry["achieved_gflops"] = round(achieved, 2)
+        entry["mfu"] = round(achieved / ceiling, 6)
+        entry["mfu_incl_attention"] = round(with_attention / ceiling, 6)
+        entry["naive_mfu"] = round(
+            entry["flops_per_token"] * entry["naive"]["tokens_per_s"] / 1e9 / ceiling, 4
+        )
+    return {
+        "ceiling_gflops": round(ceiling, 2),
+        "ceiling_before": ceiling_before,
+        "ceiling_after": ceiling_after,
+        "shape": shape,
+        "data": {"tweets_kept": table.handles[0].tweets_kept, "csv": common.DATA_CSV.name},
+        **results,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the training benchmark's JSON."""
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", nargs="*", help="run only these, e.g. gpt2_full smollm2_lora", default=None
+    )
+    args = parser.parse_args(argv)
+    common.quiet_libraries()
+    with common.workdir(args.workdir) as root:
+        result = run(
+            quick=args.quick, root=root, models=common.models_dir(args.models_dir), only=args.only
+        )
+    common.emit({"training": result})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

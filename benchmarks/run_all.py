@@ -1,0 +1,125 @@
+"""Run every benchmark, each in its own process, and write ``benchmarks/results/latest.json``.
+
+Each script prints one JSON object; this runner merges them under their top-level keys (machine,
+matmul, training, generation, memory, loop_lag), adds when and where they ran, and replaces the
+results file atomically. The scripts share one scratch folder, so the benchmark models are built
+once. A failing script is recorded with the end of its stderr and makes the exit code non-zero;
+the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+SCRIPTS = ("bench_matmul", "bench_training", "bench_generation", "bench_memory", "bench_loop_lag")
+RESULTS = common.ROOT / "benchmarks" / "results" / "latest.json"
+REQUIRED_KEYS = (
+    "training.gpt2_full.mfu",
+    "training.gpt2_full.speedup_vs_naive",
+    "training.gpt2_lora.mfu",
+    "generation.gpt2.warm_p50_s",
+    "generation.gpt2.cold_s",
+    "loop_lag.during_training.p99_ms",
+    "loop_lag.during_generation.p99_ms",
+    "memory.per_extra_lora_handle_mb",
+)
+
+
+def lookup(result: dict[str, Any], dotted: str) -> Any:
+    """``result["a"]["b"]`` for ``"a.b"``; KeyError when a part is missing."""
+    value: Any = result
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def run_script(name: str, extra: list[str], timeout_s: float) -> tuple[dict[str, Any], float]:
+    """One benchmark's JSON (or an ``error`` entry) and its wall time."""
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", f"benchmarks.{name}", *extra],
+            cwd=common.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {name: {"error": f"timed out after {timeout_s:.0f} s"}}, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-5:]
+        return {name: {"error": f"exit code {proc.returncode}", "stderr": tail}}, wall
+    return json.loads(proc.stdout), wall
+
+
+def write_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` only with a complete file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and write the merged results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="minimal mode (seconds per script)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument("--models-dir", type=Path, default=None, help="store with .bases/")
+    parser.add_argument("--only", nargs="*", choices=SCRIPTS, default=None)
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per script")
+    args = parser.parse_args(argv)
+
+    started = datetime.now(UTC)
+    merged: dict[str, Any] = {}
+    walls: dict[str, float] = {}
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="doppeltweet-bench-") as scratch:
+        extra = ["--workdir", scratch]
+        if args.models_dir is not None:
+            extra += ["--models-dir", str(args.models_dir)]
+        if args.quick:
+            extra.append("--quick")
+        for name in args.only or SCRIPTS:
+            print(f"running {name} …", file=sys.stderr, flush=True)
+            result, wall = run_script(name, extra, args.timeout)
+            walls[name] = round(wall, 1)
+            failed |= any(isinstance(v, dict) and "error" in v for v in result.values())
+            merged.update(result)
+            print(f"  {name}: {wall:.1f} s", file=sys.stderr, flush=True)
+    merged["run"] = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "wall_s": walls,
+        "total_wall_s": round(sum(walls.values()), 1),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    missing = []
+    if not args.only:
+        for key in REQUIRED_KEYS:
+            try:
+                lookup(merged, key)
+            except (KeyError, TypeError):
+                missing.append(key)
+    merged["run"]["missing_keys"] = missing
+    write_atomically(args.output, merged)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 1 if failed or missing else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

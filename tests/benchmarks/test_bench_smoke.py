@@ -1,0 +1,105 @@
+"""Each benchmark script runs end to end in its minimal mode and prints the JSON keys we report.
+
+Timings are never asserted: the machine is shared and the numbers are for the README, not a gate.
+The scripts run in this process (imports paid once) on tiny shapes, sharing one scratch folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import (
+    bench_generation,
+    bench_loop_lag,
+    bench_matmul,
+    bench_memory,
+    bench_training,
+    run_all,
+)
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One work folder (benchmark models built once) and an empty model store for .bases."""
+    return tmp_path_factory.mktemp("bench")
+
+
+def run_quick(main: Any, scratch: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    code = main(["--quick", "--workdir", str(scratch), "--models-dir", str(scratch / "models")])
+    assert code == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_matmul_reports_the_machine_and_a_positive_rate(scratch, capsys) -> None:
+    out = run_quick(bench_matmul.main, scratch, capsys)
+    assert out["machine"]["cores"] >= 1
+    assert out["matmul"]["median_gflops"] > 0
+
+
+def test_training_compares_ours_with_naive_and_reports_mfu_for_full_and_lora(
+    scratch, capsys
+) -> None:
+    out = run_quick(bench_training.main, scratch, capsys)["training"]
+    assert out["ceiling_gflops"] > 0
+    for name, rule in (("gpt2_full", 6), ("gpt2_lora", 4)):
+        entry = out[name]
+        assert entry["flops_per_token"] == rule * entry["n_matmul"]
+        assert entry["ours"]["padding_share"] == 0.0
+        assert 0 < entry["naive"]["padding_share"] < 1
+        for key in ("mfu", "mfu_incl_attention", "speedup_vs_naive", "achieved_gflops"):
+            assert entry[key] > 0
+        assert entry["ours"]["tokens_per_s"] > 0 and entry["naive"]["tokens_per_s"] > 0
+
+
+def test_generation_reports_cold_and_warm_latency_per_model(scratch, capsys) -> None:
+    out = run_quick(bench_generation.main, scratch, capsys)["generation"]
+    for model in ("tiny", "gpt2"):
+        entry = out[model]
+        assert entry["warm_calls"] == 3
+        assert entry["warm_p50_s"] <= entry["warm_p95_s"] <= entry["warm_max_s"]
+        assert entry["cold_s"] > 0 and entry["sampled_tokens_per_s"] > 0
+        assert entry["candidates_per_call"] >= 10  # huggingtweets' settings
+
+
+def test_memory_reports_full_weights_against_extra_lora_handles(scratch, capsys) -> None:
+    out = run_quick(bench_memory.main, scratch, capsys)["memory"]
+    assert out["full_model"]["lora"] is False
+    assert out["first_lora_handle_incl_base"]["lora"] is True
+    assert len(out["extra_lora_handles"]) == bench_memory.EXTRA_HANDLES
+    assert isinstance(out["per_extra_lora_handle_mb"], float)
+    assert (
+        out["extra_lora_handles"][0]["cache_accounted_mb"]
+        < (out["full_model"]["cache_accounted_mb"])
+    )
+
+
+def test_loop_lag_samples_the_loop_during_a_real_training_job_and_generations(
+    scratch, capsys
+) -> None:
+    out = run_quick(bench_loop_lag.main, scratch, capsys)["loop_lag"]
+    training = out["during_training"]
+    assert training["job"] == "succeeded"
+    assert training["training_steps"] == 3
+    for scenario in (training, out["during_generation"]):
+        assert scenario["samples"] > 0
+        assert 0 <= scenario["p50_ms"] <= scenario["p99_ms"] <= scenario["max_ms"]
+
+
+def test_lag_summary_uses_nearest_rank_percentiles() -> None:
+    stats = bench_loop_lag.summarize([float(x) for x in range(1, 101)])
+    assert stats == {"samples": 100, "p50_ms": 50.0, "p99_ms": 99.0, "max_ms": 100.0}
+
+
+def test_run_all_merges_script_output_and_names_missing_required_keys(tmp_path) -> None:
+    output = tmp_path / "latest.json"
+    code = run_all.main(["--quick", "--only", "bench_matmul", "--output", str(output)])
+    data = json.loads(output.read_text())
+    assert code == 0
+    assert data["matmul"]["median_gflops"] > 0 and data["machine"]["cores"] >= 1
+    assert data["run"]["quick"] is True and data["run"]["missing_keys"] == []
+    with pytest.raises(KeyError):
+        run_all.lookup(data, "training.gpt2_full.mfu")
