@@ -16,6 +16,7 @@ import discord
 from discord.ext import commands
 
 from bot.config import BotSettings
+from bot.formatting import escape_mentions
 from bot.jobs import JobRunner
 from bot.model_cache import ModelCache
 from bot.scheduler import AutoPoster
@@ -189,8 +190,15 @@ def _unwrap(error: BaseException) -> BaseException:
 
 
 def error_sentence(ctx: commands.Context[Any], error: BaseException) -> str | None:
-    """The one sentence a user sees for ``error``, or None when it is a bug to log."""
-    error = _unwrap(error)
+    """The one sentence a user sees for ``error``, or None when it is a bug to log.
+
+    Sentences may quote what the user typed, so mentions in them are broken up.
+    """
+    sentence = _sentence(ctx, _unwrap(error))
+    return None if sentence is None else escape_mentions(sentence)
+
+
+def _sentence(ctx: commands.Context[Any], error: BaseException) -> str | None:
     prefix = ctx.clean_prefix or "!"
     name = ctx.command.qualified_name if ctx.command else "help"
     if isinstance(error, DoppeltweetError):
@@ -207,7 +215,7 @@ def error_sentence(ctx: commands.Context[Any], error: BaseException) -> str | No
     if isinstance(error, commands.MissingRequiredAttachment):
         return f"Attach a file to `{prefix}{name}`; see `{prefix}help`."
     if isinstance(error, commands.UserInputError):
-        detail = discord.utils.escape_mentions(str(error).strip().rstrip("."))
+        detail = str(error).strip().rstrip(".")
         return f"{detail}; see `{prefix}help` for how to use `{prefix}{name}`."
     return None
 

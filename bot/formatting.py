@@ -43,14 +43,21 @@ _PHASE_LABELS = {
 }
 
 
+def escape_mentions(text: str) -> str:
+    """Break every mention (``@everyone``, ``<@…>``, ``<@&…>``, ``<#…>``) but keep markdown.
+
+    For sentences the bot wrote that may quote user input, such as error messages.
+    """
+    return _MENTION_SYNTAX.sub("<\\1\u200b\\2>", discord.utils.escape_mentions(text))
+
+
 def escape_user_text(text: str) -> str:
     """Neutralise mentions and markdown in text a person or a model wrote.
 
     discord.py's ``escape_mentions`` only breaks mentions of real-looking (17–20 digit) ids, so any
     ``<@…>``, ``<@&…>``, ``<@!…>`` or ``<#…>`` is broken up here too.
     """
-    text = _MENTION_SYNTAX.sub("<\\1\u200b\\2>", discord.utils.escape_mentions(text))
-    return discord.utils.escape_markdown(text)
+    return discord.utils.escape_markdown(escape_mentions(text))
 
 
 def progress_bar(fraction: float, width: int = 20) -> str:

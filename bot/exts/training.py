@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Phases whose progress message is meant for people (others may name server paths).
+_PHASES_WITH_MESSAGES = frozenset({"queued", "fetching", "cleaning", "loading"})
 API_WORDS = frozenset({"api", "--api", "x-api"})
 SAMPLE_TWEETS = 3
 
@@ -73,7 +75,7 @@ def status_text(job: Job, event: dict[str, Any] | None) -> str:
         total=fields.get("total"),
         loss=fields.get("loss"),
         eta_s=fields.get("eta_s"),
-        message=fields.get("message") if phase not in ("training",) else None,
+        message=fields.get("message") if phase in _PHASES_WITH_MESSAGES else None,
     )
 
 

@@ -207,3 +207,10 @@ def test_a_bad_argument_never_echoes_a_mention() -> None:
     error = commands.BadArgument("<@123456789012345678> is not a number")
     text = error_sentence(_Ctx("cancel"), error)  # type: ignore[arg-type]
     assert text is not None and "<@123456789012345678>" not in text
+
+
+def test_an_error_sentence_quoting_user_input_never_mentions() -> None:
+    error = InputError("“@everyone <@&1>” is not an X handle.")
+    text = error_sentence(_Ctx("train"), error)  # type: ignore[arg-type]
+    assert text is not None
+    assert "@everyone" not in text and "<@&1>" not in text
