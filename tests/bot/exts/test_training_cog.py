@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import simcord
 from discord.ext import commands
-from discord_world import CSV, World
+from discord_world import CSV, World, add_model
 
 from bot.config import BotSettings
 from bot.store import Store
@@ -254,6 +254,20 @@ async def test_a_failing_training_posts_its_one_sentence(
         "Job #1 · jack failed: Too few tweets are left after cleaning to train a model."
     )
     assert await store.list_models(world.guild.id) == []
+
+
+async def test_a_failed_retrain_keeps_serving_the_previous_model(
+    world: World, store: Store, bot_settings: BotSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_model(store, bot_settings, world.guild.id, "jack")
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "crash")
+    await world.alice.send(world.channel, "!train @jack", attachments=[("t.csv", CSV)])
+    assert world.bot_messages()[-1].content == (
+        "Job #1 · jack failed: The training process stopped with exit code 3; the previous "
+        "model is still served."
+    )
+    await world.alice.send(world.channel, "!tweet @jack")
+    assert world.channel.last_message.embeds[0].footer.text.endswith("· jack")
 
 
 async def test_kill_9_of_the_training_process_is_reported_in_one_sentence(

@@ -26,6 +26,17 @@ async def test_tweet_answers_with_a_tweet_style_embed_from_the_latest_model(
     assert scripted_generator.prompts == ["My dream is"]
 
 
+async def test_tweet_shows_the_typing_indicator_while_generating(
+    world: World, store: Store, bot_settings: BotSettings, simcord_env: simcord.Env
+) -> None:
+    await add_model(store, bot_settings, world.guild.id, "jack")
+    await world.alice.send(world.channel, "!tweet")
+    paths = [(r.method, r.path) for r in simcord_env.http_requests]
+    typing = paths.index(("POST", f"/channels/{world.channel.id}/typing"))
+    answer = paths.index(("POST", f"/channels/{world.channel.id}/messages"))
+    assert typing < answer
+
+
 async def test_tweet_uses_the_named_handles_model_and_the_prompt(
     world: World, store: Store, bot_settings: BotSettings, scripted_generator: ScriptedGenerator
 ) -> None:
