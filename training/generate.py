@@ -60,6 +60,10 @@ TRAINING_FILE = "training.json"
 DATASET_FILE = "dataset.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"
 
+#: How far past ``max_chars`` a sampled row may run before it is stopped: room for the URLs that
+#: tidying removes afterwards.
+_RUNAWAY_SLACK = 200
+
 _URL = re.compile(r"\S*(?:\bhttps?:|\bwww\.)\S*", re.IGNORECASE)
 _NEWLINE = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]")
 
@@ -644,7 +648,7 @@ class TweetGenerator:
         by :func:`normalize`).
         """
         import torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StoppingCriteriaList
 
         settings = settings or GenerationSettings()
         text = check_prompt(prompt)
@@ -686,11 +690,15 @@ class TweetGenerator:
             self._backend.activate()
             for _ in range(settings.max_rounds):
                 input_ids = torch.tensor([prompt_ids] * batch, device=self.device)
+                stop = StoppingCriteriaList(
+                    [_TweetEnd(self._tokenizer, batch, settings.max_chars + _RUNAWAY_SLACK)]
+                )
                 with torch.inference_mode():
                     output = self.model.generate(
                         input_ids=input_ids,
                         attention_mask=torch.ones_like(input_ids),
                         generation_config=config,
+                        stopping_criteria=stop,
                     )
                 for row in output.tolist():
                     candidates += 1
@@ -740,6 +748,32 @@ class TweetGenerator:
         if key in seen:
             return REJECT_REPEAT, tweet
         return None, tweet
+
+
+class _TweetEnd:
+    """Stops each sampled row once it can no longer change its tweet: a newline, or far too long.
+
+    Everything after the first newline is cut anyway, and a row ``limit`` characters past the
+    prompt will be cut to ``max_chars`` anyway, so sampling on would only burn time (on CPU a
+    runaway row costs as much as the rest of the batch). A transformers ``StoppingCriteria`` by
+    protocol: ``__call__`` returns one bool per row.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, batch: int, limit: int) -> None:
+        self._tokenizer = tokenizer
+        self._limit = limit
+        self._chars = [0] * batch
+        self._done = [False] * batch
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        import torch
+
+        pieces = self._tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
+        for row, piece in enumerate(pieces):
+            self._chars[row] += len(piece)
+            if _NEWLINE.search(piece) or self._chars[row] > self._limit:
+                self._done[row] = True
+        return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
 
 
 def _load_full(path: Path, device: torch.device) -> torch.nn.Module:

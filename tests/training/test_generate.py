@@ -326,6 +326,21 @@ def test_bad_counts_seeds_and_prompts_are_refused(tiny_dir: Path) -> None:
         generator.generate("   ")
 
 
+def test_sampling_stops_a_row_at_a_newline_or_once_far_too_long(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from training.generate import _TweetEnd
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    word = tokenizer(" coffee", add_special_tokens=False)["input_ids"][-1]
+    stop = _TweetEnd(tokenizer, 2, limit=10)
+    assert stop(torch.tensor([[0, word], [0, word]]), None).tolist() == [False, False]
+    assert stop(torch.tensor([[0, word, newline], [0, word, word]]), None).tolist() == [True, True]
+    stop = _TweetEnd(tokenizer, 1, limit=100)
+    assert stop(torch.tensor([[0, word]]), None).tolist() == [False]
+
+
 def test_a_prompt_spelling_out_the_eos_token_stays_plain_text(tiny_dir: Path) -> None:
     generator = TweetGenerator.load(tiny_dir, device="cpu")
     result = generator.generate("<|endoftext|> I think", n=2, seed=0, settings=FAST)
