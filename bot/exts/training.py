@@ -89,16 +89,17 @@ class Training(commands.Cog):
         # Held while a command queues a job and posts its status message, so that the runner's
         # first events (the job may start at once) edit that message instead of racing it.
         self._announcing = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def cog_load(self) -> None:
         """Listen to the job runner (progress, success, failure)."""
         self.bot.runner.add_listener(self)
 
     async def cog_unload(self) -> None:
-        """Stop listening to the job runner."""
-        remove = getattr(self.bot.runner, "remove_listener", None)
-        if remove is not None:
-            remove(self)
+        """Stop listening to the job runner and drop unfinished sample posts."""
+        self.bot.runner.remove_listener(self)
+        for task in list(self._background):
+            task.cancel()
 
     # ------------------------------------------------------------------ commands
 
@@ -274,33 +275,48 @@ class Training(commands.Cog):
         await self._edit_status(job, status_text(job, event))
 
     async def on_finished(self, job: Job, result: JobResult) -> None:
-        """Post the data table, perplexity before → after, three samples and the loss curve."""
+        """Post the data table, perplexity before → after and the loss curve, then add three
+        sample tweets to that message once the new model has written them.
+
+        Loading a model and sampling can take longer than the runner waits for a listener, so
+        the samples come from a task of their own.
+        """
         self._last_edit.pop(job.id, None)
         # A retrain replaced the folder: the next !tweet must load the new weights.
         self.bot.cache.invalidate(result.path)
         await self._edit_status(job, f"**{job_title(job)}** — Done")
         self._status.pop(job.id, None)
         text = summary_text(job, result)
-        samples = await self._samples(job, result.path)
-        if samples:
-            text += "\n**Samples** (AI-generated)\n" + "\n".join(
-                f"> {escape_user_text(sample)}" for sample in samples
-            )
         file = (
             discord.File(result.loss_plot, filename="loss.png")
             if result.loss_plot is not None
             else discord.utils.MISSING
         )
-        await self._channel(job).send(text[:2000], file=file, allowed_mentions=NO_MENTIONS)
+        report = await self._channel(job).send(text, file=file, allowed_mentions=NO_MENTIONS)
+        task = asyncio.get_running_loop().create_task(self._add_samples(job, result, report, text))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
-    async def _samples(self, job: Job, model_dir: Path) -> list[str]:
-        """Three sample tweets from the new model; a failure here does not fail the job."""
+    async def _add_samples(
+        self, job: Job, result: JobResult, report: discord.Message, text: str
+    ) -> None:
+        """Append three sample tweets to the report; a failure here does not fail the job."""
         try:
-            result = await self.bot.cache.generate(model_dir, DEFAULT_PROMPT, n=SAMPLE_TWEETS)
+            generated = await self.bot.cache.generate(result.path, DEFAULT_PROMPT, n=SAMPLE_TWEETS)
         except DoppeltweetError as error:
             log.warning("no samples for job %s: %s", job.id, error)
-            return []
-        return list(result.tweets[:SAMPLE_TWEETS])
+            return
+        except Exception:
+            log.exception("sampling the new model of job %s failed", job.id)
+            return
+        if not generated.tweets:
+            return
+        samples = "\n".join(f"> {escape_user_text(t)}" for t in generated.tweets[:SAMPLE_TWEETS])
+        content = f"{text}\n**Samples** (AI-generated)\n{samples}"
+        try:
+            await report.edit(content=content[:2000], allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException:
+            log.warning("could not add samples to the report of job %s", job.id)
 
     async def on_failed(self, job: Job, message: str) -> None:
         """One sentence in the channel; the status message says the job failed.
