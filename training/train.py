@@ -233,6 +233,8 @@ def train_model(
         reporter.phase("saving", f"writing the model to {store.path(name)}")
         t0 = time.monotonic()
         steps = len(recorder.losses)
+        # The last batch may be short: count the blocks actually read, not steps × batch size.
+        train_tokens = min(steps * config.batch_size, len(train_blocks)) * block_size
         record = _training_record(
             table,
             config,
@@ -248,13 +250,11 @@ def train_model(
                 "train_loss_first": recorder.losses[0] if steps else None,
                 "train_loss_last": recorder.losses[-1] if steps else None,
                 "steps": steps,
-                "train_tokens": steps * block_size * config.batch_size,
+                "train_tokens": train_tokens,
                 "train_blocks": len(train_blocks),
                 "validation_blocks": len(eval_blocks),
                 "tokens_per_s": (
-                    steps * block_size * config.batch_size / timings["train_s"]
-                    if timings["train_s"] > 0
-                    else None
+                    train_tokens / timings["train_s"] if timings["train_s"] > 0 else None
                 ),
             },
             timings=timings,
