@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -629,6 +630,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def log_to_stderr() -> None:
     """Send library logging to stderr at WARNING so stdout stays free for progress lines."""
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    # Deprecation notices between transformers and peft are for their developers, not our users.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with contextlib.suppress(ImportError):
         from transformers.utils import logging as hf_logging
