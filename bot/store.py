@@ -259,10 +259,16 @@ class Store:
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             db.row_factory = aiosqlite.Row
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA foreign_keys = ON")
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA synchronous = NORMAL")
+            # Each PRAGMA's cursor is closed at once: one left open (journal_mode returns a row)
+            # keeps a statement in progress and makes the first migration's COMMIT fail.
+            for pragma in (
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA foreign_keys = ON",
+                "PRAGMA busy_timeout = 5000",
+                "PRAGMA synchronous = NORMAL",
+            ):
+                async with db.execute(pragma) as cursor:
+                    await cursor.fetchall()
             store = cls(db, path)
             await store._migrate()
         except BaseException:
