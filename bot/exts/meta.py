@@ -29,8 +29,9 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
     ("delete @handle", "Delete a model of this server.", True),
     (
         "autopost @handle #channel every 6h",
-        "Post generated tweets on a schedule (`at 09:00 mon,thu`, `--to-x`, `--jitter 10m`); "
-        "`autopost list`, `pause ID`, `resume ID`, `remove ID`.",
+        "Post generated tweets on a schedule (`at 09:00 mon,thu`, `--to-x`, `--jitter 10m`, "
+        "`--tz Europe/Berlin`); `autopost list`, `pause ID`, `resume ID`, `remove ID`, "
+        "`timezone [NAME]`.",
         True,
     ),
     ("sync", "Publish the slash commands to Discord (bot owner only).", True),
