@@ -258,6 +258,13 @@ def check_prompt(prompt: str) -> str:
     return text
 
 
+def check_count(n: int) -> int:
+    """``n`` when it is a sensible number of tweets to ask for; InputError otherwise."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TWEETS:
+        raise InputError(f"Ask for 1 to {MAX_TWEETS} tweets, not {n!r}.")
+    return n
+
+
 # --------------------------------------------------------------------------------------------
 # Models: a full model of its own, or a LoRA adapter on a shared base
 
@@ -615,7 +622,7 @@ class TweetGenerator:
     def memory_bytes(self) -> int:
         """Parameter and buffer bytes this model alone holds (a LoRA model: its adapter only)."""
         with _SAMPLING_LOCK:
-            return self._backend.memory_bytes()
+            return 0 if self._closed else self._backend.memory_bytes()
 
     def close(self) -> None:
         """Free now what only this model holds (a LoRA adapter; the base with its last adapter).
@@ -652,8 +659,7 @@ class TweetGenerator:
 
         settings = settings or GenerationSettings()
         text = check_prompt(prompt)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TWEETS:
-            raise InputError(f"Ask for 1 to {MAX_TWEETS} tweets, not {n!r}.")
+        check_count(n)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise InputError(f"The seed must be a whole number of 0 or more, not {seed!r}.")
         # split_special_tokens: a prompt that spells out "<|endoftext|>" stays plain text.

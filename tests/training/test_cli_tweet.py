@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def _isolated() -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     clear_generator_cache()
-    yield
+    with warnings.catch_warnings():
+        yield
     clear_generator_cache()
     torch.set_num_threads(threads)
     hf_logging.set_verbosity(verbosity)
@@ -121,3 +123,14 @@ def test_a_bad_count_or_handle_is_refused(capsys, store: Path) -> None:
     assert code == 2 and "1 to 20" in err
     code, _, err = tweet(capsys, "@not a handle!", "--models-dir", str(store))
     assert code == 2 and "handle" in err
+
+
+def test_a_bad_prompt_fails_before_the_model_is_loaded(
+    capsys, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "alice")
+    (folder / "model.safetensors").write_bytes(b"damaged")
+    code, _, err = tweet(capsys, "@alice", "", "--models-dir", str(tmp_path))
+    assert code == 2 and "empty" in err
+    code, _, err = tweet(capsys, "@alice", "--models-dir", str(tmp_path))
+    assert code == 1 and "weights" in err

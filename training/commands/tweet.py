@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from training.errors import InputError
@@ -99,13 +100,15 @@ def split_words(words: list[str]) -> tuple[list[str], str | None]:
 def run(args: argparse.Namespace) -> int:
     """Generate and print; exits 1 when no candidate passed the filters."""
     from training.config import get_settings
-    from training.generate import DEFAULT_PROMPT, get_generator
+    from training.generate import DEFAULT_PROMPT, check_count, check_prompt, get_generator
     from training.handles import model_name, parse_handles
     from training.store import ModelStore
 
     handle_words, prompt = split_words(list(args.words))
     name = model_name(parse_handles(handle_words))
-    prompt = DEFAULT_PROMPT if prompt is None else prompt
+    # Checked before the (slow) model load, so a typo fails at once.
+    prompt = check_prompt(DEFAULT_PROMPT if prompt is None else prompt)
+    check_count(args.count)
     models_dir = args.models_dir if args.models_dir is not None else get_settings().models_dir
     info = ModelStore(models_dir).get(name)
 
@@ -134,8 +137,9 @@ def _summary(candidates: int, rejected: int, reasons: dict[str, int]) -> str:
 
 
 def _quiet_transformers() -> None:
-    """Keep stdout/stderr to the tweets: no weight-loading bars or one-time library notices."""
+    """Keep stdout/stderr to the tweets: no weight-loading bars or library deprecation notices."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
