@@ -385,6 +385,13 @@ def _purge_released() -> None:
                 _release_adapter(pool, adapter)
 
 
+def _recorded_base(record: dict[str, Any]) -> str | None:
+    name, where = record.get("base_model"), record.get("base_model_path")
+    if isinstance(where, str) and where.strip() and (Path(where).is_dir() or not name):
+        return where
+    return name if isinstance(name, str) else None
+
+
 def _base_source(base_name: str, model_dir: Path, texts: list[str]) -> tuple[str, str]:
     """(what to load, the pool key): models on the same key really share identical base weights.
 
@@ -410,6 +417,8 @@ def _base_source(base_name: str, model_dir: Path, texts: list[str]) -> tuple[str
 def _attach_lora(
     model_dir: Path, base_name: str, texts: list[str], device: torch.device
 ) -> _LoraModel:
+    from safetensors import SafetensorError
+
     from training.basemodels import load_base_model
 
     source, base_key = _base_source(base_name, model_dir, texts)
@@ -425,12 +434,12 @@ def _attach_lora(
             _BASES[key] = pool
         try:
             adapter = pool.attach(model_dir, model_dir.name)
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
             if not pool.adapters:
                 del _BASES[key]
             raise ModelError(
-                f"The LoRA adapter in {model_dir} does not fit its base model {base_name!r}; "
-                "train the model again."
+                f"The LoRA adapter in {model_dir} is damaged or does not fit its base model "
+                f"{base_name!r}; train the model again."
             ) from error
     return _LoraModel(pool, adapter)
 
@@ -570,8 +579,8 @@ class TweetGenerator:
 
         if (path / ADAPTER_CONFIG).is_file():
             # ``base_model_path`` is where training found the base (a converted built-in's
-            # folder); ``base_model`` is the name the user chose.
-            base_name = record.get("base_model_path") or record.get("base_model")
+            # folder); ``base_model`` is the name the user chose, which can rebuild that folder.
+            base_name = _recorded_base(record)
             if not isinstance(base_name, str) or not base_name.strip():
                 raise ModelError(
                     f"The LoRA model in {path} does not name its base model in {TRAINING_FILE}; "

@@ -410,6 +410,31 @@ def test_a_lora_model_without_its_base_name_is_a_model_error(
         TweetGenerator.load(broken, device="cpu")
 
 
+def test_a_damaged_lora_adapter_is_a_model_error_and_leaves_no_base_behind(
+    lora_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    from training import generate
+
+    broken = shutil.copytree(lora_dirs["lora_a"], tmp_path / "alice")
+    (broken / "adapter_model.safetensors").write_bytes(b"damaged")
+    bases = set(generate._BASES)
+    with pytest.raises(ModelError, match="damaged"):
+        TweetGenerator.load(broken, device="cpu")
+    assert set(generate._BASES) == bases
+
+
+def test_a_missing_recorded_base_folder_falls_back_to_the_base_name(
+    lora_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = shutil.copytree(lora_dirs["lora_a"], tmp_path / "alice")
+    record = json.loads((folder / "training.json").read_text())
+    record |= {"base_model": str(lora_dirs["base"]), "base_model_path": str(tmp_path / "gone")}
+    (folder / "training.json").write_text(json.dumps(record))
+    generator = TweetGenerator.load(folder, device="cpu")
+    assert generator.generate(n=1, seed=0, settings=FAST).tweets
+    generator.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # LoRA models share their base
 
