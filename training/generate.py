@@ -328,6 +328,19 @@ class _SharedBase:
                 total += tensor.numel() * tensor.element_size()
         return total
 
+    def base_bytes(self) -> int:
+        """Bytes of the base's own parameters and buffers (every adapter excluded)."""
+        adapters = self.adapters | self.released
+        seen: set[int] = set()
+        total = 0
+        named = [*self.peft.named_parameters(), *self.peft.named_buffers()]
+        for name, tensor in named:
+            if adapters & set(name.split(".")) or tensor.data_ptr() in seen:
+                continue
+            seen.add(tensor.data_ptr())
+            total += tensor.numel() * tensor.element_size()
+        return total
+
     def drop(self, name: str) -> bool:
         """Remove adapter ``name``; True when no adapter is left (the base may then be freed)."""
         with _SAMPLING_LOCK:
@@ -632,6 +645,17 @@ class TweetGenerator:
         """Parameter and buffer bytes this model alone holds (a LoRA model: its adapter only)."""
         with _SAMPLING_LOCK:
             return 0 if self._closed else self._backend.memory_bytes()
+
+    @property
+    def shared_bytes(self) -> int:
+        """Bytes of the base weights a LoRA model shares with every LoRA model on that base.
+
+        0 for a model with its own weights. A cache that budgets memory counts this once per base.
+        """
+        with _SAMPLING_LOCK:
+            if self._closed or not isinstance(self._backend, _LoraModel):
+                return 0
+            return self._backend.pool.base_bytes()
 
     def close(self) -> None:
         """Free now what only this model holds (a LoRA adapter; the base with its last adapter).

@@ -360,6 +360,7 @@ def test_name_handles_and_memory_are_reported(tiny_dir: Path) -> None:
     assert generator.handles == ("alice",)
     params = sum(p.numel() * p.element_size() for p in generator.model.parameters())
     assert generator.memory_bytes >= params > 0
+    assert generator.shared_bytes == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,6 +453,7 @@ def test_lora_models_on_one_base_share_its_weights(lora_dirs: dict[str, Path]) -
     base_bytes = TweetGenerator.load(lora_dirs["full"], device="cpu").memory_bytes
     assert second.memory_bytes < 10 * 2**20
     assert second.memory_bytes < base_bytes / 10
+    assert first.shared_bytes == second.shared_bytes == base_bytes
     first.close()
     second.close()
 
