@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the loop-lag benchmark's JSON."""
     args = common.base_parser(__doc__.splitlines()[0]).parse_args(argv)
     common.quiet_libraries()
-    with common.workdir(args.workdir) as root:
+    with common.workdir(args.workdir) as root, common.stdout_to_stderr():
         result = run(quick=args.quick, root=root, models=common.models_dir(args.models_dir))
     common.emit({"loop_lag": result})
     return 0

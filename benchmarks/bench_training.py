@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     common.quiet_libraries()
-    with common.workdir(args.workdir) as root:
+    with common.workdir(args.workdir) as root, common.stdout_to_stderr():
         result = run(
             quick=args.quick, root=root, models=common.models_dir(args.models_dir), only=args.only
         )

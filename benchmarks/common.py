@@ -75,6 +75,13 @@ def emit(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send library prints (e.g. the Trainer's metrics dict) to stderr while a benchmark runs."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)

@@ -65,6 +65,24 @@ def run_script(name: str, extra: list[str], timeout_s: float) -> tuple[dict[str,
     return json.loads(proc.stdout), wall
 
 
+def source_state() -> dict[str, Any]:
+    """The commit measured, and whether training/ or bot/ had uncommitted changes then."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=common.ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    dirty = git("status", "--porcelain", "--", "training", "bot").splitlines()
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "uncommitted": [d.split(None, 1)[-1] for d in dirty],
+    }
+
+
 def write_atomically(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` only with a complete file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": walls,
         "total_wall_s": round(sum(walls.values()), 1),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "source": source_state(),
     }
     missing = []
     if not args.only:
