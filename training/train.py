@@ -473,7 +473,8 @@ def _make_trainer(
         warmup_steps=0,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
-        optim="adamw_torch",
+        # One fused kernel per step: on CPU the unfused AdamW costs ~3x more per update.
+        optim="adamw_torch_fused",
         seed=config.seed,
         data_seed=config.seed,
         bf16=bf16,

@@ -140,6 +140,37 @@ def test_the_trainer_reads_the_blocks_in_epoch_order(
     assert torch.equal(seen, blocks.blocks)
 
 
+def test_the_optimizer_is_huggingtweets_adamw_as_one_fused_kernel(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    import torch
+
+    from training.basemodels import load_base_model
+    from training.dataset import build_eval_blocks, build_train_blocks, split_tweets
+    from training.train import HUGGINGTWEETS_LR, _make_trainer, _StopFlag
+
+    model, tokenizer = load_base_model(
+        "tiny", texts=sample_table.handles[0].kept, models_dir=tmp_path
+    )
+    split = split_tweets(sample_table)
+    trainer, _ = _make_trainer(
+        model,
+        TrainConfig(base_model="tiny"),
+        build_train_blocks(split, tokenizer, block_size=32, epochs=1, seed=1),
+        build_eval_blocks(split, tokenizer, block_size=32),
+        output_dir=tmp_path / "out",
+        device=torch.device("cpu"),
+        bf16=False,
+        reporter=JsonProgress(io.StringIO()),
+        stop=_StopFlag(),
+        tokens_per_step=32,
+    )
+    optimizer = trainer.create_optimizer()
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert group["fused"] is True and group["lr"] == HUGGINGTWEETS_LR
+
+
 def test_unknown_base_model_fails_before_anything_is_written(
     tmp_path: Path, sample_table: DataTable
 ) -> None:
