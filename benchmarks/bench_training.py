@@ -8,7 +8,8 @@ For each model (``gpt2``-shaped, ``smollm2-135m``) and each mode (full, LoRA), i
   (tweet + EOS), random batches padded to their longest row by
   ``DataCollatorForLanguageModeling(mlm=False)``.
 
-Both run the same model, optimizer, learning rate and LoRA settings for a fixed number of steps;
+Both run the same model, optimizer (the Trainer's default, fused AdamW), learning rate and LoRA
+settings for a fixed number of steps;
 the first step is left out of the timing (lazy initialisation). Throughput counts *useful* tokens
 only: every packed token, and the non-pad tokens of a padded batch.
 
@@ -130,7 +131,6 @@ def _naive(
         learning_rate=HUGGINGTWEETS_LR,
         lr_scheduler_type="cosine",
         warmup_steps=0,
-        optim="adamw_torch",
         use_cpu=pick_device().type == "cpu",
         save_strategy="no",
         eval_strategy="no",

@@ -36,6 +36,9 @@ REQUIRED_KEYS = (
 )
 
 
+_RUN_SUMMARY_KEYS = ("runs", "quick", "wall_s", "total_wall_s", "missing_keys")
+
+
 def lookup(result: dict[str, Any], dotted: str) -> Any:
     """``result["a"]["b"]`` for ``"a.b"``; KeyError when a part is missing."""
     value: Any = result
@@ -99,11 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=None, help="store with .bases/")
     parser.add_argument("--only", nargs="*", choices=SCRIPTS, default=None)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per script")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other scripts' results already in --output (re-run only some with --only)",
+    )
     args = parser.parse_args(argv)
 
     started = datetime.now(UTC)
     merged: dict[str, Any] = {}
     walls: dict[str, float] = {}
+    if args.update and args.output.is_file():
+        merged = json.loads(args.output.read_text(encoding="utf-8"))
+        previous = merged.get("run", {})
+        walls = dict(previous.get("wall_s", {}))
+        started_runs = previous.get("runs") or [
+            {k: v for k, v in previous.items() if k not in _RUN_SUMMARY_KEYS}
+        ]
+    else:
+        started_runs = []
     failed = False
     with tempfile.TemporaryDirectory(prefix="doppeltweet-bench-") as scratch:
         extra = ["--workdir", scratch]
@@ -118,17 +135,21 @@ def main(argv: list[str] | None = None) -> int:
             failed |= any(isinstance(v, dict) and "error" in v for v in result.values())
             merged.update(result)
             print(f"  {name}: {wall:.1f} s", file=sys.stderr, flush=True)
-    merged["run"] = {
+    this_run = {
+        "scripts": list(args.only or SCRIPTS),
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "wall_s": walls,
-        "total_wall_s": round(sum(walls.values()), 1),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "source": source_state(),
     }
+    merged["run"] = {
+        "runs": [*started_runs, this_run],
+        "quick": args.quick,
+        "wall_s": walls,
+        "total_wall_s": round(sum(walls.values()), 1),
+    }
     missing = []
-    if not args.only:
+    if not args.only or args.update:
         for key in REQUIRED_KEYS:
             try:
                 lookup(merged, key)
