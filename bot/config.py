@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from training.config import TrainingSettings
 from training.errors import InputError
 
 _MB = 1024 * 1024
@@ -228,10 +229,13 @@ def _default_text(field: Any) -> str:
     return str(default)
 
 
-def config_table() -> str:
-    """The Markdown table of every setting (variable, default, meaning) for the docs."""
+def config_table(settings_cls: type[BaseSettings] | None = None) -> str:
+    """The Markdown table of every setting (variable, default, meaning) for the docs.
+
+    ``settings_cls`` defaults to :class:`BotSettings`; the training settings use the same table.
+    """
     lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
-    for name, field in BotSettings.model_fields.items():
+    for name, field in (settings_cls or BotSettings).model_fields.items():
         env = ", ".join(f"`{e}`" for e in _env_names(name, field))
         default = _default_text(field)
         shown = f"`{default}`" if default not in ("unset", "none") else default
@@ -265,7 +269,13 @@ model store). Back up the whole folder; mount it as one volume in Docker.
 
 def configuration_doc() -> str:
     """The whole of docs/configuration.md (``python -m bot.config > docs/configuration.md``)."""
-    return _DOC_INTRO + config_table()
+    return (
+        _DOC_INTRO
+        + "## The bot\n\n"
+        + config_table()
+        + "\n## Training (the CLI and the bot's training processes)\n\n"
+        + config_table(TrainingSettings)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - regenerates the docs

@@ -19,7 +19,10 @@ class TrainingSettings(BaseSettings):
         env_prefix="DOPPELTWEET_", env_file=".env", extra="ignore", populate_by_name=True
     )
 
-    models_dir: Path = Field(default=Path("models"), description="The on-disk model store.")
+    models_dir: Path = Field(
+        default=Path("models"),
+        description="The CLI's model store (the bot keeps each server's models under its data folder).",
+    )
     max_file_mb: float = Field(
         default=2048, gt=0, description="Largest input file (archive zip, .js, CSV, JSONL) read."
     )
