@@ -21,7 +21,7 @@ class TrainingSettings(BaseSettings):
 
     models_dir: Path = Field(
         default=Path("models"),
-        description="The CLI's model store (the bot keeps each server's models under its data folder).",
+        description="The CLI's model store (the bot keeps each server's models in its data dir).",
     )
     max_file_mb: float = Field(
         default=2048, gt=0, description="Largest input file (archive zip, .js, CSV, JSONL) read."
