@@ -10,13 +10,22 @@ after ``gc`` and ``malloc_trim``) is read before and after each load. Models, in
    what each *extra* handle costs is ``per_extra_lora_handle_mb``.
 
 Beside the RSS deltas are the bytes the cache itself accounts for each model (``memory_bytes``:
-parameters and buffers that model alone holds).
+parameters and buffers that model alone holds), and what the two other per-handle parts cost on
+their own: the tokenizer each model folder carries and the copy filter built from its tweets.
+
+The models are trained in this process, but measured in a fresh child process (so the training's
+freed memory does not blur the baseline); after each load one forward pass of one token touches
+every weight, so memory-mapped weights count as resident as they do once the model has served.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +35,15 @@ EXTRA_HANDLES = 3
 
 
 def _load(path: Path, kept: list[Any]) -> dict[str, Any]:
+    import torch
+
     from training.generate import TweetGenerator
 
     before = common.rss_mb()
     generator = TweetGenerator.load(path)
     kept.append(generator)
+    with torch.inference_mode():
+        generator.model(input_ids=torch.tensor([[generator.model.config.eos_token_id or 0]]))
     after = common.rss_mb()
     return {
         "rss_delta_mb": round(after - before, 2),
@@ -45,26 +58,40 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
     store_root = root / "serve-store"
     common.link_bases(store_root, models)
     base = str(common.gpt2_base(root, models, list(table.handles[0].kept), quick=quick))
-    full = common.ready_folder(
-        store_root, table, "g_gpt2", base, lora=False, max_steps=1, block_size=128
-    )
+    common.ready_folder(store_root, table, "g_gpt2", base, lora=False, max_steps=1, block_size=128)
     lora = common.ready_folder(
         store_root, table, "m_lora_0", base, lora=True, max_steps=1, block_size=128
     )
-    extras = []
     for index in range(1, EXTRA_HANDLES + 1):
         copy = store_root / f"m_lora_{index}"
         if not copy.exists():
             shutil.copytree(lora, copy)
-        extras.append(copy)
 
-    import peft  # noqa: F401
-    import torch  # noqa: F401  (imports are part of the baseline, not of any model)
-    import transformers  # noqa: F401
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_memory", "--measure", str(store_root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=common.ROOT,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"the measuring process failed: {child.stderr.strip()[-500:]}")
+    result = json.loads(child.stdout)
+    result["model"] = "gpt2-shaped" if not quick else "gpt2-shaped (quick: 2 x 64)"
+    return result
+
+
+def measure(store_root: Path) -> dict[str, Any]:
+    """Load the prepared models one by one in this (fresh) process and record RSS deltas."""
+    import peft  # noqa: F401  (imports are part of the baseline, not of any model)
+    import torch  # noqa: F401
+    from transformers import AutoTokenizer
 
     import bot.model_cache  # noqa: F401
-    import training.generate  # noqa: F401
+    from training.generate import CopyFilter, _read_dataset
 
+    full, lora = store_root / "g_gpt2", store_root / "m_lora_0"
+    extras = [store_root / f"m_lora_{index}" for index in range(1, EXTRA_HANDLES + 1)]
     kept: list[Any] = []
     baseline = common.rss_mb()
     full_stats = _load(full, kept)
@@ -72,22 +99,41 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
     extra_stats = [_load(path, kept) for path in extras]
     per_extra = statistics.mean(s["rss_delta_mb"] for s in extra_stats)
     adapter_files = sum(f.stat().st_size for f in lora.glob("adapter_model.*")) / 2**20
+
+    before = common.rss_mb()
+    kept.append(AutoTokenizer.from_pretrained(lora))
+    tokenizer_mb = common.rss_mb() - before
+    texts = [text for _, text in _read_dataset(lora)]
+    before = common.rss_mb()
+    kept.append(CopyFilter(texts))
+    copy_filter_mb = common.rss_mb() - before
     return {
-        "model": "gpt2-shaped" if not quick else "gpt2-shaped (quick: 2 x 64)",
         "baseline_rss_mb": round(baseline, 1),
         "full_model": full_stats,
         "first_lora_handle_incl_base": first_lora,
         "extra_lora_handles": extra_stats,
         "per_extra_lora_handle_mb": round(per_extra, 2),
         "adapter_file_mb": round(adapter_files, 2),
+        "parts_of_a_handle_mb": {
+            "tokenizer": round(tokenizer_mb, 2),
+            "copy_filter": round(copy_filter_mb, 2),
+            "copy_filter_tweets": len(texts),
+        },
         "final_rss_mb": round(common.rss_mb(), 1),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the memory benchmark's JSON."""
-    args = common.base_parser(__doc__.splitlines()[0]).parse_args(argv)
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     common.quiet_libraries()
+    if args.measure is not None:
+        with common.stdout_to_stderr():
+            result = measure(args.measure)
+        common.emit(result)
+        return 0
     with common.workdir(args.workdir) as root, common.stdout_to_stderr():
         result = run(quick=args.quick, root=root, models=common.models_dir(args.models_dir))
     common.emit({"memory": result})
