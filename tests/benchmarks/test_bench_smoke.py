@@ -71,10 +71,9 @@ def test_memory_reports_full_weights_against_extra_lora_handles(scratch, capsys)
     assert out["first_lora_handle_incl_base"]["lora"] is True
     assert len(out["extra_lora_handles"]) == bench_memory.EXTRA_HANDLES
     assert isinstance(out["per_extra_lora_handle_mb"], float)
-    assert (
-        out["extra_lora_handles"][0]["cache_accounted_mb"]
-        < (out["full_model"]["cache_accounted_mb"])
-    )
+    extra, full = out["extra_lora_handles"][0], out["full_model"]
+    assert extra["cache_accounted_mb"] < full["cache_accounted_mb"]
+    assert set(out["parts_of_a_handle_mb"]) == {"tokenizer", "copy_filter", "copy_filter_tweets"}
 
 
 def test_loop_lag_samples_the_loop_during_a_real_training_job_and_generations(
