@@ -23,6 +23,14 @@ from typing import Any
 from benchmarks import common
 
 SCRIPTS = ("bench_matmul", "bench_training", "bench_generation", "bench_memory", "bench_loop_lag")
+#: The key each script's results go under (an error replaces that key's stale results).
+RESULT_KEYS = {
+    "bench_matmul": "matmul",
+    "bench_training": "training",
+    "bench_generation": "generation",
+    "bench_memory": "memory",
+    "bench_loop_lag": "loop_lag",
+}
 RESULTS = common.ROOT / "benchmarks" / "results" / "latest.json"
 REQUIRED_KEYS = (
     "training.gpt2_full.mfu",
@@ -60,11 +68,12 @@ def run_script(name: str, extra: list[str], timeout_s: float) -> tuple[dict[str,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return {name: {"error": f"timed out after {timeout_s:.0f} s"}}, time.perf_counter() - t0
+        message = f"timed out after {timeout_s:.0f} s"
+        return {RESULT_KEYS[name]: {"error": message}}, time.perf_counter() - t0
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-5:]
-        return {name: {"error": f"exit code {proc.returncode}", "stderr": tail}}, wall
+        return {RESULT_KEYS[name]: {"error": f"exit code {proc.returncode}", "stderr": tail}}, wall
     return json.loads(proc.stdout), wall
 
 
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--models-dir", type=Path, default=None, help="store with .bases/")
     parser.add_argument("--only", nargs="*", choices=SCRIPTS, default=None)
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per script")
+    parser.add_argument("--timeout", type=float, default=2400.0, help="seconds per script")
     parser.add_argument(
         "--update",
         action="store_true",
@@ -110,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = datetime.now(UTC)
+    source = source_state()  # what is measured: the tree as it is when the run starts
     merged: dict[str, Any] = {}
     walls: dict[str, float] = {}
     if args.update and args.output.is_file():
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "source": source_state(),
+        "source_at_start": source,
     }
     merged["run"] = {
         "runs": [*started_runs, this_run],
