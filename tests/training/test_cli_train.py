@@ -322,3 +322,24 @@ def test_models_on_an_empty_store_says_how_to_train_one(
 ) -> None:
     assert main(["models", "--models-dir", str(tmp_path)]) == 0
     assert "doppeltweet train" in capsys.readouterr().out
+
+
+def test_each_from_file_trains_the_handle_typed_in_the_same_position(
+    tmp_path: Path, sample_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # @zed is typed first but sorts last: its file must still be read for @zed, not @alice.
+    zed_csv = tmp_path / "zed.csv"
+    lines = ["text"] + [f"zed says {i} words about the sea today" for i in range(250)]
+    zed_csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ["train", "@zed", "@alice", "--from", str(zed_csv), "--from", str(sample_csv)]
+    code = main([*args, *FAST, "--max-steps", "1", "--models-dir", str(tmp_path / "m")])
+    capsys.readouterr()
+    assert code == 0
+    table = json.loads((tmp_path / "m" / "alice-zed" / "data_table.json").read_text())
+    assert table["zed"] == {
+        "tweets_downloaded": 250,
+        "retweets": 0,
+        "short_tweets": 0,
+        "tweets_kept": 250,
+    }
+    assert table["alice"]["tweets_downloaded"] == 330

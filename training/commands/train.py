@@ -140,21 +140,15 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) -> int:
     from training.cleaning import TooLittleData
     from training.config import get_settings
-    from training.handles import BLUESKY_PREFIX, parse_handles
-    from training.pipeline import API_SPEC, BLUESKY_SPEC, collect
+    from training.pipeline import collect, handles_and_specs
     from training.store import ModelStore, check_hub_repo, check_hub_token, push_to_hub
     from training.train import HUGGINGTWEETS_LR, TrainConfig, train_model
 
     settings = get_settings()
-    if args.bluesky:
-        texts = [
-            h if h.lower().startswith(BLUESKY_PREFIX) else BLUESKY_PREFIX + h for h in args.handles
-        ]
-        specs = [BLUESKY_SPEC]
-    else:
-        texts = args.handles
-        specs = [API_SPEC] if args.api else list(args.paths or [])
-    handles = parse_handles(texts)
+    # Handles stay in the order typed: the n-th --from belongs to the n-th handle.
+    handles, specs = handles_and_specs(
+        args.handles, paths=args.paths or [], api=args.api, bluesky=args.bluesky
+    )
     config = TrainConfig(
         base_model=args.base_model,
         lora=args.lora,
