@@ -238,7 +238,8 @@ def read_model_info(folder: Path) -> ModelInfo:
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelError(
-            f"The model folder {folder} has a missing or damaged {TRAINING_FILE}; retrain it."
+            # The name, not the path: the bot relays this sentence to Discord users.
+            f"The model {folder.name} has a missing or damaged {TRAINING_FILE}; retrain it."
         ) from error
 
 

@@ -187,3 +187,13 @@ def test_a_failed_push_is_one_sentence_without_the_token(tmp_path: Path) -> None
     assert "hf_secret" not in message
     assert message.startswith("The model was saved locally but could not be pushed")
     assert caught.value.__cause__ is None
+
+
+def test_a_damaged_record_is_one_sentence_naming_the_model_not_the_server_path(
+    tmp_path: Path,
+) -> None:
+    _fake_model(tmp_path / "alice", "alice")
+    (tmp_path / "alice" / TRAINING_FILE).write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelError, match=r"^The model alice has a missing or damaged") as caught:
+        ModelStore(tmp_path).get("alice")
+    assert str(tmp_path) not in str(caught.value)
