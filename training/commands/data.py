@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from training.commands import add_handle_and_source_arguments
 from training.errors import InputError
 
 if TYPE_CHECKING:
@@ -29,27 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "X_BEARER_TOKEN)."
         ),
     )
-    parser.add_argument(
-        "handles",
-        nargs="+",
-        metavar="HANDLE",
-        help="1 to 3 handles: @jack, or bluesky:alice.bsky.social",
-    )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--from",
-        dest="paths",
-        action="append",
-        metavar="PATH",
-        help="an X archive (zip, data/ folder or .js file) or a CSV/JSONL file; "
-        "once for all handles or once per handle, in the same order",
-    )
-    where.add_argument(
-        "--api", action="store_true", help="read the X API v2 (paid, needs X_BEARER_TOKEN)"
-    )
-    where.add_argument(
-        "--bluesky", action="store_true", help="read the public Bluesky feed (free, no login)"
-    )
+    add_handle_and_source_arguments(parser)
     parser.add_argument(
         "--json", action="store_true", help="print only the data table as JSON on stdout"
     )

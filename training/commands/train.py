@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from training.commands import add_handle_and_source_arguments
+
 if TYPE_CHECKING:
     from training.cleaning import DataTable
     from training.progress import ProgressReporter
@@ -29,27 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "only once complete; SIGTERM/SIGINT stop cleanly and keep the previous model."
         ),
     )
-    parser.add_argument(
-        "handles",
-        nargs="+",
-        metavar="HANDLE",
-        help="1 to 3 handles: @jack, or bluesky:alice.bsky.social",
-    )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--from",
-        dest="paths",
-        action="append",
-        metavar="PATH",
-        help="an X archive (zip, data/ folder or .js file) or a CSV/JSONL file; "
-        "once for all handles or once per handle, in the same order",
-    )
-    where.add_argument(
-        "--api", action="store_true", help="read the X API v2 (paid, needs X_BEARER_TOKEN)"
-    )
-    where.add_argument(
-        "--bluesky", action="store_true", help="read the public Bluesky feed (free, no login)"
-    )
+    add_handle_and_source_arguments(parser)
     model = parser.add_argument_group("model")
     model.add_argument(
         "--base-model",
