@@ -38,6 +38,7 @@ from bot.config import BotSettings
 from bot.store import Job, JobState, ModelRecord, Store
 from training.errors import DoppeltweetError, InputError
 from training.handles import MAX_HANDLES, Handle, model_name
+from training.store import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -154,30 +155,12 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live (not zombie) process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    # The state follows the parenthesised command name, which may itself contain ")".
-    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
-
-
 def _is_training_process(pid: int) -> bool:
     """Whether ``pid`` is a live ``training train --progress-json`` process leading its group.
 
     Only such a process is ever stopped during recovery, so a recycled pid is never killed.
     """
-    if not _pid_alive(pid):
+    if not process_alive(pid):
         return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -331,12 +314,12 @@ class JobRunner:
         """Stop a training process an earlier bot process started (not our child: poll it)."""
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.cancel_grace_s
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        if _pid_alive(pid):
+        if process_alive(pid):
             _signal_group(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
 
     # -- paths ----------------------------------------------------------------------------------

@@ -207,15 +207,25 @@ def _owner_alive(folder: Path) -> bool:
         pid = int((folder / _OWNER_FILE).read_text(encoding="utf-8").strip())
     except (OSError, ValueError):
         return False
-    if pid == os.getpid():
-        return True
+    return pid == os.getpid() or process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process; the bot's job runner asks this too."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # no /proc (not Linux): ask the kernel instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    # The state follows the parenthesised command name, which may itself contain ")".
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
 
 
 def read_model_info(folder: Path) -> ModelInfo:

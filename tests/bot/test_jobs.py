@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from bot.config import BotSettings
-from bot.jobs import JobResult, JobRunner, _pid_alive, safe_filename
+from bot.jobs import JobResult, JobRunner, safe_filename
 from bot.store import Job, Store
 from training.errors import InputError
 from training.handles import parse_handle, parse_handles
+from training.store import process_alive
 
 GUILD, OTHER_GUILD, CHANNEL, USER, OTHER_USER = 1001, 2002, 3003, 4004, 5005
 
@@ -338,12 +339,12 @@ async def test_an_admin_cancels_a_running_job_and_its_process_stops(
     runner, rec = await make_runner()
     job = await submit(runner)
     await rec.wait(lambda: "training" in rec.phases(job.id))
-    assert job.pid is not None and _pid_alive(job.pid)
+    assert job.pid is not None and process_alive(job.pid)
 
     cancelled = await runner.cancel(job.id, guild_id=GUILD, user_id=OTHER_USER, is_admin=True)
     assert cancelled.state == "cancelled"
     assert cancelled.error == "Training of alice was cancelled; no model was saved."
-    assert not _pid_alive(job.pid)
+    assert not process_alive(job.pid)
     assert rec.failed == [(rec.failed[0][0], cancelled.error)]
     assert await runner.running(GUILD) == []
 
@@ -359,7 +360,7 @@ async def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(
     cancelled = await runner.cancel(job.id, guild_id=GUILD, user_id=USER, is_admin=False)
     assert time.monotonic() - began >= 0.5
     assert cancelled.state == "cancelled"
-    assert job.pid is not None and not _pid_alive(job.pid)
+    assert job.pid is not None and not process_alive(job.pid)
 
 
 async def test_a_model_saved_before_the_cancel_arrived_counts_as_trained(
@@ -512,7 +513,7 @@ async def test_stop_requeues_a_running_job_without_counting_a_restart(
     job = await submit(runner)
     await rec.wait(lambda: "training" in rec.phases(job.id))
     await runner.stop()
-    assert job.pid is not None and not _pid_alive(job.pid)
+    assert job.pid is not None and not process_alive(job.pid)
     after = await store.get_job(GUILD, job.id)
     assert after is not None and after.state == "queued" and after.restarts == 0
     assert rec.progress[-1][1]["phase"] == "queued"
