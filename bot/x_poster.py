@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from typing import Any
 
 import requests
 import tweepy
 
 from bot.config import BotSettings
 from training.errors import DoppeltweetError, InputError
+from training.sources.xapi import TimeoutSession
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +95,6 @@ def x_post_text(text: str, *, ai_label: bool = True) -> str:
     return _cut(text, X_MAX_WEIGHT - x_weight(AI_LABEL)) + AI_LABEL
 
 
-class _TimeoutSession(requests.Session):
-    """A requests session whose every request has a timeout (tweepy sets none)."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
-        self._timeout = timeout
-
-    def request(self, method: str | bytes, url: str | bytes, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, **kwargs)
-
-
 def _x_detail(error: tweepy.HTTPException) -> str:
     """X's own explanation, short and on one line, for the admin's message."""
     messages = [" ".join(str(m).split()) for m in error.api_messages if str(m).strip()]
@@ -153,7 +141,7 @@ class XPoster:
             access_token_secret=access_token_secret,
             wait_on_rate_limit=False,
         )
-        self._client.session = _TimeoutSession(timeout)
+        self._client.session = TimeoutSession(timeout)
 
     def __repr__(self) -> str:
         return "XPoster(credentials hidden)"

@@ -54,8 +54,12 @@ if not any(isinstance(f, _HideRequestHeaders) for f in _tweepy_client_log.filter
     _tweepy_client_log.addFilter(_HideRequestHeaders())
 
 
-class _TimeoutSession(requests.Session):
-    """A session whose requests time out, so a dead connection cannot hang a training job."""
+class TimeoutSession(requests.Session):
+    """A session whose requests time out (tweepy sets none), so a dead connection hangs nothing.
+
+    The bot's X poster uses it too; importing this module also hides credentials from tweepy's
+    debug log.
+    """
 
     def __init__(self, timeout: float) -> None:
         super().__init__()
@@ -88,7 +92,7 @@ class XApiSource:
                     "The X API needs a bearer token: set X_BEARER_TOKEN, or use an X archive."
                 )
             client = tweepy.Client(bearer_token=bearer_token.strip(), wait_on_rate_limit=False)
-            client.session = _TimeoutSession(REQUEST_TIMEOUT_S)
+            client.session = TimeoutSession(REQUEST_TIMEOUT_S)
         if client.wait_on_rate_limit:
             raise InputError(
                 "The X API client must not wait on rate limits (it can retry forever)."

@@ -448,7 +448,7 @@ def test_the_client_it_builds_has_a_timeout_and_never_sleeps_on_rate_limits() ->
     source = XApiSource(TOKEN)
 
     assert source._client.wait_on_rate_limit is False
-    assert isinstance(source._client.session, xapi._TimeoutSession)
+    assert isinstance(source._client.session, xapi.TimeoutSession)
 
 
 @pytest.mark.parametrize(
