@@ -45,7 +45,10 @@ def _counting_loader(counter: _Counter, loaded: list[Any]) -> Any:
 
     def load(path: Path) -> Any:
         generator = TweetGenerator.load(path)
-        generator.model.register_forward_pre_hook(counter.hook, with_kwargs=True)
+        model = generator.model
+        # A peft model's generate() calls its base model directly: hook the base.
+        target = model.get_base_model() if hasattr(model, "get_base_model") else model
+        target.register_forward_pre_hook(counter.hook, with_kwargs=True)
         loaded.append(generator)
         return generator
 
