@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from training.cleaning import DataTable
 
 
 def add_handle_and_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,3 +38,23 @@ def add_handle_and_source_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--bluesky", action="store_true", help="read the public Bluesky feed (free, no login)"
     )
+
+
+def print_data_table(table: DataTable, console: Console) -> None:
+    """The seed's data table (one column per handle), as ``data`` and ``train`` show it."""
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table(title=f"Training data for {table.model_name}")
+    grid.add_column("Data")
+    for data in table.handles:
+        grid.add_column(Text(data.handle.name), justify="right")
+    for field, label in (
+        ("tweets_downloaded", "Tweets downloaded"),
+        ("retweets", "Retweets"),
+        ("short_tweets", "Short tweets"),
+        ("tweets_kept", "Tweets kept"),
+        ("chars_kept", "Characters kept"),
+    ):
+        grid.add_row(label, *(f"{getattr(data, field):,}" for data in table.handles))
+    console.print(grid)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training.commands import add_handle_and_source_arguments
+from training.commands import add_handle_and_source_arguments, print_data_table
 from training.errors import InputError
 
 if TYPE_CHECKING:
@@ -102,23 +102,10 @@ def _show(table: DataTable, args: argparse.Namespace) -> None:
         print(json.dumps(table.to_dict(), indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
     console = Console(highlight=False, soft_wrap=True)
-    grid = Table(title=f"Training data for {table.model_name}")
-    grid.add_column("Data")
-    for data in table.handles:
-        grid.add_column(Text(data.handle.name), justify="right")
-    for field, label in (
-        ("tweets_downloaded", "Tweets downloaded"),
-        ("retweets", "Retweets"),
-        ("short_tweets", "Short tweets"),
-        ("tweets_kept", "Tweets kept"),
-        ("chars_kept", "Characters kept"),
-    ):
-        grid.add_row(label, *(f"{getattr(data, field):,}" for data in table.handles))
-    console.print(grid)
+    print_data_table(table, console)
     if args.samples == 0:
         return
     for data in table.handles:

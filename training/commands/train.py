@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from training.commands import add_handle_and_source_arguments
+from training.commands import add_handle_and_source_arguments, print_data_table
 
 if TYPE_CHECKING:
     from training.cleaning import DataTable
@@ -196,20 +196,5 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
 def _show_table(table: DataTable) -> None:
     """The seed's data table on stdout (stderr in JSON mode, where stdout is redirected)."""
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
 
-    console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
-    grid = Table(title=f"Training data for {table.model_name}")
-    grid.add_column("Data")
-    for data in table.handles:
-        grid.add_column(Text(data.handle.name), justify="right")
-    for field, label in (
-        ("tweets_downloaded", "Tweets downloaded"),
-        ("retweets", "Retweets"),
-        ("short_tweets", "Short tweets"),
-        ("tweets_kept", "Tweets kept"),
-        ("chars_kept", "Characters kept"),
-    ):
-        grid.add_row(label, *(f"{getattr(data, field):,}" for data in table.handles))
-    console.print(grid)
+    print_data_table(table, Console(file=sys.stdout, highlight=False, soft_wrap=True))
