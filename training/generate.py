@@ -66,6 +66,7 @@ _RUNAWAY_SLACK = 200
 
 _URL = re.compile(r"\S*(?:\bhttps?:|\bwww\.)\S*", re.IGNORECASE)
 _NEWLINE = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]")
+_LAST_SPACE = re.compile(r"\s(?=\S*$)")
 
 # Sampling draws from torch's global random generator (``generate`` takes no generator), so every
 # generation in the process holds this lock: a seeded call is then reproducible whatever other
@@ -206,40 +207,69 @@ class CopyFilter:
     def __init__(
         self, texts: Iterable[str], *, ngram: int = 8, min_run: int = 6, share: float = 0.8
     ) -> None:
+        import numpy as np
+
         if not 2 <= min_run <= ngram:
             raise InputError("The copy filter's min_run must be between 2 and its n-gram length.")
         self.ngram = ngram
         self.min_run = min_run
         self.share = share
-        self._exact: set[str] = set()
-        self._runs: dict[int, set[str]] = {k: set() for k in range(min_run, ngram + 1)}
+        # Every key is kept as a 64-bit digest in a sorted array: 8 bytes an n-gram where a set of
+        # strings costs ~100, so a 3,000-tweet filter takes ~1 MB instead of ~12 MB. Two different
+        # n-grams share a digest with odds of ~1e-9 for a million of them.
+        exact: list[int] = []
+        runs: dict[int, list[int]] = {k: [] for k in range(min_run, ngram + 1)}
         for text in texts:
             words = normalized_words(text)
             if not words:
                 continue
-            self._exact.add(" ".join(words))
-            for k, grams in self._runs.items():
-                grams.update(_grams(words, k))
+            exact.append(_digest(" ".join(words)))
+            for k, digests in runs.items():
+                digests.extend(_digest(gram) for gram in _grams(words, k))
+        self._exact = np.unique(np.array(exact, dtype=np.uint64))
+        self._runs = {k: np.unique(np.array(d, dtype=np.uint64)) for k, d in runs.items()}
 
     def __len__(self) -> int:
-        return len(self._exact)
+        """How many distinct training tweets the filter knows."""
+        return int(self._exact.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the digest arrays (what the filter costs a cached model)."""
+        return int(self._exact.nbytes + sum(a.nbytes for a in self._runs.values()))
 
     def is_copy(self, text: str) -> bool:
         """Whether ``text`` copies a training tweet (see the class docstring for the rule)."""
         words = normalized_words(text)
         if not words:
             return False
-        if " ".join(words) in self._exact:
+        if _contains(self._exact, [_digest(" ".join(words))]):
             return True
         run = min(self.ngram, max(self.min_run, math.ceil(self.share * len(words))))
         if len(words) < run:
             return False
-        grams = self._runs[run]
-        return any(gram in grams for gram in _grams(words, run))
+        return _contains(self._runs[run], [_digest(gram) for gram in _grams(words, run)])
 
 
 def _grams(words: list[str], k: int) -> Iterable[str]:
     return (" ".join(words[i : i + k]) for i in range(len(words) - k + 1))
+
+
+def _digest(text: str) -> int:
+    """A stable 64-bit digest of ``text`` (the same in every process, unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _contains(sorted_keys: Any, keys: list[int]) -> bool:
+    """Whether any of ``keys`` is in the sorted uint64 array ``sorted_keys``."""
+    import numpy as np
+
+    if not keys or sorted_keys.size == 0:
+        return False
+    wanted = np.array(keys, dtype=np.uint64)
+    at = np.searchsorted(sorted_keys, wanted)
+    found = at < sorted_keys.size
+    return bool(np.any(sorted_keys[at[found]] == wanted[found]))
 
 
 def check_prompt(prompt: str) -> str:
@@ -577,16 +607,9 @@ class TweetGenerator:
         torch_device = _resolve_device(device)
         _purge_released()
 
-        from transformers import AutoTokenizer
-
         from training.dataset import eos_token_id
 
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ModelError(
-                f"The model in {path} has no usable tokenizer files; train it again."
-            ) from error
+        tokenizer = _shared_tokenizer(path)
         # The token training put between tweets, so a prompt starts where a tweet starts.
         eos_id = eos_token_id(tokenizer)
 
@@ -682,8 +705,8 @@ class TweetGenerator:
     ) -> GenerationResult:
         """Write up to ``n`` tweets that start with ``prompt``.
 
-        Samples ``num_candidates`` continuations of EOS + prompt per round, for up to
-        ``max_rounds`` rounds until ``n`` pass the filters. The same ``seed`` on the same model and
+        Samples ``num_candidates`` continuations of EOS + prompt per round (on CPU the first round
+        samples only ``n``), for up to ``max_rounds`` rounds until ``n`` pass the filters. The same ``seed`` on the same model and
         arguments gives the same tweets. ``exclude`` lists texts that must not come back (compared
         by :func:`normalize`).
         """
@@ -717,7 +740,13 @@ class TweetGenerator:
             pad_token_id=self._eos_id,
         )
         avoid = {normalize(t) for t in exclude}
-        batch = max(settings.num_candidates, n)
+        full_round = max(settings.num_candidates, n)
+        # On a GPU a round of ten rows costs what one row costs; on a CPU every row adds work (and
+        # a round lasts as long as its longest row), while most candidates pass the filters. So a
+        # CPU's first round samples only the n tweets asked for, and the full rounds follow only
+        # when something was rejected. Either way the tweets returned are the first n sampled
+        # candidates that pass, so the rounds' sizes change the speed, not what is picked.
+        first_round = n if self.device.type == "cpu" else full_round
         tweets: list[str] = []
         seen: set[str] = set()
         reasons: Counter[str] = Counter()
@@ -729,10 +758,11 @@ class TweetGenerator:
             if seed is not None:
                 torch.manual_seed(seed)
             self._backend.activate()
-            for _ in range(settings.max_rounds):
+            for round_index in range(settings.max_rounds):
+                batch = first_round if round_index == 0 else full_round
                 input_ids = torch.tensor([prompt_ids] * batch, device=self.device)
                 stop = StoppingCriteriaList(
-                    [_TweetEnd(self._tokenizer, batch, settings.max_chars + _RUNAWAY_SLACK)]
+                    [_TweetEnd(self._tokenizer, batch, len(text), settings.max_chars)]
                 )
                 with torch.inference_mode():
                     output = self.model.generate(
@@ -792,18 +822,24 @@ class TweetGenerator:
 
 
 class _TweetEnd:
-    """Stops each sampled row once it can no longer change its tweet: a newline, or far too long.
+    """Stops each sampled row as soon as more tokens cannot change its tweet.
 
-    Everything after the first newline is cut anyway, and a row ``limit`` characters past the
-    prompt will be cut to ``max_chars`` anyway, so sampling on would only burn time (on CPU a
-    runaway row costs as much as the rest of the batch). A transformers ``StoppingCriteria`` by
+    That is after a newline (everything after the first one is cut), or once the part of the row
+    that is settled — everything before its last whitespace, tidied as :func:`tidy_candidate`
+    tidies — is already longer than ``max_chars``: the tweet is cut to ``max_chars`` at a word
+    boundary from that settled part alone, so sampling on would only burn time (on CPU a long row
+    costs as much as the rest of the round). A row of ``max_chars`` + ``_RUNAWAY_SLACK``
+    characters with no whitespace is stopped too. A transformers ``StoppingCriteria`` by
     protocol: ``__call__`` returns one bool per row.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, batch: int, limit: int) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, batch: int, prompt_chars: int, max_chars: int
+    ) -> None:
         self._tokenizer = tokenizer
-        self._limit = limit
-        self._chars = [0] * batch
+        self._max_chars = max_chars
+        # Characters of each row's tweet so far (the prompt's, then every sampled piece's).
+        self._chars = [prompt_chars] * batch
         self._done = [False] * batch
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
@@ -811,10 +847,78 @@ class _TweetEnd:
 
         pieces = self._tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
         for row, piece in enumerate(pieces):
+            if self._done[row]:
+                continue
             self._chars[row] += len(piece)
-            if _NEWLINE.search(piece) or self._chars[row] > self._limit:
+            if _NEWLINE.search(piece) or self._chars[row] > self._max_chars + _RUNAWAY_SLACK:
                 self._done[row] = True
+            elif self._chars[row] > self._max_chars:
+                # Decoded afresh from the tokens, exactly as the candidate will be judged.
+                text = self._tokenizer.decode(input_ids[row, 1:].tolist(), skip_special_tokens=True)
+                self._done[row] = _settled_chars(text) > self._max_chars
         return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
+
+
+def _settled_chars(text: str) -> int:
+    """The tidied length of ``text``'s first line before its last whitespace (:class:`_TweetEnd`).
+
+    Tidying is word by word (URLs are whole words, whitespace collapses), so words that a
+    whitespace already ends tidy the same whatever is sampled after them.
+    """
+    line = _NEWLINE.split(text, maxsplit=1)[0]
+    last = _LAST_SPACE.search(line)
+    if last is None:
+        return 0
+    return len(tidy_candidate(line[: last.start()], max_chars=len(line) + 1))
+
+
+#: The files a tokenizer is read from; two folders with the same bytes in these share one tokenizer.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+)
+
+_TOKENIZERS: weakref.WeakValueDictionary[str, PreTrainedTokenizerBase] = (
+    weakref.WeakValueDictionary()
+)
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def _shared_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer in ``path``, shared with every loaded model whose tokenizer files are equal.
+
+    Every model folder carries its base's tokenizer (~9 MB in memory for a 49k vocabulary), so
+    LoRA handles on one base would otherwise each hold an identical copy. Tokenizers are only
+    used under the sampling lock, so sharing one between generators is safe.
+    """
+    from transformers import AutoTokenizer
+
+    digest = hashlib.sha256()
+    for name in _TOKENIZER_FILES:
+        file = path / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
+    key = digest.hexdigest()
+    with _TOKENIZERS_LOCK:
+        tokenizer = _TOKENIZERS.get(key)
+        if tokenizer is not None:
+            return tokenizer
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ModelError(
+                f"The model in {path} has no usable tokenizer files; train it again."
+            ) from error
+        _TOKENIZERS[key] = tokenizer
+        return tokenizer
 
 
 def _load_full(path: Path, device: torch.device) -> torch.nn.Module:

@@ -220,6 +220,62 @@ def test_copy_filter_keeps_a_seven_word_tweet_sharing_only_five_words() -> None:
     assert not guard.is_copy("the ocean was calm and angry again")
 
 
+def _reference_is_copy(texts: list[str], candidate: str) -> bool:
+    """The copy rule spelled out with plain string sets (what CopyFilter stores as digests)."""
+    from training.generate import normalized_words
+
+    def grams(words: list[str], k: int) -> set[str]:
+        return {" ".join(words[i : i + k]) for i in range(len(words) - k + 1)}
+
+    words = normalized_words(candidate)
+    if not words:
+        return False
+    known = [normalized_words(t) for t in texts]
+    if any(words == k for k in known):
+        return True
+    run = min(8, max(6, -(-4 * len(words) // 5)))
+    return len(words) >= run and any(grams(words, run) & grams(k, run) for k in known)
+
+
+def test_copy_filter_digests_decide_exactly_as_string_sets_would() -> None:
+    import random
+
+    rng = random.Random(7)
+    vocab = [
+        "a",
+        "an",
+        "the",
+        "dog",
+        "cat",
+        "sun",
+        "sea",
+        "rain",
+        "tea",
+        "code",
+        "ship",
+        "blue",
+        "calm",
+        "very",
+    ]
+    texts = [" ".join(rng.choices(vocab, k=rng.randint(1, 14))) for _ in range(300)]
+    guard = CopyFilter(texts)
+    candidates = [" ".join(rng.choices(vocab, k=rng.randint(0, 12))) for _ in range(600)]
+    candidates += [t.upper() + "!" for t in texts[:50]]
+    decisions = [guard.is_copy(c) for c in candidates]
+    assert decisions == [_reference_is_copy(texts, c) for c in candidates]
+    assert any(decisions) and not all(decisions)
+
+
+def test_copy_filter_costs_eight_bytes_per_distinct_n_gram() -> None:
+    words = [f"w{i}" for i in range(20_000)]
+    texts = [" ".join(words[i : i + 20]) for i in range(0, 20_000, 20)]  # 1,000 distinct tweets
+    guard = CopyFilter(texts)
+    grams = 1_000 * ((20 - 6 + 1) + (20 - 7 + 1) + (20 - 8 + 1))
+    assert guard.nbytes == 8 * (1_000 + grams)
+    assert len(guard) == 1_000
+    assert CopyFilter([]).nbytes == 0 and not CopyFilter([]).is_copy("anything at all here")
+
+
 def test_check_prompt_refuses_empty_whitespace_and_overlong_prompts() -> None:
     for bad in ("", "   \n\t "):
         with pytest.raises(InputError, match="empty"):
@@ -270,7 +326,7 @@ def test_tweets_start_with_the_prompt_and_fit_a_tweet(tiny_dir: Path) -> None:
         assert len(tweet) <= 280
         assert "\n" not in tweet
         assert "  " not in tweet
-    assert result.candidates >= 10
+    assert result.candidates >= 5  # on CPU the first round samples only the 5 asked for
     assert result.rejected == sum(result.rejected_reasons.values())
 
 
@@ -294,8 +350,18 @@ def test_urls_are_stripped_and_lines_cut_from_model_output(overfit_dir: Path) ->
     generator = TweetGenerator.load(overfit_dir, device="cpu")
     result = generator.generate("big news today", n=1, seed=0, settings=FAST)
     assert result.tweets == ["big news today read all about it at before lunch"]
-    # The overfit model says the same thing ten times: the other nine are repeats.
-    assert result.rejected_reasons.get("repeat", 0) >= 5
+    # The first candidate passed, so on CPU nothing more was sampled.
+    assert result.candidates == 1
+
+
+def test_a_cpu_round_after_a_reject_samples_every_candidate(overfit_dir: Path) -> None:
+    generator = TweetGenerator.load(overfit_dir, device="cpu")
+    result = generator.generate("big news today", n=2, seed=0, settings=FAST)
+    # The overfit model says the same thing every time: the first round's 2 rows give 1 tweet and
+    # 1 repeat, then full rounds of 10 follow and every row is a repeat.
+    assert result.tweets == ["big news today read all about it at before lunch"]
+    assert result.candidates == 2 + 10 * (FAST.max_rounds - 1)
+    assert result.rejected_reasons == {"repeat": result.candidates - 1}
 
 
 def test_excluded_texts_never_come_back(overfit_dir: Path) -> None:
@@ -326,7 +392,7 @@ def test_bad_counts_seeds_and_prompts_are_refused(tiny_dir: Path) -> None:
         generator.generate("   ")
 
 
-def test_sampling_stops_a_row_at_a_newline_or_once_far_too_long(tiny_dir: Path) -> None:
+def test_sampling_stops_a_row_at_a_newline(tiny_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     from training.generate import _TweetEnd
@@ -334,11 +400,50 @@ def test_sampling_stops_a_row_at_a_newline_or_once_far_too_long(tiny_dir: Path) 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
     word = tokenizer(" coffee", add_special_tokens=False)["input_ids"][-1]
-    stop = _TweetEnd(tokenizer, 2, limit=10)
+    stop = _TweetEnd(tokenizer, 2, prompt_chars=5, max_chars=280)
     assert stop(torch.tensor([[0, word], [0, word]]), None).tolist() == [False, False]
-    assert stop(torch.tensor([[0, word, newline], [0, word, word]]), None).tolist() == [True, True]
-    stop = _TweetEnd(tokenizer, 1, limit=100)
-    assert stop(torch.tensor([[0, word]]), None).tolist() == [False]
+    assert stop(torch.tensor([[0, word, newline], [0, word, word]]), None).tolist() == [True, False]
+
+
+def test_sampling_stops_a_row_exactly_when_more_words_cannot_change_its_tweet(
+    tiny_dir: Path,
+) -> None:
+    from transformers import AutoTokenizer
+
+    from training.generate import _TweetEnd
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    word = tokenizer(" coffee", add_special_tokens=False)["input_ids"]
+    prompt = tokenizer("I think", add_special_tokens=False)["input_ids"]
+    stop = _TweetEnd(tokenizer, 1, prompt_chars=len("I think"), max_chars=30)
+    ids = [0, *prompt]
+    for _ in range(100):
+        ids += word
+        text = tokenizer.decode(ids[1:], skip_special_tokens=True)
+        if stop(torch.tensor([ids]), None).tolist() == [True]:
+            break
+    # Stopped: whatever comes next, the tweet is the one cut from what was sampled...
+    for more in (" coffee", " https://t.co/x", "s and tea", "www.x.com", " " + "x" * 50):
+        assert tidy_candidate(text + more, 30) == tidy_candidate(text, 30)
+    # ...and no later than one word after the words that fill the tweet: "I think" + 4 × " coffee"
+    # (35 characters) ends in a word still being written; one more word settles it.
+    assert text == "I think" + " coffee" * 5
+
+
+def test_a_row_with_no_whitespace_is_stopped_once_far_too_long(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from training.generate import _RUNAWAY_SLACK, _TweetEnd
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    letter = tokenizer("x", add_special_tokens=False)["input_ids"][0]
+    stop = _TweetEnd(tokenizer, 1, prompt_chars=0, max_chars=30)
+    ids = [0]
+    while stop(torch.tensor([ids]), None).tolist() == [False]:
+        ids.append(letter)
+        assert len(ids) < 1000
+    chars = len(tokenizer.decode(ids[1:], skip_special_tokens=True))
+    assert chars == 30 + _RUNAWAY_SLACK + 1
 
 
 def test_a_prompt_spelling_out_the_eos_token_stays_plain_text(tiny_dir: Path) -> None:
@@ -456,6 +561,24 @@ def test_lora_models_on_one_base_share_its_weights(lora_dirs: dict[str, Path]) -
     assert first.shared_bytes == second.shared_bytes == base_bytes
     first.close()
     second.close()
+
+
+def test_models_with_identical_tokenizer_files_share_one_tokenizer(
+    lora_dirs: dict[str, Path], overfit_dir: Path
+) -> None:
+    import gc
+
+    from training import generate
+
+    first = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
+    second = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
+    other = TweetGenerator.load(overfit_dir, device="cpu")  # trained on other tweets
+    assert first._tokenizer is second._tokenizer
+    assert other._tokenizer is not first._tokenizer
+    assert second.generate("I think", n=1, seed=0, settings=FAST).tweets
+    del first, second, other
+    gc.collect()
+    assert len(generate._TOKENIZERS) == 0  # held only by the models that use them
 
 
 def test_a_noop_adapter_generates_exactly_what_its_base_does(lora_dirs: dict[str, Path]) -> None:
@@ -659,5 +782,5 @@ def test_smollm2_lora_models_share_one_base_and_add_under_10_mb_each(tmp_path: P
     assert alice.model is bob.model
     assert bob.memory_bytes < 10 * 2**20
     result = bob.generate("My dream is", n=1, seed=0, settings=GenerationSettings(max_length=24))
-    assert result.candidates >= 10
+    assert result.candidates >= 1
     assert all(t.startswith("My dream is") for t in result.tweets)
