@@ -11,7 +11,10 @@ after ``gc`` and ``malloc_trim``) is read before and after each load. Models, in
 
 Beside the RSS deltas are the bytes the cache itself accounts for each model (``memory_bytes``:
 parameters and buffers that model alone holds), and what the two other per-handle parts cost on
-their own: the tokenizer each model folder carries and the copy filter built from its tweets.
+their own: the copy filter built from its tweets (every handle has its own), and the tokenizer
+each model folder carries — shared between models whose tokenizer files are identical, so it is
+measured as a separate, unshared load (what each handle would cost without the sharing), and
+``tokenizers_shared`` says whether the handles did share one.
 
 The models are trained in this process, but measured in a fresh child process (so the training's
 freed memory does not blur the baseline); after each load one forward pass of one token touches
@@ -100,6 +103,8 @@ def measure(store_root: Path) -> dict[str, Any]:
     per_extra = statistics.mean(s["rss_delta_mb"] for s in extra_stats)
     adapter_files = sum(f.stat().st_size for f in lora.glob("adapter_model.*")) / 2**20
 
+    handles = kept[1:]
+    shared = all(g._tokenizer is handles[0]._tokenizer for g in handles)
     before = common.rss_mb()
     kept.append(AutoTokenizer.from_pretrained(lora))
     tokenizer_mb = common.rss_mb() - before
@@ -114,8 +119,9 @@ def measure(store_root: Path) -> dict[str, Any]:
         "extra_lora_handles": extra_stats,
         "per_extra_lora_handle_mb": round(per_extra, 2),
         "adapter_file_mb": round(adapter_files, 2),
+        "tokenizers_shared": shared,
         "parts_of_a_handle_mb": {
-            "tokenizer": round(tokenizer_mb, 2),
+            "tokenizer_unshared": round(tokenizer_mb, 2),
             "copy_filter": round(copy_filter_mb, 2),
             "copy_filter_tweets": len(texts),
         },

@@ -706,9 +706,9 @@ class TweetGenerator:
         """Write up to ``n`` tweets that start with ``prompt``.
 
         Samples ``num_candidates`` continuations of EOS + prompt per round (on CPU the first round
-        samples only ``n``), for up to ``max_rounds`` rounds until ``n`` pass the filters. The same ``seed`` on the same model and
-        arguments gives the same tweets. ``exclude`` lists texts that must not come back (compared
-        by :func:`normalize`).
+        samples only ``n``), for up to ``max_rounds`` rounds until ``n`` pass the filters. The
+        same ``seed`` on the same model and arguments gives the same tweets. ``exclude`` lists
+        texts that must not come back (compared by :func:`normalize`).
         """
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList

@@ -62,7 +62,8 @@ def test_generation_reports_cold_and_warm_latency_per_model(scratch, capsys) -> 
         assert entry["warm_calls"] == 3
         assert entry["warm_p50_s"] <= entry["warm_p95_s"] <= entry["warm_max_s"]
         assert entry["cold_s"] > 0 and entry["sampled_tokens_per_s"] > 0
-        assert entry["candidates_per_call"] >= 10  # huggingtweets' settings
+        assert entry["candidates_per_call"] >= 1
+        assert entry["ms_per_forward_pass"] > 0
 
 
 def test_memory_reports_full_weights_against_extra_lora_handles(scratch, capsys) -> None:
@@ -73,7 +74,12 @@ def test_memory_reports_full_weights_against_extra_lora_handles(scratch, capsys)
     assert isinstance(out["per_extra_lora_handle_mb"], float)
     extra, full = out["extra_lora_handles"][0], out["full_model"]
     assert extra["cache_accounted_mb"] < full["cache_accounted_mb"]
-    assert set(out["parts_of_a_handle_mb"]) == {"tokenizer", "copy_filter", "copy_filter_tweets"}
+    assert set(out["parts_of_a_handle_mb"]) == {
+        "tokenizer_unshared",
+        "copy_filter",
+        "copy_filter_tweets",
+    }
+    assert out["tokenizers_shared"] is True
 
 
 def test_loop_lag_samples_the_loop_during_a_real_training_job_and_generations(

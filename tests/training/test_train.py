@@ -13,7 +13,7 @@ from training.cleaning import DataTable
 from training.errors import InputError, ModelError
 from training.progress import JsonProgress
 from training.store import ModelStore
-from training.train import TrainConfig, train_model
+from training.train import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_SIZE, TrainConfig, train_model
 
 
 def _validation_loss(model, tokenizer, table: DataTable, record: dict) -> float:
@@ -108,6 +108,16 @@ def test_lora_saves_only_the_adapter_and_reloads_on_its_recorded_base(
     reloaded = _validation_loss(model, tokenizer, saved, record)
     assert reloaded == pytest.approx(record["metrics"]["val_loss_after"], abs=1e-4)
     assert record["metrics"]["val_loss_after"] != record["metrics"]["val_loss_before"]
+
+
+def test_a_default_run_trains_8_blocks_of_128_tokens_per_step(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    config = TrainConfig(base_model="tiny", epochs=1, max_steps=1)
+    info = train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(io.StringIO()))
+    record = json.loads((info.path / "training.json").read_text())
+    assert (record["config"]["block_size"], record["config"]["batch_size"]) == (128, 8)
+    assert record["metrics"]["steps"] == 1
 
 
 def test_the_trainer_reads_the_blocks_in_epoch_order(
@@ -231,5 +241,7 @@ def test_a_tracker_that_is_not_installed_is_refused_before_training(
 def test_huggingtweets_recipe_is_the_default() -> None:
     config = TrainConfig()
     assert (config.base_model, config.epochs, config.learning_rate) == ("gpt2", 4, 1.372e-4)
-    assert config.batch_size == 1 and config.block_size is None  # → min(1024, context)
+    # 8 blocks of min(128, context) tokens: huggingtweets' 1,024 tokens per step, in short blocks.
+    assert config.batch_size == DEFAULT_BATCH_SIZE == 8 and config.block_size is None
+    assert DEFAULT_BLOCK_SIZE * DEFAULT_BATCH_SIZE == 1024
     assert config.report_to == "none" and config.lora is False

@@ -53,9 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="TOKENS",
-        help="tokens per training block (default: min(1024, the model's context))",
+        help="tokens per training block (default: min(128, the model's context))",
     )
-    hyper.add_argument("--batch-size", type=int, default=1, help="blocks per step (default 1)")
+    hyper.add_argument("--batch-size", type=int, default=8, help="blocks per step (default 8)")
     hyper.add_argument(
         "--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps"
     )
