@@ -120,6 +120,26 @@ def test_a_default_run_trains_8_blocks_of_128_tokens_per_step(
     assert record["metrics"]["steps"] == 1
 
 
+def test_gpt2_s_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
+    import torch
+    from transformers.activations import NewGELUActivation
+
+    from training.basemodels import load_base_model
+    from training.train import fuse_activations
+
+    model, _ = load_base_model("tiny", texts=["one two three four"] * 50, models_dir=tmp_path)
+    model.eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        assert fuse_activations(model) == model.config.n_layer
+        after = model(input_ids=ids).logits
+    assert not any(isinstance(m, NewGELUActivation) for m in model.modules())
+    assert torch.allclose(before, after, atol=1e-5)
+    assert model.config.activation_function == "gelu_new"  # what is saved does not change
+    assert fuse_activations(model) == 0
+
+
 def test_the_trainer_reads_the_blocks_in_epoch_order(
     tmp_path: Path, sample_table: DataTable
 ) -> None:
