@@ -52,6 +52,7 @@ def test_training_compares_ours_with_naive_and_reports_mfu_for_full_and_lora(
         assert 0 < entry["naive"]["padding_share"] < 1
         for key in ("mfu", "mfu_incl_attention", "speedup_vs_naive", "achieved_gflops"):
             assert entry[key] > 0
+        assert 0 < entry["mfu_vs_best_ceiling"] <= entry["mfu"]
         assert entry["ours"]["tokens_per_s"] > 0 and entry["naive"]["tokens_per_s"] > 0
 
 
