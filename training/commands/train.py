@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from training.commands import add_handle_and_source_arguments, print_data_table
+from training.train import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_SIZE
 
 if TYPE_CHECKING:
     from training.cleaning import DataTable
@@ -53,9 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="TOKENS",
-        help="tokens per training block (default: min(128, the model's context))",
+        help=f"tokens per training block (default: min({DEFAULT_BLOCK_SIZE}, the model's context))",
     )
-    hyper.add_argument("--batch-size", type=int, default=8, help="blocks per step (default 8)")
+    hyper.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"blocks per step (default {DEFAULT_BATCH_SIZE})",
+    )
     hyper.add_argument(
         "--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps"
     )
