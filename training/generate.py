@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import threading
 import unicodedata
 import warnings
@@ -755,8 +756,9 @@ class TweetGenerator:
         with _SAMPLING_LOCK, torch.random.fork_rng(devices=fork_devices):
             if self._closed:
                 raise ModelError(f"The model {self.name} was unloaded; load it again.")
-            if seed is not None:
-                torch.manual_seed(seed)
+            # fork_rng puts the global state back afterwards, so an unseeded call must draw its
+            # own seed: sampling from the forked state as it is would repeat the same tweets.
+            torch.manual_seed(seed if seed is not None else secrets.randbits(63))
             self._backend.activate()
             for round_index in range(settings.max_rounds):
                 batch = first_round if round_index == 0 else full_round

@@ -316,6 +316,22 @@ def test_seeded_generation_leaves_the_global_random_state_alone(tiny_dir: Path) 
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_unseeded_calls_draw_fresh_tweets_every_time(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    tweets = [generator.generate("Honestly", n=1, settings=FAST).tweets[0] for _ in range(20)]
+    # A restored RNG state repeats one tweet 20 times; fresh randomness gives many.
+    assert len(set(tweets)) >= 10
+
+
+def test_unseeded_generation_leaves_the_global_random_state_alone(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    generator.generate(n=1, settings=FAST)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_tweets_start_with_the_prompt_and_fit_a_tweet(tiny_dir: Path) -> None:
     generator = TweetGenerator.load(tiny_dir, device="cpu")
     result = generator.generate("Honestly", n=5, seed=3)
