@@ -1,0 +1,110 @@
+"""The text rules that keep generated and training text whole (training/textrules.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.textrules import (
+    collapse_punctuation,
+    cut_graphemes,
+    drop_broken_emoji,
+    fit_tweet,
+    graphemes,
+    strip_link_residue,
+    tidy_text,
+)
+
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man ZWJ woman ZWJ girl: 5 code points
+THUMB_TONE = "\U0001f44d\U0001f3fd"  # thumbs up + medium skin tone
+FLAG = "\U0001f1e9\U0001f1ea"  # DE
+
+
+def test_graphemes_join_back_to_the_text() -> None:
+    text = f"hi {FAMILY} {FLAG} cafe\u0301"
+    assert "".join(graphemes(text)) == text
+    assert FAMILY in graphemes(text)
+    assert "e\u0301" in graphemes(text)
+
+
+@pytest.mark.parametrize("limit", range(0, 12))
+def test_a_cut_never_splits_a_grapheme(limit: int) -> None:
+    text = f"ab {FAMILY} {FLAG}"
+    cut = cut_graphemes(text, limit)
+    assert len(cut) <= limit
+    assert text.startswith(cut)
+    assert "".join(graphemes(cut)) == cut
+    assert graphemes(text)[: len(graphemes(cut))] == graphemes(cut)
+
+
+def test_a_cut_inside_the_family_drops_the_whole_family() -> None:
+    assert cut_graphemes(f"ab {FAMILY}", 5) == "ab "
+    assert cut_graphemes(f"ab {FAMILY}", 8) == f"ab {FAMILY}"
+
+
+def test_orphaned_emoji_parts_are_dropped_and_whole_emoji_kept() -> None:
+    assert drop_broken_emoji("great \U0001f3fd work") == "great  work"
+    assert drop_broken_emoji(f"great {THUMB_TONE} work") == f"great {THUMB_TONE} work"
+    assert drop_broken_emoji(f"{FAMILY}!") == f"{FAMILY}!"
+    assert drop_broken_emoji("end\u200d") == "end"
+    assert drop_broken_emoji(f"{FLAG} \U0001f1e9") == f"{FLAG} "
+    assert drop_broken_emoji("\u2764\ufe0f love") == "\u2764\ufe0f love"
+    assert drop_broken_emoji("a\ufe0f") == "a"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("wait,,,,,, what", "wait, what"),
+        ("yes!!!!!!!!", "yes!!!"),
+        ("yes!!!", "yes!!!"),
+        ("hmm...", "hmm..."),
+        ("hmm.......", "hmm..."),
+        ("a ;;; b", "a ; b"),
+        ("x ,.,.,., y", "x , y"),
+        ("a: b: c", "a: b: c"),
+    ],
+)
+def test_degenerate_punctuation_runs_collapse(raw: str, expected: str) -> None:
+    assert collapse_punctuation(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Read this:", "Read this"),
+        ("Great read -", "Great read"),
+        ("Great read —", "Great read"),
+        ("Watch live (", "Watch live"),
+        ("New post via", "New post"),
+        ("Slides | ", "Slides"),
+        ("Nothing dangling here", "Nothing dangling here"),
+        ("a - b", "a - b"),
+        ("-", "-"),
+        ("I love it :)", "I love it :)"),
+    ],
+)
+def test_link_residue_is_stripped(raw: str, expected: str) -> None:
+    assert strip_link_residue(raw) == expected
+
+
+def test_fit_prefers_a_sentence_end_then_a_word_boundary() -> None:
+    text = "First sentence is here. Second one runs on and on past the limit"
+    assert fit_tweet(text, 40) == "First sentence is here."
+    assert fit_tweet("word " * 10, 12) == "word word"
+    assert fit_tweet("short enough", 280) == "short enough"
+    # A sentence end that keeps less than half of the limit loses to the word boundary.
+    assert fit_tweet("Hi. " + "more words " * 10, 40) == "Hi. more words more words more words"
+    # One long word: the grapheme cut is all there is.
+    assert fit_tweet("a" * 50, 10) == "a" * 10
+
+
+def test_fit_never_breaks_an_emoji_at_the_limit() -> None:
+    text = "x" * 278 + FAMILY
+    fitted = fit_tweet(text, 280)
+    assert fitted == "x" * 278
+    assert len(fit_tweet("y" * 279 + THUMB_TONE, 280)) == 279
+
+
+def test_tidy_text_applies_every_rule() -> None:
+    raw = "so good,,,,, \U0001f3fd read this:"
+    assert tidy_text(raw, 280) == "so good, read this"

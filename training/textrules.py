@@ -1,0 +1,107 @@
+"""Text rules that keep a tweet whole: grapheme-safe cuts, no broken emoji, no link residue.
+
+Everything here is a pure function on ``str``. Generation uses them on every candidate; cleaning
+uses :func:`strip_link_residue` on the text a model is trained on (after huggingtweets' counts
+are taken, so the data table stays exactly huggingtweets').
+
+* A cut falls on a grapheme-cluster boundary (UAX #29, the ``regex`` module's ``\\X``): never
+  inside an emoji ZWJ sequence, a flag or a letter with its accents.
+* A skin-tone modifier, variation selector or zero-width joiner that has lost its emoji is dropped
+  (a model that learned ``👍🏽`` token by token can emit ``🏽`` alone).
+* Degenerate punctuation runs (``,,,,,,``) collapse; emphatic ones keep up to three (``!!!``).
+* A tweet whose link was removed loses the separator that introduced it (``Read this: <link>``
+  → ``Read this``; ``Great read - <link>`` → ``Great read``).
+* When a tweet must be shortened, it ends at the last sentence end that keeps most of it, else
+  at the last word boundary, else at the last grapheme that fits.
+"""
+
+from __future__ import annotations
+
+import regex
+
+#: A grapheme cluster (extended, UAX #29).
+_GRAPHEME = regex.compile(r"\X")
+#: Characters that only mean something attached to an emoji before them.
+_ORPHANS = regex.compile(
+    r"(?<![\p{Emoji_Modifier_Base}])\p{Emoji_Modifier}"  # skin tone without a base
+    r"|(?<![\p{Extended_Pictographic}\p{Emoji_Modifier}\uFE0F])\u200d"  # ZWJ without an emoji
+    r"|\u200d(?![\p{Extended_Pictographic}])"  # ZWJ joining nothing
+    r"|(?<![\p{Emoji}\p{Emoji_Modifier}\u200d])[\uFE0F\u20E3]"  # presentation/keycap alone
+)
+#: A lone regional indicator (half a flag): pairs are kept, the odd one out is dropped.
+_FLAGS = regex.compile(r"\p{Regional_Indicator}{1,2}")
+#: Separator punctuation that repeated is never style.
+_SEPARATOR_RUN = regex.compile(r"([,;:])(?:\s*\1)+")
+#: Emphatic punctuation keeps at most three.
+_EMPHATIC_RUN = regex.compile(r"([!?.])\1{3,}")
+#: Mixed runs of commas, semicolons and full stops (",.,.,.") are noise.
+_MIXED_RUN = regex.compile(r"[,;][,.;]{2,}")
+#: What a removed link leaves at the end of a tweet: a separator with nothing after it.
+_LINK_RESIDUE = regex.compile(r"(?:\s*(?:[-–—:|·•→»>~]+|\(\s*\)?|\[\s*\]?|\bvia))+\s*$")
+#: What ends a sentence: terminal punctuation (closing quotes or brackets may follow).
+_SENTENCE_END = regex.compile(r"[.!?…](?:[\"'”’)\]]*)(?=\s)")
+
+
+def graphemes(text: str) -> list[str]:
+    """The grapheme clusters of ``text`` in order (joined, they give ``text`` back)."""
+    return _GRAPHEME.findall(text)
+
+
+def cut_graphemes(text: str, max_chars: int) -> str:
+    """The longest prefix of ``text`` of at most ``max_chars`` code points ending on a grapheme
+    boundary (so ``👨‍👩‍👧`` or ``🇩🇪`` is kept whole or dropped whole)."""
+    if len(text) <= max_chars:
+        return text
+    end = 0
+    for match in _GRAPHEME.finditer(text):
+        if match.end() > max_chars:
+            break
+        end = match.end()
+    return text[:end]
+
+
+def drop_broken_emoji(text: str) -> str:
+    """``text`` without modifiers, joiners and selectors that lost their emoji, or half flags."""
+    text = _ORPHANS.sub("", text)
+    return _FLAGS.sub(lambda m: m.group(0) if len(m.group(0)) == 2 else "", text)
+
+
+def collapse_punctuation(text: str) -> str:
+    """Collapse degenerate punctuation runs: ``,,,,`` → ``,``; ``!!!!!!`` → ``!!!``."""
+    text = _MIXED_RUN.sub(lambda m: m.group(0)[0], text)
+    text = _SEPARATOR_RUN.sub(r"\1", text)
+    return _EMPHATIC_RUN.sub(r"\1\1\1", text)
+
+
+def strip_link_residue(text: str) -> str:
+    """``text`` without the separator a removed link left dangling at its end (``Read this:``,
+    ``Great read -``, ``(``); other text is unchanged."""
+    stripped = _LINK_RESIDUE.sub("", text)
+    return stripped if stripped.strip() else text
+
+
+def fit_tweet(text: str, max_chars: int) -> str:
+    """``text`` shortened to at most ``max_chars`` code points where a reader would stop.
+
+    Unchanged when it fits. Otherwise it ends after the last sentence that keeps at least half of
+    the limit, else at the last word boundary that fits, else at the last grapheme that fits.
+    """
+    if len(text) <= max_chars:
+        return text
+    head = cut_graphemes(text, max_chars)
+    rest = text[len(head) :]
+    # The lookahead of a sentence end needs the character after the head.
+    ends = [m.end() for m in _SENTENCE_END.finditer(head + rest[:1]) if m.end() <= len(head)]
+    if ends and ends[-1] >= max_chars // 2:
+        return head[: ends[-1]]
+    if rest[:1].isspace():
+        return head.rstrip()
+    space = head.rfind(" ")
+    return head[:space].rstrip() if space > 0 else head
+
+
+def tidy_text(text: str, max_chars: int) -> str:
+    """All the rules above in order: broken emoji, punctuation runs, length, link residue."""
+    text = collapse_punctuation(drop_broken_emoji(text))
+    text = " ".join(text.split())
+    return strip_link_residue(fit_tweet(text, max_chars)).strip()
