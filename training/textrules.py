@@ -38,6 +38,8 @@ _EMPHATIC_RUN = regex.compile(r"([!?.])\1{3,}")
 _MIXED_RUN = regex.compile(r"[,;][,.;]{2,}")
 #: What a removed link leaves at the end of a tweet: a separator with nothing after it.
 _LINK_RESIDUE = regex.compile(r"(?:\s*(?:[-–—:|·•→»>~]+|\(\s*\)?|\[\s*\]?|\bvia))+\s*$")
+#: A link as the last word of a raw tweet (huggingtweets removes it, leaving what introduced it).
+_LINK_AT_END = regex.compile(r"https?:\S*\s*$", regex.IGNORECASE)
 #: What ends a sentence: terminal punctuation (closing quotes or brackets may follow).
 _SENTENCE_END = regex.compile(r"[.!?…](?:[\"'”’)\]]*)(?=\s)")
 
@@ -78,6 +80,12 @@ def strip_link_residue(text: str) -> str:
     ``Great read -``, ``(``); other text is unchanged."""
     stripped = _LINK_RESIDUE.sub("", text)
     return stripped if stripped.strip() else text
+
+
+def strip_removed_link_residue(raw: str, cleaned: str) -> str:
+    """``cleaned`` without link residue when ``raw`` (the tweet before cleaning) ended in a link;
+    a tweet that really ends in ``:`` or ``-`` keeps it."""
+    return strip_link_residue(cleaned) if _LINK_AT_END.search(raw) else cleaned
 
 
 def fit_tweet(text: str, max_chars: int) -> str:

@@ -108,3 +108,17 @@ def test_fit_never_breaks_an_emoji_at_the_limit() -> None:
 def test_tidy_text_applies_every_rule() -> None:
     raw = "so good,,,,, \U0001f3fd read this:"
     assert tidy_text(raw, 280) == "so good, read this"
+
+
+def test_residue_goes_only_where_a_link_was_removed() -> None:
+    from training.cleaning import clean_tweet
+    from training.textrules import strip_removed_link_residue
+
+    raw = "Read the whole story: https://t.co/abc123"
+    assert strip_removed_link_residue(raw, clean_tweet(raw)) == "Read the whole story"
+    raw = "Great read - http://t.co/x "
+    assert strip_removed_link_residue(raw, clean_tweet(raw)) == "Great read"
+    kept = "My three wishes:"
+    assert strip_removed_link_residue(kept, clean_tweet(kept)) == "My three wishes:"
+    middle = "See https://t.co/x - then tell me"
+    assert strip_removed_link_residue(middle, clean_tweet(middle)) == clean_tweet(middle)
