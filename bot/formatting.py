@@ -119,8 +119,11 @@ def data_table_block(table: Mapping[str, Mapping[str, int]]) -> str:
     handles = sorted(table)
     header = ["Data", *(f"@{h}" for h in handles)]
     rows = [header]
-    for key, label in _ROW_LABELS:
-        rows.append([label, *(str(table[h].get(key, "?")) for h in handles)])
+    labels = list(_ROW_LABELS)
+    if any("chars_kept" in table[h] for h in handles):
+        labels.append(("chars_kept", "Characters kept"))
+    for key, label in labels:
+        rows.append([label, *(_count(table[h].get(key)) for h in handles)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for index, row in enumerate(rows):
@@ -133,6 +136,11 @@ def data_table_block(table: Mapping[str, Mapping[str, int]]) -> str:
             lines.append("  ".join("-" * w for w in widths))
     # Handles are validated (letters, digits, _ . -), and a code block shows them verbatim.
     return "```\n" + "\n".join(lines).replace("```", "'''") + "\n```"
+
+
+def _count(value: object) -> str:
+    """A table cell as the seed's table writes it, ``?`` when the number is missing."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "?"
 
 
 def perplexity_line(before: float | None, after: float | None) -> str | None:

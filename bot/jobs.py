@@ -46,6 +46,8 @@ API_SOURCE = "api"
 BLUESKY_SOURCE = "bluesky"
 #: What ``!train`` accepts as an attachment: X archives and the tabular formats training reads.
 UPLOAD_EXTENSIONS = (".zip", ".js", ".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json")
+#: The folder inside an upload that holds the .js files of one archive sent as several files.
+UPLOAD_ARCHIVE_FOLDER = "data"
 #: Job options the Discord layer may set (each overrides the bot-wide setting of the same name).
 OPTION_KEYS = frozenset({"base_model", "lora", "max_steps", "epochs"})
 
@@ -340,13 +342,34 @@ class JobRunner:
             shown = name if len(name) <= 40 else name[:37] + "..."
             raise InputError(
                 f"“{shown}” is not a file I can train from: attach an X archive (.zip or .js), "
-                "a CSV/TSV or a JSON Lines file."
+                "a CSV/TSV, a JSON Lines or a plain-text (.txt, one post per line) file."
             )
+        return self._fresh_upload_folder(guild_id) / name
+
+    def upload_paths(self, guild_id: int, filenames: Sequence[str]) -> list[Path]:
+        """Where to save a command's attachments: one file as :meth:`upload_path`; several are
+        the ``.js`` files of one X archive, saved together in a ``data/`` folder of their own."""
+        if len(filenames) == 1:
+            return [self.upload_path(guild_id, filenames[0])]
+        names = [safe_filename(f) for f in filenames]
+        for name in names:
+            if Path(name).suffix.lower() != ".js":
+                shown = name if len(name) <= 40 else name[:37] + "..."
+                raise InputError(
+                    "Several files train as one X archive, so each must be a .js file from its "
+                    f"data/ folder (tweets.js, note-tweet.js, tweets-part1.js…), not “{shown}”."
+                )
+        if len({n.lower() for n in names}) != len(names):
+            raise InputError("Two of the attached files have the same name; attach each once.")
+        folder = self._fresh_upload_folder(guild_id) / UPLOAD_ARCHIVE_FOLDER
+        folder.mkdir()
+        return [folder / name for name in names]
+
+    def _fresh_upload_folder(self, guild_id: int) -> Path:
         uploads = self.settings.guild_uploads_dir(guild_id).resolve()
         uploads.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S-")
-        folder = Path(tempfile.mkdtemp(prefix=stamp, dir=uploads))
-        return folder / name
+        return Path(tempfile.mkdtemp(prefix=stamp, dir=uploads))
 
     # -- submitting -----------------------------------------------------------------------------
 
@@ -695,6 +718,10 @@ class JobRunner:
             if phase == "error":
                 message = event.get("message")
                 run.error_message = message if isinstance(message, str) and message else None
+                if isinstance(event.get("table"), dict):
+                    # A refusal after reading: the table of what was read is shown with it.
+                    run.job = replace(run.job, progress=event)
+                    await self.store.save_job_progress(run.job.id, event)
                 continue
             run.job = replace(run.job, progress=event)
             now = time.monotonic()

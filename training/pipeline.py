@@ -1,7 +1,8 @@
 """The ``data`` step: from "where the tweets are" to a cleaned :class:`DataTable`.
 
 A source spec is what the user named: ``"api"`` (the paid X API), ``"bluesky"`` (the public
-Bluesky feed) or a path to an X archive (zip, ``data/`` folder, ``.js`` file) or a CSV/JSONL file.
+Bluesky feed) or a path to an X archive (zip, ``data/`` folder, ``.js`` file), a CSV/JSONL file
+or a plain-text file (one post per line).
 The source classes are imported only when used, so reading a CSV never imports tweepy.
 """
 
@@ -66,6 +67,10 @@ def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
         raise InputError(
             f"{spec!r} is a folder without an X archive's tweets.js or tweet.js in it or in data/."
         )
+    from training.sources.plaintext import PLAIN_TEXT_SUFFIXES, PlainTextSource
+
+    if path.suffix.lower() in PLAIN_TEXT_SUFFIXES:
+        return PlainTextSource(path, max_file_bytes=max_file_bytes)
     from training.sources.tabular import TabularSource
 
     return TabularSource(path, max_file_bytes=max_file_bytes)

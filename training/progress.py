@@ -55,7 +55,7 @@ class ProgressReporter(Protocol):
 
     def done(self, **fields: Any) -> None: ...
 
-    def error(self, message: str) -> None: ...
+    def error(self, message: str, **fields: Any) -> None: ...
 
 
 def _finite(value: float | None) -> float | None:
@@ -123,8 +123,8 @@ class JsonProgress:
     def done(self, **fields: Any) -> None:
         self._write(self._event("done", **fields))
 
-    def error(self, message: str) -> None:
-        self._write(self._event("error", message=message))
+    def error(self, message: str, **fields: Any) -> None:
+        self._write(self._event("error", message=message, **fields))
 
 
 class TerminalProgress:
@@ -182,7 +182,7 @@ class TerminalProgress:
         where = fields.get("path")
         self._console.print("[bold green]done[/bold green]" + (f": {where}" if where else ""))
 
-    def error(self, message: str) -> None:
+    def error(self, message: str, **fields: Any) -> None:
         # The CLI prints the error sentence itself; only the bar has to go.
         self._stop_bar()
 

@@ -28,7 +28,7 @@ from bot.formatting import (
     perplexity_line,
     progress_text,
 )
-from bot.jobs import JobResult
+from bot.jobs import UPLOAD_ARCHIVE_FOLDER, JobResult
 from bot.store import Job
 from training.config import get_settings as training_settings
 from training.errors import DoppeltweetError, InputError
@@ -46,17 +46,27 @@ API_WORDS = frozenset({"api", "--api", "x-api"})
 SAMPLE_TWEETS = 3
 
 
+#: Discord lets a message carry at most ten attachments.
+MAX_ATTACHMENTS = 10
+_MB = 1024 * 1024
+
+
 def no_source_sentence(prefix: str) -> str:
     """What to do when ``!train`` got no tweets to learn from."""
     return (
-        f"Attach your X archive (zip or tweets.js), a CSV or a JSONL file of tweets to "
+        f"Attach your X archive (the zip, or tweets.js and the other .js files from its data/ "
+        f"folder), a CSV, JSONL or plain-text (.txt, one post per line) file of tweets to "
         f"`{prefix}train @handle`, or name Bluesky handles (bluesky:name.bsky.social), or add "
         f"`api` to read the paid X API."
     )
 
 
-def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB"
+def size_refusal(size: int, limit: int, limit_mb: float) -> str:
+    """``10.01 MB, over this bot's 10 MB limit`` — in bytes when MB would round into the limit."""
+    shown = f"{size / _MB:.2f}"
+    if float(shown) > limit_mb:
+        return f"{shown} MB, over this bot's {limit_mb:g} MB limit"
+    return f"{size:,} bytes, over this bot's limit of {limit:,} bytes ({limit_mb:g} MB)"
 
 
 def job_title(job: Job) -> str:
@@ -122,18 +132,21 @@ class Training(commands.Cog):
         tokens = handles.split()
         use_api = any(t.lower() in API_WORDS for t in tokens)
         parsed = parse_handle_list([t for t in tokens if t.lower() not in API_WORDS])
-        upload: Path | None = None
-        if archive is not None:
+        upload: list[Path] = []
+        attachments = _attachments(ctx, archive)
+        if attachments:
             if use_api:
                 raise InputError("Use either an attachment or `api`, not both.")
-            self._check_attachment(archive)
-            upload = self.bot.runner.upload_path(guild_id, archive.filename)
+            self._check_attachments(attachments)
+            upload = self.bot.runner.upload_paths(guild_id, [a.filename for a in attachments])
             try:
-                await archive.save(upload)
+                for attachment, path in zip(attachments, upload, strict=True):
+                    await attachment.save(path)
             except BaseException:
                 _remove_upload(upload)
                 raise
-            sources = [str(upload)]
+            # Several files are the .js files of one archive: their folder is the source.
+            sources = [str(upload[0] if len(upload) == 1 else upload[0].parent)]
         elif use_api:
             if any(h.platform != "x" for h in parsed):
                 raise InputError("The X API reads X handles only; Bluesky handles need no `api`.")
@@ -152,20 +165,27 @@ class Training(commands.Cog):
             try:
                 job = await self.submit(ctx, guild_id, parsed, sources)
             except BaseException:
-                if upload is not None:
+                if upload:
                     _remove_upload(upload)
                 raise
             await self._announce_queued(ctx, job)
 
-    def _check_attachment(self, archive: discord.Attachment) -> None:
-        """The size, from the attachment's metadata, before anything is downloaded."""
-        limit = self.bot.settings.max_attachment_bytes
-        if archive.size > limit:
+    def _check_attachments(self, attachments: list[discord.Attachment]) -> None:
+        """Count and sizes, from the attachments' metadata, before anything is downloaded."""
+        if len(attachments) > MAX_ATTACHMENTS:
             raise InputError(
-                f"That file is {_mb(archive.size)}, over this bot's "
-                f"{self.bot.settings.max_attachment_mb:g} MB limit; attach a smaller export "
-                "(e.g. only data/tweets.js from your archive)."
+                f"Attach at most {MAX_ATTACHMENTS} files to one training, not {len(attachments)}."
             )
+        limit = self.bot.settings.max_attachment_bytes
+        for attachment in attachments:
+            if attachment.size > limit:
+                which = "That file" if len(attachments) == 1 else "One of the files"
+                over = size_refusal(attachment.size, limit, self.bot.settings.max_attachment_mb)
+                raise InputError(
+                    f"{which} is {over}; attach only the .js "
+                    "files from your archive's data/ folder (tweets.js, and note-tweet.js or "
+                    "tweets-part1.js… if you have them) instead of the whole zip."
+                )
 
     async def submit(
         self, ctx: commands.Context[Any], guild_id: int, handles: list[Handle], sources: list[str]
@@ -183,10 +203,10 @@ class Training(commands.Cog):
             await self._announce_queued(ctx, job)
 
     async def _announce_queued(self, ctx: commands.Context[Any], job: Job) -> None:
-        position = job.position
-        where = f"position {position} in the queue" if position else "starting now"
-        message = await ctx.send(
-            f"{job_title(job)} — queued ({where}).", allowed_mentions=NO_MENTIONS
+        # The status message answers the command (a reply, which pings nobody), so in a busy
+        # channel it stays next to the request.
+        message = await ctx.reply(
+            queued_text(job), mention_author=False, allowed_mentions=NO_MENTIONS
         )
         self._status[job.id] = message
         try:
@@ -319,7 +339,8 @@ class Training(commands.Cog):
             log.warning("could not add samples to the report of job %s", job.id)
 
     async def on_failed(self, job: Job, message: str) -> None:
-        """One sentence in the channel; the status message says the job failed.
+        """The job's one status message says why it failed (and shows the data table when the
+        tweets were read but refused).
 
         A cancelled job only gets its status message updated: ``!cancel`` already answered.
         """
@@ -328,11 +349,26 @@ class Training(commands.Cog):
             await self._edit_status(job, f"**{job_title(job)}** — Cancelled", create=False)
             self._status.pop(job.id, None)
             return
-        await self._edit_status(job, f"**{job_title(job)}** — Failed")
+        await self._edit_status(job, failure_text(job, message))
         self._status.pop(job.id, None)
-        await self._channel(job).send(
-            f"{job_title(job)} failed: {escape_user_text(message)}", allowed_mentions=NO_MENTIONS
-        )
+
+
+def queued_text(job: Job) -> str:
+    """The first status of a job: it starts at once, or waits behind others."""
+    if job.position:
+        ahead = job.position - 1
+        waits = f"{ahead} job{'s' if ahead != 1 else ''} ahead" if ahead else "next in line"
+        return f"**{job_title(job)}** — Queued: {waits}."
+    return f"**{job_title(job)}** — Starting."
+
+
+def failure_text(job: Job, message: str) -> str:
+    """A failed job's status: the sentence, and the data table when the tweets were read."""
+    lines = [f"**{job_title(job)}** — Failed: {escape_user_text(message)}"]
+    table = (job.progress or {}).get("table")
+    if isinstance(table, dict) and table and all(isinstance(v, dict) for v in table.values()):
+        lines.append(data_table_block(table))
+    return "\n".join(lines)[:2000]
 
 
 def summary_text(job: Job, result: JobResult) -> str:
@@ -346,11 +382,27 @@ def summary_text(job: Job, result: JobResult) -> str:
     return "\n".join(lines)
 
 
-def _remove_upload(upload: Path) -> None:
-    """Forget an attachment whose job was refused: its file and the fresh folder it sat in."""
-    upload.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        upload.parent.rmdir()
+def _attachments(
+    ctx: commands.Context[Any], archive: discord.Attachment | None
+) -> list[discord.Attachment]:
+    """Every file of the command: all of a message's attachments, or the slash option's one."""
+    if ctx.interaction is None and ctx.message.attachments:
+        return list(ctx.message.attachments)
+    return [archive] if archive is not None else []
+
+
+def _remove_upload(upload: list[Path]) -> None:
+    """Forget the attachments of a refused job: their files and the fresh folders they sat in."""
+    folders: set[Path] = set()
+    for path in upload:
+        path.unlink(missing_ok=True)
+        folders.add(path.parent)
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        with contextlib.suppress(OSError):
+            if folder.name == UPLOAD_ARCHIVE_FOLDER:
+                folder.parent.rmdir()
 
 
 async def setup(bot: DoppeltweetBot) -> None:

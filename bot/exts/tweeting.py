@@ -60,9 +60,11 @@ class Tweeting(commands.Cog):
         shared = await store.models_for_handle(guild_id, handle)
         if shared:
             return shared[0]
+        # Inside backticks markdown is not rendered, so the handle goes in as typed (handles are
+        # validated: letters, digits, _ . - :) and the suggestion works when pasted.
         shown = escape_user_text(handle.display)
         raise InputError(
-            f"This server has no model of {shown}; train one with `{prefix}train {shown}`."
+            f"This server has no model of {shown}; train one with `{prefix}train {handle.display}`."
         )
 
     @commands.hybrid_command(name="tweet")

@@ -15,7 +15,8 @@ from bot.config import BotSettings
 from bot.store import Store
 
 #: A stand-in for ``python -m training train … --progress-json``: the job runner runs it as its
-#: "python". FAKE_TRAINING_MODE picks the behaviour: succeed, error, crash (exit 3 without an error
+#: "python". FAKE_TRAINING_MODE picks the behaviour: succeed, error, refuse (an error with the
+#: data table, as after too little data), crash (exit 3 without an error
 #: line), hang (until signalled), stubborn (ignores SIGTERM), nodone (exit 0 without "done"),
 #: late (hangs, and on SIGTERM finishes saving the model anyway, as if the signal came too late).
 FAKE_TRAINING = r"""#!{python}
@@ -72,6 +73,11 @@ if mode in ("hang", "stubborn", "late"):
         time.sleep(0.05)
 if mode == "error":
     emit("error", message="Too few tweets are left after cleaning to train a model.")
+    sys.exit(1)
+if mode == "refuse":  # the real CLI's refusal after reading: the sentence and the table
+    emit("error", message="Only 2,055 characters of tweets by @jack are left after cleaning.",
+         table={{h: {{"tweets_downloaded": 22, "retweets": 2, "short_tweets": 3,
+                     "tweets_kept": 17, "chars_kept": 2055}} for h in handles}})
     sys.exit(1)
 if mode == "crash":
     print("Traceback: something broke", file=sys.stderr, flush=True)

@@ -123,6 +123,17 @@ def test_too_little_data_shows_the_table_and_ends_with_an_error_line(
     events = _events(captured.out)
     assert events[-1]["phase"] == "error"
     assert "at least 6,000" in events[-1]["message"]
+    # What was read travels with the refusal, for the bot to show beside the sentence.
+    chars = sum(len(f"a short but real tweet {i}") for i in range(20))
+    assert events[-1]["table"] == {
+        "alice": {
+            "tweets_downloaded": 20,
+            "retweets": 0,
+            "short_tweets": 0,
+            "tweets_kept": 20,
+            "chars_kept": chars,
+        }
+    }
     assert "Tweets kept" in captured.err  # the table, on stderr in JSON mode
     assert not (tmp_path / "m").exists() or ModelStore(tmp_path / "m").list() == []
 

@@ -113,9 +113,13 @@ def run(args: argparse.Namespace) -> int:
             reporter.error("Training was interrupted; the previous model was kept.")
             raise
         except Exception as error:
+            from training.cleaning import TooLittleData
             from training.errors import DoppeltweetError
 
-            if isinstance(error, DoppeltweetError):
+            if isinstance(error, TooLittleData):
+                # What was read travels with the refusal, so the bot can show it.
+                reporter.error(str(error), table=refused_table(error.table))
+            elif isinstance(error, DoppeltweetError):
                 reporter.error(str(error))
             else:
                 reporter.error(
@@ -197,6 +201,14 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
         if url:
             print(f"On the Hub: {url}", file=stdout)
     return 0
+
+
+def refused_table(table: DataTable) -> dict[str, dict[str, int]]:
+    """The data table of a refused training, with each handle's characters kept (the number the
+    gate refused)."""
+    return {
+        data.handle.name: {**data.counts(), "chars_kept": data.chars_kept} for data in table.handles
+    }
 
 
 def _show_table(table: DataTable) -> None:

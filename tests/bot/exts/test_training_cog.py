@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,8 @@ async def test_train_with_api_uses_the_x_api_when_configured(
 async def test_train_without_a_source_explains_the_three_options(world: World) -> None:
     await world.alice.send(world.channel, "!train @jack")
     assert world.last_text() == (
-        "Attach your X archive (zip or tweets.js), a CSV or a JSONL file of tweets to "
+        "Attach your X archive (the zip, or tweets.js and the other .js files from its data/ "
+        "folder), a CSV, JSONL or plain-text (.txt, one post per line) file of tweets to "
         "`!train @handle`, or name Bluesky handles (bluesky:name.bsky.social), or add `api` to "
         "read the paid X API."
     )
@@ -156,8 +158,9 @@ async def test_train_checks_the_attachment_size_before_downloading(
     bot_settings.max_attachment_mb = 0.001  # 1,048 bytes
     await world.alice.send(world.channel, "!train @jack", attachments=[("tweets.csv", b"x" * 5000)])
     assert world.last_text() == (
-        "That file is 0.0 MB, over this bot's 0.001 MB limit; attach a smaller export "
-        "(e.g. only data/tweets.js from your archive)."
+        "That file is 5,000 bytes, over this bot's limit of 1,048 bytes (0.001 MB); attach only "
+        "the .js files from your archive's data/ folder (tweets.js, and note-tweet.js or "
+        "tweets-part1.js… if you have them) instead of the whole zip."
     )
     assert world.handled_errors() == [InputError]
     assert uploads(bot_settings, world.guild.id) == []
@@ -248,10 +251,9 @@ async def test_a_failing_training_posts_its_one_sentence(
 ) -> None:
     monkeypatch.setenv("FAKE_TRAINING_MODE", "error")
     await world.alice.send(world.channel, "!train @jack", attachments=[("t.csv", CSV)])
-    status, failure = world.bot_messages()[0], world.bot_messages()[-1]
-    assert status.content == "**Job #1 · jack** — Failed"
-    assert failure.content == (
-        "Job #1 · jack failed: Too few tweets are left after cleaning to train a model."
+    [status] = world.bot_messages()  # one message per job: its status says why it failed
+    assert status.content == (
+        "**Job #1 · jack** — Failed: Too few tweets are left after cleaning to train a model."
     )
     assert await store.list_models(world.guild.id) == []
 
@@ -263,8 +265,8 @@ async def test_a_failed_retrain_keeps_serving_the_previous_model(
     monkeypatch.setenv("FAKE_TRAINING_MODE", "crash")
     await world.alice.send(world.channel, "!train @jack", attachments=[("t.csv", CSV)])
     assert world.bot_messages()[-1].content == (
-        "Job #1 · jack failed: The training process stopped with exit code 3; the previous "
-        "model is still served."
+        "**Job #1 · jack** — Failed: The training process stopped with exit code 3; the "
+        "previous model is still served."
     )
     await world.alice.send(world.channel, "!tweet @jack")
     assert world.channel.last_message.embeds[0].footer.text.endswith("· jack")
@@ -288,7 +290,8 @@ async def test_kill_9_of_the_training_process_is_reported_in_one_sentence(
     await world.alice.send(world.channel, "!train @jack", attachments=[("t.csv", CSV)])
     await killer
     assert world.bot_messages()[-1].content == (
-        "Job #1 · jack failed: The training process was killed (signal 9); no model was saved."
+        "**Job #1 · jack** — Failed: The training process was killed (signal 9); no model was "
+        "saved."
     )
     [job] = await store.recent_jobs(world.guild.id)
     assert job.state == "failed"
@@ -428,7 +431,7 @@ async def test_slash_train_too_large_is_refused_before_download(
         world.channel, "train", handles="@jack", archive=("tweets.csv", b"x" * 5000)
     )
     assert result.response is not None and result.response.ephemeral
-    assert result.response.content.startswith("That file is 0.0 MB, over this bot's")
+    assert result.response.content.startswith("That file is 5,000 bytes, over this bot's")
     assert world.handled_errors() == [InputError]
     assert uploads(bot_settings, world.guild.id) == []
 
@@ -442,3 +445,134 @@ async def test_slash_jobs_and_cancel_answer_the_interaction(world: World, store:
     cancelled = await world.alice.slash(world.channel, "cancel", job_id=job_id)
     assert cancelled.response is not None
     assert cancelled.response.content.startswith(f"Cancelled Job #{job_id} · jack.")
+
+
+# ---------------------------------------------------------------------------------------------
+# What people meet first: replies, refusals with their table, the files they really have
+
+
+def posts_to(env: simcord.Env, channel_id: int) -> list[dict]:
+    return [
+        r.json
+        for r in env.http_requests
+        if r.method == "POST" and r.path == f"/channels/{channel_id}/messages"
+    ]
+
+
+async def test_the_status_message_replies_to_the_command_and_pings_nobody(
+    world: World, simcord_env: simcord.Env
+) -> None:
+    command = await world.alice.send(
+        world.channel, "!train @jack", attachments=[("tweets.csv", CSV)]
+    )
+    [status_post, *_] = posts_to(simcord_env, world.channel.id)
+    assert status_post["message_reference"]["message_id"] == command.id
+    assert status_post["allowed_mentions"]["parse"] == []
+    assert status_post["allowed_mentions"].get("replied_user") is False
+    assert status_post["content"] == "**Job #1 · jack** — Starting."
+
+
+async def test_a_queued_job_says_how_many_jobs_are_ahead(
+    world: World, store: Store, simcord_env: simcord.Env
+) -> None:
+    for name in ("someone", "other"):
+        await _queued(store, world, world.bob.id, name)
+    await world.alice.send(world.channel, "!train @jack", attachments=[("tweets.csv", CSV)])
+    first = posts_to(simcord_env, world.channel.id)[0]["content"]
+    assert first.startswith("**Job #3 · jack** — Queued: ")
+    from bot.exts.training import queued_text
+
+    job = next(j for j in await store.recent_jobs(world.guild.id) if j.id == 3)
+    assert queued_text(replace(job, position=1)) == "**Job #3 · jack** — Queued: next in line."
+    assert queued_text(replace(job, position=3)) == "**Job #3 · jack** — Queued: 2 jobs ahead."
+    assert queued_text(replace(job, position=None)) == "**Job #3 · jack** — Starting."
+
+
+async def test_a_refused_training_shows_the_table_in_its_one_status_message(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "refuse")
+    await world.alice.send(world.channel, "!train @jack", attachments=[("tweets.csv", CSV)])
+    [status] = world.bot_messages()
+    lines = status.content.splitlines()
+    assert lines[0] == (
+        "**Job #1 · jack** — Failed: Only 2,055 characters of tweets by @jack are left after "
+        "cleaning."
+    )
+    assert re.search(r"^Tweets downloaded +22$", status.content, re.MULTILINE)
+    assert re.search(r"^Retweets +2$", status.content, re.MULTILINE)
+    assert re.search(r"^Short tweets +3$", status.content, re.MULTILINE)
+    assert re.search(r"^Tweets kept +17$", status.content, re.MULTILINE)
+    assert re.search(r"^Characters kept +2055$", status.content, re.MULTILINE)
+
+
+async def test_several_js_files_train_as_one_archive(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    files = [
+        ("tweets.js", b"window.YTD.tweets.part0 = []"),
+        ("tweets-part1.js", b"window.YTD.tweets.part1 = []"),
+        ("note-tweet.js", b"window.YTD.note_tweet.part0 = []"),
+    ]
+    await world.alice.send(world.channel, "!train @jack", attachments=files)
+    saved = uploads(bot_settings, world.guild.id)
+    assert sorted(p.name for p in saved) == ["note-tweet.js", "tweets-part1.js", "tweets.js"]
+    assert len({p.parent for p in saved}) == 1 and saved[0].parent.name == "data"
+    [model] = await store.list_models(world.guild.id)
+    assert model.sources == (str(saved[0].parent),)
+    assert world.handled_errors() == []
+
+
+@pytest.mark.parametrize(
+    ("files", "sentence"),
+    [
+        (
+            [("tweets.js", b"x"), ("tweets.csv", b"x")],
+            "Several files train as one X archive, so each must be a .js file from its data/ "
+            "folder (tweets.js, note-tweet.js, tweets-part1.js…), not “tweets.csv”.",
+        ),
+        (
+            [("tweets.js", b"x"), ("TWEETS.js", b"y")],
+            "Two of the attached files have the same name; attach each once.",
+        ),
+        (
+            [(f"tweets-part{i}.js", b"x") for i in range(11)],
+            "Attach at most 10 files to one training, not 11.",
+        ),
+    ],
+)
+async def test_bad_sets_of_files_are_refused_before_any_job(
+    world: World,
+    store: Store,
+    bot_settings: BotSettings,
+    files: list[tuple[str, bytes]],
+    sentence: str,
+) -> None:
+    await world.alice.send(world.channel, "!train @jack", attachments=files)
+    assert world.last_text() == sentence
+    assert world.handled_errors() == [InputError]
+    assert uploads(bot_settings, world.guild.id) == []
+    assert await store.recent_jobs(world.guild.id) == []
+
+
+async def test_a_plain_text_file_is_accepted(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    await world.alice.send(
+        world.channel, "!train @jack", attachments=[("posts.txt", b"Dear diary, one post\n")]
+    )
+    [model] = await store.list_models(world.guild.id)
+    assert model.sources[0].endswith("posts.txt")
+    assert world.handled_errors() == []
+
+
+def test_a_size_over_the_limit_never_reads_as_within_it() -> None:
+    from bot.exts.training import size_refusal
+
+    limit = 10 * 1024 * 1024
+    assert size_refusal(limit + 1, limit, 10) == (
+        "10,485,761 bytes, over this bot's limit of 10,485,760 bytes (10 MB)"
+    )
+    assert size_refusal(int(10.5 * 1024 * 1024), limit, 10) == (
+        "10.50 MB, over this bot's 10 MB limit"
+    )

@@ -86,8 +86,11 @@ async def test_tweet_for_an_unknown_handle_is_one_sentence(
     await add_model(store, bot_settings, world.guild.id, "jack")
     await world.alice.send(world.channel, "!tweet @nobody_here hi")
     assert world.last_text() == (
-        "This server has no model of @nobody\\_here; train one with `!train @nobody\\_here`."
+        "This server has no model of @nobody\\_here; train one with `!train @nobody_here`."
     )
+    # The suggestion inside backticks is what a member pastes: no markdown escapes in it.
+    suggested = world.last_text().split("`")[1]
+    assert suggested == "!train @nobody_here"
     assert world.handled_errors() == [InputError]
 
 

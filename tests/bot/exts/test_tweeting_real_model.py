@@ -1,0 +1,63 @@
+"""``!tweet`` with a real (tiny) trained model behind the cache: every tweet is a fresh sample."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import simcord
+from discord_world import World
+
+from bot.config import BotSettings
+from bot.store import Store
+from training.handles import Handle
+
+
+@pytest.fixture
+async def simcord_bot(
+    bot_settings: BotSettings, store: Store, fake_training: Path, reset_cooldowns: None
+) -> AsyncIterator[Any]:
+    """The real bot whose model cache loads real model folders (the default loader)."""
+    from bot.client import create_bot
+    from bot.jobs import JobRunner
+    from bot.model_cache import ModelCache
+
+    cache = ModelCache(2, 1 << 30)
+    runner = JobRunner(store, bot_settings, python=str(fake_training))
+    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache)
+    yield bot
+    await runner.stop()
+    await cache.close()
+
+
+async def test_three_tweets_in_a_row_are_three_different_samples(
+    world: World,
+    store: Store,
+    bot_settings: BotSettings,
+    simcord_env: simcord.Env,
+    tiny_model_dir: Path,
+) -> None:
+    path = bot_settings.guild_models_dir(world.guild.id) / "alice"
+    shutil.copytree(tiny_model_dir, path)
+    await store.upsert_model(
+        world.guild.id,
+        "alice",
+        handles=[Handle("alice")],
+        sources=["bluesky"],
+        base_model="tiny",
+        lora=False,
+        path=path,
+        trained_by=None,
+    )
+    descriptions = []
+    for _ in range(3):
+        await world.alice.send(world.channel, "!tweet @alice My dream is")
+        [embed] = world.channel.last_message.embeds
+        descriptions.append(embed.description)
+        await simcord_env.advance_time(bot_settings.tweet_cooldown_s + 1)
+    assert world.handled_errors() == []
+    assert all(d and d.startswith("My dream is") for d in descriptions)
+    assert len(set(descriptions)) == 3
