@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 COMMANDS: tuple[tuple[str, str, bool], ...] = (
     (
         "train @handle [@handle2 @handle3]",
-        "Train a model from an attached X archive (zip or tweets.js), CSV or JSONL file, "
-        "from bluesky:name.bsky.social handles, or add `api` to read the paid X API.",
+        "Train a model from your attached X archive (zip, or the .js files from its data/ "
+        "folder), a CSV, JSONL or .txt file (one post per line), from "
+        "bluesky:name.bsky.social handles, or add `api` to read the paid X API.",
         False,
     ),
     ("tweet [@handle] [prompt]", "Generate a tweet with a model of this server.", False),
@@ -38,7 +39,17 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-def help_embed(prefix: str) -> discord.Embed:
+def archive_help(prefix: str, max_attachment_mb: float) -> str:
+    """Which files of an X archive to attach, for the archives over the upload limit."""
+    return (
+        f"Discord attachments here are at most {max_attachment_mb:g} MB each, and a whole X "
+        "archive with media is bigger. Unzip it, open its `data/` folder and attach `tweets.js` "
+        "(2020 archives: `tweet.js`), plus `note-tweet.js` and any `tweets-part1.js`… files, "
+        f"together to one `{prefix}train @handle` message."
+    )
+
+
+def help_embed(prefix: str, max_attachment_mb: float = 10) -> discord.Embed:
     """Every command with its usage; the same text works for ``!`` and ``/`` commands."""
     embed = discord.Embed(
         title="doppeltweet",
@@ -54,6 +65,9 @@ def help_embed(prefix: str) -> discord.Embed:
             value="\n".join(lines),
             inline=False,
         )
+    embed.add_field(
+        name="Your X archive", value=archive_help(prefix, max_attachment_mb), inline=False
+    )
     embed.set_footer(text="Generated tweets are AI-generated and marked as such.")
     return embed
 
@@ -67,7 +81,11 @@ class Meta(commands.Cog):
     @commands.hybrid_command(name="help")
     async def help(self, ctx: commands.Context[Any]) -> None:
         """Show what the bot can do."""
-        await ctx.send(embed=help_embed(self.bot.settings.prefix), allowed_mentions=NO_MENTIONS)
+        settings = self.bot.settings
+        await ctx.send(
+            embed=help_embed(settings.prefix, settings.max_attachment_mb),
+            allowed_mentions=NO_MENTIONS,
+        )
 
 
 async def setup(bot: DoppeltweetBot) -> None:

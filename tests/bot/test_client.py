@@ -127,8 +127,8 @@ async def test_after_a_second_restart_the_job_fails_with_one_sentence(
     bot = await _restart(simcord_env, store, bot_settings, fake_training, scripted_generator)
     try:
         assert world.bot_messages()[-1].content == (
-            f"Job #{job_id} · jack failed: The bot restarted while training; the job had already "
-            "been restarted once, so start it again with !train."
+            f"**Job #{job_id} · jack** — Failed: The bot restarted while training; the job had "
+            "already been restarted once, so start it again with !train."
         )
         # The restarted bot answers commands as before.
         await add_model(store, bot_settings, world.guild.id, "bob")

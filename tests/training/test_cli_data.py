@@ -320,3 +320,15 @@ def test_bluesky_end_to_end_against_a_loopback_appview(tmp_path, monkeypatch, ca
             "tweets_kept": 57,
         }
     }
+
+
+def test_data_reads_a_plain_text_file_one_post_per_line(tmp_path, capsys) -> None:
+    path = tmp_path / "posts.txt"
+    lines = [f"Dear diary, today was day number {i} of the trip" for i in range(300)]
+    lines += ["RT @bob: not mine", "too short"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["data", "@jack", "--from", str(path), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table == {
+        "jack": {"tweets_downloaded": 302, "retweets": 1, "short_tweets": 1, "tweets_kept": 300}
+    }

@@ -14,7 +14,22 @@ async def test_help_lists_every_command_with_its_usage(world: World) -> None:
     text = "\n".join(field.value for field in embed.fields)
     assert "`!train @handle [@handle2 @handle3]`" in text
     assert "`!tweet [@handle] [prompt]`" in text
-    assert [field.name for field in embed.fields] == ["Commands", "Admins (Manage Server)"]
+    assert [field.name for field in embed.fields] == [
+        "Commands",
+        "Admins (Manage Server)",
+        "Your X archive",
+    ]
+
+
+async def test_help_says_which_archive_files_to_attach_before_the_limit_bites(
+    world: World,
+) -> None:
+    await world.alice.send(world.channel, "!help")
+    archive = world.channel.last_message.embeds[0].fields[-1].value
+    assert "at most 10 MB each" in archive
+    for name in ("`data/`", "`tweets.js`", "`note-tweet.js`", "`tweets-part1.js`"):
+        assert name in archive
+    assert "`!train @handle`" in archive
 
 
 async def test_help_documents_exactly_the_registered_commands(simcord_env: simcord.Env) -> None:
