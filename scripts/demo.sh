@@ -22,5 +22,8 @@ echo "== Training @barackobama on $DATA (smollm2-135m + LoRA, $STEPS steps)"
 echo
 echo "== The model card: $MODELS_DIR/barackobama/README.md"
 echo
-echo "== Five tweets in the style of @barackobama"
-"$BIN/doppeltweet" tweet @barackobama "My dream is" -n 5 --seed 0 --models-dir "$MODELS_DIR"
+echo "== Five tweets in the style of @barackobama (no prompt: the model opens them)"
+"$BIN/doppeltweet" tweet @barackobama -n 5 --seed 0 --models-dir "$MODELS_DIR"
+echo
+echo "== Two that start with huggingtweets' example prompt"
+"$BIN/doppeltweet" tweet @barackobama "My dream is" -n 2 --seed 0 --models-dir "$MODELS_DIR"

@@ -33,6 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.errors import InputError, ModelError
+from training.textrules import (
+    collapse_punctuation,
+    drop_broken_emoji,
+    fit_tweet,
+    strip_link_residue,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -40,8 +46,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: huggingtweets' default prompt (and the model card widget's).
-DEFAULT_PROMPT = "My dream is"
+#: No prompt: the tweet starts where the model starts the person's tweets (after EOS alone), so
+#: replies, @mentions and the person's own openings come out as often as the person writes them.
+DEFAULT_PROMPT = ""
+#: huggingtweets' example prompt (the model card widget's), documented, never forced.
+EXAMPLE_PROMPT = "My dream is"
 #: A tweet's length limit.
 TWEET_CHARS = 280
 #: The longest prompt accepted, in characters; a prompt is a tweet's beginning, not a tweet.
@@ -168,20 +177,19 @@ def tidy_candidate(text: str, max_chars: int = TWEET_CHARS) -> str:
     """Make a raw continuation postable: first line only, no URLs, single spaces, ≤ ``max_chars``.
 
     The cut at the first newline is huggingtweets'; URLs are removed the way training data was
-    cleaned (a URL in a generated tweet is made up and leads nowhere); the length cut falls on the
-    last space that fits, so no word is broken unless a single word is longer than the limit.
+    cleaned (a URL in a generated tweet is made up and leads nowhere); emoji parts that lost their
+    emoji and degenerate punctuation runs go (:mod:`training.textrules`); a tweet over the limit
+    ends at its last sentence end that keeps half the limit, else its last word boundary, never
+    inside a grapheme; a separator left dangling at the end (``:``, `` -``) goes.
     """
     line = _NEWLINE.split(text, maxsplit=1)[0]
     # Control characters and the replacement character (a multi-byte character cut by the token
     # limit) are never meant to be posted.
     line = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line if ch != "\ufffd")
     line = _URL.sub(" ", line)
+    line = collapse_punctuation(drop_broken_emoji(line))
     line = " ".join(line.split())
-    if len(line) <= max_chars:
-        return line
-    head = line[: max_chars + 1]
-    cut = head.rfind(" ")
-    return (line[:cut] if cut > 0 else line[:max_chars]).rstrip()
+    return strip_link_residue(fit_tweet(line, max_chars)).rstrip()
 
 
 def _has_content(text: str) -> bool:
@@ -274,14 +282,11 @@ def _contains(sorted_keys: Any, keys: list[int]) -> bool:
 
 
 def check_prompt(prompt: str) -> str:
-    """The prompt with whitespace collapsed; InputError when it is empty or too long."""
+    """The prompt with whitespace collapsed (empty: the model picks the opening); InputError
+    when it is not text or too long."""
     if not isinstance(prompt, str):
         raise InputError("The prompt must be text, e.g. “My dream is”.")
     text = " ".join(prompt.split())
-    if not text:
-        raise InputError(
-            "The prompt is empty: give the first words of a tweet, e.g. “My dream is”."
-        )
     if len(text) > MAX_PROMPT_CHARS:
         raise InputError(
             f"The prompt is {len(text)} characters long; keep it to {MAX_PROMPT_CHARS} or fewer."
@@ -723,7 +728,15 @@ class TweetGenerator:
         # the lock: a fast tokenizer raises "Already borrowed" when two threads use it at once.
         with _SAMPLING_LOCK:
             encoded = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)
-        prompt_ids = [self._eos_id, *encoded["input_ids"]]
+            prompt_ids = [self._eos_id, *encoded["input_ids"]]
+            # Token healing: the prompt's last word is given back to the model, whose first
+            # token must start with that text ("Today" may become "Today's" or "Today,"), so a
+            # prompt is continued as the person would and never glued to the next word.
+            healed = self._heal(prompt_ids)
+        healing, heal_chars = None, 0
+        if healed is not None:
+            backed_off, healing, heal_chars = healed
+            prompt_ids = prompt_ids[:-backed_off]
         max_length = min(settings.max_length, self._max_positions)
         if len(prompt_ids) + MIN_NEW_TOKENS > max_length:
             raise InputError(
@@ -764,7 +777,7 @@ class TweetGenerator:
                 batch = first_round if round_index == 0 else full_round
                 input_ids = torch.tensor([prompt_ids] * batch, device=self.device)
                 stop = StoppingCriteriaList(
-                    [_TweetEnd(self._tokenizer, batch, len(text), settings.max_chars)]
+                    [_TweetEnd(self._tokenizer, batch, len(text) - heal_chars, settings.max_chars)]
                 )
                 with torch.inference_mode():
                     output = self.model.generate(
@@ -772,10 +785,11 @@ class TweetGenerator:
                         attention_mask=torch.ones_like(input_ids),
                         generation_config=config,
                         stopping_criteria=stop,
+                        prefix_allowed_tokens_fn=healing,
                     )
                 for row in output.tolist():
                     candidates += 1
-                    reason, tweet = self._judge(row, len(prompt_ids), settings, avoid, seen)
+                    reason, tweet = self._judge(row, len(prompt_ids), text, settings, avoid, seen)
                     if reason is not None:
                         reasons[reason] += 1
                         continue
@@ -792,10 +806,57 @@ class TweetGenerator:
             rejected_reasons=dict(sorted(reasons.items())),
         )
 
+    def _heal(self, prompt_ids: list[int]) -> tuple[int, Any, int] | None:
+        """How to heal the prompt ``EOS + ids``: (tokens to back off, the
+        ``prefix_allowed_tokens_fn``, characters given back), or None when nothing can extend it.
+
+        The last word's tokens are backed off (at most :data:`_HEAL_MAX_TOKENS`) when some token
+        starts with that word's text, else the last token alone, else nothing (a special token,
+        part of a multi-byte character).
+        """
+        ids = prompt_ids[1:]
+        if not ids:
+            return None
+        word = 1
+        for k in range(1, min(_HEAL_MAX_TOKENS, len(ids)) + 1):
+            piece = self._tokenizer.decode(ids[-k:], skip_special_tokens=True)
+            if any(ch.isspace() for ch in piece.strip()):
+                break
+            word = k
+            if piece[:1].isspace():
+                break
+        for back in dict.fromkeys((word, 1)):
+            piece = self._tokenizer.decode(ids[-back:], skip_special_tokens=True)
+            healing = self._healing(piece) if piece and "\ufffd" not in piece else None
+            if healing is not None:
+                return back, healing, len(piece)
+        return None
+
+    def _healing(self, piece: str) -> Any:
+        """The ``prefix_allowed_tokens_fn`` whose first sampled token must start with ``piece``
+        (later tokens are free); None when no token does."""
+        import torch
+
+        texts = _token_texts(self._tokenizer)
+        allowed = [i for i, t in enumerate(texts) if t.startswith(piece) and i != self._eos_id]
+        if not allowed:
+            return None
+        first = torch.tensor(allowed, dtype=torch.long, device=self.device)
+        every = torch.arange(self.model.get_output_embeddings().weight.shape[0], device=self.device)
+        start: list[int] = []
+
+        def allowed_tokens(batch_id: int, sequence: torch.Tensor) -> torch.Tensor:
+            if not start:
+                start.append(sequence.shape[-1])
+            return first if sequence.shape[-1] == start[0] else every
+
+        return allowed_tokens
+
     def _judge(
         self,
         row: list[int],
         prompt_len: int,
+        prompt: str,
         settings: GenerationSettings,
         avoid: set[str],
         seen: set[str],
@@ -804,13 +865,15 @@ class TweetGenerator:
         new = row[prompt_len:]
         if self._eos_id in new:
             new = new[: new.index(self._eos_id)]
-        added = tidy_candidate(
-            self._tokenizer.decode(new, skip_special_tokens=True), settings.max_chars
+        full = self._tokenizer.decode(row[1:prompt_len] + new, skip_special_tokens=True)
+        # What the model added: after the prompt's text (a healed prompt's last word is sampled).
+        tail = (
+            full[len(prompt) :]
+            if full.startswith(prompt)
+            else self._tokenizer.decode(new, skip_special_tokens=True)
         )
-        tweet = tidy_candidate(
-            self._tokenizer.decode(row[1:prompt_len] + new, skip_special_tokens=True),
-            settings.max_chars,
-        )
+        added = tidy_candidate(tail, settings.max_chars)
+        tweet = tidy_candidate(full, settings.max_chars)
         if not _has_content(added) or not tweet:
             return REJECT_EMPTY, tweet
         if self.copy_filter.is_copy(tweet):
@@ -859,6 +922,22 @@ class _TweetEnd:
                 text = self._tokenizer.decode(input_ids[row, 1:].tolist(), skip_special_tokens=True)
                 self._done[row] = _settled_chars(text) > self._max_chars
         return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
+
+
+#: The most prompt tokens token healing gives back (one word rarely has more).
+_HEAL_MAX_TOKENS = 4
+#: Each tokenizer's tokens decoded one by one (for token healing), shared while it lives.
+_TOKEN_TEXTS: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+
+
+def _token_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The text of every token id of ``tokenizer`` (special tokens as ""); call under the lock."""
+    texts = _TOKEN_TEXTS.get(tokenizer)
+    if texts is None:
+        ids = [[i] for i in range(len(tokenizer))]
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        _TOKEN_TEXTS[tokenizer] = texts
+    return texts
 
 
 def _settled_chars(text: str) -> int:

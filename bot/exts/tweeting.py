@@ -71,7 +71,7 @@ class Tweeting(commands.Cog):
     @app_commands.guild_only()
     @app_commands.describe(
         handle="Whose model, e.g. @jack (default: this server's most recent model)",
-        prompt=f"How the tweet starts (default: “{DEFAULT_PROMPT}”)",
+        prompt="How the tweet starts, e.g. “My dream is” (default: the model opens it)",
     )
     @commands.dynamic_cooldown(_tweet_cooldown, commands.BucketType.user)
     async def tweet(

@@ -64,8 +64,9 @@ def test_tweets_are_printed_numbered_with_the_rejection_count(capsys, store: Pat
     code, out, _ = tweet(capsys, "@alice", "-n", "2", "--seed", "3", "--models-dir", str(store))
     lines = out.splitlines()
     assert code == 0
-    assert lines[0].startswith("1. My dream is")
-    assert lines[1].startswith("2. My dream is")
+    # No prompt: the model opens each tweet itself.
+    assert lines[0].startswith("1. ") and len(lines[0]) > 3
+    assert lines[1].startswith("2. ") and len(lines[1]) > 3
     assert lines[2].endswith("rejected.") or "rejected (" in lines[2]
     assert "candidates sampled" in lines[2]
     assert len(lines) == 3
@@ -111,9 +112,11 @@ def test_an_unknown_model_lists_the_known_ones(capsys, store: Path) -> None:
     assert err.startswith("error: ") and err.count("\n") == 1
 
 
-def test_an_empty_or_overlong_prompt_is_refused(capsys, store: Path) -> None:
-    code, _, err = tweet(capsys, "@alice", "  ", "--models-dir", str(store))
-    assert code == 2 and "empty" in err
+def test_an_empty_prompt_lets_the_model_open_and_an_overlong_one_is_refused(
+    capsys, store: Path
+) -> None:
+    code, out, _ = tweet(capsys, "@alice", "  ", "-n", "1", "--models-dir", str(store))
+    assert code == 0 and out.startswith("1. ")
     code, _, err = tweet(capsys, "@alice", "word " * 50, "--models-dir", str(store))
     assert code == 2 and "200" in err
 
@@ -130,7 +133,7 @@ def test_a_bad_prompt_fails_before_the_model_is_loaded(
 ) -> None:
     folder = shutil.copytree(tiny_model_dir, tmp_path / "alice")
     (folder / "model.safetensors").write_bytes(b"damaged")
-    code, _, err = tweet(capsys, "@alice", "", "--models-dir", str(tmp_path))
-    assert code == 2 and "empty" in err
+    code, _, err = tweet(capsys, "@alice", "word " * 50, "--models-dir", str(tmp_path))
+    assert code == 2 and "200" in err
     code, _, err = tweet(capsys, "@alice", "--models-dir", str(tmp_path))
     assert code == 1 and "weights" in err

@@ -15,7 +15,7 @@ DEFAULT_COUNT = 1
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``tweet`` subcommand."""
-    from training.generate import DEFAULT_PROMPT, MAX_PROMPT_CHARS, MAX_TWEETS
+    from training.generate import EXAMPLE_PROMPT, MAX_PROMPT_CHARS, MAX_TWEETS
 
     parser = subparsers.add_parser(
         "tweet",
@@ -26,10 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         description=(
             "Generate tweets in the style of the model trained on the named handles "
-            f'(e.g. `doppeltweet tweet @alice @bob "{DEFAULT_PROMPT}" -n 5`). Sampling follows '
-            "huggingtweets (top-p 0.95, temperature 1.0, 10 candidates); candidates are cut at "
-            "the first line, stripped of URLs, kept to 280 characters, and rejected when they "
-            "copy a training tweet or repeat one another."
+            f'(e.g. `doppeltweet tweet @alice @bob "{EXAMPLE_PROMPT}" -n 5`). Without a prompt '
+            "the model opens the tweet as the person would (a reply, a mention, their own first "
+            "words); a prompt's last word may be finished by the model (token healing). "
+            "Sampling follows huggingtweets (top-p 0.95, temperature 1.0, 10 candidates); "
+            "candidates are cut at the first line, stripped of URLs and broken emoji, kept to "
+            "280 characters ending at a sentence or word, and rejected when they copy a "
+            "training tweet or repeat one another."
         ),
     )
     parser.add_argument(
@@ -38,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="@HANDLE | PROMPT",
         help=(
             "1 to 3 handles (@jack, bluesky:alice.bsky.social; the first may omit the @), then "
-            f"optionally the tweet's first words (default “{DEFAULT_PROMPT}”, at most "
-            f"{MAX_PROMPT_CHARS} characters)"
+            f"optionally the tweet's first words (e.g. “{EXAMPLE_PROMPT}”; default: none, the "
+            f"model opens the tweet; at most {MAX_PROMPT_CHARS} characters)"
         ),
     )
     parser.add_argument(
