@@ -122,6 +122,7 @@ def render_card(table: DataTable, record: dict[str, Any], *, model_ref: str) -> 
         "Hyperparameters, seeds, package versions, metrics and timings are recorded in "
         "`training.json`; the loss curve is in `loss.png`.",
         "",
+        *_likeness_section(record, who),
         "## How to use",
         "",
         "You can use this model directly with a pipeline for text generation:",
@@ -148,6 +149,26 @@ def render_card(table: DataTable, record: dict[str, Any], *, model_ref: str) -> 
         "",
     ]
     return "\n".join([*front, "", *header, *body])
+
+
+def _likeness_section(record: dict[str, Any], who: str) -> list[str]:
+    """*How like them it writes*: the validation tweets beside prompt-less generated ones."""
+    from training.likeness import likeness_rows
+
+    likeness = record.get("likeness")
+    rows = likeness_rows(likeness) if isinstance(likeness, dict) else []
+    if not rows:
+        return []
+    return [
+        "## How like them it writes",
+        "",
+        f"The held-out validation tweets of {who} beside {likeness.get('samples')} tweets the "
+        "model wrote with no prompt at all (it opens them itself), and the share of sampled "
+        "candidates rejected as copies of a training tweet:",
+        "",
+        *rows,
+        "",
+    ]
 
 
 def _base_text(base: str) -> str:

@@ -36,7 +36,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.errors import InputError, ModelError
+from training.errors import DoppeltweetError, InputError, ModelError
 from training.progress import ProgressReporter
 from training.store import CARD_FILE, LOSS_PLOT_FILE, TRAINING_FILE, ModelInfo, ModelStore
 
@@ -106,6 +106,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     #: The Hub repository the model will be pushed to (only used for the card's snippet).
     hub_repo: str | None = None
+    #: Prompt-less tweets the new model writes for the card's real-vs-generated table (0: none).
+    likeness_samples: int = 20
 
     def validate(self) -> None:
         """Refuse nonsensical values before any expensive work starts."""
@@ -137,6 +139,10 @@ class TrainConfig:
                 f"--report-to must be one of {', '.join(REPORT_TO)}, not {self.report_to!r}.",
             ),
             (self.lora_r >= 1, f"The LoRA rank must be at least 1, not {self.lora_r}."),
+            (
+                0 <= self.likeness_samples <= 20,
+                f"Write 0 to 20 comparison tweets, not {self.likeness_samples}.",
+            ),
             (0.0 <= self.lora_dropout < 1.0, "The LoRA dropout must be in [0, 1)."),
         ]
         for ok, message in checks:
@@ -274,7 +280,49 @@ def train_model(
         timings["total_s"] = time.monotonic() - started
         _write_json(staging / TRAINING_FILE, record)
         stop.check()
+        if config.likeness_samples and split.validation:
+            _add_likeness(
+                staging, store.path(name), table, split.validation, config, record, device, reporter
+            )
+            stop.check()
         return store.commit(staging, name)
+
+
+def _add_likeness(
+    staging: Path,
+    final: Path,
+    table: DataTable,
+    validation: list[str],
+    config: TrainConfig,
+    record: dict[str, Any],
+    device: Any,
+    reporter: ProgressReporter,
+) -> None:
+    """Measure how like the person the saved model writes; record it and show it in the card.
+
+    A failure here never costs the model: the card just goes without the table.
+    """
+    from training.card import render_card
+    from training.likeness import measure_likeness
+
+    reporter.phase("evaluating", f"writing {config.likeness_samples} tweets to compare")
+    t0 = time.monotonic()
+    try:
+        record["likeness"] = measure_likeness(
+            staging,
+            validation,
+            samples=config.likeness_samples,
+            seed=config.seed,
+            device=str(device.type),
+        )
+    except (DoppeltweetError, RuntimeError, ValueError) as error:
+        log.warning("the likeness table was skipped: %s", error)
+        return
+    record.setdefault("timings", {})["likeness_s"] = time.monotonic() - t0
+    model_ref = config.hub_repo or str(final.resolve())
+    card = render_card(table, record, model_ref=model_ref)
+    (staging / CARD_FILE).write_text(card, "utf-8")
+    _write_json(staging / TRAINING_FILE, record)
 
 
 def trainer_steps(trainer: Any, train_blocks: Any) -> int:

@@ -130,3 +130,26 @@ def test_trained_models_card_matches_its_data_table(tiny_model_dir: Path) -> Non
     assert table.to_markdown() in card
     assert "AI BOT" in card
     assert str(tiny_model_dir.resolve()) in card  # the local folder is what pipeline() loads
+
+
+def test_trained_models_card_shows_how_like_the_person_it_writes(tiny_model_dir: Path) -> None:
+    import json
+
+    record = json.loads((tiny_model_dir / "training.json").read_text(encoding="utf-8"))
+    likeness = record["likeness"]
+    assert likeness["samples"] > 0 and likeness["candidates"] >= likeness["samples"]
+    assert 0.0 <= likeness["copy_rate_pct"] <= 100.0
+    assert likeness["real"]["tweets"] > 0
+    assert likeness["generated"]["tweets"] == likeness["samples"]
+    card = (tiny_model_dir / "README.md").read_text(encoding="utf-8")
+    assert "## How like them it writes" in card
+    assert "| Style | Real tweets | Generated |" in card
+    assert f"| Copies of training tweets | — | {likeness['copy_rate_pct']:g} % |" in card
+    assert f"| Tweets compared | {likeness['real']['tweets']} | {likeness['samples']} |" in card
+
+
+def test_a_card_without_a_likeness_record_has_no_such_section() -> None:
+    card = render_card(_pipeline_table(), _RECORD, model_ref="alice/doppeltweet")
+    assert "How like them" not in card
+    damaged = {**_RECORD, "likeness": {"real": [1, 2]}}
+    assert "How like them" not in render_card(_pipeline_table(), damaged, model_ref="x")

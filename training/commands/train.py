@@ -91,6 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="also upload the model folder to the Hugging Face Hub as owner/name (needs HF_TOKEN)",
     )
+    out.add_argument(
+        "--compare-samples",
+        type=int,
+        default=20,
+        metavar="N",
+        help="prompt-less tweets the new model writes for the card's real-vs-generated table "
+        "(0 to 20, default 20; 0 skips it)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -149,6 +157,7 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
         block_size=args.block_size,
         batch_size=args.batch_size,
         max_steps=args.max_steps,
+        likeness_samples=args.compare_samples,
         seed=args.seed,
         report_to=args.report_to,
         hub_repo=args.push_to_hub,
