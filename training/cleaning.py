@@ -31,7 +31,7 @@ from pathlib import Path
 from training.errors import DataError, InputError
 from training.handles import BLUESKY_PREFIX, Handle, parse_handle
 from training.handles import model_name as _model_name
-from training.sources.base import RawTweet
+from training.sources.base import MAX_POST_CHARS, RawTweet
 
 #: Fewer characters kept than this (per handle) cannot make a model.
 MIN_CHARS = 6_000
@@ -78,6 +78,10 @@ class HandleData:
     retweets: int
     short_tweets: int
     kept: list[str] = field(default_factory=list)
+    #: Posts that came twice (the same id: overlapping files or parts) and were counted once.
+    duplicates: int = 0
+    #: Posts longer than MAX_POST_CHARS that were cut to it at the source boundary.
+    cut: int = 0
 
     def __post_init__(self) -> None:
         if self.tweets_downloaded != self.retweets + self.short_tweets + self.tweets_kept:
@@ -102,11 +106,23 @@ class HandleData:
         return {name: getattr(self, name) for name in _COUNT_FIELDS}
 
 
-def clean_handle(handle: Handle, tweets: Sequence[RawTweet]) -> HandleData:
-    """Count retweets and short tweets; keep the rest, cleaned, newest first as given."""
-    retweets = short = 0
+def clean_handle(handle: Handle, tweets: Sequence[RawTweet], *, cut: int = 0) -> HandleData:
+    """Count retweets and short tweets; keep the rest, cleaned, newest first as given.
+
+    A post whose id came before (``tweets.js`` next to ``tweet.js``, overlapping parts, a zip
+    with a member twice) is counted once; :attr:`HandleData.duplicates` says how many were dropped.
+    """
+    retweets = short = duplicates = 0
     kept: list[str] = []
+    seen: set[str] = set()
+    unique: list[RawTweet] = []
     for tweet in tweets:
+        if tweet.id in seen:
+            duplicates += 1
+            continue
+        seen.add(tweet.id)
+        unique.append(tweet)
+    for tweet in unique:
         if tweet.is_retweet:
             retweets += 1
             continue
@@ -115,7 +131,7 @@ def clean_handle(handle: Handle, tweets: Sequence[RawTweet]) -> HandleData:
             short += 1
         else:
             kept.append(cleaned)
-    return HandleData(handle, len(tweets), retweets, short, kept)
+    return HandleData(handle, len(unique), retweets, short, kept, duplicates, cut)
 
 
 class TooLittleData(DataError):
@@ -176,6 +192,18 @@ class DataTable:
                     self,
                 )
         return [
+            f"{data.duplicates:,} duplicate post{'s' if data.duplicates != 1 else ''} by "
+            f"{data.handle} (an id the input held twice) {'were' if data.duplicates != 1 else 'was'} "
+            "dropped, so each post counts once."
+            for data in self.handles
+            if data.duplicates
+        ] + [
+            f"{data.cut:,} post{'s' if data.cut != 1 else ''} by {data.handle} "
+            f"{'were' if data.cut != 1 else 'was'} longer than {MAX_POST_CHARS:,} characters "
+            "(X's longest posts) and cut to that length."
+            for data in self.handles
+            if data.cut
+        ] + [
             f"Only {data.chars_kept:,} characters of tweets by {data.handle} are left after "
             f"cleaning (under {WARN_CHARS:,}), so the model will imitate them poorly."
             for data in self.handles

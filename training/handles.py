@@ -80,9 +80,24 @@ def parse_handles(texts: Iterable[str]) -> list[Handle]:
     return sorted(handles)
 
 
+#: Joins the handles of a model when one of them has a ``-`` of its own (only Bluesky's can).
+NAME_SEPARATOR = "+"
+
+
 def model_name(handles: Iterable[Handle]) -> str:
-    """huggingtweets' model name: handles lower-cased, sorted, joined with ``-``."""
-    return "-".join(sorted(h.name for h in handles))
+    """huggingtweets' model name: handles lower-cased, sorted, joined with ``-``.
+
+    The name is a function of the set of handles and never the same for two sets: X handles
+    have no ``-`` or ``.``, and Bluesky handles have a ``.`` but may have a ``-``, so
+    ``alice.com`` + ``bob.com`` and the single ``alice.com-bob.com`` would both be
+    ``alice.com-bob.com``. When a handle of several has a ``-``, they are joined with ``+``
+    instead (``alice.com+bob-c.com``), a character no handle has; every other name (every
+    single-handle name, every name of X handles) is huggingtweets' own.
+    """
+    names = sorted(h.name for h in handles)
+    if len(names) > 1 and any("-" in name for name in names):
+        return NAME_SEPARATOR.join(names)
+    return "-".join(names)
 
 
 def _quote(text: str) -> str:
