@@ -191,24 +191,32 @@ class DataTable:
                     ),
                     self,
                 )
-        return [
-            f"{data.duplicates:,} duplicate post{'s' if data.duplicates != 1 else ''} by "
-            f"{data.handle} (an id the input held twice) {'were' if data.duplicates != 1 else 'was'} "
-            "dropped, so each post counts once."
-            for data in self.handles
-            if data.duplicates
-        ] + [
-            f"{data.cut:,} post{'s' if data.cut != 1 else ''} by {data.handle} "
-            f"{'were' if data.cut != 1 else 'was'} longer than {MAX_POST_CHARS:,} characters "
-            "(X's longest posts) and cut to that length."
-            for data in self.handles
-            if data.cut
-        ] + [
+        return self.notes() + [
             f"Only {data.chars_kept:,} characters of tweets by {data.handle} are left after "
             f"cleaning (under {WARN_CHARS:,}), so the model will imitate them poorly."
             for data in self.handles
             if data.chars_kept < WARN_CHARS
         ]
+
+    def notes(self) -> list[str]:
+        """What the source boundary changed: duplicate posts dropped, over-long posts cut."""
+        notes = []
+        for data in self.handles:
+            if data.duplicates:
+                many = data.duplicates != 1
+                notes.append(
+                    f"{data.duplicates:,} duplicate post{'s' if many else ''} by {data.handle} "
+                    f"(an id the input held twice) {'were' if many else 'was'} dropped, so each "
+                    "post counts once."
+                )
+            if data.cut:
+                many = data.cut != 1
+                notes.append(
+                    f"{data.cut:,} post{'s' if many else ''} by {data.handle} "
+                    f"{'were' if many else 'was'} longer than {MAX_POST_CHARS:,} characters "
+                    "(X's longest posts) and cut to that length."
+                )
+        return notes
 
     def iter_records(self) -> Iterator[dict[str, str]]:
         """Every kept tweet as a ``{"handle", "text"}`` record, handle by handle, newest first."""
