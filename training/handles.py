@@ -80,22 +80,24 @@ def parse_handles(texts: Iterable[str]) -> list[Handle]:
     return sorted(handles)
 
 
-#: Joins the handles of a model when one of them has a ``-`` of its own (only Bluesky's can).
+#: Joins the handles of a model that has a Bluesky handle among several.
 NAME_SEPARATOR = "+"
 
 
 def model_name(handles: Iterable[Handle]) -> str:
-    """huggingtweets' model name: handles lower-cased, sorted, joined with ``-``.
+    """The model's name: huggingtweets' (handles lower-cased, sorted, joined with ``-``) when
+    that cannot be mistaken for another set of handles.
 
-    The name is a function of the set of handles and never the same for two sets: X handles
-    have no ``-`` or ``.``, and Bluesky handles have a ``.`` but may have a ``-``, so
-    ``alice.com`` + ``bob.com`` and the single ``alice.com-bob.com`` would both be
-    ``alice.com-bob.com``. When a handle of several has a ``-``, they are joined with ``+``
-    instead (``alice.com+bob-c.com``), a character no handle has; every other name (every
-    single-handle name, every name of X handles) is huggingtweets' own.
+    The name is never the same for two sets of handles. X handles have neither ``-`` nor ``.``,
+    so a single handle, or several X handles joined with ``-`` (``alice-bob``), name one set
+    only. A Bluesky handle has a ``.`` and may have a ``-``, so ``alice.com`` + ``bob.com``
+    joined with ``-`` would be the single handle ``alice.com-bob.com``; several handles of which
+    one is a Bluesky handle are therefore joined with ``+`` (``alice.com+bob.com``), which no
+    handle contains. Single-handle names and names of X handles stay huggingtweets' own.
     """
-    names = sorted(h.name for h in handles)
-    if len(names) > 1 and any("-" in name for name in names):
+    ordered = sorted(handles)
+    names = [h.name for h in ordered]
+    if len(names) > 1 and any(h.platform == "bluesky" for h in ordered):
         return NAME_SEPARATOR.join(names)
     return "-".join(names)
 
