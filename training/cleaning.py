@@ -245,7 +245,7 @@ class DataTable:
         for number, record in _read_records(dataset_path):
             if record["handle"] not in kept:
                 raise InputError(
-                    f"Line {number} of {dataset_path} names @{record['handle']}, "
+                    f"Line {number} of {_label(dataset_path)} names @{record['handle']}, "
                     f"which is not in {table_path.name}."
                 )
             kept[record["handle"]].append(record["text"])
@@ -253,7 +253,7 @@ class DataTable:
         for name, numbers in counts.items():
             if numbers["tweets_kept"] != len(kept[name]):
                 raise InputError(
-                    f"{table_path} says @{name} kept {numbers['tweets_kept']} tweets but "
+                    f"{_label(table_path)} says @{name} kept {numbers['tweets_kept']} tweets but "
                     f"{dataset_path.name} holds {len(kept[name])}."
                 )
             handle = parse_handle(BLUESKY_PREFIX + name if "." in name else name)
@@ -268,7 +268,7 @@ class DataTable:
                     )
                 )
             except DataError as error:
-                raise InputError(f"{table_path} is inconsistent: {error}") from error
+                raise InputError(f"{_label(table_path)} is inconsistent: {error}") from error
         return cls(handles)
 
 
@@ -276,9 +276,11 @@ def _read_counts(path: Path) -> dict[str, dict[str, int]]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{path} does not exist, so there is no saved data table.") from None
+        raise InputError(
+            f"{_label(path)} does not exist, so there is no saved data table."
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path} is not a readable data table ({error}).") from error
+        raise InputError(f"{_label(path)} is not a readable data table ({_why(error)}).") from error
     ok = isinstance(raw, dict) and all(
         isinstance(name, str)
         and isinstance(numbers, dict)
@@ -287,7 +289,7 @@ def _read_counts(path: Path) -> dict[str, dict[str, int]]:
     )
     if not ok or not raw:
         raise InputError(
-            f"{path} is not a data table: expected "
+            f"{_label(path)} is not a data table: expected "
             '{"<handle>": {"tweets_downloaded": N, "retweets": N, "short_tweets": N, '
             '"tweets_kept": N}}.'
         )
@@ -298,9 +300,9 @@ def _read_records(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{path} does not exist, so there are no saved tweets.") from None
+        raise InputError(f"{_label(path)} does not exist, so there are no saved tweets.") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} is not a readable UTF-8 file ({error}).") from error
+        raise InputError(f"{_label(path)} is not a readable UTF-8 file ({_why(error)}).") from error
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -314,9 +316,23 @@ def _read_records(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             and isinstance(record.get("text"), str)
         ):
             raise InputError(
-                f'Line {number} of {path} is not a {{"handle": ..., "text": ...}} JSON object.'
+                f"Line {number} of {_label(path)} is not a "
+                '{"handle": ..., "text": ...} JSON object.'
             )
         yield number, record
+
+
+def _label(path: Path) -> str:
+    """A saved file as sentences name it: the model's folder name and the file, never the full
+    path (these sentences can reach Discord)."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def _why(error: Exception) -> str:
+    """An error's reason without the path an OSError's text repeats."""
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return str(error)
 
 
 def _write_atomically(path: Path, text: str) -> None:

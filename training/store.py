@@ -165,7 +165,8 @@ class ModelStore:
         if not (folder / TRAINING_FILE).is_file():
             known = self.names()
             listing = ", ".join(known) if known else "none yet (train one with `doppeltweet train`)"
-            raise InputError(f"There is no model called {name!r} in {self.root}; known: {listing}.")
+            # The model store's folder is not named: the bot relays this sentence.
+            raise InputError(f"There is no model called {name!r}; known: {listing}.")
         return read_model_info(folder)
 
     def delete(self, name: str) -> None:
