@@ -88,6 +88,14 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
 
+    from bot.client import check_storage
+
+    try:  # a data dir or database the bot cannot use: one sentence now, not a crash later
+        asyncio.run(check_storage(settings))
+    except DoppeltweetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+
     import discord
 
     # discord.py's handler; discord.py never logs the token.

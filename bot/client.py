@@ -19,8 +19,9 @@ from bot.config import BotSettings
 from bot.formatting import escape_mentions
 from bot.jobs import JobRunner
 from bot.model_cache import ModelCache
+from bot.public_errors import public_error
 from bot.scheduler import AutoPoster
-from bot.store import Store
+from bot.store import StorageError, Store
 from training.errors import DoppeltweetError
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,7 @@ class DoppeltweetBot(commands.Bot):
         through the training cog's listener, which exists only once the cogs are loaded.
         """
         if self._store is None:
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            self._store = await Store.open(self.settings.db_file)
+            self._store = await open_store(self.settings)
             self._owned.append("store")
         if self._cache is None:
             self._cache = ModelCache(
@@ -192,10 +192,13 @@ def _unwrap(error: BaseException) -> BaseException:
 def error_sentence(ctx: commands.Context[Any], error: BaseException) -> str | None:
     """The one sentence a user sees for ``error``, or None when it is a bug to log.
 
-    Sentences may quote what the user typed, so mentions in them are broken up.
+    Sentences may quote what the user typed, so mentions in them are broken up; and they may
+    name files, so server paths in them are cut to names (:mod:`bot.public_errors`).
     """
     sentence = _sentence(ctx, _unwrap(error))
-    return None if sentence is None else escape_mentions(sentence)
+    if sentence is None:
+        return None
+    return escape_mentions(public_error(getattr(ctx, "bot", None), sentence))
 
 
 def _sentence(ctx: commands.Context[Any], error: BaseException) -> str | None:
@@ -218,6 +221,26 @@ def _sentence(ctx: commands.Context[Any], error: BaseException) -> str | None:
         detail = str(error).strip().rstrip(".")
         return f"{detail}; see `{prefix}help` for how to use `{prefix}{name}`."
     return None
+
+
+async def open_store(settings: BotSettings) -> Store:
+    """The bot's store in its data dir; a data dir or database that cannot be used is one
+    :class:`~bot.store.StorageError` sentence (``doppeltweet bot`` prints it and exits)."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(
+            f"The bot cannot use its data dir {settings.data_dir} "
+            f"({error.strerror or type(error).__name__}); set DOPPELTWEET_DATA_DIR to a "
+            "writable folder, then start it again."
+        ) from error
+    return await Store.open(settings.db_file)
+
+
+async def check_storage(settings: BotSettings) -> None:
+    """Open and close the store: what ``doppeltweet bot`` does before connecting to Discord."""
+    store = await open_store(settings)
+    await store.close()
 
 
 def create_bot(settings: BotSettings, **services: Any) -> DoppeltweetBot:

@@ -37,6 +37,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.formatting import escape_user_text, tweet_embed
+from bot.public_errors import public_error
 from bot.store import Schedule, ScheduleKind
 from bot.x_poster import MISSING_CREDENTIALS, XPoster, XPostError, x_post_text
 from training.errors import DoppeltweetError, InputError
@@ -522,7 +523,7 @@ class AutoPoster:
         try:
             result = await self.bot.cache.generate(model.path, self.prompt, n=1, exclude=exclude)
         except DoppeltweetError as error:
-            return await self._pause(schedule, str(error), channel)
+            return await self._pause(schedule, public_error(self.bot, str(error)), channel)
         if not result.tweets:
             log.warning(
                 "auto-post #%s: the model wrote nothing new (%d candidates rejected)",

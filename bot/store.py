@@ -13,9 +13,13 @@ typed, frozen dataclasses, never as raw rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -26,8 +30,10 @@ from typing import Any, Literal, cast, get_args
 
 import aiosqlite
 
-from training.errors import InputError
+from training.errors import DoppeltweetError, InputError
 from training.handles import Handle
+
+log = logging.getLogger(__name__)
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ScheduleKind = Literal["interval", "cron"]
@@ -39,6 +45,38 @@ FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
 
 _MIGRATION_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _SETTING_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+class StorageError(DoppeltweetError):
+    """The bot's database cannot be used: deleted, damaged, locked or on a read-only disk."""
+
+
+#: What a user is told when the database fails under a command (the details go to the log).
+UNAVAILABLE = (
+    "I cannot save or read my data right now, so that did not happen; the bot's owner can see "
+    "why in its log. Try again later."
+)
+#: Least seconds between two log lines about the same kind of database failure.
+_LOG_EVERY_S = 60.0
+#: How long a statement waits for another process's lock before giving up (PRAGMA busy_timeout).
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_dev
+
+
+def _open_failed(path: Path, error: BaseException) -> StorageError:
+    """The sentence for a database that cannot be opened at start (for the operator's shell)."""
+    why = (error.strerror if isinstance(error, OSError) else None) or str(error)
+    return StorageError(
+        f"The bot cannot use its database {path} ({why}); make DOPPELTWEET_DATA_DIR (or "
+        "DOPPELTWEET_DB_PATH) a writable folder with an undamaged database, then start it again."
+    )
 
 
 def _now() -> datetime:
@@ -248,15 +286,28 @@ class Store:
         self._db = db
         self._lock = asyncio.Lock()
         self.path = path
+        # The file the connection opened: if it is deleted or replaced while the bot runs,
+        # SQLite would go on writing into the deleted file and lose everything on restart.
+        self._identity = _file_identity(path)
+        self._logged: dict[str, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path | str) -> Store:
-        """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+    async def open(
+        cls, path: Path | str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+    ) -> Store:
+        """Open (creating if needed) the database at ``path`` and bring its schema up to date.
+
+        A database that cannot be used (a read-only or missing folder, a damaged or foreign
+        file, a lock held too long) is one :class:`StorageError` sentence for the operator.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise _open_failed(path, error) from error
         try:
             db.row_factory = aiosqlite.Row
             # Each PRAGMA's cursor is closed at once: one left open (journal_mode returns a row)
@@ -264,13 +315,24 @@ class Store:
             for pragma in (
                 "PRAGMA journal_mode = WAL",
                 "PRAGMA foreign_keys = ON",
-                "PRAGMA busy_timeout = 5000",
+                f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
                 "PRAGMA synchronous = NORMAL",
             ):
                 async with db.execute(pragma) as cursor:
                     await cursor.fetchall()
             store = cls(db, path)
             await store._migrate()
+            # A read-only file or folder shows only on the first write: try one now (the
+            # schema version rewritten as it is, then rolled back).
+            version = await store.schema_version()
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute(f"PRAGMA user_version = {version}")
+            finally:
+                await db.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            await db.close()
+            raise _open_failed(path, error) from error
         except BaseException:
             await db.close()
             raise
@@ -305,23 +367,61 @@ class Store:
                     await self._db.execute("ROLLBACK")
                 raise
 
+    # -- failures ---------------------------------------------------------------------------
+
+    def _unavailable(self, error: BaseException | str) -> StorageError:
+        """Log why the database failed (once a minute per kind) and return the user's sentence."""
+        detail = str(error) or type(error).__name__
+        now = time.monotonic()
+        if now - self._logged.get(detail, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._logged[detail] = now
+            log.error(
+                "The database %s cannot be used (%s): commands that save or read data fail "
+                "until it is usable again; restore or fix the file, then restart the bot.",
+                self.path,
+                detail,
+            )
+        return StorageError(UNAVAILABLE)
+
+    def _check_file(self) -> None:
+        if self._identity is not None and _file_identity(self.path) != self._identity:
+            raise self._unavailable("its file was deleted or replaced while the bot ran")
+
+    @asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """Turn SQLite's failures (not constraint violations: callers explain those) into
+        :class:`StorageError`."""
+        self._check_file()
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as error:
+            raise self._unavailable(error) from error
+
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
+        async with self._lock, self._guard():
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
                 raise
-            await self._db.execute("COMMIT")
+            try:
+                await self._db.execute("COMMIT")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
+                raise
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock, self._db.execute(sql, params) as cursor:
+        async with self._lock, self._guard(), self._db.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        async with self._lock, self._db.execute(sql, params) as cursor:
+        async with self._lock, self._guard(), self._db.execute(sql, params) as cursor:
             return await cursor.fetchone()
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:

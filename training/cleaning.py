@@ -31,7 +31,7 @@ from pathlib import Path
 from training.errors import DataError, InputError
 from training.handles import BLUESKY_PREFIX, Handle, parse_handle
 from training.handles import model_name as _model_name
-from training.sources.base import RawTweet
+from training.sources.base import MAX_POST_CHARS, RawTweet
 
 #: Fewer characters kept than this (per handle) cannot make a model.
 MIN_CHARS = 6_000
@@ -78,6 +78,10 @@ class HandleData:
     retweets: int
     short_tweets: int
     kept: list[str] = field(default_factory=list)
+    #: Posts that came twice (the same id: overlapping files or parts) and were counted once.
+    duplicates: int = 0
+    #: Posts longer than MAX_POST_CHARS that were cut to it at the source boundary.
+    cut: int = 0
 
     def __post_init__(self) -> None:
         if self.tweets_downloaded != self.retweets + self.short_tweets + self.tweets_kept:
@@ -102,11 +106,23 @@ class HandleData:
         return {name: getattr(self, name) for name in _COUNT_FIELDS}
 
 
-def clean_handle(handle: Handle, tweets: Sequence[RawTweet]) -> HandleData:
-    """Count retweets and short tweets; keep the rest, cleaned, newest first as given."""
-    retweets = short = 0
+def clean_handle(handle: Handle, tweets: Sequence[RawTweet], *, cut: int = 0) -> HandleData:
+    """Count retweets and short tweets; keep the rest, cleaned, newest first as given.
+
+    A post whose id came before (``tweets.js`` next to ``tweet.js``, overlapping parts, a zip
+    with a member twice) is counted once; :attr:`HandleData.duplicates` says how many were dropped.
+    """
+    retweets = short = duplicates = 0
     kept: list[str] = []
+    seen: set[str] = set()
+    unique: list[RawTweet] = []
     for tweet in tweets:
+        if tweet.id in seen:
+            duplicates += 1
+            continue
+        seen.add(tweet.id)
+        unique.append(tweet)
+    for tweet in unique:
         if tweet.is_retweet:
             retweets += 1
             continue
@@ -115,7 +131,7 @@ def clean_handle(handle: Handle, tweets: Sequence[RawTweet]) -> HandleData:
             short += 1
         else:
             kept.append(cleaned)
-    return HandleData(handle, len(tweets), retweets, short, kept)
+    return HandleData(handle, len(unique), retweets, short, kept, duplicates, cut)
 
 
 class TooLittleData(DataError):
@@ -175,12 +191,32 @@ class DataTable:
                     ),
                     self,
                 )
-        return [
+        return self.notes() + [
             f"Only {data.chars_kept:,} characters of tweets by {data.handle} are left after "
             f"cleaning (under {WARN_CHARS:,}), so the model will imitate them poorly."
             for data in self.handles
             if data.chars_kept < WARN_CHARS
         ]
+
+    def notes(self) -> list[str]:
+        """What the source boundary changed: duplicate posts dropped, over-long posts cut."""
+        notes = []
+        for data in self.handles:
+            if data.duplicates:
+                many = data.duplicates != 1
+                notes.append(
+                    f"{data.duplicates:,} duplicate post{'s' if many else ''} by {data.handle} "
+                    f"(an id the input held twice) {'were' if many else 'was'} dropped, so each "
+                    "post counts once."
+                )
+            if data.cut:
+                many = data.cut != 1
+                notes.append(
+                    f"{data.cut:,} post{'s' if many else ''} by {data.handle} "
+                    f"{'were' if many else 'was'} longer than {MAX_POST_CHARS:,} characters "
+                    "(X's longest posts) and cut to that length."
+                )
+        return notes
 
     def iter_records(self) -> Iterator[dict[str, str]]:
         """Every kept tweet as a ``{"handle", "text"}`` record, handle by handle, newest first."""
@@ -209,7 +245,7 @@ class DataTable:
         for number, record in _read_records(dataset_path):
             if record["handle"] not in kept:
                 raise InputError(
-                    f"Line {number} of {dataset_path} names @{record['handle']}, "
+                    f"Line {number} of {_label(dataset_path)} names @{record['handle']}, "
                     f"which is not in {table_path.name}."
                 )
             kept[record["handle"]].append(record["text"])
@@ -217,7 +253,7 @@ class DataTable:
         for name, numbers in counts.items():
             if numbers["tweets_kept"] != len(kept[name]):
                 raise InputError(
-                    f"{table_path} says @{name} kept {numbers['tweets_kept']} tweets but "
+                    f"{_label(table_path)} says @{name} kept {numbers['tweets_kept']} tweets but "
                     f"{dataset_path.name} holds {len(kept[name])}."
                 )
             handle = parse_handle(BLUESKY_PREFIX + name if "." in name else name)
@@ -232,7 +268,7 @@ class DataTable:
                     )
                 )
             except DataError as error:
-                raise InputError(f"{table_path} is inconsistent: {error}") from error
+                raise InputError(f"{_label(table_path)} is inconsistent: {error}") from error
         return cls(handles)
 
 
@@ -240,9 +276,11 @@ def _read_counts(path: Path) -> dict[str, dict[str, int]]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{path} does not exist, so there is no saved data table.") from None
+        raise InputError(
+            f"{_label(path)} does not exist, so there is no saved data table."
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path} is not a readable data table ({error}).") from error
+        raise InputError(f"{_label(path)} is not a readable data table ({_why(error)}).") from error
     ok = isinstance(raw, dict) and all(
         isinstance(name, str)
         and isinstance(numbers, dict)
@@ -251,7 +289,7 @@ def _read_counts(path: Path) -> dict[str, dict[str, int]]:
     )
     if not ok or not raw:
         raise InputError(
-            f"{path} is not a data table: expected "
+            f"{_label(path)} is not a data table: expected "
             '{"<handle>": {"tweets_downloaded": N, "retweets": N, "short_tweets": N, '
             '"tweets_kept": N}}.'
         )
@@ -262,9 +300,9 @@ def _read_records(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{path} does not exist, so there are no saved tweets.") from None
+        raise InputError(f"{_label(path)} does not exist, so there are no saved tweets.") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} is not a readable UTF-8 file ({error}).") from error
+        raise InputError(f"{_label(path)} is not a readable UTF-8 file ({_why(error)}).") from error
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -278,9 +316,23 @@ def _read_records(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             and isinstance(record.get("text"), str)
         ):
             raise InputError(
-                f'Line {number} of {path} is not a {{"handle": ..., "text": ...}} JSON object.'
+                f"Line {number} of {_label(path)} is not a "
+                '{"handle": ..., "text": ...} JSON object.'
             )
         yield number, record
+
+
+def _label(path: Path) -> str:
+    """A saved file as sentences name it: the model's folder name and the file, never the full
+    path (these sentences can reach Discord)."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def _why(error: Exception) -> str:
+    """An error's reason without the path an OSError's text repeats."""
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return str(error)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -43,6 +43,19 @@ class TrainingSettings(BaseSettings):
         validation_alias=AliasChoices("HF_TOKEN", "DOPPELTWEET_HF_TOKEN"),
         description="Hugging Face token, only for --push-to-hub.",
     )
+    max_tweets: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="Most posts read from one input (archive, file or feed); more is refused.",
+    )
+    bluesky_max_response_mb: float = Field(
+        default=16, gt=0, description="Largest Bluesky response (one feed page) read."
+    )
+    bluesky_deadline_s: float = Field(
+        default=600,
+        gt=0,
+        description="Most seconds one Bluesky fetch (every page of a feed) may take.",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -80,9 +80,26 @@ def parse_handles(texts: Iterable[str]) -> list[Handle]:
     return sorted(handles)
 
 
+#: Joins the handles of a model that has a Bluesky handle among several.
+NAME_SEPARATOR = "+"
+
+
 def model_name(handles: Iterable[Handle]) -> str:
-    """huggingtweets' model name: handles lower-cased, sorted, joined with ``-``."""
-    return "-".join(sorted(h.name for h in handles))
+    """The model's name: huggingtweets' (handles lower-cased, sorted, joined with ``-``) when
+    that cannot be mistaken for another set of handles.
+
+    The name is never the same for two sets of handles. X handles have neither ``-`` nor ``.``,
+    so a single handle, or several X handles joined with ``-`` (``alice-bob``), name one set
+    only. A Bluesky handle has a ``.`` and may have a ``-``, so ``alice.com`` + ``bob.com``
+    joined with ``-`` would be the single handle ``alice.com-bob.com``; several handles of which
+    one is a Bluesky handle are therefore joined with ``+`` (``alice.com+bob.com``), which no
+    handle contains. Single-handle names and names of X handles stay huggingtweets' own.
+    """
+    ordered = sorted(handles)
+    names = [h.name for h in ordered]
+    if len(names) > 1 and any(h.platform == "bluesky" for h in ordered):
+        return NAME_SEPARATOR.join(names)
+    return "-".join(names)
 
 
 def _quote(text: str) -> str:

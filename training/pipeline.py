@@ -15,7 +15,7 @@ from training.cleaning import DataTable, clean_handle
 from training.config import TrainingSettings
 from training.errors import InputError
 from training.handles import BLUESKY_PREFIX, Handle, parse_handle, parse_handles
-from training.sources.base import TweetSource
+from training.sources.base import RawTweet, TweetSource, at_boundary
 
 API_SPEC = "api"
 BLUESKY_SPEC = "bluesky"
@@ -42,18 +42,24 @@ def open_source(spec: str, handle: Handle, settings: TrainingSettings) -> TweetS
             )
         from training.sources.bluesky import BlueskySource
 
-        return BlueskySource(base_url=settings.bluesky_api_base)
+        return BlueskySource(
+            base_url=settings.bluesky_api_base,
+            max_response_bytes=int(settings.bluesky_max_response_mb * _MB),
+            deadline_s=settings.bluesky_deadline_s,
+        )
     return _open_path(spec, settings)
 
 
 def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
     path = Path(spec).expanduser()
+    # The file's name, never its folder: the bot relays this sentence to Discord.
+    shown = repr(path.name or spec.strip()[:40])
     if not spec.strip() or not path.exists():
         raise InputError(
-            f"{spec!r} is neither --api, --bluesky nor an existing file or folder of tweets."
+            f"{shown} is neither --api, --bluesky nor an existing file or folder of tweets."
         )
     if not (path.is_file() or path.is_dir()):
-        raise InputError(f"{spec!r} is not a regular file or folder.")
+        raise InputError(f"{shown} is not a regular file or folder.")
     from training.sources import archive
 
     max_file_bytes = int(settings.max_file_mb * _MB)
@@ -62,10 +68,11 @@ def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
             path,
             max_file_bytes=max_file_bytes,
             max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
+            max_tweets=settings.max_tweets,
         )
     if path.is_dir():
         raise InputError(
-            f"{spec!r} is a folder without an X archive's tweets.js or tweet.js in it or in data/."
+            f"{shown} is a folder without an X archive's tweets.js or tweet.js in it or in data/."
         )
     from training.sources.plaintext import PLAIN_TEXT_SUFFIXES, PlainTextSource
 
@@ -73,7 +80,7 @@ def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
         return PlainTextSource(path, max_file_bytes=max_file_bytes)
     from training.sources.tabular import TabularSource
 
-    return TabularSource(path, max_file_bytes=max_file_bytes)
+    return TabularSource(path, max_file_bytes=max_file_bytes, max_tweets=settings.max_tweets)
 
 
 def default_spec(handle: Handle) -> str | None:
@@ -136,5 +143,26 @@ def collect(
         key = (spec, handle.platform) if spec in (API_SPEC, BLUESKY_SPEC) else (spec, "")
         if key not in opened:
             opened[key] = open_source(spec, handle, settings)
-        columns.append(clean_handle(handle, opened[key].fetch(handle)))
+        tweets, cut = fetch_checked(opened[key], handle, settings)
+        columns.append(clean_handle(handle, tweets, cut=cut))
     return DataTable(columns)
+
+
+def fetch_checked(
+    source: TweetSource, handle: Handle, settings: TrainingSettings
+) -> tuple[list[RawTweet], int]:
+    """A source's posts through the source boundary, and how many were cut to 25,000 characters.
+
+    Capped in number, texts repaired and capped in length.
+
+    Sources cap what they read themselves (so a hostile input never costs the memory); this is
+    the same bound for any source that does not, and the text repair every source gets
+    (:func:`training.sources.base.at_boundary`: lone surrogates and control characters).
+    """
+    tweets = source.fetch(handle)
+    if len(tweets) > settings.max_tweets:
+        raise InputError(
+            f"The input for {handle} holds more than {settings.max_tweets:,} posts, the limit "
+            "set by DOPPELTWEET_MAX_TWEETS."
+        )
+    return at_boundary(tweets)

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,8 +42,9 @@ LOSS_PLOT_FILE = "loss.png"
 _STAGING = ".staging-"
 _REPLACED = ".replaced-"
 _OWNER_FILE = ".owner"
-# Model names come from handles (letters, digits, "_", "." for Bluesky, "-" between handles).
-_MODEL_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,199}")
+# Model names come from handles (letters, digits, "_", "." and "-" for Bluesky, "-" or "+"
+# between handles: training.handles.model_name).
+_MODEL_NAME = re.compile(r"[a-z0-9_][a-z0-9_.+-]{0,199}")
 
 
 @dataclass
@@ -76,6 +78,19 @@ class ModelInfo:
         }
 
 
+@dataclass(frozen=True)
+class DamagedModel:
+    """A model folder that cannot be used, and the sentence saying why."""
+
+    name: str
+    path: Path
+    problem: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``doppeltweet models --json`` lists it with ``"damaged": true``)."""
+        return {"name": self.name, "path": str(self.path), "damaged": True, "problem": self.problem}
+
+
 def check_model_name(name: str) -> str:
     """Refuse a model name that could escape the store or hide as a dot folder."""
     if not _MODEL_NAME.fullmatch(name) or ".." in name:
@@ -95,17 +110,44 @@ class ModelStore:
     # Reading -------------------------------------------------------------------------------------
 
     def list(self) -> list[ModelInfo]:
-        """Every complete model, sorted by name; unreadable folders are skipped."""
+        """Every complete model, sorted by name; damaged folders are in :meth:`damaged`.
+
+        Listing also tidies the store: a model whose replacement died mid-rename is put back,
+        and staging folders whose training process is dead (killed mid-run) are removed.
+        """
         if not self.root.is_dir():
             return []
-        self.recover()
+        self.clean_stale()
         infos = []
-        for folder in sorted(self.root.iterdir()):
-            if folder.name.startswith(".") or not (folder / TRAINING_FILE).is_file():
-                continue
+        for folder in self._model_folders():
             with contextlib.suppress(ModelError):
                 infos.append(read_model_info(folder))
         return infos
+
+    def damaged(self) -> list[DamagedModel]:
+        """Model folders that cannot be used: ``training.json`` missing or unreadable."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in self._model_folders():
+            try:
+                read_model_info(folder)
+            except ModelError as error:
+                found.append(DamagedModel(folder.name, folder, str(error)))
+        return found
+
+    def _model_folders(self) -> list[Path]:
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError:
+            return []
+        return [
+            folder
+            for folder in entries
+            if not folder.name.startswith(".")
+            and _MODEL_NAME.fullmatch(folder.name)
+            and folder.is_dir()
+        ]
 
     def names(self) -> list[str]:
         """The names of every complete model."""
@@ -123,7 +165,8 @@ class ModelStore:
         if not (folder / TRAINING_FILE).is_file():
             known = self.names()
             listing = ", ".join(known) if known else "none yet (train one with `doppeltweet train`)"
-            raise InputError(f"There is no model called {name!r} in {self.root}; known: {listing}.")
+            # The model store's folder is not named: the bot relays this sentence.
+            raise InputError(f"There is no model called {name!r}; known: {listing}.")
         return read_model_info(folder)
 
     def delete(self, name: str) -> None:
@@ -196,17 +239,28 @@ class ModelStore:
 
     def clean_stale(self) -> None:
         """Remove staging folders whose writing process is gone (killed mid-training)."""
+        if not self.root.is_dir():
+            return
         self.recover()
         for folder in self.root.glob(f"{_STAGING}*"):
             if not _owner_alive(folder):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
+#: A staging folder is written its ``.owner`` file right after it is made; one this young
+#: without it may be between the two steps, so it is left alone.
+_OWNERLESS_GRACE_S = 60.0
+
+
 def _owner_alive(folder: Path) -> bool:
     try:
         pid = int((folder / _OWNER_FILE).read_text(encoding="utf-8").strip())
     except (OSError, ValueError):
-        return False
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except OSError:
+            return False
+        return age < _OWNERLESS_GRACE_S
     return pid == os.getpid() or process_alive(pid)
 
 
@@ -229,28 +283,46 @@ def process_alive(pid: int) -> bool:
 
 
 def read_model_info(folder: Path) -> ModelInfo:
-    """Read a model folder's ``training.json`` into a :class:`ModelInfo`."""
+    """Read a model folder's ``training.json`` into a :class:`ModelInfo`.
+
+    Anything wrong with it (missing, not JSON, an array, fields of the wrong type, nested too
+    deeply) is one :class:`ModelError` sentence naming the model, never its folder.
+    """
     path = folder / TRAINING_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise TypeError("training.json is not an object")
         metrics = record.get("metrics", {})
+        handles = record["handles"]
+        table = record.get("data_table", {})
+        if not isinstance(metrics, dict) or not isinstance(handles, list):
+            raise TypeError("metrics or handles of the wrong type")
+        if not isinstance(record["created_at"], str) or not isinstance(table, dict):
+            raise TypeError("created_at or data_table of the wrong type")
         return ModelInfo(
             name=str(record["name"]),
             path=folder,
-            handles=[str(h) for h in record["handles"]],
+            handles=[str(h) for h in handles],
             base_model=str(record["base_model"]),
             lora=bool(record.get("lora", False)),
             size_bytes=_folder_size(folder),
             created_at=datetime.fromisoformat(record["created_at"]),
-            perplexity_before=metrics.get("perplexity_before"),
-            perplexity_after=metrics.get("perplexity_after"),
-            table=record.get("data_table", {}),
+            perplexity_before=_number(metrics.get("perplexity_before")),
+            perplexity_after=_number(metrics.get("perplexity_after")),
+            table=table,
         )
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ModelError(
             # The name, not the path: the bot relays this sentence to Discord users.
             f"The model {folder.name} has a missing or damaged {TRAINING_FILE}; retrain it."
         ) from error
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _folder_size(folder: Path) -> int:

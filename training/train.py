@@ -19,6 +19,7 @@ stays in place.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -170,7 +171,22 @@ def train_model(
 
     Raises :class:`TrainingStopped` on SIGTERM/SIGINT and another :class:`ModelError` /
     :class:`InputError` for anything a user can fix; the store keeps the previous model then.
+    A full disk (while caching the base model or saving the new one) is one such sentence.
     """
+    try:
+        return _train_model(table, config, store, reporter)
+    except Exception as error:
+        if isinstance(error, DoppeltweetError) or not _out_of_space(error):
+            raise
+        raise ModelError(
+            f"The disk ran out of room while training {table.model_name}, so nothing new was "
+            "saved and the previous model was kept; free some space and train again."
+        ) from error
+
+
+def _train_model(
+    table: DataTable, config: TrainConfig, store: ModelStore, reporter: ProgressReporter
+) -> ModelInfo:
     config.validate()
     name = table.model_name
     started = time.monotonic()
@@ -323,6 +339,29 @@ def _add_likeness(
     card = render_card(table, record, model_ref=model_ref)
     (staging / CARD_FILE).write_text(card, "utf-8")
     _write_json(staging / TRAINING_FILE, record)
+
+
+#: errno values that mean "the disk (or this process's share of it) is full".
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """Whether a save failed for want of disk space (an OSError, or safetensors' and torch's
+    own errors, which only say so in their text)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return True
+        text = str(current)
+        if any(
+            marker in text
+            for marker in ("No space left on device", "Disk quota exceeded", "File too large")
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def trainer_steps(trainer: Any, train_blocks: Any) -> int:

@@ -29,6 +29,7 @@ from bot.formatting import (
     progress_text,
 )
 from bot.jobs import UPLOAD_ARCHIVE_FOLDER, JobResult
+from bot.public_errors import public_error, public_message
 from bot.store import Job
 from training.config import get_settings as training_settings
 from training.errors import DoppeltweetError, InputError
@@ -85,7 +86,11 @@ def status_text(job: Job, event: dict[str, Any] | None) -> str:
         total=fields.get("total"),
         loss=fields.get("loss"),
         eta_s=fields.get("eta_s"),
-        message=fields.get("message") if phase in _PHASES_WITH_MESSAGES else None,
+        message=(
+            public_message(str(fields["message"]))
+            if phase in _PHASES_WITH_MESSAGES and fields.get("message")
+            else None
+        ),
     )
 
 
@@ -252,7 +257,7 @@ class Training(commands.Cog):
             user_id=ctx.author.id,
             is_admin=is_admin(self.bot, ctx.author),
         )
-        detail = f" {escape_user_text(job.error)}" if job.error else ""
+        detail = f" {escape_user_text(public_error(self.bot, job.error))}" if job.error else ""
         await ctx.send(f"Cancelled {job_title(job)}.{detail}", allowed_mentions=NO_MENTIONS)
 
     # ------------------------------------------------------------------ runner listener
@@ -349,6 +354,7 @@ class Training(commands.Cog):
             await self._edit_status(job, f"**{job_title(job)}** — Cancelled", create=False)
             self._status.pop(job.id, None)
             return
+        message = public_error(self.bot, message)  # the training process may name files
         await self._edit_status(job, failure_text(job, message))
         self._status.pop(job.id, None)
 

@@ -102,7 +102,7 @@ async def test_a_failing_migration_leaves_the_previous_schema(
         "CREATE TABLE half (x INTEGER); INSERT INTO no_such_table VALUES (1);",
     )
     monkeypatch.setattr(store_module, "migrations", lambda: [*known, broken])
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(store_module.StorageError, match="no such table"):
         await Store.open(path)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(known)

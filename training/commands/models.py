@@ -37,10 +37,16 @@ def run(args: argparse.Namespace) -> int:
 
     store = ModelStore(args.models_dir or get_settings().models_dir)
     infos = store.list()
+    damaged = store.damaged()
     if args.json:
-        print(json.dumps([info.to_json() for info in infos], indent=2, ensure_ascii=False))
+        rows = [info.to_json() for info in infos] + [bad.to_json() for bad in damaged]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
     console = Console(highlight=False, soft_wrap=True)
+    for bad in damaged:
+        console.print(Text(f"Damaged: {bad.problem}"))
+    if not infos and damaged:
+        return 0
     if not infos:
         console.print(
             Text(f"No models in {store.root} yet: train one with `doppeltweet train @handle`.")

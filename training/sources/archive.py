@@ -13,6 +13,7 @@ against the declared one.
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
 import re
@@ -36,6 +37,16 @@ ACCOUNT = "account.js"
 MAX_COMPRESSION_RATIO = 100
 #: Members this small are never a bomb, whatever their ratio.
 RATIO_CHECK_FLOOR = 1024 * 1024
+#: Everything read from a zip together may inflate at most this much over the zip's own size
+#: (many small members each under RATIO_CHECK_FLOOR are a bomb too)...
+MAX_TOTAL_RATIO = 100
+#: ...except that a small zip may always inflate to this much.
+TOTAL_RATIO_FLOOR = 4 * 1024 * 1024
+#: A note is matched against at most this many notes nearest in time to a tweet, so thousands
+#: of notes stamped the same second cannot make matching quadratic.
+NOTE_CANDIDATES = 8
+#: How much of a long post is compared with its truncated tweet (tweets stop at 280).
+_NOTE_HEAD_CHARS = 1000
 #: Long posts' createdAt can differ from the tweet's created_at by a second or two.
 NOTE_MATCH_SECONDS = 2.0
 
@@ -65,10 +76,18 @@ class ArchiveSource:
 
     kind = KIND
 
-    def __init__(self, path: Path, *, max_file_bytes: int, max_uncompressed_bytes: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_file_bytes: int,
+        max_uncompressed_bytes: int,
+        max_tweets: int = 1_000_000,
+    ) -> None:
         self.path = Path(path)
         self.max_file_bytes = max_file_bytes
         self.max_uncompressed_bytes = max_uncompressed_bytes
+        self.max_tweets = max_tweets
 
     def fetch(self, handle: Handle) -> list[RawTweet]:
         """Every post in the archive, long posts expanded, newest first; checks the owner."""
@@ -83,11 +102,25 @@ class ArchiveSource:
             names = _tweet_files(files, manifest)
             tweets: list[RawTweet] = []
             for name in names:
-                tweets.extend(_parse_tweets(files.script(name), name))
-            notes = [note for name in _note_files(files) for note in _parse_notes(files, name)]
+                for tweet in _parse_tweets(files.script(name), name):
+                    tweets.append(tweet)
+                    if len(tweets) > self.max_tweets:
+                        raise self._too_many(files.label)
+            notes: list[tuple[datetime, str]] = []
+            for name in _note_files(files):
+                for note in _parse_notes(files, name):
+                    notes.append(note)
+                    if len(notes) > self.max_tweets:
+                        raise self._too_many(files.label)
         tweets = _expand_long_posts(tweets, notes)
         tweets.sort(key=lambda t: t.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return tweets
+
+    def _too_many(self, label: str) -> InputError:
+        return InputError(
+            f"{label} holds more than {self.max_tweets:,} posts, the limit set by "
+            "DOPPELTWEET_MAX_TWEETS."
+        )
 
     def _open(self) -> _Files:
         path = self.path
@@ -217,6 +250,7 @@ class _ZipFiles(_Files):
         self.label = path.name
         self.max_uncompressed_bytes = max_uncompressed_bytes
         try:
+            self.archive_bytes = path.stat().st_size
             self.zip = zipfile.ZipFile(path)
         except OSError as error:
             raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
@@ -271,6 +305,12 @@ class _ZipFiles(_Files):
             raise InputError(
                 f"The tweet files in {self.label} would unpack to {_mb(total)} MB, over the "
                 f"{_mb(self.max_uncompressed_bytes)} MB limit."
+            )
+        # Each member may be small, but together they must not be a bomb either.
+        if total > max(TOTAL_RATIO_FLOOR, MAX_TOTAL_RATIO * self.archive_bytes):
+            raise InputError(
+                f"{self.label} looks like a zip bomb: its tweet files would unpack to "
+                f"{total // max(self.archive_bytes, 1):,} times the archive's size."
             )
 
     def read(self, name: str) -> bytes:
@@ -499,32 +539,59 @@ def _parse_notes(files: _Files, name: str) -> Iterator[tuple[datetime, str]]:
 
 
 def _expand_long_posts(tweets: list[RawTweet], notes: list[tuple[datetime, str]]) -> list[RawTweet]:
-    """Give truncated long posts their full text, matching notes by timestamp (ids differ)."""
+    """Give truncated long posts their full text, matching notes by timestamp (ids differ).
+
+    The notes are sorted by time once and each tweet looks only at the few nearest within
+    ``NOTE_MATCH_SECONDS`` (binary search), so matching is N log N, not N × notes.
+    """
     if not notes:
         return tweets
+    ordered = sorted(notes, key=lambda note: note[0])
+    index = _NoteIndex(
+        [when.timestamp() for when, _ in ordered],
+        [text for _, text in ordered],
+    )
     expanded = []
     for tweet in tweets:
-        note = _matching_note(tweet, notes) if tweet.created_at is not None else None
+        note = index.match(tweet) if tweet.created_at is not None else None
         expanded.append(tweet if note is None else _replace_text(tweet, note))
     return expanded
 
 
-def _matching_note(tweet: RawTweet, notes: list[tuple[datetime, str]]) -> str | None:
-    assert tweet.created_at is not None
-    near = [
-        text
-        for when, text in notes
-        if abs((when - tweet.created_at).total_seconds()) <= NOTE_MATCH_SECONDS
-    ]
-    if not near:
+class _NoteIndex:
+    """Long posts sorted by time, with each one's comparable head computed once."""
+
+    def __init__(self, times: list[float], texts: list[str]) -> None:
+        self.times = times
+        self.texts = texts
+        self._heads: dict[int, str] = {}
+
+    def head(self, position: int) -> str:
+        if position not in self._heads:
+            self._heads[position] = _comparable(self.texts[position][:_NOTE_HEAD_CHARS])
+        return self._heads[position]
+
+    def match(self, tweet: RawTweet) -> str | None:
+        assert tweet.created_at is not None
+        when = tweet.created_at.timestamp()
+        low = bisect.bisect_left(self.times, when - NOTE_MATCH_SECONDS)
+        high = bisect.bisect_right(self.times, when + NOTE_MATCH_SECONDS)
+        if low == high:
+            return None
+        # The few nearest in time: outward from the tweet's own position.
+        middle = bisect.bisect_left(self.times, when, low, high)
+        near = sorted(
+            range(max(low, middle - NOTE_CANDIDATES), min(high, middle + NOTE_CANDIDATES)),
+            key=lambda i: abs(self.times[i] - when),
+        )[:NOTE_CANDIDATES]
+        head = _comparable(tweet.text.split("…", 1)[0])
+        best_score, best = max(
+            ((_common_prefix(head, self.head(i)), i) for i in near), key=lambda item: item[0]
+        )
+        truncated = "…" in tweet.text
+        if best_score >= min(20, len(head)) and (truncated or best_score >= 20):
+            return self.texts[best]
         return None
-    head = _comparable(tweet.text.split("…", 1)[0])
-    scored = [(_common_prefix(head, _comparable(text)), text) for text in near]
-    best_score, best = max(scored, key=lambda item: item[0])
-    truncated = "…" in tweet.text
-    if best_score >= min(20, len(head)) and (truncated or best_score >= 20):
-        return best
-    return None
 
 
 def _comparable(text: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -10,6 +12,8 @@ from training.handles import Handle
 
 #: huggingtweets downloaded the newest 3,200 tweets: the X API's timeline cap.
 API_TWEET_CAP = 3200
+#: X's long posts stop at 25,000 characters; a longer post is cut to this at the boundary.
+MAX_POST_CHARS = 25_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +39,49 @@ class TweetSource(Protocol):
     kind: str
 
     def fetch(self, handle: Handle) -> list[RawTweet]: ...
+
+
+# --- the source boundary: what every source's text goes through ------------------------------
+
+#: C0 controls (but tab, newline, carriage return), DEL and the C1 controls: NUL, ESC and
+#: friends are never part of a post; cleaning would keep them and a terminal would obey them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: A UTF-16 surrogate on its own (a tweet cut inside an emoji by an old export): not text.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def repair_text(text: str) -> str:
+    """A post's text made safe to clean, print and save: surrogate pairs joined, lone
+    surrogates and control characters dropped.
+
+    Old exports and JSON ``\\ud83d`` escapes can leave UTF-16 surrogates in a ``str``; a paired
+    one becomes the character it encodes (``\\ud83d\\ude00`` → 😀), a lone one is dropped, so
+    writing the text as UTF-8 never fails.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    if _LONE_SURROGATE.search(text):
+        # surrogatepass + utf-16 joins valid pairs; what is left alone is dropped.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
+        text = _LONE_SURROGATE.sub("", text)
+    return _CONTROL.sub("", text)
+
+
+def at_boundary(tweets: Iterable[RawTweet]) -> tuple[list[RawTweet], int]:
+    """Every source's posts as the pipeline takes them in, and how many were cut.
+
+    Each text is repaired (:func:`repair_text`) and cut to :data:`MAX_POST_CHARS`.
+    :func:`training.pipeline.collect` calls this on whatever a source's ``fetch`` returned, so a
+    new source gets both without doing anything. A source that reads huge fields may cut them
+    early to ``MAX_POST_CHARS + 1`` characters (so the cut is still counted here).
+    """
+    repaired = []
+    cut = 0
+    for tweet in tweets:
+        text = tweet.text
+        if len(text) > MAX_POST_CHARS:
+            text = text[:MAX_POST_CHARS]
+            cut += 1
+        text = repair_text(text)
+        repaired.append(tweet if text is tweet.text else replace(tweet, text=text))
+    return repaired, cut

@@ -20,6 +20,7 @@ post that literally says ``&amp;`` still says so after cleaning.
 from __future__ import annotations
 
 import html
+import json
 import math
 import time
 from datetime import UTC, datetime
@@ -43,6 +44,11 @@ LINK_FEATURE = "app.bsky.richtext.facet#link"
 REPOST_REASON = "app.bsky.feed.defs#reasonRepost"
 #: A page the server failed (5xx) is retried once after this pause; a second failure is reported.
 SERVER_ERROR_RETRY_DELAY_S = 2.0
+#: Defaults of the bounds on one response's size and on a whole fetch's time (settings
+#: DOPPELTWEET_BLUESKY_MAX_RESPONSE_MB and DOPPELTWEET_BLUESKY_DEADLINE_S).
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+DEFAULT_DEADLINE_S = 600.0
+_CHUNK = 64 * 1024
 
 _USER_AGENT = "doppeltweet"
 
@@ -59,6 +65,8 @@ class BlueskySource:
         limit: int = API_TWEET_CAP,
         session: requests.Session | None = None,
         timeout: float = 20.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
@@ -71,9 +79,14 @@ class BlueskySource:
             )
         if not timeout > 0:
             raise InputError(f"The Bluesky request timeout must be positive, not {timeout}.")
+        if not max_response_bytes > 0 or not deadline_s > 0:
+            raise InputError("The Bluesky response size and fetch deadline must be positive.")
         self.base_url = base_url.strip().rstrip("/")
         self.limit = limit
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self.deadline_s = deadline_s
+        self._deadline = 0.0
         self._session = session if session is not None else requests.Session()
 
     def __repr__(self) -> str:
@@ -88,6 +101,8 @@ class BlueskySource:
             )
         # Pages can come back short (the server filters replies out), so allow slack, not forever.
         max_pages = 3 * math.ceil(self.limit / PAGE_SIZE) + 1
+        # However slowly a server answers (even one byte at a time), the whole walk ends here.
+        self._deadline = time.monotonic() + self.deadline_s
         posts: list[RawTweet] = []
         seen: set[tuple[str, bool]] = set()
         cursors: set[str] = set()
@@ -118,7 +133,7 @@ class BlueskySource:
             params["cursor"] = cursor
         response = self._request(params)
         if response.status_code >= 500:
-            time.sleep(SERVER_ERROR_RETRY_DELAY_S)
+            time.sleep(min(SERVER_ERROR_RETRY_DELAY_S, max(0.0, self._remaining())))
             response = self._request(params)
         if response.status_code != 200:
             raise _status_sentence(handle, response, self.base_url)
@@ -126,16 +141,34 @@ class BlueskySource:
             return response.json()
         except ValueError:
             raise SourceError("Bluesky sent a response that is not valid JSON.") from None
+        except RecursionError:
+            raise SourceError("Bluesky sent a response nested too deeply to read.") from None
 
-    def _request(self, params: dict[str, str]) -> requests.Response:
+    def _remaining(self) -> float:
+        return self._deadline - time.monotonic()
+
+    def _past_deadline(self) -> SourceError:
+        return SourceError(
+            f"Reading the Bluesky feed took longer than {self.deadline_s:g} seconds, the limit "
+            "set by DOPPELTWEET_BLUESKY_DEADLINE_S; try again later."
+        )
+
+    def _request(self, params: dict[str, str]) -> _Answer:
+        remaining = self._remaining()
+        if remaining <= 0:
+            raise self._past_deadline()
         try:
-            return self._session.get(
+            with self._session.get(
                 self.base_url + FEED_ENDPOINT,
                 params=params,
-                timeout=self.timeout,
+                timeout=min(self.timeout, remaining),
                 headers={"Accept": "application/json", "User-Agent": _USER_AGENT},
-            )
+                stream=True,
+            ) as response:
+                return _Answer(response.status_code, response.headers, self._body(response))
         except requests.Timeout:
+            if self._remaining() <= 0:
+                raise self._past_deadline() from None
             raise SourceError(
                 f"Bluesky did not answer within {self.timeout:g} seconds; try again later."
             ) from None
@@ -145,6 +178,42 @@ class BlueskySource:
             ) from None
         except requests.RequestException:
             raise SourceError("The request to Bluesky failed before Bluesky answered.") from None
+
+    def _body(self, response: requests.Response) -> bytes:
+        """The response body, read as it arrives, within the size cap and the deadline."""
+        too_big = SourceError(
+            f"Bluesky sent a response over {self.max_response_bytes / (1024 * 1024):g} MB, the "
+            "limit set by DOPPELTWEET_BLUESKY_MAX_RESPONSE_MB."
+        )
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise too_big
+        body = bytearray()
+        raw = response.raw
+        while True:
+            if self._remaining() <= 0:
+                raise self._past_deadline()
+            # read1 returns what one read of the socket gave, so a server dripping bytes is
+            # checked against the deadline between drips, not only once the chunk is full.
+            chunk = raw.read1(_CHUNK, decode_content=True)
+            if not chunk:
+                break
+            body += chunk
+            if len(body) > self.max_response_bytes:
+                raise too_big
+        return bytes(body)
+
+
+class _Answer:
+    """A response read in full (status, headers, body) within the bounds."""
+
+    def __init__(self, status_code: int, headers: Any, body: bytes) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 def parse_feed_page(payload: object) -> tuple[list[RawTweet], str | None]:
@@ -251,7 +320,7 @@ def _parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _status_sentence(handle: Handle, response: requests.Response, base_url: str) -> SourceError:
+def _status_sentence(handle: Handle, response: _Answer, base_url: str) -> SourceError:
     status = response.status_code
     error, message = _xrpc_error(response)
     if status == 400:
@@ -282,11 +351,11 @@ def _status_sentence(handle: Handle, response: requests.Response, base_url: str)
     return SourceError(f"Bluesky answered HTTP {status} while reading {handle}.")
 
 
-def _xrpc_error(response: requests.Response) -> tuple[str, str]:
+def _xrpc_error(response: _Answer) -> tuple[str, str]:
     """XRPC errors are ``{"error": "Name", "message": "..."}``; anything else reads as empty."""
     try:
         body: Any = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return "", ""
     if not isinstance(body, dict):
         return "", ""

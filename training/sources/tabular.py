@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import json
 import re
 import unicodedata
@@ -19,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import charset_normalizer
 import ftfy
@@ -27,7 +26,7 @@ from charset_normalizer.md import mess_ratio
 
 from training.errors import InputError
 from training.handles import Handle
-from training.sources.base import RawTweet
+from training.sources.base import MAX_POST_CHARS, RawTweet
 
 TEXT_COLUMNS = ("text", "full_text", "content", "tweet")
 ID_COLUMNS = ("id", "id_str", "tweet_id")
@@ -70,23 +69,40 @@ _FTFY = ftfy.TextFixerConfig(
 
 
 class TabularSource:
-    """A CSV/TSV, JSON Lines or JSON-array file of posts, filtered to one handle if it has users."""
+    """A CSV/TSV, JSON Lines or JSON-array file of posts, filtered to one handle if it has users.
 
-    def __init__(self, path: Path, *, max_file_bytes: int) -> None:
+    The file is streamed: its encoding is chosen from a sample (and a UTF-8 check of the whole
+    file, chunk by chunk), then rows are decoded, parsed and turned into posts one at a time, so
+    memory grows with the posts kept, not with the file.
+    """
+
+    def __init__(self, path: Path, *, max_file_bytes: int, max_tweets: int = 1_000_000) -> None:
         self.path = Path(path)
         self.max_file_bytes = max_file_bytes
+        self.max_tweets = max_tweets
         self.kind = _detect_kind(self.path)
 
     def fetch(self, handle: Handle) -> list[RawTweet]:
         """Read, decode, repair and filter the file; newest first when every row is dated."""
-        text = decode_bytes(self._read(), self.path.name)
-        if self.kind == "jsonl":
-            rows: Iterable[tuple[int, Mapping[str, Any]]] = _json_rows(text, self.path.name)
-        else:
-            rows = _csv_rows(text, self.path.name)
-        return _to_tweets(rows, handle, self.kind, self.path.name)
+        name = self.path.name
+        encoding, sample = self._encoding()
+        try:
+            with self.path.open("r", encoding=encoding, newline="") as stream:
+                lines = _checked_lines(stream, name)
+                if self.kind == "jsonl":
+                    rows: Iterable[tuple[int, Mapping[str, Any]]] = _json_rows(
+                        stream, lines, sample, name
+                    )
+                else:
+                    rows = _csv_rows(lines, sample, name)
+                return _to_tweets(rows, handle, self.kind, name, self.max_tweets)
+        except UnicodeDecodeError as error:
+            raise InputError(f"{name} mixes text encodings and cannot be read.") from error
+        except OSError as error:
+            raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
 
-    def _read(self) -> bytes:
+    def _encoding(self) -> tuple[str, str]:
+        """The file's encoding and its decoded first part (for the CSV delimiter)."""
         name = self.path.name
         try:
             if not self.path.is_file():
@@ -98,14 +114,42 @@ class TabularSource:
                     "for input files."
                 )
             with self.path.open("rb") as handle:
-                data = handle.read(self.max_file_bytes + 1)
+                sample = handle.read(_SCORE_SAMPLE)
+                utf8 = _is_utf8(sample, handle, self.max_file_bytes, name)
         except OSError as error:
             raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
-        if len(data) > self.max_file_bytes:
-            raise InputError(f"{name} grew past the {_mb(self.max_file_bytes)} MB limit.")
-        if not data.strip():
+        if not sample.strip():
             raise InputError(f"{name} is empty.")
-        return data
+        encoding = _bom_encoding(sample) or ("utf-8" if utf8 else _legacy_encoding(sample, name))
+        text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample)
+        if "\x00" in text:
+            raise InputError(f"{name} is not a text file (it contains NUL bytes).")
+        return encoding, text
+
+
+def _is_utf8(sample: bytes, handle: IO[bytes], max_bytes: int, name: str) -> bool:
+    """Whether the whole file is strict UTF-8, checked chunk by chunk (nothing kept)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    total = len(sample)
+    try:
+        decoder.decode(sample)
+        while chunk := handle.read(1 << 20):
+            total += len(chunk)
+            if total > max_bytes:
+                raise InputError(f"{name} grew past the {_mb(max_bytes)} MB limit.")
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _checked_lines(stream: IO[str], name: str) -> Iterator[str]:
+    """The file's lines as decoded; a NUL anywhere means it is not a text file."""
+    for line in stream:
+        if "\x00" in line:
+            raise InputError(f"{name} is not a text file (it contains NUL bytes).")
+        yield line
 
 
 # --- encoding ---------------------------------------------------------------------------------
@@ -128,6 +172,37 @@ def decode_bytes(data: bytes, name: str) -> str:
     if "\x00" in text:
         raise InputError(f"{name} is not a text file (it contains NUL bytes).")
     return text
+
+
+def _bom_encoding(data: bytes) -> str | None:
+    """The encoding a byte-order mark at the start names (a UTF-8 BOM is skipped)."""
+    for bom, encoding in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            return encoding
+    return None
+
+
+def _legacy_encoding(sample: bytes, name: str) -> str:
+    """The legacy code page of a file that is not UTF-8, chosen on its first part."""
+    if _looks_binary(sample):
+        raise InputError(f"{name} is not a text file: it looks like binary data.")
+    legacy = [_score(sample, encoding) for encoding in LEGACY_ENCODINGS]
+    best = min((s for s in legacy if s is not None), key=lambda s: s[:2], default=None)
+    for match in list(charset_normalizer.from_bytes(sample))[:3]:
+        guess = _score(sample, match.encoding)
+        if guess is not None and (
+            best is None or guess[0] < best[0] or guess[1] < best[1] - _GUESS_MARGIN
+        ):
+            best = guess
+    if best is None:
+        raise InputError(f"{name} is not text in any encoding we recognise.")
+    return best[2]
 
 
 def _decode_with_bom(data: bytes) -> str | None:
@@ -377,10 +452,12 @@ def _detect_kind(path: Path) -> str:
     return "jsonl" if head[:1] in (b"{", b"[") else "csv"
 
 
-def _csv_rows(text: str, name: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    first_line = text.split("\n", 1)[0]
+def _csv_rows(
+    lines: Iterator[str], sample: str, name: str
+) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    first_line = sample.lstrip("\ufeff").split("\n", 1)[0]
     delimiter = max(",\t;", key=first_line.count)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader, None)
         if not header or not any(cell.strip() for cell in header):
@@ -396,32 +473,92 @@ def _csv_rows(text: str, name: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
         ) from error
 
 
-def _json_rows(text: str, name: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    stripped = text.lstrip("\ufeff \t\r\n")
-    if stripped.startswith("["):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as error:
-            raise InputError(
-                f"{name} is not valid JSON (line {error.lineno}: {error.msg})."
-            ) from error
-        if not isinstance(data, list):
-            raise InputError(f"{name} must hold a JSON array of objects.")
-        for index, item in enumerate(data, start=1):
-            if not isinstance(item, dict):
-                raise InputError(f"Item {index} of {name} is not a JSON object.")
-            yield index, item
+#: One item of a JSON array may be at most this large (a post with its metadata is a few KB).
+MAX_JSON_ITEM_CHARS = 8 * 1024 * 1024
+
+
+def _json_rows(
+    stream: IO[str], lines: Iterator[str], sample: str, name: str
+) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    if sample.lstrip("\ufeff \t\r\n").startswith("["):
+        yield from _json_array(stream, name)
         return
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(f"Line {number} of {name} is not valid JSON ({error.msg}).") from error
+        except RecursionError as error:
+            raise InputError(f"Line {number} of {name} nests its JSON too deeply.") from error
         if not isinstance(item, dict):
             raise InputError(f"Line {number} of {name} is not a JSON object.")
         yield number, item
+
+
+def _json_array(stream: IO[str], name: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """The objects of a ``[{...}, {...}]`` file, parsed one at a time as the file is read."""
+    decoder = json.JSONDecoder()
+    buffer, position, eof = "", 0, False
+
+    def more(at_least: int) -> bool:
+        nonlocal buffer, position, eof
+        if eof:
+            return False
+        chunk = stream.read(max(1 << 16, at_least))
+        buffer, position = buffer[position:] + chunk, 0
+        eof = not chunk
+        return bool(chunk)
+
+    def skip_space() -> str:
+        nonlocal position
+        while True:
+            while position < len(buffer) and buffer[position] in "\ufeff \t\r\n":
+                position += 1
+            if position < len(buffer):
+                return buffer[position]
+            if not more(0):
+                return ""
+
+    def broken(why: str) -> InputError:
+        return InputError(f"{name} is not valid JSON ({why}).")
+
+    if skip_space() != "[":
+        raise broken("it should start with [")
+    position += 1
+    index = 0
+    if skip_space() == "]":
+        return
+    while True:
+        index += 1
+        if not skip_space():
+            raise broken(f"it ends inside item {index}")
+        while True:
+            try:
+                item, end = decoder.raw_decode(buffer, position)
+            except json.JSONDecodeError as error:
+                if len(buffer) - position > MAX_JSON_ITEM_CHARS:
+                    raise InputError(
+                        f"Item {index} of {name} is over {MAX_JSON_ITEM_CHARS // 1024 // 1024} "
+                        "MB of JSON, too large to be a post."
+                    ) from error
+                if more(len(buffer) - position):  # an item cut by the chunk's end: read on
+                    continue
+                raise broken(f"item {index}: {error.msg}") from error
+            except RecursionError as error:
+                raise InputError(f"Item {index} of {name} nests its JSON too deeply.") from error
+            break
+        position = end
+        if not isinstance(item, dict):
+            raise InputError(f"Item {index} of {name} is not a JSON object.")
+        yield index, item
+        following = skip_space()
+        if following == "]":
+            return
+        if following != ",":
+            raise broken(f"after item {index}, expected , or ]")
+        position += 1
 
 
 def _pick(columns: Iterable[str], wanted: tuple[str, ...]) -> str | None:
@@ -433,7 +570,11 @@ def _pick(columns: Iterable[str], wanted: tuple[str, ...]) -> str | None:
 
 
 def _to_tweets(
-    rows: Iterable[tuple[int, Mapping[str, Any]]], handle: Handle, kind: str, name: str
+    rows: Iterable[tuple[int, Mapping[str, Any]]],
+    handle: Handle,
+    kind: str,
+    name: str,
+    max_tweets: int = 1_000_000,
 ) -> list[RawTweet]:
     tweets: list[RawTweet] = []
     users: Counter[str] = Counter()
@@ -441,6 +582,11 @@ def _to_tweets(
     text_key: str | None = None
     for number, row in rows:
         seen_rows += 1
+        if seen_rows > max_tweets:
+            raise InputError(
+                f"{name} holds more than {max_tweets:,} posts, the limit set by "
+                "DOPPELTWEET_MAX_TWEETS."
+            )
         if text_key is None or text_key not in row:
             text_key = _pick(row.keys(), TEXT_COLUMNS)
             if text_key is None:
@@ -457,7 +603,8 @@ def _to_tweets(
         text = row.get(text_key)
         if not isinstance(text, str) or not text.strip():
             continue
-        text = repair_mojibake(text)
+        # One character over the cap, so the source boundary still counts the cut.
+        text = repair_mojibake(text[: MAX_POST_CHARS + 1])
         tweets.append(
             RawTweet(
                 id=_row_id(row, number),
