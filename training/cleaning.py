@@ -32,6 +32,7 @@ from training.errors import DataError, InputError
 from training.handles import BLUESKY_PREFIX, Handle, parse_handle
 from training.handles import model_name as _model_name
 from training.sources.base import MAX_POST_CHARS, RawTweet
+from training.textrules import strip_removed_link_residue
 
 #: Fewer characters kept than this (per handle) cannot make a model.
 MIN_CHARS = 6_000
@@ -130,7 +131,9 @@ def clean_handle(handle: Handle, tweets: Sequence[RawTweet], *, cut: int = 0) ->
         if is_short(cleaned):
             short += 1
         else:
-            kept.append(cleaned)
+            # Counted as huggingtweets counts; what is trained on loses the separator a removed
+            # link left dangling ("Read this:"), so the model never learns to end on it.
+            kept.append(strip_removed_link_residue(tweet.text, cleaned))
     return HandleData(handle, len(unique), retweets, short, kept, duplicates, cut)
 
 

@@ -321,7 +321,9 @@ def _add_likeness(
     from training.card import render_card
     from training.likeness import measure_likeness
 
-    reporter.phase("evaluating", f"writing {config.likeness_samples} tweets to compare")
+    reporter.phase(
+        "saving", f"writing {config.likeness_samples} tweets to compare with the real ones"
+    )
     t0 = time.monotonic()
     try:
         record["likeness"] = measure_likeness(

@@ -97,7 +97,9 @@ async def test_no_failure_the_bot_relays_names_a_server_path(
 
             # 1. A training process whose error (and progress) names the upload and model dir.
             await world.alice.send(world.channel, "!train @jack", attachments=[("t.csv", CSV)])
-            assert "Job #1 · jack failed: The file t.csv could not be read" in world.last_text()
+            assert "**Job #1 · jack** — Failed: The file t.csv could not be read" in (
+                world.last_text()
+            )
 
             # 2. A model folder the real loader cannot load: !tweet's sentence.
             await add_model(store, bot_settings, world.guild.id, "bob")

@@ -323,3 +323,22 @@ def test_too_little_data_on_bluesky_does_not_suggest_an_x_archive() -> None:
     with pytest.raises(TooLittleData, match="needs more posts of its own") as caught:
         DataTable([_handle_data("bluesky:alice.bsky.social", 10)]).check()
     assert "archive" not in str(caught.value)
+
+
+def test_training_text_loses_the_separator_a_removed_link_left(make_tweet) -> None:
+    tweets = [
+        make_tweet("Read the whole story here: https://t.co/abc"),
+        make_tweet("Great read on the economy - https://t.co/def"),
+        make_tweet("My three wishes for the new year:"),
+        make_tweet("Big - news https://t.co/x today"),
+        make_tweet("Slides - https://t.co/y"),  # 2 real words once the link and "-" go
+    ]
+    data = clean_handle(Handle("mert"), tweets)
+    # Counted exactly as huggingtweets counts ("Slides -" has 2 real words: short either way).
+    assert (data.tweets_downloaded, data.short_tweets, data.tweets_kept) == (5, 1, 4)
+    assert data.kept == [
+        "Read the whole story here",
+        "Great read on the economy",
+        "My three wishes for the new year:",  # no link was removed: the colon is the person's
+        "Big - news today",
+    ]
