@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import json
 import re
 import unicodedata
@@ -562,7 +563,17 @@ def _json_array(stream: IO[str], name: str) -> Iterator[tuple[int, Mapping[str, 
 
 
 def _pick(columns: Iterable[str], wanted: tuple[str, ...]) -> str | None:
-    lowered = {column.lower(): column for column in columns}
+    keys = tuple(columns)
+    try:
+        return _pick_among(keys, wanted)
+    except TypeError:  # a key that cannot be hashed cannot come from JSON or CSV, but be safe
+        return _pick_among.__wrapped__(keys, wanted)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pick_among(columns: tuple[str, ...], wanted: tuple[str, ...]) -> str | None:
+    # Every row of a file has the same columns: the lookup is made once per file, not per row.
+    lowered = {column.lower(): column for column in columns if isinstance(column, str)}
     for name in wanted:
         if name in lowered:
             return lowered[name]
