@@ -282,7 +282,7 @@ def _read_counts(path: Path) -> dict[str, dict[str, int]]:
         raise InputError(
             f"{_label(path)} does not exist, so there is no saved data table."
         ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise InputError(f"{_label(path)} is not a readable data table ({_why(error)}).") from error
     ok = isinstance(raw, dict) and all(
         isinstance(name, str)
@@ -311,7 +311,7 @@ def _read_records(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             record = None
         if not (
             isinstance(record, dict)
@@ -335,6 +335,8 @@ def _why(error: Exception) -> str:
     """An error's reason without the path an OSError's text repeats."""
     if isinstance(error, OSError):
         return error.strerror or type(error).__name__
+    if isinstance(error, RecursionError):
+        return "its JSON nests too deeply"
     return str(error)
 
 

@@ -249,3 +249,20 @@ def test_model_names_are_injective_over_tricky_sets() -> None:
     store = ModelStore(Path("unused"))
     for name in names:
         store.path(name)  # every name is a valid folder name in the store
+
+
+@pytest.mark.parametrize("damage", ["[" * 1_000_000, "\x00\x01 not json", "[1, 2]"])
+def test_a_damaged_saved_data_table_is_one_sentence_naming_the_model_not_the_folder(
+    tmp_path: Path, damage: str
+) -> None:
+    from training.cleaning import DataTable
+    from training.errors import InputError
+
+    folder = tmp_path / "models" / "alice"
+    folder.mkdir(parents=True)
+    (folder / "data_table.json").write_text(damage, encoding="utf-8")
+    (folder / "dataset.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        DataTable.load(folder)
+    assert str(caught.value).startswith("alice/data_table.json is not a")
+    assert str(tmp_path) not in str(caught.value)

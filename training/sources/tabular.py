@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import json
 import re
 import unicodedata
@@ -194,6 +195,9 @@ def _legacy_encoding(sample: bytes, name: str) -> str:
         raise InputError(f"{name} is not a text file: it looks like binary data.")
     legacy = [_score(sample, encoding) for encoding in LEGACY_ENCODINGS]
     best = min((s for s in legacy if s is not None), key=lambda s: s[:2], default=None)
+    # The detector's guesses (Cyrillic, Greek, CJK code pages…) must be clearly less messy than
+    # the Western code pages spreadsheets use: on Western text it often guesses Baltic or
+    # Central European pages that turn "è" into "č".
     for match in list(charset_normalizer.from_bytes(sample))[:3]:
         guess = _score(sample, match.encoding)
         if guess is not None and (
@@ -222,24 +226,9 @@ def _decode_with_bom(data: bytes) -> str | None:
 
 
 def _decode_legacy(data: bytes, name: str) -> str:
-    if _looks_binary(data):
-        raise InputError(f"{name} is not a text file: it looks like binary data.")
-    sample = data[:_SCORE_SAMPLE]
-    legacy = [_score(sample, encoding) for encoding in LEGACY_ENCODINGS]
-    best = min((s for s in legacy if s is not None), key=lambda s: s[:2], default=None)
-    # The detector's guesses (Cyrillic, Greek, CJK code pages…) must be clearly less messy than
-    # the Western code pages spreadsheets use: on Western text it often guesses Baltic or
-    # Central European pages that turn "è" into "č".
-    for match in list(charset_normalizer.from_bytes(data))[:3]:
-        guess = _score(sample, match.encoding)
-        if guess is not None and (
-            best is None or guess[0] < best[0] or guess[1] < best[1] - _GUESS_MARGIN
-        ):
-            best = guess
-    if best is None:
-        raise InputError(f"{name} is not text in any encoding we recognise.")
+    encoding = _legacy_encoding(data[:_SCORE_SAMPLE], name)
     try:
-        return data.decode(best[2])
+        return data.decode(encoding)
     except UnicodeDecodeError as error:  # the sample decoded but the rest does not
         raise InputError(f"{name} mixes text encodings and cannot be read.") from error
 
@@ -562,7 +551,17 @@ def _json_array(stream: IO[str], name: str) -> Iterator[tuple[int, Mapping[str, 
 
 
 def _pick(columns: Iterable[str], wanted: tuple[str, ...]) -> str | None:
-    lowered = {column.lower(): column for column in columns}
+    keys = tuple(columns)
+    try:
+        return _pick_among(keys, wanted)
+    except TypeError:  # a key that cannot be hashed cannot come from JSON or CSV, but be safe
+        return _pick_among.__wrapped__(keys, wanted)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pick_among(columns: tuple[str, ...], wanted: tuple[str, ...]) -> str | None:
+    # Every row of a file has the same columns: the lookup is made once per file, not per row.
+    lowered = {column.lower(): column for column in columns if isinstance(column, str)}
     for name in wanted:
         if name in lowered:
             return lowered[name]
