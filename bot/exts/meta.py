@@ -16,8 +16,15 @@ if TYPE_CHECKING:
 COMMANDS: tuple[tuple[str, str, bool], ...] = (
     (
         "train @handle [@handle2 @handle3]",
-        "Train a model from an attached X archive (zip or tweets.js), CSV or JSONL file, "
-        "from bluesky:name.bsky.social handles, or add `api` to read the paid X API.",
+        "Train a model from an attached X archive, CSV, JSONL or .txt file (one post per line), "
+        "from bluesky:name.bsky.social handles, or add `api` to read the paid X API. A whole "
+        "archive is usually too big to attach: attach only tweets.js (and note-tweet.js, "
+        "tweets-part1.js… if there) from its data/ folder, all in one message.",
+        False,
+    ),
+    (
+        "train me",
+        "Train a model of yourself from your own messages in this server's channels.",
         False,
     ),
     ("tweet [@handle] [prompt]", "Generate a tweet with a model of this server.", False),
@@ -27,6 +34,7 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
     ("help", "Show this message.", False),
     ("retrain @handle", "Train a model again from the same sources as last time.", True),
     ("delete @handle", "Delete a model of this server.", True),
+    ("trainme on|off", "Allow or forbid `train me` in this server (on by default).", True),
     (
         "autopost @handle #channel every 6h",
         "Post generated tweets on a schedule (`at 09:00 mon,thu`, `--to-x`, `--jitter 10m`, "
