@@ -146,6 +146,12 @@ class BotSettings(BaseSettings):
         ge=1,
         description="How many days back `!train me` reads a member's messages.",
     )
+    max_upload_total_mb: float = Field(
+        default=50,
+        gt=0,
+        description="Largest total size of the files one `!train` attaches, checked before "
+        "downloading.",
+    )
 
     @field_validator("owner_ids", mode="before")
     @classmethod

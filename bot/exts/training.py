@@ -162,6 +162,7 @@ class Training(commands.Cog):
             try:
                 for attachment, path in zip(attachments, upload, strict=True):
                     await attachment.save(path)
+                    self._check_saved(path)
             except BaseException:
                 _remove_upload(upload)
                 raise
@@ -252,6 +253,15 @@ class Training(commands.Cog):
                 f"Attach at most {MAX_ATTACHMENTS} files to one training, not {len(attachments)}."
             )
         limit = self.bot.settings.max_attachment_bytes
+        total = sum(a.size for a in attachments)
+        total_limit = int(self.bot.settings.max_upload_total_mb * _MB)
+        if len(attachments) > 1 and total > total_limit:
+            over = size_refusal(total, total_limit, self.bot.settings.max_upload_total_mb)
+            raise InputError(
+                f"Together the files are {over} for one training; attach only tweets.js (and "
+                "note-tweet.js or tweets-part1.js… if you have them) from your archive's data/ "
+                "folder."
+            )
         for attachment in attachments:
             if attachment.size > limit:
                 which = "That file" if len(attachments) == 1 else "One of the files"
@@ -261,6 +271,14 @@ class Training(commands.Cog):
                     "files from your archive's data/ folder (tweets.js, and note-tweet.js or "
                     "tweets-part1.js… if you have them) instead of the whole zip."
                 )
+
+    def _check_saved(self, path: Path) -> None:
+        """A saved file larger than its announced size is refused like one announced so."""
+        size = path.stat().st_size
+        limit = self.bot.settings.max_attachment_bytes
+        if size > limit:
+            over = size_refusal(size, limit, self.bot.settings.max_attachment_mb)
+            raise InputError(f"{path.name} is {over}.")
 
     async def submit(
         self, ctx: commands.Context[Any], guild_id: int, handles: list[Handle], sources: list[str]
