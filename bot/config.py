@@ -135,6 +135,23 @@ class BotSettings(BaseSettings):
         description="X user-context access token secret of the posting account, only for "
         "auto-posting.",
     )
+    train_me_max_messages: int = Field(
+        default=3000,
+        ge=1,
+        le=100_000,
+        description="Most of a member's own messages `!train me` collects from this server.",
+    )
+    train_me_max_age_days: int = Field(
+        default=365,
+        ge=1,
+        description="How many days back `!train me` reads a member's messages.",
+    )
+    max_upload_total_mb: float = Field(
+        default=50,
+        gt=0,
+        description="Largest total size of the files one `!train` attaches, checked before "
+        "downloading.",
+    )
 
     @field_validator("owner_ids", mode="before")
     @classmethod

@@ -379,7 +379,8 @@ class JobRunner:
         """Either ``["api"]``, ``["bluesky"]``, or one upload for all handles or one per handle."""
         if not sources:
             raise InputError(
-                "Attach an X archive, CSV or JSONL file, or name bluesky: handles, to train from."
+                "Attach an X archive, a CSV, JSONL or plain-text (.txt) file, or name bluesky: "
+                "handles, to train from."
             )
         remote = [s for s in sources if s in (API_SOURCE, BLUESKY_SOURCE)]
         if remote and len(sources) > 1:

@@ -21,6 +21,11 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
         "bluesky:name.bsky.social handles, or add `api` to read the paid X API.",
         False,
     ),
+    (
+        "train me",
+        "Train a model of yourself from your own messages in this server's channels.",
+        False,
+    ),
     ("tweet [@handle] [prompt]", "Generate a tweet with a model of this server.", False),
     ("models", "List this server's models.", False),
     ("jobs", "Show the training queue and the running job's progress.", False),
@@ -28,6 +33,7 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
     ("help", "Show this message.", False),
     ("retrain @handle", "Train a model again from the same sources as last time.", True),
     ("delete @handle", "Delete a model of this server.", True),
+    ("trainme on|off", "Allow or forbid `train me` in this server (on by default).", True),
     (
         "autopost @handle #channel every 6h",
         "Post generated tweets on a schedule (`at 09:00 mon,thu`, `--to-x`, `--jitter 10m`, "

@@ -22,6 +22,7 @@ from discord.ext import commands
 
 from bot.client import NO_MENTIONS
 from bot.exts import parse_handle_list, require_guild_id
+from bot.exts.admin import admin_only
 from bot.formatting import (
     data_table_block,
     escape_user_text,
@@ -29,12 +30,19 @@ from bot.formatting import (
     progress_text,
 )
 from bot.jobs import UPLOAD_ARCHIVE_FOLDER, JobResult
+from bot.own_messages import (
+    OWN_MESSAGES_FILE,
+    TRAIN_ME_SETTING,
+    collect_own_messages,
+    own_handle,
+    refuse_if_nothing,
+)
 from bot.public_errors import public_error, public_message
 from bot.store import Job
 from training.config import get_settings as training_settings
 from training.errors import DoppeltweetError, InputError
 from training.generate import DEFAULT_PROMPT
-from training.handles import Handle
+from training.handles import Handle, model_name
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
@@ -44,6 +52,8 @@ log = logging.getLogger(__name__)
 #: Phases whose progress message is meant for people (others may name server paths).
 _PHASES_WITH_MESSAGES = frozenset({"queued", "fetching", "cleaning", "loading"})
 API_WORDS = frozenset({"api", "--api", "x-api"})
+#: ``!train me``: the member's own messages (``@me`` stays the X handle me).
+ME_WORD = "me"
 SAMPLE_TWEETS = 3
 
 
@@ -121,8 +131,9 @@ class Training(commands.Cog):
     @commands.hybrid_command(name="train")
     @app_commands.guild_only()
     @app_commands.describe(
-        handles="1 to 3 handles (@jack @bob, or bluesky:alice.bsky.social); add api for the X API",
-        archive="Your X archive (zip or tweets.js), or a CSV or JSONL file of tweets",
+        handles="1 to 3 handles (@jack @bob, or bluesky:alice.bsky.social); add api for the X "
+        "API; or me for your own messages here",
+        archive="Your X archive (zip or tweets.js), or a CSV, JSONL or .txt file of posts",
     )
     async def train(
         self,
@@ -135,8 +146,17 @@ class Training(commands.Cog):
         guild_id = require_guild_id(ctx)
         prefix = self.bot.settings.prefix
         tokens = handles.split()
+        if [t.lower() for t in tokens] == [ME_WORD]:
+            if _attachments(ctx, archive):
+                raise InputError(
+                    f"`{prefix}train me` reads your messages here; attach files with "
+                    f"`{prefix}train @handle` instead."
+                )
+            await self._train_me(ctx, guild_id)
+            return
         use_api = any(t.lower() in API_WORDS for t in tokens)
         parsed = parse_handle_list([t for t in tokens if t.lower() not in API_WORDS])
+        await self._refuse_foreign_model(guild_id, parsed, ctx.author.id, own=False)
         upload: list[Path] = []
         attachments = _attachments(ctx, archive)
         if attachments:
@@ -147,6 +167,7 @@ class Training(commands.Cog):
             try:
                 for attachment, path in zip(attachments, upload, strict=True):
                     await attachment.save(path)
+                    self._check_saved(path)
             except BaseException:
                 _remove_upload(upload)
                 raise
@@ -175,6 +196,61 @@ class Training(commands.Cog):
                 raise
             await self._announce_queued(ctx, job)
 
+    async def _train_me(self, ctx: commands.Context[Any], guild_id: int) -> None:
+        """A model of the member who asks, from their own messages in this server's channels."""
+        settings = self.bot.settings
+        if not await self.bot.store.get_guild_setting(guild_id, TRAIN_ME_SETTING, True):
+            raise InputError(f"An admin of this server switched `{settings.prefix}train me` off.")
+        guild, member = ctx.guild, ctx.author
+        if guild is None or not isinstance(member, discord.Member):
+            raise commands.NoPrivateMessage()
+        handle = own_handle(member)
+        await self._refuse_foreign_model(guild_id, [handle], member.id, own=True)
+        collected = await collect_own_messages(
+            guild,
+            member,
+            before=ctx.message,
+            prefix=settings.prefix,
+            max_messages=settings.train_me_max_messages,
+            max_age_days=settings.train_me_max_age_days,
+        )
+        refuse_if_nothing(collected, settings.train_me_max_age_days)
+        upload = [self.bot.runner.upload_path(guild_id, OWN_MESSAGES_FILE)]
+        try:
+            upload[0].write_text("\n".join(collected.lines) + "\n", encoding="utf-8")
+        except BaseException:
+            _remove_upload(upload)
+            raise
+        async with self._announcing:
+            try:
+                job = await self.submit(ctx, guild_id, [handle], [str(upload[0])])
+            except BaseException:
+                _remove_upload(upload)
+                raise
+            await self._announce_queued(ctx, job)
+
+    async def _refuse_foreign_model(
+        self, guild_id: int, handles: list[Handle], user_id: int, *, own: bool
+    ) -> None:
+        """A member's own-messages model is theirs alone: ``!train me`` never replaces another
+        model of that name, and nobody else's training replaces it."""
+        record = await self.bot.store.get_model(guild_id, model_name(handles))
+        if record is None:
+            return
+        name = escape_user_text(record.name)
+        is_own_model = any(Path(s).name == OWN_MESSAGES_FILE for s in record.sources)
+        if own and not (is_own_model and record.trained_by == user_id):
+            raise InputError(
+                f"This server already has a model named {name} that is not your own "
+                f"`{self.bot.settings.prefix}train me` model; an admin can "
+                f"`{self.bot.settings.prefix}delete {handles[0].display}` it first."
+            )
+        if not own and is_own_model and record.trained_by != user_id:
+            raise InputError(
+                f"The model {name} is a member's own `{self.bot.settings.prefix}train me` "
+                "model; only they can train it again (an admin can delete it)."
+            )
+
     def _check_attachments(self, attachments: list[discord.Attachment]) -> None:
         """Count and sizes, from the attachments' metadata, before anything is downloaded."""
         if len(attachments) > MAX_ATTACHMENTS:
@@ -182,6 +258,15 @@ class Training(commands.Cog):
                 f"Attach at most {MAX_ATTACHMENTS} files to one training, not {len(attachments)}."
             )
         limit = self.bot.settings.max_attachment_bytes
+        total = sum(a.size for a in attachments)
+        total_limit = int(self.bot.settings.max_upload_total_mb * _MB)
+        if len(attachments) > 1 and total > total_limit:
+            over = size_refusal(total, total_limit, self.bot.settings.max_upload_total_mb)
+            raise InputError(
+                f"Together the files are {over} for one training; attach only tweets.js (and "
+                "note-tweet.js or tweets-part1.js… if you have them) from your archive's data/ "
+                "folder."
+            )
         for attachment in attachments:
             if attachment.size > limit:
                 which = "That file" if len(attachments) == 1 else "One of the files"
@@ -191,6 +276,14 @@ class Training(commands.Cog):
                     "files from your archive's data/ folder (tweets.js, and note-tweet.js or "
                     "tweets-part1.js… if you have them) instead of the whole zip."
                 )
+
+    def _check_saved(self, path: Path) -> None:
+        """A saved file larger than its announced size is refused like one announced so."""
+        size = path.stat().st_size
+        limit = self.bot.settings.max_attachment_bytes
+        if size > limit:
+            over = size_refusal(size, limit, self.bot.settings.max_attachment_mb)
+            raise InputError(f"{path.name} is {over}.")
 
     async def submit(
         self, ctx: commands.Context[Any], guild_id: int, handles: list[Handle], sources: list[str]
@@ -218,6 +311,27 @@ class Training(commands.Cog):
             await self.bot.store.set_job_status_message(job.guild_id, job.id, message.id)
         except Exception:  # the status message is a convenience; the job is queued regardless
             log.exception("could not remember the status message of job %s", job.id)
+
+    @commands.hybrid_command(name="trainme")
+    @app_commands.guild_only()
+    @app_commands.describe(switch="on or off (leave out to see the current setting)")
+    @admin_only()
+    async def trainme(self, ctx: commands.Context[Any], switch: str = "") -> None:
+        """Switch `!train me` (models of members from their own messages) on or off here."""
+        guild_id = require_guild_id(ctx)
+        prefix = self.bot.settings.prefix
+        word = switch.strip().lower()
+        if word not in ("", "on", "off"):
+            raise InputError(f"Say `{prefix}trainme on` or `{prefix}trainme off`.")
+        if word:
+            await self.bot.store.set_guild_setting(guild_id, TRAIN_ME_SETTING, word == "on")
+        enabled = await self.bot.store.get_guild_setting(guild_id, TRAIN_ME_SETTING, True)
+        state = "on: members may" if enabled else "off: nobody may"
+        await ctx.send(
+            f"`{prefix}train me` is {state} train a model of themselves from their own "
+            "messages in this server.",
+            allowed_mentions=NO_MENTIONS,
+        )
 
     @commands.hybrid_command(name="jobs")
     @app_commands.guild_only()

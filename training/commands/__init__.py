@@ -29,7 +29,8 @@ def add_handle_and_source_arguments(parser: argparse.ArgumentParser) -> None:
         dest="paths",
         action="append",
         metavar="PATH",
-        help="an X archive (zip, data/ folder or .js file) or a CSV/JSONL file; "
+        help="an X archive (zip, data/ folder or .js file), a CSV/JSONL file or a .txt file "
+        "(one post per line); "
         "once for all handles or once per handle, in the same order",
     )
     where.add_argument(

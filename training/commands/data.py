@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Fetch a handle's tweets, clean them exactly as huggingtweets did and show the data "
             "table (downloaded / retweets / short / kept) with a few cleaned samples. The X "
-            "archive (--from the zip, its data/ folder or tweets.js) and CSV/JSONL files are "
+            "archive (--from the zip, its data/ folder or tweets.js), CSV/JSONL and .txt files are "
             "free; --api reads the paid X API (about $0.005 a post, ~$16 for 3,200 tweets; needs "
             "X_BEARER_TOKEN)."
         ),

@@ -576,3 +576,19 @@ def test_a_size_over_the_limit_never_reads_as_within_it() -> None:
     assert size_refusal(int(10.5 * 1024 * 1024), limit, 10) == (
         "10.50 MB, over this bot's 10 MB limit"
     )
+
+
+async def test_several_files_are_checked_for_their_total_size_before_downloading(
+    world: World, bot_settings: BotSettings, simcord_env: simcord.Env
+) -> None:
+    bot_settings.max_upload_total_mb = 0.002  # 2,097 bytes; each file is within its own limit
+    files = [("tweets.js", b"x" * 1500), ("tweets-part1.js", b"y" * 1500)]
+    await world.alice.send(world.channel, "!train @jack", attachments=files)
+    assert world.last_text() == (
+        "Together the files are 3,000 bytes, over this bot's limit of 2,097 bytes (0.002 MB) "
+        "for one training; attach only tweets.js (and note-tweet.js or tweets-part1.js… if you "
+        "have them) from your archive's data/ folder."
+    )
+    assert world.handled_errors() == [InputError]
+    assert uploads(bot_settings, world.guild.id) == []
+    assert not any(r.path.startswith("/attachments") for r in simcord_env.http_requests)

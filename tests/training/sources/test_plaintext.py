@@ -57,3 +57,22 @@ def test_bad_files_are_refused_in_one_sentence(tmp_path: Path, content: bytes, m
     path.write_bytes(content)
     with pytest.raises(InputError, match=match):
         PlainTextSource(path, max_file_bytes=100).fetch(ALICE)
+
+
+def test_the_cli_reads_a_txt_file_given_with_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from training import config
+    from training.cli import main
+
+    monkeypatch.setattr(config, "get_settings", lambda: TrainingSettings(_env_file=None))
+    path = tmp_path / "posts.txt"
+    lines = [f"post number {i} about bread and the weather today" for i in range(150)]
+    path.write_text("\n".join([*lines, "RT @bob: not mine", "hi"]) + "\n", encoding="utf-8")
+    assert main(["data", "@alice", "--from", str(path), "--json"]) == 0
+    out, _ = capsys.readouterr()
+    assert json.loads(out) == {
+        "alice": {"tweets_downloaded": 152, "retweets": 1, "short_tweets": 1, "tweets_kept": 150}
+    }

@@ -1,0 +1,143 @@
+"""``!train me``: a model of the member who asks, from their own messages in this server.
+
+The bot reads the simulated channels' history itself (simcord serves it), writes the member's
+messages into the job's upload as plain text, and the real job runner trains from that file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import discord
+import pytest
+import simcord
+from discord_world import CSV, World
+
+from bot.config import BotSettings
+from bot.own_messages import OWN_MESSAGES_FILE
+from bot.store import Store
+from training.errors import InputError
+
+MAX_MESSAGES = 4
+
+
+@pytest.fixture
+def bot_settings(tmp_path: Path) -> BotSettings:
+    """The usual test settings with a small ``!train me`` bound, so the bound is visible."""
+    return BotSettings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        owner_ids="42",
+        cancel_grace_s=2,
+        progress_edit_interval_s=1,
+        train_me_max_messages=MAX_MESSAGES,
+    )
+
+
+def upload_lines(store_sources: tuple[str, ...]) -> list[str]:
+    [source] = store_sources
+    path = Path(source)
+    assert path.name == OWN_MESSAGES_FILE
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+async def test_train_me_learns_only_from_the_members_own_messages(
+    world: World, store: Store, simcord_env: simcord.Env
+) -> None:
+    hidden = world.guild.create_text_channel(
+        "no-history",
+        overwrites={simcord_env.bot.user: discord.PermissionOverwrite(read_message_history=False)},
+    )
+    await world.alice.send(hidden, "a secret the bot may not read")
+    await world.alice.send(world.channel, "first thought of the day")
+    await world.bob.send(world.channel, "bob's words are not alice's")
+    await world.alice.send(world.channel, f"hey <@{world.bob.id}> look at ```print('code')``` this")
+    await world.alice.send(world.channel, "!help")
+    await world.alice.send(world.channel, "a ||spoiler|| and `inline code`\nover two lines")
+    world.bot_messages()  # the help answer is not what this test is about
+    before = len(world.bot_messages())
+
+    await world.alice.send(world.channel, "!train me")
+
+    assert world.handled_errors() == []
+    [model] = await store.list_models(world.guild.id)
+    assert model.name == "alice" and model.trained_by == world.alice.id
+    assert upload_lines(model.sources) == [
+        "a spoiler and inline code over two lines",
+        "hey @bob look at this",
+        "first thought of the day",
+    ]
+    status = world.bot_messages()[before]
+    assert status.content == "**Job #1 · alice** — Done"
+
+
+async def test_train_me_keeps_the_newest_messages_within_the_bound(
+    world: World, store: Store
+) -> None:
+    for number in range(MAX_MESSAGES + 3):
+        await world.alice.send(world.channel, f"message number {number}")
+    await world.alice.send(world.channel, "!train me")
+    [model] = await store.list_models(world.guild.id)
+    assert upload_lines(model.sources) == [
+        f"message number {n}" for n in reversed(range(3, MAX_MESSAGES + 3))
+    ]
+
+
+async def test_train_me_without_any_own_message_is_refused_and_leaves_nothing(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    await world.bob.send(world.channel, "only bob talks here")
+    await world.alice.send(world.channel, "!train me")
+    assert world.handled_errors() == [InputError]
+    assert "found none of your own messages of the last 365 days" in (
+        world.channel.last_message.content
+    )
+    assert await store.list_models(world.guild.id) == []
+    uploads = bot_settings.guild_uploads_dir(world.guild.id)
+    assert not uploads.exists() or not any(p.is_file() for p in uploads.rglob("*"))
+
+
+async def test_admins_can_switch_train_me_off_and_on(world: World, store: Store) -> None:
+    await world.alice.send(world.channel, "something I said")
+    await world.bob.send(world.channel, "!trainme off")
+    assert len(world.handled_errors()) == 1  # not an admin
+    await world.admin.send(world.channel, "!trainme off")
+    assert world.channel.last_message.content.startswith("`!train me` is off")
+    await world.alice.send(world.channel, "!train me")
+    assert world.handled_errors() == [InputError]
+    assert "switched `!train me` off" in world.channel.last_message.content
+    assert await store.list_models(world.guild.id) == []
+
+    await world.admin.send(world.channel, "!trainme on")
+    await world.alice.send(world.channel, "!train me")
+    assert [m.name for m in await store.list_models(world.guild.id)] == ["alice"]
+
+
+async def test_nobody_replaces_someone_elses_own_model_and_delete_removes_it(
+    world: World, store: Store
+) -> None:
+    await world.alice.send(world.channel, "my own words")
+    await world.alice.send(world.channel, "!train me")
+    # bob cannot put other words under alice's own model ...
+    await world.bob.send(world.channel, "!train @alice", attachments=[("tweets.csv", CSV)])
+    assert world.handled_errors() == [InputError]
+    assert "only they can train it again" in world.channel.last_message.content
+    [model] = await store.list_models(world.guild.id)
+    assert model.trained_by == world.alice.id
+    # ... and alice training herself again replaces it.
+    await world.alice.send(world.channel, "!train me")
+    assert world.handled_errors() == []
+
+    await world.admin.send(world.channel, "!delete @alice")
+    assert world.handled_errors() == []
+    assert await store.list_models(world.guild.id) == []
+
+
+async def test_train_me_never_replaces_a_model_of_the_same_name(world: World, store: Store) -> None:
+    await world.bob.send(world.channel, "!train @alice", attachments=[("tweets.csv", CSV)])
+    await world.alice.send(world.channel, "my own words")
+    await world.alice.send(world.channel, "!train me")
+    assert world.handled_errors() == [InputError]
+    assert "`!delete @alice` it first" in world.channel.last_message.content
+    [model] = await store.list_models(world.guild.id)
+    assert model.trained_by == world.bob.id
