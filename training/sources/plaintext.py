@@ -51,10 +51,7 @@ class PlainTextSource:
         try:
             size = self.path.stat().st_size
             if size > self.max_file_bytes:
-                raise InputError(
-                    f"{name} is {size / 1048576:.2f} MB, over the "
-                    f"{self.max_file_bytes / 1048576:g} MB limit for input files."
-                )
+                raise InputError(f"{name} is {_over(size, self.max_file_bytes)}.")
             with self.path.open("rb") as handle:
                 data = handle.read(self.max_file_bytes + 1)
         except OSError as error:
@@ -64,3 +61,11 @@ class PlainTextSource:
         if not data.strip():
             raise InputError(f"{name} is empty.")
         return data
+
+
+def _over(size: int, limit: int) -> str:
+    """``12.50 MB, over the 10 MB limit …``, in bytes when MB would round into the limit."""
+    shown = f"{size / 1048576:.2f}"
+    if float(shown) > limit / 1048576:
+        return f"{shown} MB, over the {limit / 1048576:g} MB limit for input files"
+    return f"{size:,} bytes, over the limit of {limit:,} bytes for input files"

@@ -16,7 +16,10 @@ from discord_world import CSV, World
 from bot.config import BotSettings
 from bot.own_messages import OWN_MESSAGES_FILE
 from bot.store import Store
+from training.config import TrainingSettings
 from training.errors import InputError
+from training.handles import Handle
+from training.pipeline import open_source
 
 MAX_MESSAGES = 4
 
@@ -53,6 +56,7 @@ async def test_train_me_learns_only_from_the_members_own_messages(
     await world.bob.send(world.channel, "bob's words are not alice's")
     await world.alice.send(world.channel, f"hey <@{world.bob.id}> look at ```print('code')``` this")
     await world.alice.send(world.channel, "!help")
+    await world.alice.send(world.channel, "", attachments=[("cat.png", b"\x89PNG not text")])
     await world.alice.send(world.channel, "a ||spoiler|| and `inline code`\nover two lines")
     world.bot_messages()  # the help answer is not what this test is about
     before = len(world.bot_messages())
@@ -69,6 +73,9 @@ async def test_train_me_learns_only_from_the_members_own_messages(
     ]
     status = world.bot_messages()[before]
     assert status.content == "**Job #1 · alice** — Done"
+    # The training reads the upload with its plain-text source, one message per post.
+    source = open_source(model.sources[0], Handle("alice"), TrainingSettings(_env_file=None))
+    assert [t.text for t in source.fetch(Handle("alice"))] == upload_lines(model.sources)
 
 
 async def test_train_me_keeps_the_newest_messages_within_the_bound(
@@ -141,3 +148,15 @@ async def test_train_me_never_replaces_a_model_of_the_same_name(world: World, st
     assert "`!delete @alice` it first" in world.channel.last_message.content
     [model] = await store.list_models(world.guild.id)
     assert model.trained_by == world.bob.id
+
+
+async def test_train_me_reads_only_messages_within_the_age_bound(
+    world: World, store: Store, bot_settings: BotSettings, simcord_env: simcord.Env
+) -> None:
+    bot_settings.train_me_max_age_days = 1
+    await world.alice.send(world.channel, "said long ago")
+    await simcord_env.advance_time(2 * 24 * 3600)
+    await world.alice.send(world.channel, "said today")
+    await world.alice.send(world.channel, "!train me")
+    [model] = await store.list_models(world.guild.id)
+    assert upload_lines(model.sources) == ["said today"]

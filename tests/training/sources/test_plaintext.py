@@ -76,3 +76,13 @@ def test_the_cli_reads_a_txt_file_given_with_from(
     assert json.loads(out) == {
         "alice": {"tweets_downloaded": 152, "retweets": 1, "short_tweets": 1, "tweets_kept": 150}
     }
+
+
+def test_a_file_just_over_the_limit_reads_as_over_it(tmp_path: Path) -> None:
+    path = tmp_path / "posts.txt"
+    path.write_bytes(b"a post\n" * 300)  # 2,100 bytes
+    with pytest.raises(InputError) as refused:
+        PlainTextSource(path, max_file_bytes=2_099).fetch(ALICE)
+    assert str(refused.value) == (
+        "posts.txt is 2,100 bytes, over the limit of 2,099 bytes for input files."
+    )
