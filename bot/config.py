@@ -8,7 +8,7 @@ Secrets are ``SecretStr``: they never appear in a repr, a log line or a tracebac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -151,6 +151,12 @@ class BotSettings(BaseSettings):
         gt=0,
         description="Largest total size of the files one `!train` attaches, checked before "
         "downloading.",
+    )
+    public_mentions: Literal["neutralise", "skip"] = Field(
+        default="neutralise",
+        description="What an auto-post to X does with generated @mentions of real accounts: "
+        "`neutralise` keeps the text but makes each @mention plain (no link, no notification); "
+        "`skip` posts such a tweet only in the Discord channel.",
     )
 
     @field_validator("owner_ids", mode="before")

@@ -42,6 +42,7 @@ from bot.store import Schedule, ScheduleKind
 from bot.x_poster import MISSING_CREDENTIALS, XPoster, XPostError, x_post_text
 from training.errors import DoppeltweetError, InputError
 from training.generate import DEFAULT_PROMPT
+from training.textrules import has_mentions, neutralise_mentions
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
@@ -556,11 +557,14 @@ class AutoPoster:
 
         x_post_id: str | None = None
         x_error: XPostError | None = None
-        if schedule.to_x:
+        if schedule.to_x and self.bot.settings.public_mentions == "skip" and has_mentions(text):
+            log.info("auto-post #%s: not posted to X, it names accounts", schedule.id)
+        elif schedule.to_x:
             try:
                 poster = self.x_poster()
                 loop = asyncio.get_running_loop()
-                x_text = x_post_text(text, ai_label=schedule.ai_label)
+                # Generated text may name real accounts: on X they must not be pinged.
+                x_text = x_post_text(neutralise_mentions(text), ai_label=schedule.ai_label)
                 x_post_id = await loop.run_in_executor(None, poster.post, x_text)
             except InputError as error:
                 x_error = XPostError(str(error), pauses=True)

@@ -88,6 +88,21 @@ def strip_removed_link_residue(raw: str, cleaned: str) -> str:
     return strip_link_residue(cleaned) if _LINK_AT_END.search(raw) else cleaned
 
 
+#: An @mention as X, Mastodon and Bluesky link it: an @ not glued to a word, then a handle.
+_MENTION = regex.compile(r"(?<![\w@＠])([@＠])(?=[A-Za-z0-9_])")
+
+
+def has_mentions(text: str) -> bool:
+    """Whether ``text`` holds an @mention a public network would turn into a link (and a ping)."""
+    return bool(_MENTION.search(text))
+
+
+def neutralise_mentions(text: str) -> str:
+    """``text`` with every @mention made plain text: a zero-width space after the ``@`` looks
+    the same to a reader, but no network links it or notifies the account it names."""
+    return _MENTION.sub("\\1\u200b", text)
+
+
 def fit_tweet(text: str, max_chars: int) -> str:
     """``text`` shortened to at most ``max_chars`` code points where a reader would stop.
 

@@ -122,3 +122,15 @@ def test_residue_goes_only_where_a_link_was_removed() -> None:
     assert strip_removed_link_residue(kept, clean_tweet(kept)) == "My three wishes:"
     middle = "See https://t.co/x - then tell me"
     assert strip_removed_link_residue(middle, clean_tweet(middle)) == clean_tweet(middle)
+
+
+def test_mentions_are_made_plain_but_look_the_same() -> None:
+    from training.textrules import has_mentions, neutralise_mentions
+
+    text = "@jack thanks, and cc @bob_2 — mail me at a@example.com #tbt"
+    plain = neutralise_mentions(text)
+    assert plain == "@\u200bjack thanks, and cc @\u200bbob_2 — mail me at a@example.com #tbt"
+    assert plain.replace("\u200b", "") == text
+    assert has_mentions(text) and not has_mentions(plain)
+    assert not has_mentions("a@example.com and a lone @ sign")
+    assert has_mentions("\uff20jack")  # X links the full-width at sign too

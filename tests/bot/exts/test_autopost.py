@@ -694,6 +694,45 @@ async def test_a_post_also_goes_to_x_with_the_ai_label(
     assert len(posts(world)) == 1
 
 
+@pytest.mark.parametrize("mode", ["neutralise", "skip"])
+async def test_generated_mentions_never_reach_x_as_live_mentions(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    scripted_tweets: list[str],
+    bot_settings: BotSettings,
+    mode: str,
+) -> None:
+    bot_settings.public_mentions = mode  # type: ignore[assignment]
+    scripted_tweets[:] = ["@jack Test Tweet"]
+    await autopost(world, "@jack #general every 6h --to-x")
+    sent: list[Any] = []
+
+    def seen(request: Any) -> Any:
+        if request.method == "POST":
+            sent.append(json.loads(request.body))
+        return request
+
+    recorder = vcr.VCR(
+        cassette_library_dir=str(CASSETTES),
+        record_mode="none",
+        decode_compressed_response=True,
+        match_on=["method", "uri"],
+        before_record_request=seen,
+    )
+    with recorder.use_cassette("test_client_create_and_delete_tweet.yaml") as cassette:
+        await simcord_env.advance_time(6 * HOUR)
+    assert len(posts(world)) == 1  # the channel gets it either way, pinging nobody
+    if mode == "neutralise":
+        assert cassette.play_count == 1
+        assert sent[-1] == {"text": "@\u200bjack Test Tweet 🤖 AI-generated"}
+    else:
+        assert cassette.play_count == 0  # nothing was posted to X
+        [logged] = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
+        assert logged.x_post_id is None
+
+
 async def test_no_ai_label_posts_the_text_as_generated(
     world: World, jack: Path, simcord_env: simcord.Env, store: Store, scripted_tweets: list[str]
 ) -> None:
