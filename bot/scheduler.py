@@ -526,12 +526,20 @@ class AutoPoster:
         except DoppeltweetError as error:
             return await self._pause(schedule, public_error(self.bot, str(error)), channel)
         if not result.tweets:
+            # Every round of candidates was a repeat, a copy or empty: the model has run out of
+            # new things to say. Saying so once and pausing beats failing silently every run.
             log.warning(
                 "auto-post #%s: the model wrote nothing new (%d candidates rejected)",
                 schedule.id,
                 result.rejected,
             )
-            return PostOutcome(schedule.id, None, None, None, None)
+            return await self._pause(
+                schedule,
+                f"The model could not write a tweet it has not posted before ({result.rejected} "
+                "tries were repeats, copies of its training tweets or empty); retrain it with "
+                "more tweets, or resume to try again.",
+                channel,
+            )
         text = result.tweets[0]
 
         embed = tweet_embed(

@@ -570,7 +570,8 @@ async def test_posts_never_repeat_and_are_logged(
     await simcord_env.advance_time(5 * HOUR)
     descriptions = [m.embeds[0].description for m in posts(world)]
     assert descriptions == scripted_tweets
-    assert [len(e) for e in scripted_generator.excludes] == [0, 1, 2, 3, 3]
+    # The fourth run has nothing new: the schedule pauses (no fifth run).
+    assert [len(e) for e in scripted_generator.excludes] == [0, 1, 2, 3]
     assert scripted_generator.excludes[3] == frozenset(scripted_tweets)
     logged = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
     assert [(t.text, t.schedule_id, t.channel_id, t.x_post_id) for t in reversed(logged)] == [
@@ -578,6 +579,7 @@ async def test_posts_never_repeat_and_are_logged(
     ]
     [schedule] = await store.list_schedules(world.guild.id)
     assert schedule.last_run_at == simcord_env.now() - timedelta(hours=2)
+    assert schedule.paused
 
 
 @pytest.mark.simcord(settle_timeout=60)
@@ -914,3 +916,63 @@ async def test_slash_autopost_add_and_list(
     assert listing.response.content.splitlines()[1].startswith("• #1 **jack** in <#")
     await simcord_env.advance_time(6 * HOUR)
     assert len(posts(world)) == 1
+
+
+# -- a model that runs out of new tweets -------------------------------------------------------
+
+
+@pytest.mark.simcord(settle_timeout=600)
+@pytest.mark.timeout(900)
+async def test_two_hundred_runs_of_the_real_tiny_model_post_two_hundred_distinct_tweets(
+    world: World,
+    simcord_env: simcord.Env,
+    store: Store,
+    virtual_clock: Any,
+    scripted_generator: RecordingGenerator,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    from training.generate import TweetGenerator
+    from training.handles import Handle
+
+    folder = tmp_path / "alice"
+    shutil.copytree(tiny_model_dir, folder)
+    await store.upsert_model(
+        world.guild.id,
+        "alice",
+        handles=[Handle("alice")],
+        sources=["bluesky"],
+        base_model="tiny",
+        lora=False,
+        path=folder,
+        trained_by=None,
+    )
+    scripted_generator.delegate = TweetGenerator.load(folder)
+    await autopost(world, "@alice #general every 10m")
+    for _ in range(200):
+        await simcord_env.advance_time(10 * 60)
+    descriptions = [m.embeds[0].description for m in posts(world)]
+    assert len(descriptions) == 200
+    assert len(set(descriptions)) == 200
+    [schedule] = await store.all_schedules()
+    assert not schedule.paused
+
+
+async def test_a_model_with_nothing_new_to_say_pauses_and_says_so_once(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    scripted_tweets: list[str],
+) -> None:
+    scripted_tweets[:] = ["the only thing I ever say", "and the other thing I say"]
+    await autopost(world, "@jack #general every 1h")
+    for _ in range(6):
+        await simcord_env.advance_time(HOUR)
+    assert [m.embeds[0].description for m in posts(world)] == scripted_tweets
+    notices = [t for t in texts(world) if "is paused" in t]
+    assert len(notices) == 1
+    assert "could not write a tweet it has not posted before" in notices[0]
+    assert "`!autopost resume 1`" in notices[0]
+    [schedule] = await store.all_schedules()
+    assert schedule.paused
