@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import shlex
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
@@ -63,10 +63,11 @@ def _training_env_names() -> set[str]:
     return names
 
 
-def job_env(env: Mapping[str, str]) -> dict[str, str]:
-    """What of the bot's environment travels with a Ray Job: unbuffered output and the training
-    settings that are not secrets (the workers keep their own PATH, HOME and credentials)."""
-    wanted = _training_env_names()
+def job_env(env: Mapping[str, str], extra: Collection[str] = ()) -> dict[str, str]:
+    """What of the bot's environment travels with a Ray Job: unbuffered output, the training
+    settings that are not secrets and the ``extra`` names (the workers keep their own PATH,
+    HOME and credentials)."""
+    wanted = _training_env_names() | set(extra)
     out = {k: v for k, v in env.items() if k in wanted}
     out["PYTHONUNBUFFERED"] = "1"
     return out
@@ -189,12 +190,14 @@ class RayJobLauncher:
     name = "Ray Job"
     survives_restart = True
 
-    def __init__(self, settings: BotSettings) -> None:
+    def __init__(self, settings: BotSettings, *, pass_env: Collection[str] = ()) -> None:
+        """``pass_env``: more environment variables of the bot to hand to each job."""
         if not settings.ray_address:
             raise ValueError("the Ray launcher needs DOPPELTWEET_RAY_ADDRESS")
         self.settings = settings
         self.address = settings.ray_address
         self.default_python = settings.ray_python
+        self.pass_env = frozenset(pass_env)
         self._client: Any = None
 
     def unavailable_message(self) -> str:
@@ -259,7 +262,7 @@ class RayJobLauncher:
                 lambda c: c.submit_job(
                     entrypoint=shlex.join(argv),
                     submission_id=sid,
-                    runtime_env={"env_vars": job_env(env)},
+                    runtime_env={"env_vars": job_env(env, self.pass_env)},
                     metadata={"doppeltweet_job": str(job.id), "model": job.model_name},
                     entrypoint_num_cpus=self.settings.ray_num_cpus,
                     entrypoint_num_gpus=self.settings.ray_num_gpus,
