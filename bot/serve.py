@@ -139,6 +139,38 @@ def error_body(message: str, kind: str = "invalid_request_error") -> dict[str, A
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+_SETUP_HOOK_VAR = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
+
+
+def bind_replicas_to_loopback() -> None:
+    """Keep a replica's internal gRPC server on loopback on a loopback-only node.
+
+    Ray Serve 2.60 replicas open an inter-deployment gRPC server on every interface (``[::]:0``,
+    hard-coded in ``ray.serve._private.replica``), even on a node whose address is 127.0.0.1 and
+    with the HTTP proxy on 127.0.0.1. Run in each replica's worker process (the runtime env's
+    ``worker_process_setup_hook``, set when ``DOPPELTWEET_SERVE_HOST`` is loopback), it binds that
+    server to 127.0.0.1 instead, but only when the node itself is 127.0.0.1, where nothing else
+    could reach it anyway.
+    """
+    import ray
+    from ray.serve._private import replica
+
+    if ray.util.get_node_ip_address() not in _LOOPBACK:
+        return
+    original = replica.add_port_to_grpc_server
+    if getattr(original, "doppeltweet_loopback", False):
+        return
+
+    def on_loopback(server: Any, address: str) -> Any:
+        if address.startswith("[::]:"):
+            address = "127.0.0.1:" + address.rsplit(":", 1)[1]
+        return original(server, address)
+
+    on_loopback.doppeltweet_loopback = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = on_loopback
+
+
 def build_app(settings: BotSettings) -> Any:
     """The Ray Serve application (a bound deployment) for ``serve.run``."""
     import asyncio
@@ -148,14 +180,20 @@ def build_app(settings: BotSettings) -> Any:
     from starlette.responses import JSONResponse
 
     data_dir = str(settings.data_dir.resolve())
+    actor_options: dict[str, Any] = {
+        "num_cpus": settings.serve_num_cpus,
+        "num_gpus": settings.serve_num_gpus,
+    }
+    if settings.serve_host in _LOOPBACK:
+        # The variable Ray's worker_process_setup_hook sets; Serve does not pass the option
+        # itself on to the replicas it starts (checked with Ray 2.60).
+        hook = f"{__name__}.bind_replicas_to_loopback"
+        actor_options["runtime_env"] = {"env_vars": {_SETUP_HOOK_VAR: hook}}
 
     @serve.deployment(
         name="TweetGenerators",
         num_replicas=settings.serve_replicas,
-        ray_actor_options={
-            "num_cpus": settings.serve_num_cpus,
-            "num_gpus": settings.serve_num_gpus,
-        },
+        ray_actor_options=actor_options,
     )
     class TweetGenerators:
         """Generates tweets from any model under the data folder, a few kept loaded per replica."""
