@@ -221,3 +221,32 @@ async def test_the_serve_deployment_answers_tweet_for_two_models_like_local_gene
             assert all(m.memory_bytes == 1 for m in loaded)  # held by the server, not the bot
     finally:
         await bot.close()
+
+
+def test_serve_is_a_doppeltweet_subcommand_with_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--help"])
+    assert stopped.value.code == 0
+    assert "POST /v1/completions" in capsys.readouterr().out
+
+
+def test_the_training_library_never_imports_ray() -> None:
+    import subprocess as sp
+
+    code = (
+        "import sys, training.cli, training.train, training.generate; print('ray' in sys.modules)"
+    )
+    done = sp.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_an_unreachable_generation_server_is_one_sentence() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    remote = RemoteGenerator(url, "guilds/1/models/alice", "1", timeout_s=5)
+    with pytest.raises(ModelError) as raised:
+        remote.generate("hello", n=1)
+    assert str(raised.value) == (
+        f"The generation server at {url} did not answer; try again in a moment."
+    )
