@@ -82,6 +82,34 @@ def ray_jobs_of(head: RayHead, job: Job) -> list[Any]:
 MakeRayRunner = Callable[..., Any]
 
 
+class HoldAtTraining:
+    """A listener that holds the runner at the first training event until the bot stops, so a
+    test stops the bot while the Ray job surely still runs (the log stream comes in bursts)."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+
+    async def on_progress(self, job: Job, event: dict[str, Any]) -> None:
+        if event["phase"] == "training":
+            self.reached.set()
+            await asyncio.Event().wait()  # until the runner's task is cancelled by stop()
+
+    async def on_finished(self, job: Job, result: Any) -> None:
+        pass
+
+    async def on_failed(self, job: Job, message: str) -> None:
+        pass
+
+
+async def stop_mid_training(runner: JobRunner, recorder: Recorder, job: Job) -> None:
+    """Stop the bot's runner while the job trains: the Ray job goes on without it."""
+    hold = HoldAtTraining()
+    runner.add_listener(hold)
+    await asyncio.wait_for(hold.reached.wait(), 120)
+    await runner.stop()
+    assert not recorder.ended(job.id)
+
+
 @pytest.fixture
 async def make_ray_runner(
     store: Store, bot_settings: BotSettings, fake_training: Path
@@ -203,10 +231,8 @@ async def test_a_restarted_bot_reattaches_to_the_running_job_and_submits_nothing
     monkeypatch.setenv("FAKE_TRAINING_DELAY", "0.3")
     first, first_rec = await make_ray_runner(ray_head.jobs_address)
     job = await submit(first)
-    await first_rec.wait(lambda: "training" in first_rec.phases(job.id), timeout=120)
-    await first.stop()  # the bot goes away; the Ray job goes on
+    await stop_mid_training(first, first_rec, job)  # the bot goes away; the Ray job goes on
     assert (await store.get_job(GUILD, job.id)).state == "running"  # type: ignore[union-attr]
-    assert not first_rec.ended(job.id)
 
     _second, rec = await make_ray_runner(ray_head.jobs_address)
     await rec.wait(lambda: rec.ended(job.id), timeout=120)
@@ -222,6 +248,25 @@ async def test_a_restarted_bot_reattaches_to_the_running_job_and_submits_nothing
     _third, third_rec = await make_ray_runner(ray_head.jobs_address)
     await asyncio.sleep(1)
     assert not third_rec.progress and not third_rec.finished and not third_rec.failed
+    assert len(ray_jobs_of(ray_head, job)) == 1
+
+
+async def test_a_job_that_ended_while_the_bot_was_away_is_concluded_once(
+    ray_head: RayHead, make_ray_runner: MakeRayRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINING_STEPS", "8")
+    monkeypatch.setenv("FAKE_TRAINING_DELAY", "0.25")
+    first, first_rec = await make_ray_runner(ray_head.jobs_address)
+    job = await submit(first)
+    await stop_mid_training(first, first_rec, job)
+    async with asyncio.timeout(90):
+        while ray_jobs_of(ray_head, job)[0].status != "SUCCEEDED":
+            await asyncio.sleep(0.5)
+
+    _second, rec = await make_ray_runner(ray_head.jobs_address)
+    await rec.wait(lambda: rec.ended(job.id), timeout=60)
+    [(done, result)] = rec.finished
+    assert done.state == "succeeded" and result.model.name == "alice" and not rec.failed
     assert len(ray_jobs_of(ray_head, job)) == 1
 
 
