@@ -121,6 +121,7 @@ class DoppeltweetBot(commands.Bot):
             self._cache = ModelCache(
                 max_models=self.settings.cache_max_models,
                 max_bytes=self.settings.cache_max_bytes,
+                loader=_generation_loader(self.settings),
             )
             self._owned.append("cache")
         if self._runner is None:
@@ -246,3 +247,13 @@ async def check_storage(settings: BotSettings) -> None:
 def create_bot(settings: BotSettings, **services: Any) -> DoppeltweetBot:
     """Build the bot; ``store``, ``runner`` and ``cache`` may be passed in ready-made."""
     return DoppeltweetBot(settings, **services)
+
+
+def _generation_loader(settings: BotSettings) -> Any:
+    """The generation server's client when ``DOPPELTWEET_GENERATION_URL`` is set, else None
+    (the cache loads the models itself)."""
+    if not settings.generation_url:
+        return None
+    from bot.remote_generation import remote_loader
+
+    return remote_loader(settings)

@@ -158,6 +158,76 @@ class BotSettings(BaseSettings):
         "`neutralise` keeps the text but makes each @mention plain (no link, no notification); "
         "`skip` posts such a tweet only in the Discord channel.",
     )
+    ray_address: str | None = Field(
+        default=None,
+        description="Jobs API address of a Ray cluster's head (e.g. `http://ray-head:8265`): "
+        "set, each training runs there as a Ray Job; unset, as a local process "
+        "(docs/deployment.md).",
+    )
+    ray_python: str = Field(
+        default="python",
+        min_length=1,
+        description="The Python interpreter on the Ray workers that runs `-m training train` "
+        "(it must have doppeltweet installed).",
+    )
+    ray_num_cpus: float = Field(
+        default=1, ge=0, description="CPUs each training's Ray Job reserves (entrypoint_num_cpus)."
+    )
+    ray_num_gpus: float = Field(
+        default=0,
+        ge=0,
+        description="GPUs each training's Ray Job reserves (entrypoint_num_gpus; 1 puts it on a "
+        "GPU worker).",
+    )
+    ray_memory_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory (MB) each training's Ray Job reserves (entrypoint_memory; unset: "
+        "none reserved).",
+    )
+    ray_retry_s: float = Field(
+        default=30,
+        ge=1,
+        description="Seconds between two tries to reach an unreachable Ray head (queued jobs "
+        "wait meanwhile).",
+    )
+    generation_url: str | None = Field(
+        default=None,
+        description="Base URL of a `doppeltweet serve` (or other OpenAI-compatible) completions "
+        "server, e.g. `http://ray-head:8000`: set, `!tweet` generates there; unset, in the bot.",
+    )
+    generation_timeout_s: float = Field(
+        default=120,
+        gt=0,
+        description="Seconds the bot waits for one answer of the generation server.",
+    )
+    serve_host: str = Field(
+        default="127.0.0.1",
+        description="Address `doppeltweet serve` listens on (`0.0.0.0` to serve other machines).",
+    )
+    serve_port: int = Field(
+        default=8000, ge=1, le=65535, description="Port `doppeltweet serve` listens on."
+    )
+    serve_ray_address: str = Field(
+        default="auto",
+        description="The Ray cluster `doppeltweet serve` joins (`auto`: the one on this machine; "
+        "or `ray://head:10001`, or `local` to start one).",
+    )
+    serve_replicas: int = Field(
+        default=1, ge=1, le=256, description="Replicas of the generation deployment."
+    )
+    serve_num_cpus: float = Field(
+        default=1, ge=0, description="CPUs each generation replica reserves."
+    )
+    serve_num_gpus: float = Field(
+        default=0, ge=0, description="GPUs each generation replica reserves."
+    )
+    serve_models_per_replica: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Models one generation replica keeps loaded (least recently used dropped).",
+    )
 
     @field_validator("owner_ids", mode="before")
     @classmethod

@@ -1,17 +1,18 @@
-"""Training jobs: a queue in SQLite, each job a background ``python -m training train`` process.
+"""Training jobs: a queue in SQLite, each job a background ``python -m training train`` run.
 
 Training is CPU-heavy and can crash or be killed, so it never runs inside the bot: the runner
-spawns the training CLI in its own session (its own process group, so a cancel reaches every
-process it started) with ``--progress-json``, reads one JSON object per stdout line
-(docs/ARCHITECTURE.md), keeps the last one on the job, and tells its listeners (the Discord layer).
-The training library replaces a model folder only when the new one is complete, so whatever happens
-to the process, the previous model keeps being served.
+starts the training CLI with ``--progress-json`` through a launcher (:mod:`bot.launchers`: a local
+process by default, a Ray Job when ``DOPPELTWEET_RAY_ADDRESS`` is set), reads one JSON object per
+output line (docs/ARCHITECTURE.md), keeps the last one on the job, and tells its listeners (the
+Discord layer). The training library replaces a model folder only when the new one is complete, so
+whatever happens to the run, the previous model keeps being served.
 
 The queue is global (``max_concurrent_jobs`` processes at once, first in first out) because the
 machine's cores are shared by every server; what a server sees of it is scoped to that server.
 After a restart, jobs an earlier bot process left "running" are resolved in :meth:`JobRunner.start`:
-the orphaned process is stopped, and the job is queued again once, or failed if it was already
-retried — never left stuck.
+a launcher whose runs outlive the bot (Ray) re-attaches to the run, or concludes it if it ended;
+otherwise the orphaned process is stopped, and the job is queued again once, or failed if it was
+already retried — never left stuck.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import json
 import logging
 import os
 import re
-import signal
-import sys
 import tempfile
 import time
 import unicodedata
@@ -35,10 +34,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.config import BotSettings
+from bot.launchers.base import Attempt, Launcher, LauncherUnavailable, Outcome
+from bot.launchers.local import LocalLauncher
 from bot.store import Job, JobState, ModelRecord, Store
 from training.errors import DoppeltweetError, InputError
 from training.handles import MAX_HANDLES, Handle, model_name
-from training.store import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,6 @@ LISTENER_TIMEOUT_S = 30.0
 #: Lines (and characters per line) of the training process's stderr kept for the log.
 STDERR_TAIL_LINES = 40
 STDERR_LINE_CHARS = 500
-#: Longest stdout line read; longer lines are skipped (they are not progress events).
-STDOUT_LINE_LIMIT = 1024 * 1024
 
 #: Environment variables the training process has no use for: secrets stay in the bot.
 _PRIVATE_ENV = (
@@ -117,10 +115,10 @@ class JobListener(Protocol):
 
 @dataclass(eq=False)
 class _Run:
-    """A job whose training process this runner started and still supervises."""
+    """A job whose training run this runner started (or re-attached to) and still supervises."""
 
     job: Job
-    proc: asyncio.subprocess.Process
+    attempt: Attempt
     task: asyncio.Task[None] | None = None
     done_event: dict[str, Any] | None = None
     error_message: str | None = None
@@ -151,29 +149,6 @@ def _is_relative_to(path: Path, folder: Path) -> bool:
     return True
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    """Signal the process group a training process leads (it runs in its own session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _is_training_process(pid: int) -> bool:
-    """Whether ``pid`` is a live ``training train --progress-json`` process leading its group.
-
-    Only such a process is ever stopped during recovery, so a recycled pid is never killed.
-    """
-    if not process_alive(pid):
-        return False
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if os.getpgid(pid) != pid:
-            return False
-    except OSError:
-        return False
-    args = [a.decode(errors="replace") for a in argv]
-    return "training" in args and "train" in args and "--progress-json" in args
-
-
 def _parse_event(line: bytes) -> dict[str, Any] | None:
     """A progress event from one stdout line, or None for anything that is not one."""
     try:
@@ -197,13 +172,20 @@ class JobRunner:
         store: Store,
         settings: BotSettings,
         *,
-        python: str = sys.executable,
+        python: str | None = None,
         training_args: Sequence[str] = (),
+        launcher: Launcher | None = None,
     ) -> None:
+        """``launcher`` defaults to a Ray Job launcher when ``settings.ray_address`` is set and
+        to a local process otherwise; ``python`` to the launcher's interpreter."""
         self.store = store
         self.settings = settings
-        self.python = python
+        self.launcher = launcher or default_launcher(settings)
+        self.python = python or self.launcher.default_python
         self.training_args = tuple(training_args)
+        #: Jobs whose users were told that the launcher is unavailable (told once per job).
+        self._told_unavailable: set[int] = set()
+        self._retry: asyncio.TimerHandle | None = None
         self._listeners: list[JobListener] = []
         self._listener_tasks: set[asyncio.Task[None]] = set()
         self._runs: dict[int, _Run] = {}
@@ -271,9 +253,19 @@ class JobRunner:
         for job in await self.store.running_jobs(None):
             if job.id in self._runs:
                 continue
-            if job.pid is not None and _is_training_process(job.pid):
-                log.warning("stopping orphaned training process %s of job %s", job.pid, job.id)
-                await self._stop_orphan(job.pid)
+            try:
+                attempt = await self.launcher.reattach(job)
+            except LauncherUnavailable as error:
+                # The run may still be going on: keep the same attempt (no restart counted), so
+                # the next try finds it by its id instead of starting a second one.
+                queued = await self.store.requeue_job(job.id, count_restart=False)
+                if queued is not None:
+                    await self._tell_unavailable(queued, str(error))
+                continue
+            if attempt is not None:
+                log.info("job %s: re-attached to its %s", job.id, self.launcher.name)
+                self._supervise_attempt(job, attempt, fresh=False)
+                continue
             if job.restarts >= 1:
                 message = (
                     "The bot restarted while training; the job had already been restarted once, "
@@ -302,27 +294,45 @@ class JobRunner:
         restart, so it runs again when the bot is back.
         """
         self._stopping = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         runs = list(self._runs.values())
-        for run in runs:
-            run.stop_requested = True
-        await asyncio.gather(*(self._terminate(run) for run in runs))
         tasks = [run.task for run in runs if run.task is not None]
+        if self.launcher.survives_restart:
+            # The runs go on without the bot; the next bot re-attaches to them (start()).
+            for task in tasks:
+                task.cancel()
+        else:
+            for run in runs:
+                run.stop_requested = True
+            await asyncio.gather(*(self._terminate(run) for run in runs))
         if tasks:
             await asyncio.wait(tasks, timeout=self.settings.cancel_grace_s + 10)
         await self.wait_for_listeners(timeout=LISTENER_TIMEOUT_S)
+        await self.launcher.close()
         self._started = False
 
-    async def _stop_orphan(self, pid: int) -> None:
-        """Stop a training process an earlier bot process started (not our child: poll it)."""
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.cancel_grace_s
-        while process_alive(pid) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if process_alive(pid):
-            _signal_group(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while process_alive(pid) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+    async def _tell_unavailable(self, job: Job, reason: str) -> None:
+        """Tell a job's listeners, once per job, that it waits for the launcher to be back."""
+        if job.id in self._told_unavailable:
+            return
+        self._told_unavailable.add(job.id)
+        await self._notify("on_progress", job, {"phase": "queued", "message": reason})
+
+    def _retry_later(self) -> None:
+        """Try the queue again after ``ray_retry_s`` (the launcher was unavailable)."""
+        if self._retry is not None or self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._retry = None
+            task = loop.create_task(self._pump(), name="job-queue-retry")
+            self._listener_tasks.add(task)
+            task.add_done_callback(self._listener_tasks.discard)
+
+        self._retry = loop.call_later(self.settings.ray_retry_s, fire)
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -582,16 +592,8 @@ class JobRunner:
         return await self.store.get_job(guild_id, job_id) or job
 
     async def _terminate(self, run: _Run) -> None:
-        """SIGTERM the process group; SIGKILL it if it has not exited after the grace period."""
-        if run.proc.returncode is not None:
-            return
-        _signal_group(run.proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(run.proc.wait(), self.settings.cancel_grace_s)
-        except TimeoutError:
-            log.warning("job %s ignored SIGTERM; killing it", run.job.id)
-            _signal_group(run.proc.pid, signal.SIGKILL)
-            await run.proc.wait()
+        """Stop the run cleanly (SIGTERM); force it if it has not ended after the grace period."""
+        await run.attempt.stop(self.settings.cancel_grace_s)
 
     # -- views ----------------------------------------------------------------------------------
 
@@ -620,7 +622,9 @@ class JobRunner:
             if free <= 0:
                 return
             for job in (await self.store.queued_jobs(None))[:free]:
-                await self._launch(job)
+                if not await self._launch(job):
+                    self._retry_later()
+                    return
 
     def command(self, job: Job) -> list[str]:
         """The training command line of a job."""
@@ -652,47 +656,57 @@ class JobRunner:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    async def _launch(self, job: Job) -> None:
+    async def _launch(self, job: Job) -> bool:
+        """Start a queued job; False if the launcher is unavailable (the job stays queued)."""
         argv = self.command(job)
         self.models_dir(job.guild_id).mkdir(parents=True, exist_ok=True)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                env=self._environment(),
-                limit=STDOUT_LINE_LIMIT,
-            )
+            attempt = await self.launcher.start(job, argv, self._environment())
+        except LauncherUnavailable as error:
+            log.warning("job %s waits: %s", job.id, error)
+            await self._tell_unavailable(job, str(error))
+            return False
         except OSError as error:
             log.error("could not start training for job %s: %s", job.id, error)
             message = "The training process could not be started; the bot's log says why."
             await self._end(job, "failed", message)
-            return
-        running = await self.store.mark_job_running(job.id, proc.pid)
-        if running is None:  # cancelled between the queue read and the spawn
-            _signal_group(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            return
-        log.info("job %s: training %s in process %s", job.id, job.model_name, proc.pid)
-        run = _Run(job=running, proc=proc)
-        self._runs[job.id] = run
-        run.task = asyncio.create_task(self._supervise(run), name=f"training-job-{job.id}")
+            return True
+        running = await self.store.mark_job_running(job.id, attempt.pid)  # type: ignore[arg-type]
+        if running is None:  # cancelled between the queue read and the start
+            await attempt.stop(0)
+            return True
+        self._told_unavailable.discard(job.id)
+        where = f"process {attempt.pid}" if attempt.pid is not None else self.launcher.name
+        log.info("job %s: training %s in %s", job.id, job.model_name, where)
+        self._supervise_attempt(running, attempt, fresh=True)
+        return True
 
-    async def _supervise(self, run: _Run) -> None:
+    def _supervise_attempt(self, job: Job, attempt: Attempt, *, fresh: bool) -> None:
+        run = _Run(job=job, attempt=attempt)
+        self._runs[job.id] = run
+        run.task = asyncio.create_task(
+            self._supervise(run, fresh=fresh), name=f"training-job-{job.id}"
+        )
+
+    async def _supervise(self, run: _Run, *, fresh: bool = True) -> None:
         try:
-            await self._notify("on_progress", run.job, {"phase": "starting"})
+            if fresh:
+                await self._notify("on_progress", run.job, {"phase": "starting"})
             stderr = asyncio.create_task(self._drain_stderr(run))
-            await self._read_progress(run)
-            await stderr
-            returncode = await run.proc.wait()
-            await self._conclude(run, returncode)
+            try:
+                await self._read_progress(run)
+                await stderr
+            finally:
+                stderr.cancel()
+            outcome = await run.attempt.wait()
+            await self._conclude(run, outcome)
+        except asyncio.CancelledError:  # the bot stops; the run goes on and is re-attached
+            self._runs.pop(run.job.id, None)
+            raise
         except Exception:
             log.exception("supervising job %s failed", run.job.id)
-            if run.proc.returncode is None:
-                _signal_group(run.proc.pid, signal.SIGKILL)
-                await run.proc.wait()
+            with contextlib.suppress(Exception):
+                await run.attempt.stop(0)
             message = "Training failed because of an error in the bot; the bot's log says why."
             await self._end(run.job, "failed", message)
         finally:
@@ -700,15 +714,7 @@ class JobRunner:
         await self._pump()
 
     async def _read_progress(self, run: _Run) -> None:
-        stream = run.proc.stdout
-        assert stream is not None
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # an over-long line: not a progress event
-                continue
-            if not line:
-                return
+        async for line in run.attempt.stdout():
             event = _parse_event(line)
             if event is None:
                 continue
@@ -732,23 +738,18 @@ class JobRunner:
             await self._notify("on_progress", run.job, event)
 
     async def _drain_stderr(self, run: _Run) -> None:
-        stream = run.proc.stderr
-        assert stream is not None
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:
-                continue
-            if not line:
-                return
+        async for line in run.attempt.stderr():
             text = line.decode("utf-8", errors="replace").rstrip()[:STDERR_LINE_CHARS]
             run.stderr_tail.append(text)
             log.debug("job %s: %s", run.job.id, text)
 
-    async def _conclude(self, run: _Run, returncode: int) -> None:
+    async def _conclude(self, run: _Run, outcome: Outcome) -> None:
         job = run.job
+        returncode = outcome.returncode
         # A model that was completely saved counts, even if a cancel or a stop came too late.
-        succeeded = returncode == 0 and run.done_event is not None
+        succeeded = (
+            outcome.status != "lost" and returncode in (0, None) and run.done_event is not None
+        )
         if run.stop_requested and not run.cancel_requested and not succeeded:
             queued = await self.store.requeue_job(job.id, count_restart=False)
             if queued is not None:
@@ -778,8 +779,15 @@ class JobRunner:
             else:
                 await self._notify("on_finished", result.job, result)
                 return
+        elif outcome.status == "lost":
+            lost = (outcome.message or "The training run was lost").rstrip(".")
+            message = f"{lost}; {kept}"
         elif run.error_message is not None:
             message = run.error_message
+        elif outcome.status == "stopped":
+            message = f"The training was stopped outside the bot; {kept}"
+        elif returncode is None:
+            message = f"The training run failed ({outcome.message or 'no reason given'}); {kept}"
         elif returncode < 0:
             message = f"The training process was killed (signal {-returncode}); {kept}"
         elif returncode == 0:
@@ -855,6 +863,15 @@ class JobRunner:
             loss_plot=loss_plot if loss_plot.is_file() else None,
             record=record if isinstance(record, dict) else {},
         )
+
+
+def default_launcher(settings: BotSettings) -> Launcher:
+    """A Ray Job launcher when ``DOPPELTWEET_RAY_ADDRESS`` is set, else the local process."""
+    if settings.ray_address:
+        from bot.launchers.ray_jobs import RayJobLauncher
+
+        return RayJobLauncher(settings)
+    return LocalLauncher(grace_s=settings.cancel_grace_s)
 
 
 def _ended(state: str) -> str:

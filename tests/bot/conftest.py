@@ -193,3 +193,7 @@ def world(simcord_env: Any) -> Any:
     from discord_world import World
 
     return World(simcord_env)
+
+
+# -- a real local Ray head, once per session (tests/bot/ray_cluster.py) ------------------------
+from ray_cluster import ray_head, ray_session  # noqa: E402, F401
