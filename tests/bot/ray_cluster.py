@@ -89,15 +89,42 @@ class RayHead:
         if done.returncode != 0:
             raise RuntimeError(f"ray start failed:\n{done.stdout}\n{done.stderr}")
         self.running = True
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while True:  # the Jobs API answers a little after `ray start` returns
             try:
                 with urllib.request.urlopen(f"{self.jobs_address}/api/version", timeout=5):
-                    return
+                    break
             except OSError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+        self._wait_for_job_agent(deadline)
+
+    def _wait_for_job_agent(self, deadline: float) -> None:
+        """Submit a no-op job until the head's job agent takes it ("No available agent to
+        submit job" comes for a while after the API answers on a busy machine), then wait for
+        it to end, so the tests' own jobs start at once."""
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        client = JobSubmissionClient(self.jobs_address)
+        while True:
+            try:
+                warmup = client.submit_job(
+                    entrypoint="true", submission_id=f"warmup-{time.monotonic_ns()}"
+                )
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        while client.get_job_status(warmup) not in (
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.STOPPED,
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the Ray head's warm-up job did not end in time")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         subprocess.run(
