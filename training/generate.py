@@ -157,13 +157,41 @@ class GenerationResult:
 # Text filters
 
 
-def normalized_words(text: str) -> list[str]:
+#: Invisible characters that separate words (zero-width space, word joiner, BOM, Mongolian vowel
+#: separator): folded to a space before matching.
+_INVISIBLE_SPACES = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u180e"), " ")
+#: Latin look-alikes among Cyrillic and Greek letters (lower case: matching is case-blind), so a
+#: copy or a link spelled with a Cyrillic "а" or a Greek "ο" is still recognised.
+_LOOKALIKES = str.maketrans(
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501\u04bb\u051b\u051d"
+    "\u0261\u03bf\u03b1\u03bd\u03c1\u03b9\u03ba\u03c5\u03c7\u0432\u043a\u043c\u043d\u0442",
+    "aeopcyxijsdhqwgoavpikuxbkmht",
+)
+
+
+def fold_lookalikes(text: str, *, joined: bool = False) -> str:
+    """``text`` as it reads: invisible format characters out, look-alike letters made Latin.
+
+    Zero-width spaces and their kin become spaces (or vanish with ``joined``, for a word split by
+    one); every other format character (Unicode Cf: zero-width joiners, soft hyphens, direction
+    marks) is removed; NFKC folds compatibility forms (full-width letters, ligatures); Cyrillic
+    and Greek letters that look Latin become Latin. Only for matching: what is posted keeps its
+    characters (an emoji's zero-width joiners included).
+    """
+    if not joined:
+        text = text.translate(_INVISIBLE_SPACES)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", text).casefold().translate(_LOOKALIKES)
+
+
+def normalized_words(text: str, *, joined: bool = False) -> list[str]:
     """Words compared case-, punctuation- and whitespace-blind, so "Hello, World!" == "hello world".
 
     Punctuation (Unicode category P*, which includes ``@`` and ``#``) becomes a space; emoji and
-    other symbols stay, as they carry meaning in tweets.
+    other symbols stay, as they carry meaning in tweets. Invisible characters and look-alike
+    letters are folded first (:func:`fold_lookalikes`).
     """
-    folded = unicodedata.normalize("NFKC", text).casefold()
+    folded = fold_lookalikes(text, joined=joined)
     spaced = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in folded)
     return spaced.split()
 
@@ -186,10 +214,15 @@ def tidy_candidate(text: str, max_chars: int = TWEET_CHARS) -> str:
     # Control characters and the replacement character (a multi-byte character cut by the token
     # limit) are never meant to be posted.
     line = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line if ch != "\ufffd")
-    line = _URL.sub(" ", line)
+    line = " ".join(word for word in line.split() if not _is_link(word))
     line = collapse_punctuation(drop_broken_emoji(line))
     line = " ".join(line.split())
     return strip_link_residue(fit_tweet(line, max_chars)).rstrip()
+
+
+def _is_link(word: str) -> bool:
+    """Whether ``word`` is (or holds) a link, read through invisible and look-alike characters."""
+    return bool(_URL.search(word) or _URL.search(fold_lookalikes(word, joined=True)))
 
 
 def _has_content(text: str) -> bool:
@@ -249,9 +282,11 @@ class CopyFilter:
 
     def is_copy(self, text: str) -> bool:
         """Whether ``text`` copies a training tweet (see the class docstring for the rule)."""
-        words = normalized_words(text)
-        if not words:
-            return False
+        # Twice when the text holds invisible characters: read as separators and as nothing.
+        variants = {tuple(normalized_words(text)), tuple(normalized_words(text, joined=True))}
+        return any(self._copies(list(words)) for words in variants if words)
+
+    def _copies(self, words: list[str]) -> bool:
         if _contains(self._exact, [_digest(" ".join(words))]):
             return True
         run = min(self.ngram, max(self.min_run, math.ceil(self.share * len(words))))
