@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
-import weakref
+import logging
 from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from training.errors import InputError, ModelError
+from training.generation.backends import Backend, TorchBackend
 from training.generation.folder import (
     _handles,
     _read_dataset,
@@ -21,7 +21,6 @@ from training.generation.pool import (
     _attach_lora,
     _load_full,
     _LoraModel,
-    _mark_released,
     _OwnModel,
     _purge_released,
     _recorded_base,
@@ -29,6 +28,7 @@ from training.generation.pool import (
 from training.generation.settings import (
     ADAPTER_CONFIG,
     DEFAULT_PROMPT,
+    GENERATION_BACKENDS,
     MIN_NEW_TOKENS,
     REJECT_COPY,
     REJECT_EMPTY,
@@ -43,6 +43,8 @@ from training.generation.settings import (
 from training.generation.sharing import _shared_tokenizer, _token_texts
 from training.generation.stop import _TweetEnd
 from training.generation.text import CopyFilter, _has_content, normalize, tidy_candidate
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -63,11 +65,10 @@ class TweetGenerator:
         *,
         path: Path,
         tokenizer: PreTrainedTokenizerBase,
-        backend: _OwnModel | _LoraModel,
+        backend: Backend,
         device: torch.device,
         handles: tuple[str, ...],
         copy_filter: CopyFilter,
-        max_positions: int,
         eos_id: int,
     ) -> None:
         self.path = path
@@ -76,23 +77,27 @@ class TweetGenerator:
         self._tokenizer = tokenizer
         self._backend = backend
         self._handles = handles
-        self._max_positions = max_positions
+        self._max_positions = backend.max_positions
         self._eos_id = eos_id
         self._closed = False
-        # A LoRA adapter outlives nothing: when the last reference to this generator goes, its
-        # adapter is removed from the shared base at the next load.
-        self._finalizer = (
-            weakref.finalize(self, _mark_released, backend.pool, backend.adapter)
-            if isinstance(backend, _LoraModel)
-            else None
-        )
 
     @classmethod
-    def load(cls, model_dir: Path, *, device: str | torch.device | None = None) -> TweetGenerator:
+    def load(
+        cls,
+        model_dir: Path,
+        *,
+        device: str | torch.device | None = None,
+        backend: str | None = None,
+    ) -> TweetGenerator:
         """Load a model folder: full weights, or a LoRA adapter attached to its shared base.
 
-        Also reads ``dataset.jsonl`` (the cleaned training tweets) for the copy filter. A missing
-        or broken folder raises :class:`ModelError`.
+        ``backend`` is ``"auto"`` (the default, from ``DOPPELTWEET_GENERATION_BACKEND``): the
+        CTranslate2 int8 backend on a CPU, its artifact converted on first use
+        (:mod:`training.generation.fast`), else torch; ``"ctranslate2"`` the same; ``"torch"``
+        always torch. A model the fast backend cannot serve (its artifact damaged, its
+        architecture unknown to CTranslate2) is served by torch. Also reads ``dataset.jsonl``
+        (the cleaned training tweets) for the copy filter. A missing or broken folder raises
+        :class:`ModelError`.
         """
         path = Path(model_dir).expanduser().resolve()
         if not path.is_dir():
@@ -109,33 +114,31 @@ class TweetGenerator:
         # The token training put between tweets, so a prompt starts where a tweet starts.
         eos_id = eos_token_id(tokenizer)
 
-        if (path / ADAPTER_CONFIG).is_file():
+        lora = (path / ADAPTER_CONFIG).is_file()
+        base_name = _recorded_base(record) if lora else None
+        if lora and (not isinstance(base_name, str) or not base_name.strip()):
             # ``base_model_path`` is where training found the base (a converted built-in's
             # folder); ``base_model`` is the name the user chose, which can rebuild that folder.
-            base_name = _recorded_base(record)
-            if not isinstance(base_name, str) or not base_name.strip():
-                raise ModelError(
-                    f"The LoRA model in {path} does not name its base model in {TRAINING_FILE}; "
-                    "train it again."
-                )
-            backend: _OwnModel | _LoraModel = _attach_lora(path, base_name, texts, torch_device)
-        else:
-            backend = _OwnModel(_load_full(path, torch_device))
-
-        config = backend.model.config
-        max_positions = int(
-            getattr(config, "n_positions", None)
-            or getattr(config, "max_position_embeddings", None)
-            or 1024
-        )
+            raise ModelError(
+                f"The LoRA model in {path} does not name its base model in {TRAINING_FILE}; "
+                "train it again."
+            )
+        chosen: Backend | None = None
+        if _wants_fast(backend, torch_device):
+            chosen = _open_fast(path, tokenizer, eos_id, base_name, texts)
+        if chosen is None:
+            if lora:
+                loaded: _OwnModel | _LoraModel = _attach_lora(path, base_name, texts, torch_device)
+            else:
+                loaded = _OwnModel(_load_full(path, torch_device))
+            chosen = TorchBackend(loaded, torch_device, eos_id)
         return cls(
             path=path,
             tokenizer=tokenizer,
-            backend=backend,
+            backend=chosen,
             device=torch_device,
             handles=_handles(record, rows, path.name),
             copy_filter=CopyFilter(texts),
-            max_positions=max_positions,
             eos_id=eos_id,
         )
 
@@ -150,14 +153,22 @@ class TweetGenerator:
         return self._handles
 
     @property
+    def backend(self) -> str:
+        """Which backend samples: ``"torch"`` or ``"ctranslate2"``."""
+        return self._backend.kind
+
+    @property
     def model(self) -> torch.nn.Module:
-        """The torch module that generates (for a LoRA model: the shared base with adapters)."""
+        """The torch module that generates (for a LoRA model: the shared base with adapters);
+        ModelError for a model served by the fast backend, which has none."""
+        if not isinstance(self._backend, TorchBackend):
+            raise ModelError(f"The model {self.name} is served by {self.backend}, not torch.")
         return self._backend.model
 
     @property
     def is_lora(self) -> bool:
-        """Whether this model is a LoRA adapter on a shared base."""
-        return isinstance(self._backend, _LoraModel)
+        """Whether this model is a LoRA adapter on a shared base (torch backend)."""
+        return isinstance(self._backend, TorchBackend) and self._backend.is_lora
 
     @property
     def memory_bytes(self) -> int:
@@ -172,9 +183,7 @@ class TweetGenerator:
         0 for a model with its own weights. A cache that budgets memory counts this once per base.
         """
         with _SAMPLING_LOCK:
-            if self._closed or not isinstance(self._backend, _LoraModel):
-                return 0
-            return self._backend.pool.base_bytes()
+            return 0 if self._closed else self._backend.shared_bytes()
 
     def close(self) -> None:
         """Free now what only this model holds (a LoRA adapter; the base with its last adapter).
@@ -186,8 +195,6 @@ class TweetGenerator:
             if self._closed:
                 return
             self._closed = True
-        if self._finalizer is not None:
-            self._finalizer.detach()
         self._backend.close()
 
     def generate(
@@ -206,9 +213,6 @@ class TweetGenerator:
         same ``seed`` on the same model and arguments gives the same tweets. ``exclude`` lists
         texts that must not come back (compared by :func:`normalize`).
         """
-        import torch
-        from transformers import GenerationConfig, StoppingCriteriaList
-
         settings = settings or GenerationSettings()
         text = check_prompt(prompt)
         check_count(n)
@@ -233,16 +237,6 @@ class TweetGenerator:
                 f"The prompt is {len(prompt_ids) - 1} tokens long; keep it under "
                 f"{max_length - MIN_NEW_TOKENS} tokens for this model."
             )
-        config = GenerationConfig(
-            do_sample=settings.do_sample,
-            top_p=settings.top_p,
-            top_k=settings.top_k,
-            temperature=settings.temperature,
-            min_length=min(settings.min_length, max_length - 1),
-            max_length=max_length,
-            eos_token_id=self._eos_id,
-            pad_token_id=self._eos_id,
-        )
         avoid = {normalize(t) for t in exclude}
         full_round = max(settings.num_candidates, n)
         # On a GPU a round of ten rows costs what one row costs; on a CPU every row adds work (and
@@ -255,39 +249,36 @@ class TweetGenerator:
         seen: set[str] = set()
         reasons: Counter[str] = Counter()
         candidates = 0
-        fork_devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with _SAMPLING_LOCK, torch.random.fork_rng(devices=fork_devices):
+        with _SAMPLING_LOCK:
             if self._closed:
                 raise ModelError(f"The model {self.name} was unloaded; load it again.")
-            # fork_rng puts the global state back afterwards, so an unseeded call must draw its
-            # own seed: sampling from the forked state as it is would repeat the same tweets.
-            torch.manual_seed(seed if seed is not None else secrets.randbits(63))
-            self._backend.activate()
-            for round_index in range(settings.max_rounds):
-                batch = first_round if round_index == 0 else full_round
-                input_ids = torch.tensor([prompt_ids] * batch, device=self.device)
-                stop = StoppingCriteriaList(
-                    [_TweetEnd(self._tokenizer, batch, len(text) - heal_chars, settings.max_chars)]
-                )
-                with torch.inference_mode():
-                    output = self.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        generation_config=config,
-                        stopping_criteria=stop,
-                        prefix_allowed_tokens_fn=healing,
+            with self._backend.session(seed) as sampler:
+                for round_index in range(settings.max_rounds):
+                    batch = first_round if round_index == 0 else full_round
+                    stop = _TweetEnd(
+                        self._tokenizer, batch, len(text) - heal_chars, settings.max_chars
                     )
-                for row in output.tolist():
-                    candidates += 1
-                    reason, tweet = self._judge(row, len(prompt_ids), text, settings, avoid, seen)
-                    if reason is not None:
-                        reasons[reason] += 1
-                        continue
-                    seen.add(normalize(tweet))
-                    if len(tweets) < n:
-                        tweets.append(tweet)
-                if len(tweets) >= n:
-                    break
+                    rows = sampler.sample(
+                        prompt_ids,
+                        batch,
+                        settings=settings,
+                        max_length=max_length,
+                        first_tokens=healing,
+                        stop=stop,
+                    )
+                    for row in rows:
+                        candidates += 1
+                        reason, tweet = self._judge(
+                            row, len(prompt_ids), text, settings, avoid, seen
+                        )
+                        if reason is not None:
+                            reasons[reason] += 1
+                            continue
+                        seen.add(normalize(tweet))
+                        if len(tweets) < n:
+                            tweets.append(tweet)
+                    if len(tweets) >= n:
+                        break
         return GenerationResult(
             prompt=text,
             tweets=tweets,
@@ -296,9 +287,9 @@ class TweetGenerator:
             rejected_reasons=dict(sorted(reasons.items())),
         )
 
-    def _heal(self, prompt_ids: list[int]) -> tuple[int, Any, int] | None:
-        """How to heal the prompt ``EOS + ids``: (tokens to back off, the
-        ``prefix_allowed_tokens_fn``, characters given back), or None when nothing can extend it.
+    def _heal(self, prompt_ids: list[int]) -> tuple[int, list[int], int] | None:
+        """How to heal the prompt ``EOS + ids``: (tokens to back off, the ids
+        the first sampled token may be, characters given back), or None when nothing extends it.
 
         The last word's tokens are backed off (at most :data:`_HEAL_MAX_TOKENS`) when some token
         starts with that word's text, else the last token alone, else nothing (a special token,
@@ -322,25 +313,12 @@ class TweetGenerator:
                 return back, healing, len(piece)
         return None
 
-    def _healing(self, piece: str) -> Any:
-        """The ``prefix_allowed_tokens_fn`` whose first sampled token must start with ``piece``
-        (later tokens are free); None when no token does."""
-        import torch
-
+    def _healing(self, piece: str) -> list[int] | None:
+        """The token ids the first sampled token may be (each starts with ``piece``; later
+        tokens are free); None when no token does."""
         texts = _token_texts(self._tokenizer)
         allowed = [i for i, t in enumerate(texts) if t.startswith(piece) and i != self._eos_id]
-        if not allowed:
-            return None
-        first = torch.tensor(allowed, dtype=torch.long, device=self.device)
-        every = torch.arange(self.model.get_output_embeddings().weight.shape[0], device=self.device)
-        start: list[int] = []
-
-        def allowed_tokens(batch_id: int, sequence: torch.Tensor) -> torch.Tensor:
-            if not start:
-                start.append(sequence.shape[-1])
-            return first if sequence.shape[-1] == start[0] else every
-
-        return allowed_tokens
+        return allowed or None
 
     def _judge(
         self,
@@ -374,3 +352,55 @@ class TweetGenerator:
         if key in seen:
             return REJECT_REPEAT, tweet
         return None, tweet
+
+
+def _wants_fast(backend: str | None, device: torch.device) -> bool:
+    """Whether to try the CTranslate2 backend for a load (see :meth:`TweetGenerator.load`)."""
+    from training.config import get_settings
+    from training.generation.fast import fast_installed
+
+    choice = backend or get_settings().generation_backend
+    if choice not in GENERATION_BACKENDS:
+        raise InputError(
+            f"Unknown generation backend {choice!r}: use {', '.join(GENERATION_BACKENDS)}."
+        )
+    return choice != "torch" and device.type == "cpu" and fast_installed()
+
+
+def _open_fast(
+    path: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    eos_id: int,
+    base_name: str | None,
+    texts: list[str],
+) -> Backend | None:
+    """The fast backend for ``path`` (converting it first when needed), or None: use torch."""
+    from training.config import get_settings
+    from training.generation.fast import (
+        FastBackend,
+        FastUnavailable,
+        build_fast_artifact,
+        conversion_failed,
+        fast_artifact,
+    )
+
+    threads = get_settings().generation_threads
+    folder = fast_artifact(path)
+    for attempt in range(2):
+        try:
+            if folder is None:
+                if conversion_failed(path):
+                    return None
+                log.info("Converting %s for fast generation (once per training).", path.name)
+                folder = build_fast_artifact(path, base_name=base_name, texts=texts)
+            return FastBackend(folder, tokenizer, eos_id, threads=threads)
+        except FastUnavailable as error:
+            log.warning("Fast generation is off for %s: %s; using torch.", path.name, error)
+            # A damaged artifact is converted again once; a failed conversion is final.
+            folder = None
+            if attempt or conversion_failed(path):
+                return None
+        except OSError as error:
+            log.warning("Fast generation is off for %s: %s; using torch.", path.name, error)
+            return None
+    return None

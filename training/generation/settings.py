@@ -31,6 +31,9 @@ TRAINING_FILE = "training.json"
 DATASET_FILE = "dataset.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"
 
+#: What may sample (``DOPPELTWEET_GENERATION_BACKEND``): the fastest available, or one by name.
+GENERATION_BACKENDS = ("auto", "torch", "ctranslate2")
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationSettings:

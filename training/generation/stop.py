@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from training.generation.text import _LAST_SPACE, _NEWLINE, tidy_candidate
@@ -24,7 +25,8 @@ class _TweetEnd:
     boundary from that settled part alone, so sampling on would only burn time (on CPU a long row
     costs as much as the rest of the round). A row of ``max_chars`` + ``_RUNAWAY_SLACK``
     characters with no whitespace is stopped too. A transformers ``StoppingCriteria`` by
-    protocol: ``__call__`` returns one bool per row.
+    protocol: ``__call__`` returns one bool per row; :meth:`push` is the same rule token by
+    token.
     """
 
     def __init__(
@@ -41,16 +43,27 @@ class _TweetEnd:
 
         pieces = self._tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
         for row, piece in enumerate(pieces):
-            if self._done[row]:
-                continue
-            self._chars[row] += len(piece)
-            if _NEWLINE.search(piece) or self._chars[row] > self._max_chars + _RUNAWAY_SLACK:
-                self._done[row] = True
-            elif self._chars[row] > self._max_chars:
-                # Decoded afresh from the tokens, exactly as the candidate will be judged.
-                text = self._tokenizer.decode(input_ids[row, 1:].tolist(), skip_special_tokens=True)
-                self._done[row] = _settled_chars(text) > self._max_chars
+            if not self._done[row]:
+                self._advance(row, piece, lambda row=row: input_ids[row, 1:].tolist())
         return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
+
+    def push(self, row: int, token_id: int, tokens: Callable[[], list[int]]) -> bool:
+        """The same rule one token at a time (a backend without tensors): ``token_id`` was just
+        sampled for ``row``, ``tokens()`` gives the row's ids after the leading EOS; True once
+        the row is done."""
+        if not self._done[row]:
+            piece = self._tokenizer.decode([token_id], skip_special_tokens=True)
+            self._advance(row, piece, tokens)
+        return self._done[row]
+
+    def _advance(self, row: int, piece: str, tokens: Callable[[], list[int]]) -> None:
+        self._chars[row] += len(piece)
+        if _NEWLINE.search(piece) or self._chars[row] > self._max_chars + _RUNAWAY_SLACK:
+            self._done[row] = True
+        elif self._chars[row] > self._max_chars:
+            # Decoded afresh from the tokens, exactly as the candidate will be judged.
+            text = self._tokenizer.decode(tokens(), skip_special_tokens=True)
+            self._done[row] = _settled_chars(text) > self._max_chars
 
 
 def _settled_chars(text: str) -> int:
