@@ -121,6 +121,7 @@ class DoppeltweetBot(commands.Bot):
             self._cache = ModelCache(
                 max_models=self.settings.cache_max_models,
                 max_bytes=self.settings.cache_max_bytes,
+                pool_size=self.settings.tweet_pool_size,
             )
             self._owned.append("cache")
         if self._runner is None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 #: How many generators :func:`get_generator` keeps; the least recently used is dropped first.
 CACHE_SIZE = 4
 
-_CACHE: OrderedDict[tuple[str, str], tuple[tuple[int, ...], TweetGenerator]] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, str, str], tuple[tuple[int, ...], TweetGenerator]] = OrderedDict()
 _CACHE_LOCK = threading.RLock()
 
 
@@ -33,14 +33,16 @@ def _folder_stamp(path: Path) -> tuple[int, ...]:
     return (folder.st_ino, stamp.st_ino, stamp.st_mtime_ns, stamp.st_size)
 
 
-def get_generator(model_dir: Path, *, device: str | torch.device | None = None) -> TweetGenerator:
+def get_generator(
+    model_dir: Path, *, device: str | torch.device | None = None, backend: str | None = None
+) -> TweetGenerator:
     """The process's generator for ``model_dir``: loaded once, reloaded after a retrain.
 
     Keyed by the resolved folder and its ``training.json`` modification time, so a model that was
     trained again (the folder atomically replaced) is loaded afresh and the old one released.
     """
     path = Path(model_dir).expanduser().resolve()
-    key = (str(path), "" if device is None else str(device))
+    key = (str(path), "" if device is None else str(device), backend or "")
     with _CACHE_LOCK:
         stamp = _folder_stamp(path)
         cached = _CACHE.get(key)
@@ -53,7 +55,7 @@ def get_generator(model_dir: Path, *, device: str | torch.device | None = None) 
             del _CACHE[key]
             cached = None
             _purge_released()
-        generator = TweetGenerator.load(path, device=device)
+        generator = TweetGenerator.load(path, device=device, backend=backend)
         _CACHE[key] = (stamp, generator)
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
