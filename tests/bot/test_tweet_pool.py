@@ -1,4 +1,4 @@
-"""The model cache's pool of ready prompt-less tweets: served at once, refilled, dropped on retrain."""
+"""The model cache's pool of ready prompt-less tweets: instant, refilled, dropped on retrain."""
 
 from __future__ import annotations
 
