@@ -25,7 +25,8 @@ from benchmarks import common
 PROMPT = "My dream is"
 
 
-def _perplexities(torch_gen: Any, fast_gen: Any, table: Any, blocks: int) -> dict[str, Any]:
+def perplexities(torch_gen: Any, fast_gen: Any, table: Any, blocks: int) -> dict[str, Any]:
+    """Validation perplexity of both backends on the model's own split (see the docstring)."""
     import torch
 
     from training.dataset import build_eval_blocks, split_tweets
@@ -116,7 +117,7 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
     out["warm_p50_s"] = out["ctranslate2.prompt"]["p50_s"]
     out["torch_warm_p50_s"] = out["torch.prompt"]["p50_s"]
     out["speedup_prompt"] = round(out["torch_warm_p50_s"] / out["warm_p50_s"], 2)
-    out.update(_perplexities(torch_gen, fast_gen, table, blocks=8 if quick else 64))
+    out.update(perplexities(torch_gen, fast_gen, table, blocks=8 if quick else 64))
     out["example"] = (fast_gen.generate(PROMPT, n=1, seed=0).tweets or [""])[0][:140]
     out["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     return out
