@@ -12,6 +12,9 @@ With ``pool_size`` > 0 each loaded model also keeps a pool of ready prompt-less 
 pool is refilled in batches (several tweets cost far less than as many single calls) only while
 no live request waits for a worker. The pool belongs to the loaded model, so a retrain (a new
 folder), a delete or :meth:`ModelCache.invalidate` drops it with the model.
+
+Unseeded requests for the same model, prompt and ``exclude`` that wait for a worker at the same
+time are answered by one generate call for all their tweets.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import functools
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -76,6 +80,34 @@ class _Entry:
     #: Ready prompt-less tweets, oldest first.
     pool: list[str] = field(default_factory=list)
     refill: asyncio.Task[None] | None = None
+    #: Live requests waiting for a worker, by (prompt, exclude): joined into one call.
+    batches: dict[tuple[str, tuple[str, ...]], _Batch] = field(default_factory=dict)
+
+
+class _Batch:
+    """Requests sharing one generate call; closed once a worker starts it."""
+
+    def __init__(self, n: int) -> None:
+        self.total = n
+        self.offsets = [0]
+        self.started = False
+        self.future: asyncio.Future[GenerationResult] | None = None
+        self._lock = threading.Lock()
+
+    def join(self, n: int, limit: int) -> bool:
+        """Add a request of ``n`` tweets; False once the call started or if it grew too big."""
+        with self._lock:
+            if self.started or self.total + n > limit:
+                return False
+            self.offsets.append(self.total)
+            self.total += n
+            return True
+
+    def run(self, generator: Generator, prompt: str, exclude: tuple[str, ...]) -> GenerationResult:
+        with self._lock:
+            self.started = True
+            total = self.total
+        return generator.generate(prompt, n=total, exclude=exclude)
 
 
 def _default_loader(path: Path) -> Generator:
@@ -159,16 +191,50 @@ class ModelCache:
                     return _pooled_result(tweet)
             loop = asyncio.get_running_loop()
             exclude = tuple(exclude)
-            return await loop.run_in_executor(
-                self._executor,
-                lambda: entry.generator.generate(prompt, n=n, seed=seed, exclude=exclude),
-            )
+            if seed is not None:
+                return await loop.run_in_executor(
+                    self._executor,
+                    lambda: entry.generator.generate(prompt, n=n, seed=seed, exclude=exclude),
+                )
+            return await self._batched(entry, prompt, n, exclude)
         finally:
             self._live -= 1
             if not self._live:
                 self._idle.set()
             if self.pool_size > 0 and not self._closed and self._entries.get(key) is not None:
                 self._start_refill(self._entries[key])
+
+    async def _batched(
+        self, entry: _Entry, prompt: str, n: int, exclude: tuple[str, ...]
+    ) -> GenerationResult:
+        """Unseeded requests for one model, prompt and ``exclude`` that wait for a worker at the
+        same time share one generate call (a batch of k tweets costs far less than k calls)."""
+        from training.generate import MAX_TWEETS, GenerationResult
+
+        group_key = (prompt, exclude)
+        group = entry.batches.get(group_key)
+        if group is None or not group.join(n, MAX_TWEETS):
+            group = _Batch(n)
+            entry.batches[group_key] = group
+            loop = asyncio.get_running_loop()
+            group.future = loop.run_in_executor(
+                self._executor, functools.partial(group.run, entry.generator, prompt, exclude)
+            )
+        start = group.future
+        offset = group.offsets[-1]
+        try:
+            result = await asyncio.shield(start)
+        finally:
+            if entry.batches.get(group_key) is group and group.started:
+                del entry.batches[group_key]
+        tweets = result.tweets[offset : offset + n]
+        return GenerationResult(
+            prompt=result.prompt,
+            tweets=tweets,
+            candidates=result.candidates,
+            rejected=result.rejected,
+            rejected_reasons=dict(result.rejected_reasons),
+        )
 
     def _take(self, entry: _Entry, exclude: Collection[str]) -> str | None:
         from training.generate import normalize

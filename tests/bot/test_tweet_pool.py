@@ -143,3 +143,37 @@ async def test_a_real_model_fills_its_pool_with_filtered_tweets(tiny_model_dir: 
     finally:
         await cache.close()
     assert served.tweets and all(tidy_candidate(t) == t for t in served.tweets)
+
+
+async def test_requests_waiting_together_for_one_model_share_one_call(folder: Path) -> None:
+    gate = threading.Event()
+    generators: list[CountingGenerator] = []
+
+    class Gated(CountingGenerator):
+        def generate(self, prompt: str, **kwargs) -> GenerationResult:
+            if prompt == "hold":
+                assert gate.wait(10), "the test never opened the gate"
+            return super().generate(prompt, **kwargs)
+
+    def loader(path: Path) -> CountingGenerator:
+        generators.append(Gated(path))
+        return generators[-1]
+
+    cache = ModelCache(max_models=2, max_bytes=10_000, loader=loader, max_workers=1)
+    try:
+        holding = asyncio.ensure_future(cache.generate(folder, "hold", n=1))
+        await asyncio.sleep(0.05)  # the only worker is busy now
+        waiting = [asyncio.ensure_future(cache.generate(folder, "Today", n=k)) for k in (1, 2, 1)]
+        seeded = asyncio.ensure_future(cache.generate(folder, "Today", n=1, seed=4))
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = await asyncio.gather(*waiting)
+        await holding
+        await seeded
+    finally:
+        await cache.close()
+    calls = [c for c in generators[0].calls if c[0] == "Today"]
+    assert ("Today", 4, ()) in calls  # the three unseeded requests: one call of 4 tweets
+    assert len(calls) == 2  # plus the seeded one, on its own
+    tweets = [t for r in results for t in r.tweets]
+    assert [len(r.tweets) for r in results] == [1, 2, 1] and len(set(tweets)) == 4
