@@ -12,11 +12,17 @@ The ``gpt2``-shaped model has random weights, so it almost never samples its EOS
 call runs until its tweet is settled past 280 characters, the worst case for a GPT-2-sized model.
 The SmolLM2 LoRA model (135 M parameters, GPT-2's size) is pretrained, so it stops where a tweet
 ends: the realistic case.
+
+Each model is measured on the torch backend (the top-level numbers, with forward passes counted)
+and on the default CPU backend, CTranslate2 int8 (``fast``; its cold call includes converting the
+model once). For SmolLM2 the validation perplexity of both is compared (``fast_ppl_delta_pct``,
+see ``bench_generation_fast``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,27 +48,30 @@ class _Counter:
             self.sampled += int(ids.shape[0])
 
 
-def _counting_loader(counter: _Counter, loaded: list[Any]) -> Any:
+def _counting_loader(counter: _Counter, loaded: list[Any], backend: str = "torch") -> Any:
     from training.generate import TweetGenerator
 
     def load(path: Path) -> Any:
-        generator = TweetGenerator.load(path)
+        generator = TweetGenerator.load(path, backend=backend)
+        loaded.append(generator)
+        if generator.backend != "torch":
+            return generator  # CTranslate2 runs no torch module to count
         model = generator.model
         # A peft model's generate() calls its base model directly: hook the base.
         target = model.get_base_model() if hasattr(model, "get_base_model") else model
         target.register_forward_pre_hook(counter.hook, with_kwargs=True)
-        loaded.append(generator)
         return generator
 
     return load
 
 
-async def _measure(path: Path, calls: int) -> dict[str, Any]:
+async def _measure(path: Path, calls: int, backend: str = "torch") -> dict[str, Any]:
     from bot.model_cache import ModelCache
 
     counter = _Counter()
     loaded: list[Any] = []
-    cache = ModelCache(max_models=4, max_bytes=2**40, loader=_counting_loader(counter, loaded))
+    loader = _counting_loader(counter, loaded, backend)
+    cache = ModelCache(max_models=4, max_bytes=2**40, loader=loader)
     try:
         t0 = time.perf_counter()
         first = await cache.generate(path, PROMPT, n=1, seed=0)
@@ -80,7 +89,19 @@ async def _measure(path: Path, calls: int) -> dict[str, Any]:
         forwards = counter.forwards - forwards0
         total = sum(latencies)
         stats = common.percentiles(latencies, 50, 95)
+        if loaded[0].backend != "torch":
+            return {
+                "backend": loaded[0].backend,
+                "cold_s": round(cold, 3),
+                "load_s": round(load_s, 3),
+                "warm_p50_s": round(stats["p50"], 3),
+                "warm_p95_s": round(stats["p95"], 3),
+                "warm_calls": calls,
+                "candidates_per_call": round(candidates / calls, 2),
+                "example": (first.tweets or [""])[0][:140],
+            }
         return {
+            "backend": "torch",
             "cold_s": round(cold, 3),
             "load_s": round(load_s, 3),
             "warm_p50_s": round(stats["p50"], 3),
@@ -118,6 +139,25 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
         )
         out[key] = {"base": base if key != "gpt2" or quick else "GPT2Config() random init"}
         out[key].update(asyncio.run(_measure(path, calls)))
+        # The default CPU path: CTranslate2 int8 (cold includes converting the model once).
+        out[key]["fast"] = asyncio.run(_measure(path, calls, "ctranslate2"))
+        out[key]["fast_speedup"] = round(
+            out[key]["warm_p50_s"] / max(out[key]["fast"]["warm_p50_s"], 1e-6), 2
+        )
+    if not quick:
+        from benchmarks.bench_generation_fast import perplexities
+        from training.generate import TweetGenerator
+
+        path = store_root / "g_smollm2_lora"
+        out["smollm2_lora"].update(
+            perplexities(
+                TweetGenerator.load(path, backend="torch"),
+                TweetGenerator.load(path, backend="ctranslate2"),
+                table,
+                blocks=64,
+            )
+        )
+    out["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     return out
 
 

@@ -43,7 +43,8 @@ def _load(path: Path, kept: list[Any]) -> dict[str, Any]:
     from training.generate import TweetGenerator
 
     before = common.rss_mb()
-    generator = TweetGenerator.load(path)
+    # The shared-base torch path: what a cold LoRA handle costs (the fast path holds ~121 MB).
+    generator = TweetGenerator.load(path, backend="torch")
     kept.append(generator)
     with torch.inference_mode():
         generator.model(input_ids=torch.tensor([[generator.model.config.eos_token_id or 0]]))

@@ -122,6 +122,7 @@ class DoppeltweetBot(commands.Bot):
                 max_models=self.settings.cache_max_models,
                 max_bytes=self.settings.cache_max_bytes,
                 loader=_generation_loader(self.settings),
+                pool_size=self.settings.tweet_pool_size,
             )
             self._owned.append("cache")
         if self._runner is None:

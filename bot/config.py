@@ -228,6 +228,13 @@ class BotSettings(BaseSettings):
         le=64,
         description="Models one generation replica keeps loaded (least recently used dropped).",
     )
+    tweet_pool_size: int = Field(
+        default=5,
+        ge=0,
+        le=50,
+        description="Ready prompt-less tweets kept per loaded model for instant !tweet and "
+        "auto-posts (0: off); refilled in the background when no request waits.",
+    )
 
     @field_validator("owner_ids", mode="before")
     @classmethod

@@ -6,18 +6,29 @@ for a model that is still loading wait for that one load instead of starting the
 is bounded by a count and by the models' total ``memory_bytes``; a model is also reloaded when its
 folder was replaced by a retrain (the folder's identity is checked on every use), and
 :meth:`ModelCache.invalidate` drops it at once.
+
+With ``pool_size`` > 0 each loaded model also keeps a pool of ready prompt-less tweets (what
+``!tweet`` without a prompt and auto-posts ask for): such a request takes one at once, and the
+pool is refilled in batches (several tweets cost far less than as many single calls) only while
+no live request waits for a worker. The pool belongs to the loaded model, so a retrain (a new
+folder), a delete or :meth:`ModelCache.invalidate` drops it with the model.
+
+Unseeded requests for the same model, prompt and ``exclude`` that wait for a worker at the same
+time are answered by one generate call for all their tweets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -66,6 +77,37 @@ class _Entry:
     last_used_at: datetime
     load_seconds: float
     uses: int = 0
+    #: Ready prompt-less tweets, oldest first.
+    pool: list[str] = field(default_factory=list)
+    refill: asyncio.Task[None] | None = None
+    #: Live requests waiting for a worker, by (prompt, exclude): joined into one call.
+    batches: dict[tuple[str, tuple[str, ...]], _Batch] = field(default_factory=dict)
+
+
+class _Batch:
+    """Requests sharing one generate call; closed once a worker starts it."""
+
+    def __init__(self, n: int) -> None:
+        self.total = n
+        self.offsets = [0]
+        self.started = False
+        self.future: asyncio.Future[GenerationResult] | None = None
+        self._lock = threading.Lock()
+
+    def join(self, n: int, limit: int) -> bool:
+        """Add a request of ``n`` tweets; False once the call started or if it grew too big."""
+        with self._lock:
+            if self.started or self.total + n > limit:
+                return False
+            self.offsets.append(self.total)
+            self.total += n
+            return True
+
+    def run(self, generator: Generator, prompt: str, exclude: tuple[str, ...]) -> GenerationResult:
+        with self._lock:
+            self.started = True
+            total = self.total
+        return generator.generate(prompt, n=total, exclude=exclude)
 
 
 def _default_loader(path: Path) -> Generator:
@@ -75,12 +117,17 @@ def _default_loader(path: Path) -> Generator:
 
 
 def _stamp(path: Path) -> tuple[int, ...]:
-    """Changes when a retrain atomically replaces the model folder (a new directory inode)."""
+    """Changes when a retrain atomically replaces the model folder (a new directory inode) or
+    rewrites its training record; not when files are added beside them (the fast artifact)."""
     try:
         info = os.stat(path)
     except OSError:
         return ()
-    return (info.st_ino, info.st_dev, info.st_mtime_ns)
+    try:
+        record = os.stat(path / "training.json")
+    except OSError:
+        return (info.st_ino, info.st_dev)
+    return (info.st_ino, info.st_dev, record.st_ino, record.st_mtime_ns, record.st_size)
 
 
 def _key(model_dir: Path | str) -> Path:
@@ -97,6 +144,7 @@ class ModelCache:
         *,
         loader: Loader | None = None,
         max_workers: int = DEFAULT_WORKERS,
+        pool_size: int = 0,
     ) -> None:
         if max_models < 1 or max_bytes < 1:
             raise ValueError("the cache must hold at least one model and one byte")
@@ -109,6 +157,11 @@ class ModelCache:
         self._epochs: dict[Path, int] = {}
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="model")
         self._closed = False
+        self.pool_size = max(0, pool_size)
+        # Live requests waiting for or running on a worker; refills wait while there are any.
+        self._live = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def generate(
         self,
@@ -119,14 +172,109 @@ class ModelCache:
         seed: int | None = None,
         exclude: Collection[str] = (),
     ) -> GenerationResult:
-        """Generate tweets from the model in ``model_dir``, loading it first if needed."""
-        entry = await self._get(_key(model_dir))
-        loop = asyncio.get_running_loop()
-        exclude = tuple(exclude)
-        return await loop.run_in_executor(
-            self._executor,
-            lambda: entry.generator.generate(prompt, n=n, seed=seed, exclude=exclude),
+        """Generate tweets from the model in ``model_dir``, loading it first if needed.
+
+        A prompt-less request for one unseeded tweet is served from the model's pool when it
+        holds one that ``exclude`` does not name.
+        """
+        from training.generate import DEFAULT_PROMPT
+
+        key = _key(model_dir)
+        pooled = self.pool_size > 0 and prompt == DEFAULT_PROMPT and n == 1 and seed is None
+        self._live += 1
+        self._idle.clear()
+        try:
+            entry = await self._get(key)
+            if pooled:
+                tweet = self._take(entry, exclude)
+                if tweet is not None:
+                    return _pooled_result(tweet)
+            loop = asyncio.get_running_loop()
+            exclude = tuple(exclude)
+            if seed is not None:
+                return await loop.run_in_executor(
+                    self._executor,
+                    lambda: entry.generator.generate(prompt, n=n, seed=seed, exclude=exclude),
+                )
+            return await self._batched(entry, prompt, n, exclude)
+        finally:
+            self._live -= 1
+            if not self._live:
+                self._idle.set()
+            if self.pool_size > 0 and not self._closed and self._entries.get(key) is not None:
+                self._start_refill(self._entries[key])
+
+    async def _batched(
+        self, entry: _Entry, prompt: str, n: int, exclude: tuple[str, ...]
+    ) -> GenerationResult:
+        """Unseeded requests for one model, prompt and ``exclude`` that wait for a worker at the
+        same time share one generate call (a batch of k tweets costs far less than k calls)."""
+        from training.generate import MAX_TWEETS, GenerationResult
+
+        group_key = (prompt, exclude)
+        group = entry.batches.get(group_key)
+        if group is None or not group.join(n, MAX_TWEETS):
+            group = _Batch(n)
+            entry.batches[group_key] = group
+            loop = asyncio.get_running_loop()
+            group.future = loop.run_in_executor(
+                self._executor, functools.partial(group.run, entry.generator, prompt, exclude)
+            )
+        start = group.future
+        offset = group.offsets[-1]
+        try:
+            result = await asyncio.shield(start)
+        finally:
+            if entry.batches.get(group_key) is group and group.started:
+                del entry.batches[group_key]
+        tweets = result.tweets[offset : offset + n]
+        return GenerationResult(
+            prompt=result.prompt,
+            tweets=tweets,
+            candidates=result.candidates,
+            rejected=result.rejected,
+            rejected_reasons=dict(result.rejected_reasons),
         )
+
+    def _take(self, entry: _Entry, exclude: Collection[str]) -> str | None:
+        from training.generate import normalize
+
+        avoid = {normalize(text) for text in exclude}
+        for index, tweet in enumerate(entry.pool):
+            if normalize(tweet) not in avoid:
+                del entry.pool[index]
+                return tweet
+        return None
+
+    def _start_refill(self, entry: _Entry) -> None:
+        if len(entry.pool) < self.pool_size and (entry.refill is None or entry.refill.done()):
+            entry.refill = asyncio.ensure_future(self._refill(entry))
+
+    async def _refill(self, entry: _Entry) -> None:
+        """Top the entry's pool up in batches, each started only when no live request waits."""
+        loop = asyncio.get_running_loop()
+        while not self._closed and len(entry.pool) < self.pool_size:
+            await self._idle.wait()
+            if self._closed or not any(e is entry for e in self._entries.values()):
+                return  # evicted, invalidated or reloaded: its pool goes with it
+            wanted = self.pool_size - len(entry.pool)
+            try:
+                result = await loop.run_in_executor(
+                    self._executor,
+                    functools.partial(
+                        entry.generator.generate, "", n=wanted, exclude=tuple(entry.pool)
+                    ),
+                )
+            except Exception:  # the live path reports a broken model; the pool just stops
+                log.exception("refilling the tweet pool failed")
+                return
+            if not result.tweets:
+                return
+            entry.pool.extend(result.tweets[:wanted])
+
+    def pool_sizes(self) -> dict[Path, int]:
+        """Ready tweets per loaded model."""
+        return {path: len(e.pool) for path, e in self._entries.items()}
 
     async def _get(self, key: Path) -> _Entry:
         if self._closed:
@@ -225,8 +373,19 @@ class ModelCache:
     async def close(self) -> None:
         """Forget every model and stop the worker threads (waiting for running generations)."""
         self._closed = True
+        self._idle.set()
+        refills = [e.refill for e in self._entries.values() if e.refill is not None]
+        for task in refills:
+            task.cancel()
+        await asyncio.gather(*refills, return_exceptions=True)
         self._entries.clear()
         self._loading.clear()
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: self._executor.shutdown(wait=True)
         )
+
+
+def _pooled_result(tweet: str) -> GenerationResult:
+    from training.generate import GenerationResult
+
+    return GenerationResult(prompt="", tweets=[tweet], candidates=1, rejected=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,19 @@ class TrainingSettings(BaseSettings):
         default=600,
         gt=0,
         description="Most seconds one Bluesky fetch (every page of a feed) may take.",
+    )
+    generation_backend: Literal["auto", "torch", "ctranslate2"] = Field(
+        default="auto",
+        description=(
+            "What samples tweets: auto (CTranslate2 int8 on a CPU, torch otherwise), torch, "
+            "or ctranslate2 (falls back to torch for a model it cannot serve)."
+        ),
+    )
+    generation_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="CPU threads one CTranslate2 generation uses (1 is fastest on 2 cores).",
     )
 
 

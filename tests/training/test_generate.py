@@ -477,7 +477,7 @@ def test_a_prompt_too_long_for_the_token_budget_is_refused(tiny_dir: Path) -> No
 
 
 def test_name_handles_and_memory_are_reported(tiny_dir: Path) -> None:
-    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    generator = TweetGenerator.load(tiny_dir, device="cpu", backend="torch")
     assert generator.name == "alice"
     assert generator.handles == ("alice",)
     params = sum(p.numel() * p.element_size() for p in generator.model.parameters())
@@ -567,12 +567,12 @@ def _base_weight(generator: TweetGenerator) -> torch.Tensor:
 
 
 def test_lora_models_on_one_base_share_its_weights(lora_dirs: dict[str, Path]) -> None:
-    first = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
-    second = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
+    first = TweetGenerator.load(lora_dirs["lora_a"], device="cpu", backend="torch")
+    second = TweetGenerator.load(lora_dirs["lora_b"], device="cpu", backend="torch")
     assert first.is_lora and second.is_lora
     assert first.model is second.model
     assert _base_weight(first).data_ptr() == _base_weight(second).data_ptr()
-    base_bytes = TweetGenerator.load(lora_dirs["full"], device="cpu").memory_bytes
+    base_bytes = TweetGenerator.load(lora_dirs["full"], device="cpu", backend="torch").memory_bytes
     assert second.memory_bytes < 10 * 2**20
     assert second.memory_bytes < base_bytes / 10
     assert first.shared_bytes == second.shared_bytes == base_bytes
@@ -633,12 +633,12 @@ def test_concurrent_generation_from_threads_matches_sequential(lora_dirs: dict[s
 def test_closing_a_lora_model_frees_its_adapter_but_not_its_neighbours(
     lora_dirs: dict[str, Path],
 ) -> None:
-    a = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
-    b = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
+    a = TweetGenerator.load(lora_dirs["lora_a"], device="cpu", backend="torch")
+    b = TweetGenerator.load(lora_dirs["lora_b"], device="cpu", backend="torch")
     before = a.generate(n=2, seed=1, settings=FAST)
     adapters = set(a.model.peft_config)
     b.close()
-    assert set(a.model.peft_config) == adapters - {b._backend.adapter}
+    assert set(a.model.peft_config) == adapters - {b._backend.loaded.adapter}
     assert a.generate(n=2, seed=1, settings=FAST) == before
     with pytest.raises(ModelError, match="unloaded"):
         b.generate()
@@ -646,12 +646,12 @@ def test_closing_a_lora_model_frees_its_adapter_but_not_its_neighbours(
 
 
 def test_a_dropped_lora_model_is_detached_at_the_next_load(lora_dirs: dict[str, Path]) -> None:
-    keep = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
-    dropped = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
-    dropped_adapter = dropped._backend.adapter
+    keep = TweetGenerator.load(lora_dirs["lora_a"], device="cpu", backend="torch")
+    dropped = TweetGenerator.load(lora_dirs["lora_b"], device="cpu", backend="torch")
+    dropped_adapter = dropped._backend.loaded.adapter
     del dropped
     gc.collect()
-    again = TweetGenerator.load(lora_dirs["noop"], device="cpu")
+    again = TweetGenerator.load(lora_dirs["noop"], device="cpu", backend="torch")
     assert dropped_adapter not in keep.model.peft_config
     keep.close()
     again.close()
@@ -662,8 +662,8 @@ def test_a_dropped_lora_model_is_detached_at_the_next_load(lora_dirs: dict[str, 
 
 
 def test_get_generator_loads_a_model_once(tiny_dir: Path) -> None:
-    first = get_generator(tiny_dir, device="cpu")
-    assert get_generator(tiny_dir / ".." / tiny_dir.name, device="cpu") is first
+    first = get_generator(tiny_dir, device="cpu", backend="torch")
+    assert get_generator(tiny_dir / ".." / tiny_dir.name, device="cpu", backend="torch") is first
 
 
 def test_get_generator_reloads_a_retrained_model(tiny_dir: Path, tmp_path: Path) -> None:
@@ -748,7 +748,7 @@ def test_a_trained_tiny_lora_runs_on_the_base_it_was_trained_on(
 ) -> None:
     from training.basemodels import load_base_model
 
-    generator = TweetGenerator.load(trained_lora_dir, device="cpu")
+    generator = TweetGenerator.load(trained_lora_dir, device="cpu", backend="torch")
     texts = [t for data in sample_table.handles for t in data.kept]
     rebuilt, _ = load_base_model("tiny", texts=texts, models_dir=trained_lora_dir.parent)
     assert generator.is_lora
@@ -766,9 +766,9 @@ def test_tiny_lora_models_share_a_base_only_when_trained_on_the_same_tweets(
     other = shutil.copytree(trained_lora_dir, tmp_path / "other")
     with (other / "dataset.jsonl").open("a", encoding="utf-8") as out:
         out.write(json.dumps({"handle": "alice", "text": "one more tweet makes another base"}))
-    first = TweetGenerator.load(trained_lora_dir, device="cpu")
-    assert TweetGenerator.load(twin, device="cpu").model is first.model
-    assert TweetGenerator.load(other, device="cpu").model is not first.model
+    first = TweetGenerator.load(trained_lora_dir, device="cpu", backend="torch")
+    assert TweetGenerator.load(twin, device="cpu", backend="torch").model is first.model
+    assert TweetGenerator.load(other, device="cpu", backend="torch").model is not first.model
 
 
 @pytest.mark.slow
@@ -837,10 +837,13 @@ def test_healing_constrains_only_the_first_sampled_token(tiny_dir: Path) -> None
     word = tokenizer.decode(ids[-back:])
     assert word.strip() == "Today" and chars == len(word)
     texts = _token_texts(tokenizer)
-    first = healing(0, torch.zeros(len(ids) - back, dtype=torch.long)).tolist()
-    assert first and all(texts[i].startswith(word) for i in first)
-    later = healing(0, torch.zeros(len(ids) - back + 1, dtype=torch.long))
-    assert len(later) == generator.model.get_output_embeddings().weight.shape[0]
+    assert healing and all(texts[i].startswith(word) for i in healing)
+    # The torch backend applies it to the first sampled token only.
+    torch_backend = TweetGenerator.load(tiny_dir, device="cpu", backend="torch")._backend
+    rule = torch_backend._first_token_rule(healing)
+    assert rule(0, torch.zeros(len(ids) - back, dtype=torch.long)).tolist() == healing
+    later = rule(0, torch.zeros(len(ids) - back + 1, dtype=torch.long))
+    assert len(later) == torch_backend.model.get_output_embeddings().weight.shape[0]
     assert generator._heal([generator._eos_id]) is None  # no prompt: nothing to extend
 
 

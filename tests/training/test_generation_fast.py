@@ -1,0 +1,216 @@
+"""The CTranslate2 int8 backend on tiny GPT-2 models: its artifact, its fallbacks, its rules."""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_generate import (
+    COFFEE,
+    DREAM,
+    GENERIC_TWEETS,
+    NEWS,
+    one_torch_thread,
+    overfit,
+    write_records,
+)
+
+from training.basemodels import build_tiny_model
+from training.errors import InputError
+from training.generate import (
+    GenerationSettings,
+    TweetGenerator,
+    _TweetEnd,
+    clear_generator_cache,
+    get_generator,
+    normalize,
+    tidy_candidate,
+)
+from training.generation.fast import FAST_DIR, FAST_FAILED, fast_artifact, source_stamp
+
+pytest.importorskip("ctranslate2")
+
+SHORT = GenerationSettings(max_length=40)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    clear_generator_cache()
+    yield
+    clear_generator_cache()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Path:
+    folder = build_tiny_model(GENERIC_TWEETS, tmp_path / "alice")
+    write_records(folder, GENERIC_TWEETS)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def parrot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model that recites DREAM, COFFEE and NEWS (only the first two guarded as copies)."""
+    texts = [DREAM, COFFEE, NEWS]
+    folder = build_tiny_model(texts * 5, tmp_path_factory.mktemp("fast") / "parrot")
+    with one_torch_thread():
+        overfit(folder, texts)
+    write_records(folder, [DREAM, COFFEE], handles=("parrot",))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory: pytest.TempPathFactory, sample_table) -> Path:
+    from training.progress import JsonProgress
+    from training.store import ModelStore
+    from training.train import TrainConfig, train_model
+
+    store = ModelStore(tmp_path_factory.mktemp("fast-lora"))
+    config = TrainConfig(
+        base_model="tiny", lora=True, epochs=1, block_size=64, batch_size=8, max_steps=2
+    )
+    return train_model(sample_table, config, store, JsonProgress(io.StringIO())).path
+
+
+def test_the_fast_artifact_is_made_on_first_load_and_reused(tiny_dir: Path) -> None:
+    assert fast_artifact(tiny_dir) is None
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    assert generator.backend == "ctranslate2"
+    artifact = fast_artifact(tiny_dir)
+    assert artifact == tiny_dir / FAST_DIR and (artifact / "model.bin").is_file()
+    made = (artifact / "model.bin").stat().st_mtime_ns
+    assert TweetGenerator.load(tiny_dir, device="cpu").backend == "ctranslate2"
+    assert (artifact / "model.bin").stat().st_mtime_ns == made
+    assert not list(tiny_dir.glob(".fast-*"))  # no work folder left behind
+    assert generator.memory_bytes > 0 and generator.shared_bytes == 0
+    assert generator.generate(n=2, settings=SHORT).candidates >= 1
+
+
+def test_a_lora_model_is_merged_then_converted(lora_dir: Path) -> None:
+    generator = TweetGenerator.load(lora_dir, device="cpu")
+    assert generator.backend == "ctranslate2" and not generator.is_lora
+    result = generator.generate("I", n=2, seed=3, settings=SHORT)
+    assert result.candidates >= 1
+    torch_generator = TweetGenerator.load(lora_dir, device="cpu", backend="torch")
+    assert torch_generator.backend == "torch" and torch_generator.is_lora
+
+
+def test_the_torch_backend_can_be_chosen_and_a_bad_name_is_refused(tiny_dir: Path) -> None:
+    assert TweetGenerator.load(tiny_dir, device="cpu", backend="torch").backend == "torch"
+    assert not (tiny_dir / FAST_DIR).exists()
+    with pytest.raises(InputError, match="Unknown generation backend"):
+        TweetGenerator.load(tiny_dir, device="cpu", backend="llama.cpp")
+    assert get_generator(tiny_dir, device="cpu", backend="torch").backend == "torch"
+    assert get_generator(tiny_dir, device="cpu").backend == "ctranslate2"
+
+
+def test_a_damaged_artifact_is_converted_again(tiny_dir: Path) -> None:
+    TweetGenerator.load(tiny_dir, device="cpu")
+    (tiny_dir / FAST_DIR / "model.bin").write_bytes(b"not a model")
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    assert generator.backend == "ctranslate2"
+    assert (tiny_dir / FAST_DIR / "model.bin").stat().st_size > 1000
+    assert generator.generate(n=1, settings=SHORT).candidates >= 1
+
+
+def test_a_missing_or_half_artifact_is_rebuilt(tiny_dir: Path) -> None:
+    TweetGenerator.load(tiny_dir, device="cpu")
+    (tiny_dir / FAST_DIR / "model.bin").unlink()
+    assert fast_artifact(tiny_dir) is None
+    assert TweetGenerator.load(tiny_dir, device="cpu").backend == "ctranslate2"
+    assert fast_artifact(tiny_dir) is not None
+
+
+def test_an_artifact_of_older_weights_is_not_used(tiny_dir: Path) -> None:
+    TweetGenerator.load(tiny_dir, device="cpu")
+    old = source_stamp(tiny_dir)
+    write_records(tiny_dir, GENERIC_TWEETS[:40])  # retrained in place: a new training record
+    assert source_stamp(tiny_dir) != old
+    assert fast_artifact(tiny_dir) is None
+    TweetGenerator.load(tiny_dir, device="cpu")
+    assert fast_artifact(tiny_dir) is not None
+
+
+def test_a_model_that_cannot_be_converted_falls_back_to_torch(tiny_dir: Path) -> None:
+    # What a failed conversion leaves: a note for these weights; loads then go straight to torch.
+    (tiny_dir / FAST_FAILED).write_text(source_stamp(tiny_dir) + "\nValueError: unsupported\n")
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    assert generator.backend == "torch"
+    assert not (tiny_dir / FAST_DIR).exists()
+    assert generator.generate(n=1, settings=SHORT).candidates >= 1
+    # Retrained: the note is for older weights, so the conversion is tried again and works.
+    write_records(tiny_dir, GENERIC_TWEETS[:40])
+    assert TweetGenerator.load(tiny_dir, device="cpu").backend == "ctranslate2"
+    assert not (tiny_dir / FAST_FAILED).exists()
+
+
+def test_a_file_where_the_artifact_belongs_is_replaced(tiny_dir: Path) -> None:
+    TweetGenerator.load(tiny_dir, device="cpu")
+    shutil.rmtree(tiny_dir / FAST_DIR)
+    (tiny_dir / FAST_DIR).write_text("a file where the artifact folder belongs")
+    assert TweetGenerator.load(tiny_dir, device="cpu").backend == "ctranslate2"
+    assert (tiny_dir / FAST_DIR / "model.bin").is_file()
+
+
+def test_seeded_fast_calls_repeat_and_leave_global_randomness_alone(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    states = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    first = generator.generate("I think", n=3, seed=11, settings=SHORT)
+    second = generator.generate("I think", n=3, seed=11, settings=SHORT)
+    assert first.tweets == second.tweets and first.tweets
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert random.getstate() == states[1]
+    assert np.array_equal(np.random.get_state()[1], states[2])
+
+
+def test_unseeded_fast_calls_draw_fresh_randomness(tiny_dir: Path) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    seeded = generator.generate(n=3, seed=1, settings=SHORT).tweets
+    draws = {tuple(generator.generate(n=3, settings=SHORT).tweets) for _ in range(4)}
+    assert len(draws) > 1
+    assert tuple(generator.generate(n=3, seed=1, settings=SHORT).tweets) == tuple(seeded)
+
+
+@pytest.mark.parametrize("backend", ["torch", "ctranslate2"])
+def test_every_backend_applies_the_same_filters(parrot_dir: Path, backend: str) -> None:
+    generator = TweetGenerator.load(parrot_dir, device="cpu", backend=backend)
+    assert generator.backend == backend
+    result = generator.generate(n=5, seed=0)
+    # The parrot recites its guarded tweets: both are rejected as copies, on every backend.
+    assert result.rejected_reasons.get("copy", 0) >= 1
+    for tweet in result.tweets:
+        assert normalize(tweet) not in {normalize(DREAM), normalize(COFFEE)}
+        assert "http" not in tweet and "\n" not in tweet and len(tweet) <= 280
+        assert tidy_candidate(tweet) == tweet
+    excluded = generator.generate(n=3, seed=0, exclude=result.tweets)
+    assert not {normalize(t) for t in result.tweets} & {normalize(t) for t in excluded.tweets}
+    prompted = generator.generate("big news", n=2, seed=0)
+    assert all(t.startswith("big news") for t in prompted.tweets)
+
+
+@pytest.mark.parametrize("backend", ["torch", "ctranslate2"])
+def test_every_backend_stops_at_the_tweet_length(tiny_dir: Path, backend: str) -> None:
+    generator = TweetGenerator.load(tiny_dir, device="cpu", backend=backend)
+    settings = GenerationSettings(max_length=160, max_chars=40, do_sample=True)
+    result = generator.generate(n=3, seed=2, settings=settings)
+    assert all(len(t) <= 40 for t in result.tweets)
+
+
+def test_the_stop_rule_is_the_same_token_by_token(tiny_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    text = " ".join(GENERIC_TWEETS[:6]) + "\nnext line"
+    ids = [0, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+    batched = _TweetEnd(tokenizer, 1, 0, 40)
+    stepped = _TweetEnd(tokenizer, 1, 0, 40)
+    for end in range(2, len(ids) + 1):
+        done = bool(batched(torch.tensor([ids[:end]]), None)[0])
+        assert stepped.push(0, ids[end - 1], lambda end=end: ids[1:end]) == done
+        if done:
+            break
+    assert done

@@ -1,0 +1,53 @@
+"""Invisible characters and look-alike letters do not get a link or a copy past the filters."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.generate import CopyFilter, fold_lookalikes, normalize, tidy_candidate
+
+TRAINING = ["the quick brown fox jumps over the lazy dog near the river bank today"]
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "h\u200bttps://evil.example/x",
+        "https\u2060://evil.example/x",
+        "\u0068ttps\u200c://evil.example",
+        "\u04bbttps://evil.example",  # Cyrillic shha
+        "ww\u200bw.evil.example",
+        "\uff48\uff54\uff54\uff50\uff53://evil.example",  # full-width letters
+    ],
+)
+def test_url_filter_sees_through_invisible_and_lookalike_characters(link: str) -> None:
+    assert tidy_candidate(f"read this {link} now") == "read this now"
+
+
+def test_url_filter_keeps_ordinary_words_and_emoji_joiners() -> None:
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert tidy_candidate(f"my {family} says hi") == f"my {family} says hi"
+
+
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        "the\u200bquick\u200bbrown\u200bfox\u200bjumps\u200bover\u200bthe\u200blazy dog",
+        "the quick br\u200bown fox jumps over the lazy dog near the river",
+        "the quick brown fox jumps \u043ever the l\u0430zy dog near the river bank today",
+        "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG NEAR THE RIVER BANK TODAY",
+        "the quick brown fox jumps\u00ad over the lazy dog near the river bank today",
+    ],
+)
+def test_copy_filter_sees_through_invisible_and_lookalike_characters(disguised: str) -> None:
+    assert CopyFilter(TRAINING).is_copy(disguised)
+
+
+def test_copy_filter_still_passes_new_text() -> None:
+    assert not CopyFilter(TRAINING).is_copy("a slow green turtle naps under the tree")
+
+
+def test_fold_is_for_matching_only() -> None:
+    assert fold_lookalikes("p\u0430y\u200bpal") == "pay pal"
+    assert fold_lookalikes("p\u0430y\u200bpal", joined=True) == "paypal"
+    assert normalize("Hello,\u200bWorld!") == "hello world"

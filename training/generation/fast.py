@@ -1,0 +1,316 @@
+"""The fast CPU backend: CTranslate2 with int8 weights (FACTS §7: ~2.8× HF ``generate`` fp32).
+
+CTranslate2 has no run-time LoRA, so a model is converted once — a LoRA adapter merged into a
+fresh copy of its base first — into ``fast/`` inside the model folder (the *fast artifact*,
+~136 MB for SmolLM2-135M). The artifact records which training it was made from; a retrained
+model is a new folder (the store replaces it whole), so an artifact never outlives its weights.
+When the conversion is impossible (an architecture CTranslate2 does not know) a ``fast.failed``
+note keeps later loads from trying again; a missing or damaged artifact means the torch backend.
+
+Randomness: CTranslate2 samples with a per-thread generator seeded once when its worker thread
+first samples. An unseeded call uses the model's long-lived generator (a fresh stream every
+call); a seeded call gets its own short-lived generator whose worker thread first samples under
+that seed, so the same seed gives the same tweets; the process-wide seed is put back to "random"
+afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.generation.settings import ADAPTER_CONFIG, TRAINING_FILE, GenerationSettings
+from training.generation.stop import _TweetEnd
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+#: The fast artifact's folder inside a model folder.
+FAST_DIR = "fast"
+#: Written when a model cannot be converted (so loads stop trying), beside ``fast/``.
+FAST_FAILED = "fast.failed"
+#: Inside ``fast/``: what the artifact was made from.
+_SOURCE_FILE = "doppeltweet-source.json"
+#: CTranslate2's "no seed set" value (a random seed per worker thread).
+_RANDOM_SEED = 0xFFFFFFFF
+#: The files a model's weights are read from; their sizes and times are part of the source stamp.
+_WEIGHT_FILES = (
+    ADAPTER_CONFIG,
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "config.json",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
+#: Tokenizer files a merged model needs for the converter.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+
+
+class FastUnavailable(Exception):
+    """The fast backend cannot serve this model (the message says why); use torch."""
+
+
+def fast_installed() -> bool:
+    """Whether the ``ctranslate2`` package is installed."""
+    return importlib.util.find_spec("ctranslate2") is not None
+
+
+def source_stamp(model_dir: Path) -> str:
+    """A digest of what a fast artifact is made from: the training record and the weight files."""
+    digest = hashlib.sha256()
+    record = model_dir / TRAINING_FILE
+    if record.is_file():
+        digest.update(record.read_bytes())
+    for name in _WEIGHT_FILES:
+        file = model_dir / name
+        if file.is_file():
+            stat = file.stat()
+            digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def fast_artifact(model_dir: Path) -> Path | None:
+    """``model_dir/fast`` when it holds an artifact made from this model's current weights."""
+    folder = model_dir / FAST_DIR
+    try:
+        source = json.loads((folder / _SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(source, dict) or source.get("stamp") != source_stamp(model_dir):
+        return None
+    return folder if (folder / "model.bin").is_file() else None
+
+
+def conversion_failed(model_dir: Path) -> bool:
+    """Whether converting this model (these weights) failed before."""
+    try:
+        return (model_dir / FAST_FAILED).read_text(encoding="utf-8").split("\n")[0] == (
+            source_stamp(model_dir)
+        )
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def build_fast_artifact(model_dir: Path, *, base_name: str | None, texts: list[str]) -> Path:
+    """Convert ``model_dir`` to int8 CTranslate2 in ``model_dir/fast`` and return that folder.
+
+    A LoRA model (``base_name`` names its base) is merged into a fresh copy of the base first;
+    the shared base other models use is never touched. Written beside the model and renamed into
+    place, so a crash leaves no half artifact. Raises :class:`FastUnavailable` (and notes the
+    failure in ``fast.failed``) when the model cannot be converted.
+    """
+    if not fast_installed():
+        raise FastUnavailable("ctranslate2 is not installed")
+    stamp = source_stamp(model_dir)
+    work = model_dir / f".fast-{secrets.token_hex(4)}"
+    try:
+        work.mkdir()
+        source = _merged_copy(model_dir, base_name, texts, work) if base_name else model_dir
+        max_positions = _max_positions(source)
+        out = work / FAST_DIR
+        _convert(source, out)
+        (out / _SOURCE_FILE).write_text(
+            json.dumps({"stamp": stamp, "max_positions": max_positions}), encoding="utf-8"
+        )
+        final = model_dir / FAST_DIR
+        if final.exists():
+            stale = model_dir / f".fast-stale-{secrets.token_hex(4)}"
+            final.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        os.replace(out, final)
+        (model_dir / FAST_FAILED).unlink(missing_ok=True)
+        return final
+    except FastUnavailable as error:
+        _note_failure(model_dir, stamp, str(error))
+        raise
+    except Exception as error:  # the converter raises many kinds for one cause: cannot convert
+        _note_failure(model_dir, stamp, f"{type(error).__name__}: {error}")
+        raise FastUnavailable(f"the model cannot be converted ({type(error).__name__})") from error
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _note_failure(model_dir: Path, stamp: str, reason: str) -> None:
+    try:
+        (model_dir / FAST_FAILED).write_text(f"{stamp}\n{reason[:500]}\n", encoding="utf-8")
+    except OSError:
+        log.warning("Could not note the failed conversion of %s.", model_dir.name)
+
+
+def _max_positions(folder: Path) -> int:
+    from transformers import AutoConfig
+
+    from training.generation.backends import max_positions_of
+
+    return max_positions_of(AutoConfig.from_pretrained(folder))
+
+
+def _merged_copy(model_dir: Path, base_name: str, texts: list[str], work: Path) -> Path:
+    """A full model folder: a fresh copy of the base with the adapter merged in (fp32)."""
+    import torch
+    from peft import PeftModel
+
+    from training.basemodels import load_base_model
+    from training.generation.pool import _base_source
+
+    source, _ = _base_source(base_name, model_dir, texts)
+    base, _ = load_base_model(
+        source, texts=texts, models_dir=model_dir.parent, device=torch.device("cpu")
+    )
+    merged = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+    folder = work / "merged"
+    merged.save_pretrained(folder)
+    for name in _TOKENIZER_FILES:
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, folder / name)
+    del merged, base
+    return folder
+
+
+def _convert(source: Path, out: Path) -> None:
+    from ctranslate2.converters import TransformersConverter
+
+    TransformersConverter(str(source)).convert(str(out), quantization="int8", force=True)
+
+
+class FastBackend:
+    """Samples with CTranslate2 (int8 weights, CPU); see the module docstring."""
+
+    kind = "ctranslate2"
+
+    def __init__(
+        self, folder: Path, tokenizer: PreTrainedTokenizerBase, eos_id: int, *, threads: int = 1
+    ) -> None:
+        self.folder = folder
+        self.eos_id = eos_id
+        self.threads = threads
+        try:
+            source = json.loads((folder / _SOURCE_FILE).read_text(encoding="utf-8"))
+            self.max_positions = int(source["max_positions"])
+            self.generator: Any = self._open()
+        except Exception as error:  # a damaged artifact: torch serves the model instead
+            raise FastUnavailable(
+                f"the fast artifact is damaged ({type(error).__name__})"
+            ) from error
+        self._tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self._eos_token = self._tokens[eos_id]
+        self._bytes = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+    def _open(self) -> Any:
+        import ctranslate2
+
+        return ctranslate2.Generator(
+            str(self.folder), device="cpu", inter_threads=1, intra_threads=self.threads
+        )
+
+    @contextmanager
+    def session(self, seed: int | None) -> Iterator[_FastSampler]:
+        import ctranslate2
+        import numpy as np
+
+        if seed is None:
+            yield _FastSampler(self, self.generator, np.random.default_rng(secrets.randbits(63)))
+            return
+        # A worker thread seeds its generator when it first samples, so the seed stays set until
+        # this call is over (every CTranslate2 sampling runs under the generation lock).
+        ctranslate2.set_random_seed(seed % _RANDOM_SEED)
+        try:
+            generator = self._open()
+            yield _FastSampler(self, generator, np.random.default_rng(seed))
+        finally:
+            ctranslate2.set_random_seed(_RANDOM_SEED)
+
+    def memory_bytes(self) -> int:
+        return self._bytes
+
+    def shared_bytes(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.generator = None
+
+
+class _FastSampler:
+    def __init__(self, backend: FastBackend, generator: Any, rng: Any) -> None:
+        self.backend = backend
+        self.generator = generator
+        self.rng = rng
+
+    def sample(
+        self,
+        prompt_ids: list[int],
+        batch: int,
+        *,
+        settings: GenerationSettings,
+        max_length: int,
+        first_tokens: list[int] | None,
+        stop: _TweetEnd,
+    ) -> list[list[int]]:
+        tokens = self.backend._tokens
+        heads = [list(prompt_ids) for _ in range(batch)]
+        if first_tokens is not None:
+            for row, token in enumerate(self._first(prompt_ids, batch, settings, first_tokens)):
+                heads[row].append(token)
+                stop.push(row, token, lambda row=row: heads[row][1:])
+        rows = [list(head) for head in heads]
+        start = [[tokens[i] for i in head] for head in heads]
+        top_k = settings.top_k if settings.top_k > 0 else len(tokens)
+
+        def step(result: Any) -> bool:
+            row = result.batch_id
+            rows[row].append(result.token_id)
+            return stop.push(row, result.token_id, lambda: rows[row][1:])
+
+        results = self.generator.generate_batch(
+            start,
+            max_length=max(1, max_length - len(heads[0])),
+            min_length=max(0, settings.min_length - len(heads[0])),
+            sampling_topk=top_k if settings.do_sample else 1,
+            sampling_topp=settings.top_p if settings.do_sample else 1.0,
+            sampling_temperature=settings.temperature,
+            include_prompt_in_result=False,
+            end_token=self.backend._eos_token,
+            callback=step,
+        )
+        return [head + result.sequences_ids[0] for head, result in zip(heads, results, strict=True)]
+
+    def _first(
+        self, prompt_ids: list[int], batch: int, settings: GenerationSettings, allowed: list[int]
+    ) -> list[int]:
+        """The first sampled token of each row, from ``allowed`` only (token healing), drawn
+        with the call's own random generator under the same top-k/top-p/temperature rule."""
+        import numpy as np
+
+        start = [[self.backend._tokens[i] for i in prompt_ids]]
+        logits = np.asarray(self.generator.forward_batch(start), dtype=np.float64)[0, -1]
+        ids = np.array(allowed)
+        scores = logits[ids] / settings.temperature
+        if not settings.do_sample:
+            return [int(ids[int(np.argmax(scores))])] * batch
+        order = np.argsort(-scores)
+        if settings.top_k > 0:
+            order = order[: settings.top_k]
+        probs = np.exp(scores[order] - scores[order].max())
+        probs /= probs.sum()
+        keep = int(np.searchsorted(np.cumsum(probs), settings.top_p) + 1)
+        order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
+        return [int(ids[i]) for i in self.rng.choice(order, size=batch, p=probs)]

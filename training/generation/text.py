@@ -1,0 +1,182 @@
+"""Text tidying (what a candidate may post) and the copy filter (what it may not repeat)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+from training.errors import InputError
+from training.generation.settings import TWEET_CHARS
+from training.textrules import (
+    collapse_punctuation,
+    drop_broken_emoji,
+    fit_tweet,
+    strip_link_residue,
+)
+
+_URL = re.compile(r"\S*(?:\bhttps?:|\bwww\.)\S*", re.IGNORECASE)
+_NEWLINE = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]")
+_LAST_SPACE = re.compile(r"\s(?=\S*$)")
+
+
+#: Invisible characters that separate words (zero-width space, word joiner, BOM, Mongolian vowel
+#: separator): folded to a space before matching.
+_INVISIBLE_SPACES = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u180e"), " ")
+#: Latin look-alikes among Cyrillic and Greek letters (lower case: matching is case-blind), so a
+#: copy or a link spelled with a Cyrillic "а" or a Greek "ο" is still recognised.
+_LOOKALIKES = str.maketrans(
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501\u04bb\u051b\u051d"
+    "\u0261\u03bf\u03b1\u03bd\u03c1\u03b9\u03ba\u03c5\u03c7\u0432\u043a\u043c\u043d\u0442",
+    "aeopcyxijsdhqwgoavpikuxbkmht",
+)
+
+
+def fold_lookalikes(text: str, *, joined: bool = False) -> str:
+    """``text`` as it reads: invisible format characters out, look-alike letters made Latin.
+
+    Zero-width spaces and their kin become spaces (or vanish with ``joined``, for a word split by
+    one); every other format character (Unicode Cf: zero-width joiners, soft hyphens, direction
+    marks) is removed; NFKC folds compatibility forms (full-width letters, ligatures); Cyrillic
+    and Greek letters that look Latin become Latin. Only for matching: what is posted keeps its
+    characters (an emoji's zero-width joiners included).
+    """
+    if not joined:
+        text = text.translate(_INVISIBLE_SPACES)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", text).casefold().translate(_LOOKALIKES)
+
+
+def normalized_words(text: str, *, joined: bool = False) -> list[str]:
+    """Words compared case-, punctuation- and whitespace-blind, so "Hello, World!" == "hello world".
+
+    Punctuation (Unicode category P*, which includes ``@`` and ``#``) becomes a space; emoji and
+    other symbols stay, as they carry meaning in tweets. Invisible characters and look-alike
+    letters are folded first (:func:`fold_lookalikes`).
+    """
+    folded = fold_lookalikes(text, joined=joined)
+    spaced = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in folded)
+    return spaced.split()
+
+
+def normalize(text: str) -> str:
+    """The comparison key of a text: :func:`normalized_words` joined by single spaces."""
+    return " ".join(normalized_words(text))
+
+
+def tidy_candidate(text: str, max_chars: int = TWEET_CHARS) -> str:
+    """Make a raw continuation postable: first line only, no URLs, single spaces, ≤ ``max_chars``.
+
+    The cut at the first newline is huggingtweets'; URLs are removed the way training data was
+    cleaned (a URL in a generated tweet is made up and leads nowhere); emoji parts that lost their
+    emoji and degenerate punctuation runs go (:mod:`training.textrules`); a tweet over the limit
+    ends at its last sentence end that keeps half the limit, else its last word boundary, never
+    inside a grapheme; a separator left dangling at the end (``:``, `` -``) goes.
+    """
+    line = _NEWLINE.split(text, maxsplit=1)[0]
+    # Control characters and the replacement character (a multi-byte character cut by the token
+    # limit) are never meant to be posted.
+    line = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line if ch != "\ufffd")
+    line = " ".join(word for word in line.split() if not _is_link(word))
+    line = collapse_punctuation(drop_broken_emoji(line))
+    line = " ".join(line.split())
+    return strip_link_residue(fit_tweet(line, max_chars)).rstrip()
+
+
+def _is_link(word: str) -> bool:
+    """Whether ``word`` is (or holds) a link, read through invisible and look-alike characters."""
+    return bool(_URL.search(word) or _URL.search(fold_lookalikes(word, joined=True)))
+
+
+def _has_content(text: str) -> bool:
+    """Whether ``text`` holds a letter, digit or symbol (an emoji counts; punctuation does not)."""
+    return any(unicodedata.category(ch)[0] in "LNS" for ch in text)
+
+
+class CopyFilter:
+    """Rejects candidates that reproduce a training tweet verbatim or nearly.
+
+    A candidate is a copy when, compared by :func:`normalize`:
+
+    * it equals a training tweet; or
+    * it shares a run of ``ngram`` (8) consecutive words with one training tweet — the length at
+      which a word sequence stops being a common phrase and becomes a quotation; or
+    * a run of ``max(min_run, ceil(share × its words))`` words — at least 6 and 80 % of a short
+      candidate — appears in one training tweet, which catches a short tweet copied with a word
+      changed or dropped.
+
+    Shorter shared phrases ("thank you so much", "I can't wait for the") are the style the model
+    is meant to learn, so they pass.
+    """
+
+    def __init__(
+        self, texts: Iterable[str], *, ngram: int = 8, min_run: int = 6, share: float = 0.8
+    ) -> None:
+        import numpy as np
+
+        if not 2 <= min_run <= ngram:
+            raise InputError("The copy filter's min_run must be between 2 and its n-gram length.")
+        self.ngram = ngram
+        self.min_run = min_run
+        self.share = share
+        # Every key is kept as a 64-bit digest in a sorted array: 8 bytes an n-gram where a set of
+        # strings costs ~100, so a 3,000-tweet filter takes ~1 MB instead of ~12 MB. Two different
+        # n-grams share a digest with odds of ~1e-9 for a million of them.
+        exact: list[int] = []
+        runs: dict[int, list[int]] = {k: [] for k in range(min_run, ngram + 1)}
+        for text in texts:
+            words = normalized_words(text)
+            if not words:
+                continue
+            exact.append(_digest(" ".join(words)))
+            for k, digests in runs.items():
+                digests.extend(_digest(gram) for gram in _grams(words, k))
+        self._exact = np.unique(np.array(exact, dtype=np.uint64))
+        self._runs = {k: np.unique(np.array(d, dtype=np.uint64)) for k, d in runs.items()}
+
+    def __len__(self) -> int:
+        """How many distinct training tweets the filter knows."""
+        return int(self._exact.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the digest arrays (what the filter costs a cached model)."""
+        return int(self._exact.nbytes + sum(a.nbytes for a in self._runs.values()))
+
+    def is_copy(self, text: str) -> bool:
+        """Whether ``text`` copies a training tweet (see the class docstring for the rule)."""
+        # Twice when the text holds invisible characters: read as separators and as nothing.
+        variants = {tuple(normalized_words(text)), tuple(normalized_words(text, joined=True))}
+        return any(self._copies(list(words)) for words in variants if words)
+
+    def _copies(self, words: list[str]) -> bool:
+        if _contains(self._exact, [_digest(" ".join(words))]):
+            return True
+        run = min(self.ngram, max(self.min_run, math.ceil(self.share * len(words))))
+        if len(words) < run:
+            return False
+        return _contains(self._runs[run], [_digest(gram) for gram in _grams(words, run)])
+
+
+def _grams(words: list[str], k: int) -> Iterable[str]:
+    return (" ".join(words[i : i + k]) for i in range(len(words) - k + 1))
+
+
+def _digest(text: str) -> int:
+    """A stable 64-bit digest of ``text`` (the same in every process, unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _contains(sorted_keys: Any, keys: list[int]) -> bool:
+    """Whether any of ``keys`` is in the sorted uint64 array ``sorted_keys``."""
+    import numpy as np
+
+    if not keys or sorted_keys.size == 0:
+        return False
+    wanted = np.array(keys, dtype=np.uint64)
+    at = np.searchsorted(sorted_keys, wanted)
+    found = at < sorted_keys.size
+    return bool(np.any(sorted_keys[at[found]] == wanted[found]))
