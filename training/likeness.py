@@ -26,7 +26,8 @@ def measure_likeness(
     with ``real`` (the validation tweets); the JSON-ready record ``training.json`` keeps."""
     from training.generate import TweetGenerator
 
-    generator = TweetGenerator.load(model_dir, device=device)
+    # torch: exact fp32, and no fast artifact left in a folder whose training.json changes next.
+    generator = TweetGenerator.load(model_dir, device=device, backend="torch")
     try:
         result = generator.generate("", n=samples, seed=seed)
     finally:
