@@ -739,8 +739,21 @@ def test_without_a_prompt_the_model_picks_the_opening(tiny_model_dir: Path) -> N
     assert result.prompt == ""
     assert len(result.tweets) == 5
     assert all(t and t == t.strip() for t in result.tweets)
-    # The openings are the model's own, not one forced prefix.
+    # The openings are the model's own, not one forced prefix, and never mid-sentence.
     assert len({t.split()[0] for t in result.tweets}) > 1
+    from training.generation.settings import FRAGMENT_OPENINGS
+
+    assert not any(t[0] in FRAGMENT_OPENINGS for t in result.tweets)
+
+
+def test_a_prompt_less_candidate_opening_mid_sentence_is_rejected(tiny_model_dir: Path) -> None:
+    generator = get_generator(tiny_model_dir, device="cpu")
+    eos = generator._eos_id
+    ids = generator._tokenizer(", and then the moon", add_special_tokens=False)["input_ids"]
+    reason, tweet = generator._judge([eos, *ids], 1, "", FAST, set(), set())
+    assert (reason, tweet) == ("fragment", ", and then the moon")
+    reason, _ = generator._judge([eos, *ids], 1, ", and", FAST, set(), set())
+    assert reason != "fragment"  # a prompt the member typed is theirs
 
 
 def test_a_trained_tiny_lora_runs_on_the_base_it_was_trained_on(

@@ -28,11 +28,13 @@ from training.generation.pool import (
 from training.generation.settings import (
     ADAPTER_CONFIG,
     DEFAULT_PROMPT,
+    FRAGMENT_OPENINGS,
     GENERATION_BACKENDS,
     MIN_NEW_TOKENS,
     REJECT_COPY,
     REJECT_EMPTY,
     REJECT_EXCLUDED,
+    REJECT_FRAGMENT,
     REJECT_REPEAT,
     TRAINING_FILE,
     GenerationResult,
@@ -344,6 +346,8 @@ class TweetGenerator:
         tweet = tidy_candidate(full, settings.max_chars)
         if not _has_content(added) or not tweet:
             return REJECT_EMPTY, tweet
+        if not prompt and tweet[0] in FRAGMENT_OPENINGS:
+            return REJECT_FRAGMENT, tweet
         if self.copy_filter.is_copy(tweet):
             return REJECT_COPY, tweet
         key = normalize(tweet)

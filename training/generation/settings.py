@@ -26,6 +26,10 @@ REJECT_EMPTY = "empty"
 REJECT_COPY = "copy"
 REJECT_REPEAT = "repeat"
 REJECT_EXCLUDED = "excluded"
+#: A prompt-less candidate that opens mid-sentence (". and so", ", then"): no tweet starts so.
+REJECT_FRAGMENT = "fragment"
+#: What a tweet never starts with: the middle of a sentence.
+FRAGMENT_OPENINGS = frozenset(".,;:!?)]}-–—_/|")
 
 TRAINING_FILE = "training.json"
 DATASET_FILE = "dataset.jsonl"
