@@ -45,7 +45,18 @@ log = logging.getLogger(__name__)
 API_SOURCE = "api"
 BLUESKY_SOURCE = "bluesky"
 #: What ``!train`` accepts as an attachment: X archives and the tabular formats training reads.
-UPLOAD_EXTENSIONS = (".zip", ".js", ".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json")
+UPLOAD_EXTENSIONS = (
+    ".zip",
+    ".js",
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".jsonl",
+    ".ndjson",
+    ".json",
+    ".gz",
+    ".tgz",
+)
 #: The folder inside an upload that holds the .js files of one archive sent as several files.
 UPLOAD_ARCHIVE_FOLDER = "data"
 #: Job options the Discord layer may set (each overrides the bot-wide setting of the same name).

@@ -63,6 +63,14 @@ def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
     from training.sources import archive
 
     max_file_bytes = int(settings.max_file_mb * _MB)
+    from training.sources import mastodon_archive
+
+    if path.is_file() and mastodon_archive.looks_like_mastodon_archive(path):
+        return mastodon_archive.MastodonArchiveSource(
+            path,
+            max_file_bytes=max_file_bytes,
+            max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
+        )
     if archive.looks_like_archive(path):
         return archive.ArchiveSource(
             path,

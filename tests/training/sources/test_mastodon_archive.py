@@ -1,0 +1,195 @@
+"""MastodonArchiveSource: the documented outbox structure, visibility, HTML, and hostile files."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from training.config import TrainingSettings
+from training.errors import InputError
+from training.handles import parse_handle
+from training.pipeline import collect, open_source
+from training.sources.mastodon_archive import (
+    PUBLIC,
+    MastodonArchiveSource,
+    html_to_text,
+    looks_like_mastodon_archive,
+)
+
+MB = 1024 * 1024
+ALICE = parse_handle("@alice")
+ACTOR_ID = "https://social.example/users/alice"
+FOLLOWERS = ACTOR_ID + "/followers"
+LINK = (
+    '<a href="https://example.com/a/very/long/path" rel="nofollow noopener" target="_blank">'
+    '<span class="invisible">https://</span><span class="ellipsis">example.com/a/ve</span>'
+    '<span class="invisible">ry/long/path</span></a>'
+)
+MENTION = (
+    '<span class="h-card"><a href="https://social.example/@bob" class="u-url mention">'
+    "@<span>bob</span></a></span>"
+)
+
+
+def create(n: int, content: str, *, to: list[str], cc: list[str], **note: object) -> dict:
+    return {
+        "id": f"{ACTOR_ID}/statuses/{n}/activity",
+        "type": "Create",
+        "actor": ACTOR_ID,
+        "published": f"2024-01-{n:02d}T10:00:00Z",
+        "to": to,
+        "cc": cc,
+        "object": {
+            "id": f"{ACTOR_ID}/statuses/{n}",
+            "type": "Note",
+            "summary": None,
+            "inReplyTo": None,
+            "published": f"2024-01-{n:02d}T10:00:00Z",
+            "content": content,
+            "to": to,
+            "cc": cc,
+            "sensitive": False,
+            **note,
+        },
+    }
+
+
+def items() -> list[dict]:
+    return [
+        create(1, "<p>public post about &amp; tea time today</p>", to=[PUBLIC], cc=[FOLLOWERS]),
+        create(2, f"<p>unlisted with a link {LINK}</p>", to=[FOLLOWERS], cc=[PUBLIC]),
+        create(3, "<p>SECRET direct message to bob</p>", to=["https://x.example/users/bob"], cc=[]),
+        create(4, "<p>SECRET followers only thoughts</p>", to=[FOLLOWERS], cc=[]),
+        create(
+            5, "<p>spoiler behind a content warning</p>", to=[PUBLIC], cc=[], summary="spoilers"
+        ),
+        create(
+            6,
+            f"<p>{MENTION} thanks for the tip</p><p>second paragraph<br>next line</p>",
+            to=[PUBLIC],
+            cc=[],
+            inReplyTo="https://social.example/users/bob/statuses/9",
+        ),
+        {
+            "id": f"{ACTOR_ID}/statuses/7/activity",
+            "type": "Announce",
+            "published": "2024-01-07T10:00:00Z",
+            "to": [PUBLIC],
+            "cc": [FOLLOWERS],
+            "object": "https://other.example/statuses/1",
+        },
+    ]
+
+
+def outbox_bytes(entries: list[dict]) -> bytes:
+    # The real file's quirk: "orderedItems" appears twice, [] first, then the list.
+    head = '{"@context": "https://www.w3.org/ns/activitystreams", "type": "OrderedCollection", '
+    body = f'"orderedItems": [], "totalItems": {len(entries)}, '
+    return (head + body + '"orderedItems": ' + json.dumps(entries) + "}").encode()
+
+
+def actor_bytes(name: str = "alice") -> bytes:
+    return json.dumps({"type": "Person", "id": ACTOR_ID, "preferredUsername": name}).encode()
+
+
+def write_zip(path: Path, *, owner: str = "alice", extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("outbox.json", outbox_bytes(items()))
+        archive.writestr("actor.json", actor_bytes(owner))
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return path
+
+
+def source(path: Path, **kwargs: object) -> MastodonArchiveSource:
+    return MastodonArchiveSource(
+        path, max_file_bytes=50 * MB, max_uncompressed_bytes=20 * MB, **kwargs
+    )
+
+
+def test_only_public_and_unlisted_posts_and_boosts_are_read(tmp_path) -> None:
+    src = source(write_zip(tmp_path / "archive.zip"))
+    posts = src.fetch(ALICE)
+
+    assert not any("SECRET" in p.text for p in posts)
+    assert src.private == 2 and src.skipped == 1
+    assert [p.is_retweet for p in posts] == [True, False, False, False]
+    texts = [p.text for p in posts if not p.is_retweet]
+    assert texts == [
+        "@bob thanks for the tip\n\nsecond paragraph\nnext line",
+        "unlisted with a link https://example.com/a/very/long/path",
+        "public post about &amp; tea time today",
+    ]
+    assert posts[1].is_reply and not posts[3].is_reply
+
+
+def test_content_warnings_can_be_included(tmp_path) -> None:
+    posts = source(write_zip(tmp_path / "a.zip"), include_sensitive=True).fetch(ALICE)
+    assert any("spoiler" in p.text for p in posts)
+
+
+def test_tar_gz_archive_reads_the_same(tmp_path) -> None:
+    path = tmp_path / "archive.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in (("outbox.json", outbox_bytes(items())), ("actor.json", actor_bytes())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    assert len(source(path).fetch(ALICE)) == 4
+
+
+def test_owner_is_checked_against_actor_json(tmp_path) -> None:
+    path = write_zip(tmp_path / "a.zip", owner="mallory")
+    with pytest.raises(InputError, match="belongs to @mallory, not @alice"):
+        source(path).fetch(ALICE)
+
+
+def test_zip_slip_member_is_refused(tmp_path) -> None:
+    path = write_zip(tmp_path / "a.zip", extra={"../evil.txt": b"x"})
+    with pytest.raises(InputError, match="unsafe"):
+        source(path).fetch(ALICE)
+
+
+def test_zip_bomb_outbox_is_refused(tmp_path) -> None:
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("outbox.json", b" " * (8 * MB))
+    with pytest.raises(InputError, match="zip bomb"):
+        source(path).fetch(ALICE)
+
+
+def test_unpacked_size_limit(tmp_path) -> None:
+    path = write_zip(tmp_path / "a.zip")
+    src = MastodonArchiveSource(path, max_file_bytes=50 * MB, max_uncompressed_bytes=100)
+    with pytest.raises(InputError, match="over the"):
+        src.fetch(ALICE)
+
+
+def test_garbled_outbox_is_one_sentence(tmp_path) -> None:
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("outbox.json", b'{"orderedItems": [')
+    with pytest.raises(InputError, match="truncated or garbled"):
+        source(path).fetch(ALICE)
+
+
+def test_html_to_text_keeps_mentions_and_whole_links() -> None:
+    assert html_to_text(f"<p>{MENTION} see {LINK}</p>") == (
+        "@bob see https://example.com/a/very/long/path"
+    )
+
+
+def test_pipeline_recognises_a_mastodon_archive(tmp_path) -> None:
+    path = write_zip(tmp_path / "archive.zip")
+    assert looks_like_mastodon_archive(path)
+    settings = TrainingSettings()
+    assert isinstance(open_source(str(path), ALICE, settings), MastodonArchiveSource)
+    table = collect([ALICE], [str(path)], settings)
+    column = table.handles[0]
+    assert (column.tweets_downloaded, column.retweets, len(column.kept)) == (4, 1, 3)
+    assert not any("SECRET" in text for text in column.kept)

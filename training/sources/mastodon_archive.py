@@ -1,0 +1,305 @@
+"""Posts from a Mastodon archive: the zip (older servers: ``.tar.gz``) a server sends on request.
+
+The archive holds ``outbox.json`` (an ActivityStreams ``OrderedCollection``) and ``actor.json``.
+Only public and unlisted posts are ever read: the archive also holds direct messages and
+followers-only posts, which are dropped here, before anything else sees them. Posts behind a
+content warning (or marked sensitive) are skipped by default and counted in :attr:`skipped`.
+
+Like the X archive, the file is untrusted: it is never extracted; only ``outbox.json`` and
+``actor.json`` are read, in memory, after checking every member name, the declared sizes and the
+compression ratio (the X archive source's guards are reused).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from training.errors import InputError
+from training.handles import Handle
+from training.sources.archive import _check_ratio, _mb, _unsafe_member
+from training.sources.base import RawTweet
+
+KIND = "mastodon-archive"
+OUTBOX = "outbox.json"
+ACTOR = "actor.json"
+PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
+_PUBLIC_FORMS = frozenset({PUBLIC, "as:Public", "Public"})
+_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def looks_like_mastodon_archive(path: Path) -> bool:
+    """A zip or tarball whose members include ``outbox.json`` (names only; nothing is read)."""
+    name = path.name.lower()
+    try:
+        if name.endswith(".zip") and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return any(_base(n) == OUTBOX for n in archive.namelist())
+        if name.endswith(_TAR_SUFFIXES):
+            return True
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return False
+
+
+class MastodonArchiveSource:
+    """A Mastodon archive; ``skipped`` counts the posts left out for a content warning."""
+
+    kind = KIND
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_file_bytes: int,
+        max_uncompressed_bytes: int,
+        include_sensitive: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.max_file_bytes = max_file_bytes
+        self.max_uncompressed_bytes = max_uncompressed_bytes
+        self.include_sensitive = include_sensitive
+        self.skipped = 0
+        self.private = 0
+
+    def fetch(self, handle: Handle) -> list[RawTweet]:
+        """Public and unlisted posts and boosts, newest first; the owner is checked first."""
+        members = self._read_members()
+        if OUTBOX not in members:
+            raise InputError(f"{self.path.name} is not a Mastodon archive: it has no outbox.json.")
+        if ACTOR in members:
+            _check_owner(handle, _load_json(members[ACTOR], ACTOR))
+        outbox = _load_json(members[OUTBOX], OUTBOX)
+        self.skipped = self.private = 0
+        posts: list[RawTweet] = []
+        for item in _ordered_items(outbox):
+            post = self._post(item)
+            if post is not None:
+                posts.append(post)
+        posts.sort(key=lambda p: p.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return posts
+
+    def _post(self, item: Any) -> RawTweet | None:
+        if not isinstance(item, dict):
+            return None
+        kind = item.get("type")
+        if kind not in ("Create", "Announce"):
+            return None
+        note = item.get("object")
+        visible = is_public_or_unlisted(item) if kind == "Announce" else _visible(item, note)
+        if not visible:
+            self.private += 1
+            return None
+        ident = str(item.get("id") or "")
+        published = _parse_time(item.get("published"))
+        if kind == "Announce":
+            return RawTweet(ident, published, "", True, False, KIND)
+        if not isinstance(note, dict) or note.get("type") != "Note":
+            return None
+        if not self.include_sensitive and (note.get("summary") or note.get("sensitive") is True):
+            self.skipped += 1
+            return None
+        content = note.get("content")
+        if not isinstance(content, str):
+            content_map = note.get("contentMap")
+            values = list(content_map.values()) if isinstance(content_map, dict) else []
+            content = next((v for v in values if isinstance(v, str)), "")
+        return RawTweet(
+            str(note.get("id") or ident),
+            _parse_time(note.get("published")) or published,
+            html_to_text(content),
+            False,
+            bool(note.get("inReplyTo")),
+            KIND,
+        )
+
+    def _read_members(self) -> dict[str, bytes]:
+        path = self.path
+        try:
+            size = path.stat().st_size
+        except OSError as error:
+            raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
+        if size > self.max_file_bytes:
+            raise InputError(
+                f"{path.name} is {_mb(size)} MB, over the {_mb(self.max_file_bytes)} MB limit "
+                "for input files."
+            )
+        if path.name.lower().endswith(_TAR_SUFFIXES):
+            return self._read_tar()
+        return self._read_zip()
+
+    def _read_zip(self) -> dict[str, bytes]:
+        label = self.path.name
+        try:
+            archive = zipfile.ZipFile(self.path)
+        except Exception as error:  # hostile bytes raise many types; all mean "bad zip"
+            raise InputError(f"{label} is not a readable zip archive.") from error
+        with archive:
+            infos = archive.infolist()
+            for info in infos:
+                if _unsafe_member(info.filename):
+                    raise InputError(
+                        f"{label} is unsafe: its member {info.filename[:80]!r} would be written "
+                        "outside the archive folder."
+                    )
+            wanted = _shallowest(
+                [i for i in infos if not i.is_dir() and _base(i.filename) in (OUTBOX, ACTOR)],
+                lambda i: i.filename,
+            )
+            self._check_total(sum(i.file_size for i in wanted.values()))
+            result: dict[str, bytes] = {}
+            for name, info in wanted.items():
+                _check_ratio(info, label)
+                try:
+                    with archive.open(info) as member:
+                        data = member.read(info.file_size + 1)
+                except Exception as error:  # CRC, zlib, encryption: all mean damage
+                    raise InputError(f"{name} in {label} is damaged and cannot be read.") from error
+                if len(data) > info.file_size:
+                    raise InputError(f"{name} in {label} is larger than its zip entry declares.")
+                result[name] = data
+        return result
+
+    def _read_tar(self) -> dict[str, bytes]:
+        label = self.path.name
+        result: dict[str, bytes] = {}
+        total = 0
+        try:
+            with tarfile.open(self.path, mode="r:*") as archive:
+                members = []
+                for info in archive:  # streams; a bomb is stopped by the size checks below
+                    if _unsafe_member(info.name):
+                        raise InputError(
+                            f"{label} is unsafe: its member {info.name[:80]!r} would be written "
+                            "outside the archive folder."
+                        )
+                    if info.isfile() and _base(info.name) in (OUTBOX, ACTOR):
+                        members.append(info)
+                for name, info in _shallowest(members, lambda i: i.name).items():
+                    total += info.size
+                    self._check_total(total)
+                    extracted = archive.extractfile(info)
+                    if extracted is None:
+                        continue
+                    data = extracted.read(info.size + 1)
+                    if len(data) > info.size:
+                        raise InputError(f"{name} in {label} is larger than its entry declares.")
+                    result[name] = data
+        except (tarfile.TarError, OSError, EOFError) as error:
+            raise InputError(f"{label} is not a readable .tar.gz archive.") from error
+        return result
+
+    def _check_total(self, total: int) -> None:
+        if total > self.max_uncompressed_bytes:
+            raise InputError(
+                f"The post files in {self.path.name} would unpack to {_mb(total)} MB, over the "
+                f"{_mb(self.max_uncompressed_bytes)} MB limit."
+            )
+
+
+def is_public_or_unlisted(activity: Any) -> bool:
+    """Public (``to`` holds the Public collection) or unlisted (``cc`` does); nothing else."""
+    if not isinstance(activity, dict):
+        return False
+    addressed = [*_as_list(activity.get("to")), *_as_list(activity.get("cc"))]
+    return any(isinstance(a, str) and a in _PUBLIC_FORMS for a in addressed)
+
+
+def _visible(create: dict[str, Any], note: Any) -> bool:
+    """Public or unlisted by every addressing present (the Create's and the Note's)."""
+    carriers = [x for x in (create, note) if isinstance(x, dict) and ("to" in x or "cc" in x)]
+    return bool(carriers) and all(is_public_or_unlisted(x) for x in carriers)
+
+
+def _ordered_items(outbox: Any) -> Iterator[Any]:
+    if not isinstance(outbox, dict):
+        raise InputError("outbox.json is not a Mastodon outbox: it is not a JSON object.")
+    items = outbox.get("orderedItems")
+    if not isinstance(items, list):
+        raise InputError("outbox.json is not a Mastodon outbox: it has no orderedItems list.")
+    yield from items
+
+
+def _load_json(data: bytes, name: str) -> Any:
+    try:
+        # A real outbox.json repeats "orderedItems" ([] first, then the list): json keeps the last.
+        return json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise InputError(f"{name} is not UTF-8 text.") from error
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{name} is truncated or garbled: its JSON breaks at line {error.lineno}."
+        ) from error
+    except RecursionError as error:
+        raise InputError(f"{name} is garbled: its JSON nests too deeply.") from error
+
+
+def _check_owner(handle: Handle, actor: Any) -> None:
+    username = actor.get("preferredUsername") if isinstance(actor, dict) else None
+    if isinstance(username, str) and username and username.lower() != handle.name.lower():
+        raise InputError(f"This Mastodon archive belongs to @{username}, not {handle}.")
+
+
+class _TextParser(HTMLParser):
+    """Mastodon HTML to text: paragraphs and breaks become newlines, ``invisible`` spans of links
+    are kept (they hold the scheme and the rest of the URL), the ``ellipsis`` span loses nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.paragraphs = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+        elif tag == "p":
+            if self.paragraphs:
+                self.parts.append("\n\n")
+            self.paragraphs += 1
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def html_to_text(content: str) -> str:
+    """The text a reader sees, with full URLs and ``@user`` mentions; entities re-escaped for
+    cleaning (which decodes ``&amp;``, ``&lt;``, ``&gt;`` as it does for tweets)."""
+    parser = _TextParser()
+    parser.feed(content)
+    parser.close()
+    text = "".join(parser.parts).replace("\u00a0", " ")
+    return html.escape(re.sub(r"[ \t]+\n", "\n", text).strip(), quote=False)
+
+
+def _shallowest(infos: list[Any], name_of: Any) -> dict[str, Any]:
+    """Per wanted base name, the member nearest the archive's top."""
+    chosen: dict[str, Any] = {}
+    for info in sorted(infos, key=lambda i: name_of(i).replace("\\", "/").count("/")):
+        chosen.setdefault(_base(name_of(info)), info)
+    return chosen
+
+
+def _base(name: str) -> str:
+    return PurePosixPath(name.replace("\\", "/")).name
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value] if value is not None else []
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
