@@ -88,6 +88,25 @@ class World:
         return message.content
 
 
+async def add_trained_model(store: Store, guild_id: int, trained: Path, folder: Path) -> Path:
+    """Copy a really trained model folder (e.g. ``tiny_model_dir``) to ``folder`` and record it
+    in a server as the model of the handle its folder is named after."""
+    import shutil
+
+    shutil.copytree(trained, folder)
+    await store.upsert_model(
+        guild_id,
+        folder.name,
+        handles=[Handle(folder.name)],
+        sources=["bluesky"],
+        base_model="tiny",
+        lora=False,
+        path=folder,
+        trained_by=None,
+    )
+    return folder
+
+
 def not_admin() -> type[BaseException]:
     """The NotAdmin class of the loaded admin cog (discord.py loads extensions afresh)."""
     return sys.modules["bot.exts.admin"].NotAdmin

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator, Collection, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import responses
 import simcord
 import vcr
-from discord_world import World, add_model
+from discord_world import World, add_model, add_trained_model
 
 from bot.client import DoppeltweetBot, create_bot
 from bot.config import BotSettings
@@ -593,20 +592,8 @@ async def test_the_real_tiny_model_never_repeats_a_post(
     tmp_path: Path,
 ) -> None:
     from training.generate import TweetGenerator
-    from training.handles import Handle
 
-    folder = tmp_path / "alice"
-    shutil.copytree(tiny_model_dir, folder)
-    await store.upsert_model(
-        world.guild.id,
-        "alice",
-        handles=[Handle("alice")],
-        sources=["bluesky"],
-        base_model="tiny",
-        lora=False,
-        path=folder,
-        trained_by=None,
-    )
+    folder = await add_trained_model(store, world.guild.id, tiny_model_dir, tmp_path / "alice")
     scripted_generator.delegate = TweetGenerator.load(folder)
     await autopost(world, "@alice #general every 10m")
     for _ in range(4):
@@ -933,20 +920,8 @@ async def test_two_hundred_runs_of_the_real_tiny_model_post_two_hundred_distinct
     tmp_path: Path,
 ) -> None:
     from training.generate import TweetGenerator
-    from training.handles import Handle
 
-    folder = tmp_path / "alice"
-    shutil.copytree(tiny_model_dir, folder)
-    await store.upsert_model(
-        world.guild.id,
-        "alice",
-        handles=[Handle("alice")],
-        sources=["bluesky"],
-        base_model="tiny",
-        lora=False,
-        path=folder,
-        trained_by=None,
-    )
+    folder = await add_trained_model(store, world.guild.id, tiny_model_dir, tmp_path / "alice")
     scripted_generator.delegate = TweetGenerator.load(folder)
     await autopost(world, "@alice #general every 10m")
     for _ in range(200):

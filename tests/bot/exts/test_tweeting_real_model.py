@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import simcord
-from discord_world import World
+from discord_world import World, add_trained_model
 
 from bot.config import BotSettings
 from bot.store import Store
-from training.handles import Handle
 
 
 @pytest.fixture
@@ -40,18 +38,8 @@ async def test_three_tweets_in_a_row_are_three_different_samples(
     simcord_env: simcord.Env,
     tiny_model_dir: Path,
 ) -> None:
-    path = bot_settings.guild_models_dir(world.guild.id) / "alice"
-    shutil.copytree(tiny_model_dir, path)
-    await store.upsert_model(
-        world.guild.id,
-        "alice",
-        handles=[Handle("alice")],
-        sources=["bluesky"],
-        base_model="tiny",
-        lora=False,
-        path=path,
-        trained_by=None,
-    )
+    folder = bot_settings.guild_models_dir(world.guild.id) / "alice"
+    await add_trained_model(store, world.guild.id, tiny_model_dir, folder)
     descriptions = []
     for _ in range(3):
         await world.alice.send(world.channel, "!tweet @alice My dream is")
