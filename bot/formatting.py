@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import discord
 
+from training.cleaning import SKIP_LABELS
+
 #: Discord shows at most this many characters in an embed description.
 EMBED_DESCRIPTION_LIMIT = 4096
 #: The brand line under every generated tweet, so nobody mistakes it for the real person.
@@ -122,8 +124,15 @@ def data_table_block(table: Mapping[str, Mapping[str, int]]) -> str:
     labels = list(_ROW_LABELS)
     if any("chars_kept" in table[h] for h in handles):
         labels.append(("chars_kept", "Characters kept"))
+    # Posts a Mastodon source read but left out (content warnings, not public).
+    labels += [
+        (key, label) for key, label in SKIP_LABELS.items() if any(key in table[h] for h in handles)
+    ]
     for key, label in labels:
-        rows.append([label, *(_count(table[h].get(key)) for h in handles)])
+        absent = "-" if key in SKIP_LABELS else "?"  # a source that leaves nothing out: "-"
+        rows.append(
+            [label, *(_count(table[h][key]) if key in table[h] else absent for h in handles)]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for index, row in enumerate(rows):
@@ -134,7 +143,7 @@ def data_table_block(table: Mapping[str, Mapping[str, int]]) -> str:
         lines.append("  ".join(cells).rstrip())
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
-    # Handles are validated (letters, digits, _ . -), and a code block shows them verbatim.
+    # Handles are validated (letters, digits, _ . - @), and a code block shows them verbatim.
     return "```\n" + "\n".join(lines).replace("```", "'''") + "\n```"
 
 

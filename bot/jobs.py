@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 
 API_SOURCE = "api"
 BLUESKY_SOURCE = "bluesky"
+MASTODON_SOURCE = "mastodon"
+#: Sources that are networks, not uploads; each is also the ``--from`` word training reads.
+REMOTE_SOURCES = frozenset({API_SOURCE, BLUESKY_SOURCE, MASTODON_SOURCE})
+#: The free networks: one per handle when the handles are on several of them.
+_NETWORK_OF = {"bluesky": BLUESKY_SOURCE, "mastodon": MASTODON_SOURCE}
 #: What ``!train`` accepts as an attachment: X archives and the tabular formats training reads.
 UPLOAD_EXTENSIONS = (
     ".zip",
@@ -172,7 +177,16 @@ def _parse_event(line: bytes) -> dict[str, Any] | None:
 
 
 def _handle_arg(handle: Handle) -> str:
-    return f"bluesky:{handle.name}" if handle.platform == "bluesky" else handle.name
+    return handle.spec
+
+
+def network_sources(handles: Sequence[Handle]) -> list[str] | None:
+    """The free networks that Bluesky and Mastodon handles are read from: one source for all
+    when they share one, else one per handle in order; None when any handle is an X handle."""
+    sources = [_NETWORK_OF.get(h.platform) for h in handles]
+    if not sources or any(s is None for s in sources):
+        return None
+    return [s for s in sources if s is not None][: 1 if len(set(sources)) == 1 else None]
 
 
 class JobRunner:
@@ -397,16 +411,18 @@ class JobRunner:
     def _check_sources(
         self, guild_id: int, handles: Sequence[Handle], sources: Sequence[str]
     ) -> list[str]:
-        """Either ``["api"]``, ``["bluesky"]``, or one upload for all handles or one per handle."""
+        """``["api"]``, ``["bluesky"]`` or ``["mastodon"]``, the network of each handle (one per
+        handle), or one upload for all handles or one per handle."""
         if not sources:
             raise InputError(
-                "Attach an X archive, a CSV, JSONL or plain-text (.txt) file, or name bluesky: "
-                "handles, to train from."
+                "Attach an X or Mastodon archive, a CSV, JSONL or plain-text (.txt) file, or name "
+                "bluesky: or mastodon: handles, to train from."
             )
-        remote = [s for s in sources if s in (API_SOURCE, BLUESKY_SOURCE)]
-        if remote and len(sources) > 1:
+        remote = [s for s in sources if s in REMOTE_SOURCES]
+        if remote and len(sources) > 1 and list(sources) != network_sources(handles):
             raise InputError(
-                "Train from attachments, the X API or Bluesky, one of them, not a mix."
+                "Train from attachments, the X API or the handles' networks, one of them, not a "
+                "mix."
             )
         if not remote and len(sources) not in (1, len(handles)):
             raise InputError(
@@ -416,7 +432,7 @@ class JobRunner:
         uploads = self.settings.guild_uploads_dir(guild_id)
         checked: list[str] = []
         for source in sources:
-            if source in (API_SOURCE, BLUESKY_SOURCE):
+            if source in REMOTE_SOURCES:
                 checked.append(source)
                 continue
             path = Path(source)
@@ -427,7 +443,7 @@ class JobRunner:
                     f"The file {path.name} is gone from the bot's storage; attach it again."
                 )
             checked.append(str(path.resolve()))
-        if len(set(checked)) != len(checked):
+        if len(set(checked)) != len(checked) and not remote:
             raise InputError("Each source may be named only once.")
         return checked
 
@@ -473,7 +489,8 @@ class JobRunner:
     ) -> Job:
         """Queue a training job; it starts at once when a slot is free.
 
-        ``sources`` are ``["api"]``, ``["bluesky"]`` or paths from :meth:`upload_path`: one for
+        ``sources`` are ``["api"]``, ``["bluesky"]``, ``["mastodon"]``, each handle's network
+        (:func:`network_sources`), or paths from :meth:`upload_path`: one for
         all handles, or one per handle in the order the handles are given (keep the order the
         user typed; the model's name sorts them itself). Options the job does not set come from
         the server's settings (``base_model``, ``lora``, ``max_steps``, ``epochs``), then the
@@ -641,12 +658,10 @@ class JobRunner:
         """The training command line of a job."""
         options = job.options
         argv = [self.python, "-m", "training", "train", *(_handle_arg(h) for h in job.handles)]
-        for source in job.sources:
-            if source == API_SOURCE:
-                argv.append("--api")
-            elif source == BLUESKY_SOURCE:
-                argv.append("--bluesky")
-            else:
+        if len(job.sources) == 1 and job.sources[0] in REMOTE_SOURCES:
+            argv.append(f"--{job.sources[0]}")  # --api, --bluesky, --mastodon
+        else:
+            for source in job.sources:  # a network per handle is named as training reads it
                 argv += ["--from", source]
         argv += ["--models-dir", str(self.models_dir(job.guild_id)), "--progress-json"]
         argv += ["--base-model", str(options.get("base_model") or self.settings.base_model)]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.errors import DataError, InputError
-from training.handles import BLUESKY_PREFIX, Handle, parse_handle
+from training.handles import Handle, handle_from_name
 from training.handles import model_name as _model_name
 from training.sources.base import MAX_POST_CHARS, RawTweet
 from training.textrules import strip_removed_link_residue
@@ -54,6 +54,13 @@ _ROW_LABELS = {
     "retweets": "Retweets",
     "short_tweets": "Short tweets",
     "tweets_kept": "Tweets kept",
+}
+#: Rows only sources that leave posts out by rule have (both Mastodon sources): posts read but
+#: not imported, outside "Tweets downloaded". Tables of other sources never show them.
+SKIP_FIELDS = ("content_warned", "not_public")
+SKIP_LABELS = {
+    "content_warned": "Content-warned (skipped)",
+    "not_public": "Not public (skipped)",
 }
 
 
@@ -83,6 +90,9 @@ class HandleData:
     duplicates: int = 0
     #: Posts longer than MAX_POST_CHARS that were cut to it at the source boundary.
     cut: int = 0
+    #: Posts the source read but left out, by reason (:data:`SKIP_FIELDS`); None for sources
+    #: that leave nothing out by rule, whose tables keep the seed's four rows.
+    skipped: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.tweets_downloaded != self.retweets + self.short_tweets + self.tweets_kept:
@@ -103,11 +113,21 @@ class HandleData:
         return sum(len(t) for t in self.kept)
 
     def counts(self) -> dict[str, int]:
-        """The four numbers of the seed's table, keyed as in ``--json``."""
-        return {name: getattr(self, name) for name in _COUNT_FIELDS}
+        """The four numbers of the seed's table, keyed as in ``--json``, then the skipped
+        counts of a source that has them."""
+        counts = {name: getattr(self, name) for name in _COUNT_FIELDS}
+        if self.skipped is not None:
+            counts.update({name: self.skipped.get(name, 0) for name in SKIP_FIELDS})
+        return counts
 
 
-def clean_handle(handle: Handle, tweets: Sequence[RawTweet], *, cut: int = 0) -> HandleData:
+def clean_handle(
+    handle: Handle,
+    tweets: Sequence[RawTweet],
+    *,
+    cut: int = 0,
+    skipped: dict[str, int] | None = None,
+) -> HandleData:
     """Count retweets and short tweets; keep the rest, cleaned, newest first as given.
 
     A post whose id came before (``tweets.js`` next to ``tweet.js``, overlapping parts, a zip
@@ -134,7 +154,16 @@ def clean_handle(handle: Handle, tweets: Sequence[RawTweet], *, cut: int = 0) ->
             # Counted as huggingtweets counts; what is trained on loses the separator a removed
             # link left dangling ("Read this:"), so the model never learns to end on it.
             kept.append(strip_removed_link_residue(tweet.text, cleaned))
-    return HandleData(handle, len(unique), retweets, short, kept, duplicates, cut)
+    return HandleData(
+        handle,
+        len(unique),
+        retweets,
+        short,
+        kept,
+        duplicates,
+        cut,
+        None if skipped is None else {name: skipped.get(name, 0) for name in SKIP_FIELDS},
+    )
 
 
 class TooLittleData(DataError):
@@ -178,7 +207,26 @@ class DataTable:
         for name in _COUNT_FIELDS:
             values = " | ".join(str(getattr(data, name)) for data in self.handles)
             lines.append(f"| {_ROW_LABELS[name]} | {values} |")
+        for label, cells in self.skip_rows():
+            values = " | ".join("-" if cell is None else str(cell) for cell in cells)
+            lines.append(f"| {label} | {values} |")
         return "\n".join(lines)
+
+    def skip_rows(self) -> list[tuple[str, list[int | None]]]:
+        """The skipped-post rows (label, one count per handle) when any handle's source counted
+        them, None for a handle whose source leaves nothing out; no rows for other tables."""
+        if all(data.skipped is None for data in self.handles):
+            return []
+        return [
+            (
+                SKIP_LABELS[name],
+                [
+                    None if data.skipped is None else data.skipped.get(name, 0)
+                    for data in self.handles
+                ],
+            )
+            for name in SKIP_FIELDS
+        ]
 
     def check(self) -> list[str]:
         """Apply huggingtweets' gates: raise :class:`TooLittleData` or return warning sentences."""
@@ -259,7 +307,8 @@ class DataTable:
                     f"{_label(table_path)} says @{name} kept {numbers['tweets_kept']} tweets but "
                     f"{dataset_path.name} holds {len(kept[name])}."
                 )
-            handle = parse_handle(BLUESKY_PREFIX + name if "." in name else name)
+            handle = handle_from_name(name)
+            has_skips = any(field in numbers for field in SKIP_FIELDS)
             try:
                 handles.append(
                     HandleData(
@@ -268,6 +317,7 @@ class DataTable:
                         numbers["retweets"],
                         numbers["short_tweets"],
                         kept[name],
+                        skipped={f: numbers.get(f, 0) for f in SKIP_FIELDS} if has_skips else None,
                     )
                 )
             except DataError as error:
@@ -288,6 +338,9 @@ def _read_counts(path: Path) -> dict[str, dict[str, int]]:
         isinstance(name, str)
         and isinstance(numbers, dict)
         and all(isinstance(numbers.get(f), int) and numbers[f] >= 0 for f in _COUNT_FIELDS)
+        and all(
+            isinstance(numbers[f], int) and numbers[f] >= 0 for f in SKIP_FIELDS if f in numbers
+        )
         for name, numbers in raw.items()
     )
     if not ok or not raw:

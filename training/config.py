@@ -57,6 +57,21 @@ class TrainingSettings(BaseSettings):
         gt=0,
         description="Most seconds one Bluesky fetch (every page of a feed) may take.",
     )
+    mastodon_api_base: str = Field(
+        default="",
+        description=(
+            "Mastodon API base URL for every mastodon: handle (empty: https://<the handle's "
+            "server>)."
+        ),
+    )
+    mastodon_max_response_mb: float = Field(
+        default=16, gt=0, description="Largest Mastodon response (one page of posts) read."
+    )
+    mastodon_deadline_s: float = Field(
+        default=600,
+        gt=0,
+        description="Most seconds one Mastodon fetch (the lookup and every page) may take.",
+    )
     generation_backend: Literal["auto", "torch", "ctranslate2"] = Field(
         default="auto",
         description=(

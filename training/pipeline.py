@@ -1,8 +1,10 @@
 """The ``data`` step: from "where the tweets are" to a cleaned :class:`DataTable`.
 
 A source spec is what the user named: ``"api"`` (the paid X API), ``"bluesky"`` (the public
-Bluesky feed) or a path to an X archive (zip, ``data/`` folder, ``.js`` file), a CSV/JSONL file
-or a plain-text file (one post per line).
+Bluesky feed), ``"mastodon"`` (the public Mastodon API of the handle's server) or a path to an X
+archive (zip, ``data/`` folder, ``.js`` file), a Mastodon archive (zip or ``.tar.gz``), a
+CSV/JSONL file or a plain-text file (one post per line). Bluesky and Mastodon handles need no
+spec: each reads its own network by default.
 The source classes are imported only when used, so reading a CSV never imports tweepy.
 """
 
@@ -14,11 +16,15 @@ from pathlib import Path
 from training.cleaning import DataTable, clean_handle
 from training.config import TrainingSettings
 from training.errors import InputError
-from training.handles import BLUESKY_PREFIX, Handle, parse_handle, parse_handles
+from training.handles import BLUESKY_PREFIX, PLATFORM_NAMES, Handle, parse_handle, parse_handles
 from training.sources.base import RawTweet, TweetSource, at_boundary
 
 API_SPEC = "api"
 BLUESKY_SPEC = "bluesky"
+MASTODON_SPEC = "mastodon"
+#: The specs that name a network rather than a file.
+NETWORK_SPECS = frozenset({API_SPEC, BLUESKY_SPEC, MASTODON_SPEC})
+_FLAG_OF = {"x": "--api", "bluesky": "--bluesky", "mastodon": "--mastodon"}
 _MB = 1024 * 1024
 
 
@@ -26,7 +32,10 @@ def open_source(spec: str, handle: Handle, settings: TrainingSettings) -> TweetS
     """The tweet source a spec names, checked enough that fetching can only fail on its contents."""
     if spec == API_SPEC:
         if handle.platform != "x":
-            raise InputError(f"{handle} is a Bluesky handle, so use --bluesky rather than --api.")
+            raise InputError(
+                f"{handle} is a {PLATFORM_NAMES[handle.platform]} handle, so use "
+                f"{_FLAG_OF[handle.platform]} rather than --api."
+            )
         if settings.x_bearer_token is None or not settings.x_bearer_token.get_secret_value():
             raise InputError(
                 "Set X_BEARER_TOKEN to use the X API, which is pay-per-use (about $0.005 a post "
@@ -38,7 +47,8 @@ def open_source(spec: str, handle: Handle, settings: TrainingSettings) -> TweetS
     if spec == BLUESKY_SPEC:
         if handle.platform != "bluesky":
             raise InputError(
-                f"{handle} is an X handle; name a Bluesky handle such as bluesky:alice.bsky.social."
+                f"{handle} is {_a_handle(handle)}; name a Bluesky handle such as "
+                "bluesky:alice.bsky.social."
             )
         from training.sources.bluesky import BlueskySource
 
@@ -47,7 +57,28 @@ def open_source(spec: str, handle: Handle, settings: TrainingSettings) -> TweetS
             max_response_bytes=int(settings.bluesky_max_response_mb * _MB),
             deadline_s=settings.bluesky_deadline_s,
         )
+    if spec == MASTODON_SPEC:
+        if handle.platform != "mastodon":
+            raise InputError(
+                f"{handle} is {_a_handle(handle)}; name a Mastodon handle such as "
+                "mastodon:@alice@mastodon.social."
+            )
+        from training.sources.base import API_TWEET_CAP
+        from training.sources.mastodon_api import MastodonApiSource
+
+        return MastodonApiSource(
+            base_url=settings.mastodon_api_base or None,
+            limit=min(API_TWEET_CAP, settings.max_tweets),
+            max_response_bytes=int(settings.mastodon_max_response_mb * _MB),
+            deadline_s=settings.mastodon_deadline_s,
+        )
     return _open_path(spec, settings)
+
+
+def _a_handle(handle: Handle) -> str:
+    return (
+        "an X handle" if handle.platform == "x" else f"a {PLATFORM_NAMES[handle.platform]} handle"
+    )
 
 
 def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
@@ -56,7 +87,8 @@ def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
     shown = repr(path.name or spec.strip()[:40])
     if not spec.strip() or not path.exists():
         raise InputError(
-            f"{shown} is neither --api, --bluesky nor an existing file or folder of tweets."
+            f"{shown} is neither --api, --bluesky, --mastodon nor an existing file or folder of "
+            "tweets."
         )
     if not (path.is_file() or path.is_dir()):
         raise InputError(f"{shown} is not a regular file or folder.")
@@ -92,8 +124,9 @@ def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
 
 
 def default_spec(handle: Handle) -> str | None:
-    """The source a handle implies on its own: Bluesky handles read the public Bluesky feed."""
-    return BLUESKY_SPEC if handle.platform == "bluesky" else None
+    """The source a handle implies on its own: Bluesky handles read the public Bluesky feed,
+    Mastodon handles their server's public API; X handles imply none (the X API is paid)."""
+    return {"bluesky": BLUESKY_SPEC, "mastodon": MASTODON_SPEC}.get(handle.platform)
 
 
 def pair_specs(handles: Sequence[Handle], specs: Sequence[str]) -> list[tuple[Handle, str]]:
@@ -108,7 +141,7 @@ def pair_specs(handles: Sequence[Handle], specs: Sequence[str]) -> list[tuple[Ha
         if missing:
             raise InputError(
                 f"Say where the tweets of {', '.join(missing)} come from: --from PATH "
-                "(an X archive, CSV or JSONL), --api or --bluesky."
+                "(an X or Mastodon archive, CSV or JSONL), --api, --bluesky or --mastodon."
             )
         return [(handle, spec) for handle, spec in pairs if spec is not None]
     raise InputError(
@@ -118,12 +151,19 @@ def pair_specs(handles: Sequence[Handle], specs: Sequence[str]) -> list[tuple[Ha
 
 
 def handles_and_specs(
-    texts: Sequence[str], *, paths: Sequence[str] = (), api: bool = False, bluesky: bool = False
+    texts: Sequence[str],
+    *,
+    paths: Sequence[str] = (),
+    api: bool = False,
+    bluesky: bool = False,
+    mastodon: bool = False,
 ) -> tuple[list[Handle], list[str]]:
-    """Turn the command line's handles and ``--from``/``--api``/``--bluesky`` into collect's input.
+    """Turn the command line's handles and ``--from``/``--api``/``--bluesky``/``--mastodon`` into
+    collect's input.
 
     The handles stay in the order typed, because the n-th ``--from`` belongs to the n-th handle;
-    with ``--bluesky`` a plain ``@alice.bsky.social`` is read as a Bluesky handle.
+    with ``--bluesky`` a plain ``@alice.bsky.social`` is read as a Bluesky handle. A Mastodon
+    handle (``@alice@mastodon.social``) needs no prefix, so ``--mastodon`` only names the source.
     """
     if bluesky:
         texts = [
@@ -131,7 +171,15 @@ def handles_and_specs(
             for t in texts
         ]
     parse_handles(texts)  # 1–3 distinct valid handles, or one sentence saying why not
-    specs = [BLUESKY_SPEC] if bluesky else [API_SPEC] if api else list(paths)
+    specs = (
+        [BLUESKY_SPEC]
+        if bluesky
+        else [MASTODON_SPEC]
+        if mastodon
+        else [API_SPEC]
+        if api
+        else list(paths)
+    )
     return [parse_handle(text) for text in texts], specs
 
 
@@ -148,12 +196,21 @@ def collect(
     columns = []
     for handle, spec in pairs:
         # A file shared by several handles (one CSV with a user column) is opened once.
-        key = (spec, handle.platform) if spec in (API_SPEC, BLUESKY_SPEC) else (spec, "")
+        key = (spec, handle.platform) if spec in NETWORK_SPECS else (spec, "")
         if key not in opened:
             opened[key] = open_source(spec, handle, settings)
-        tweets, cut = fetch_checked(opened[key], handle, settings)
-        columns.append(clean_handle(handle, tweets, cut=cut))
+        source = opened[key]
+        tweets, cut = fetch_checked(source, handle, settings)
+        columns.append(clean_handle(handle, tweets, cut=cut, skipped=skipped_counts(source)))
     return DataTable(columns)
+
+
+def skipped_counts(source: TweetSource) -> dict[str, int] | None:
+    """The posts a source read but left out in its last fetch, by reason (``content_warned``,
+    ``not_public``), for sources that leave posts out by rule (both Mastodon sources); else None.
+    """
+    counts = getattr(source, "skip_counts", None)
+    return counts().as_dict() if callable(counts) else None
 
 
 def fetch_checked(

@@ -29,7 +29,7 @@ from bot.formatting import (
     perplexity_line,
     progress_text,
 )
-from bot.jobs import UPLOAD_ARCHIVE_FOLDER, JobResult
+from bot.jobs import UPLOAD_ARCHIVE_FOLDER, JobResult, network_sources
 from bot.own_messages import (
     OWN_MESSAGES_FILE,
     TRAIN_ME_SETTING,
@@ -67,8 +67,8 @@ def no_source_sentence(prefix: str) -> str:
     return (
         f"Attach your X archive (the zip, or tweets.js and the other .js files from its data/ "
         f"folder), a CSV, JSONL or plain-text (.txt, one post per line) file of tweets to "
-        f"`{prefix}train @handle`, or name Bluesky handles (bluesky:name.bsky.social), or add "
-        f"`api` to read the paid X API."
+        f"`{prefix}train @handle`, or name Bluesky handles (bluesky:name.bsky.social) or "
+        f"Mastodon handles (mastodon:@name@server), or add `api` to read the paid X API."
     )
 
 
@@ -131,9 +131,9 @@ class Training(commands.Cog):
     @commands.hybrid_command(name="train")
     @app_commands.guild_only()
     @app_commands.describe(
-        handles="1 to 3 handles (@jack @bob, or bluesky:alice.bsky.social); add api for the X "
-        "API; or me for your own messages here",
-        archive="Your X archive (zip or tweets.js), or a CSV, JSONL or .txt file of posts",
+        handles="1 to 3 handles (@jack @bob, bluesky:alice.bsky.social, mastodon:@alice@server); "
+        "add api for the X API; or me for your own messages here",
+        archive="Your X or Mastodon archive (zip), tweets.js, or a CSV, JSONL or .txt file",
     )
     async def train(
         self,
@@ -175,7 +175,9 @@ class Training(commands.Cog):
             sources = [str(upload[0] if len(upload) == 1 else upload[0].parent)]
         elif use_api:
             if any(h.platform != "x" for h in parsed):
-                raise InputError("The X API reads X handles only; Bluesky handles need no `api`.")
+                raise InputError(
+                    "The X API reads X handles only; Bluesky and Mastodon handles need no `api`."
+                )
             token = training_settings().x_bearer_token
             if token is None or not token.get_secret_value():
                 raise InputError(
@@ -183,8 +185,8 @@ class Training(commands.Cog):
                     "tweets); attach your free X archive instead."
                 )
             sources = ["api"]
-        elif all(h.platform == "bluesky" for h in parsed):
-            sources = ["bluesky"]
+        elif (networks := network_sources(parsed)) is not None:
+            sources = networks  # Bluesky's public feed, each Mastodon server's public API
         else:
             raise InputError(no_source_sentence(prefix))
         async with self._announcing:

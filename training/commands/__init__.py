@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 
 def add_handle_and_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """``HANDLE…`` and where their tweets come from (``--from`` / ``--api`` / ``--bluesky``).
+    """``HANDLE…`` and where their tweets come from (``--from``, ``--api``, ``--bluesky``,
+    ``--mastodon``).
 
     ``data`` and ``train`` read tweets the same way, so they take the same arguments; the n-th
     ``--from`` belongs to the n-th handle (see :func:`training.pipeline.handles_and_specs`).
@@ -21,7 +22,7 @@ def add_handle_and_source_arguments(parser: argparse.ArgumentParser) -> None:
         "handles",
         nargs="+",
         metavar="HANDLE",
-        help="1 to 3 handles: @jack, or bluesky:alice.bsky.social",
+        help="1 to 3 handles: @jack, bluesky:alice.bsky.social or mastodon:@alice@mastodon.social",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
@@ -29,8 +30,8 @@ def add_handle_and_source_arguments(parser: argparse.ArgumentParser) -> None:
         dest="paths",
         action="append",
         metavar="PATH",
-        help="an X archive (zip, data/ folder or .js file), a CSV/JSONL file or a .txt file "
-        "(one post per line); "
+        help="an X archive (zip, data/ folder or .js file), a Mastodon archive (zip or .tar.gz), "
+        "a CSV/JSONL file or a .txt file (one post per line); "
         "once for all handles or once per handle, in the same order",
     )
     where.add_argument(
@@ -38,6 +39,11 @@ def add_handle_and_source_arguments(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument(
         "--bluesky", action="store_true", help="read the public Bluesky feed (free, no login)"
+    )
+    where.add_argument(
+        "--mastodon",
+        action="store_true",
+        help="read the public posts from the handle's Mastodon server (free, no login)",
     )
 
 
@@ -58,4 +64,6 @@ def print_data_table(table: DataTable, console: Console) -> None:
         ("chars_kept", "Characters kept"),
     ):
         grid.add_row(label, *(f"{getattr(data, field):,}" for data in table.handles))
+    for label, cells in table.skip_rows():
+        grid.add_row(label, *("-" if cell is None else f"{cell:,}" for cell in cells))
     console.print(grid)

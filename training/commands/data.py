@@ -64,7 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from training.pipeline import collect, handles_and_specs
 
     handles, specs = handles_and_specs(
-        args.handles, paths=args.paths or [], api=args.api, bluesky=args.bluesky
+        args.handles,
+        paths=args.paths or [],
+        api=args.api,
+        bluesky=args.bluesky,
+        mastodon=args.mastodon,
     )
     out = _checked_out_path(args.out) if args.out is not None else None
 

@@ -147,7 +147,11 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
     settings = get_settings()
     # Handles stay in the order typed: the n-th --from belongs to the n-th handle.
     handles, specs = handles_and_specs(
-        args.handles, paths=args.paths or [], api=args.api, bluesky=args.bluesky
+        args.handles,
+        paths=args.paths or [],
+        api=args.api,
+        bluesky=args.bluesky,
+        mastodon=args.mastodon,
     )
     config = TrainConfig(
         base_model=args.base_model,

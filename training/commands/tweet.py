@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="@HANDLE | PROMPT",
         help=(
-            "1 to 3 handles (@jack, bluesky:alice.bsky.social; the first may omit the @), then "
+            "1 to 3 handles (@jack, bluesky:alice.bsky.social, @alice@mastodon.social; the first "
+            "may omit the @), then "
             f"optionally the tweet's first words (e.g. “{EXAMPLE_PROMPT}”; default: none, the "
             f"model opens the tweet; at most {MAX_PROMPT_CHARS} characters)"
         ),
@@ -77,13 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def split_words(words: list[str]) -> tuple[list[str], str | None]:
     """Split the positional words into handles and an optional prompt.
 
-    The first word is always a handle; later words are handles when they start with ``@`` or
-    ``bluesky:``, and one last word that does not is the prompt.
+    The first word is always a handle; later words are handles when they start with ``@``,
+    ``bluesky:`` or ``mastodon:``, and one last word that does not is the prompt.
     """
-    from training.handles import BLUESKY_PREFIX
-
-    def is_handle(word: str) -> bool:
-        return word.strip().startswith("@") or word.strip().lower().startswith(BLUESKY_PREFIX)
+    from training.handles import is_handle_word as is_handle
 
     handles = [words[0]]
     rest = words[1:]

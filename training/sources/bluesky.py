@@ -20,18 +20,16 @@ post that literally says ``&amp;`` still says so after cleaning.
 from __future__ import annotations
 
 import html
-import json
 import math
-import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
 from training.errors import InputError, SourceError
-from training.handles import Handle
+from training.handles import PLATFORM_NAMES, Handle
 from training.sources.base import API_TWEET_CAP, RawTweet
+from training.sources.http import Answer, BoundedHttp, check_base_url, load_json
 
 DEFAULT_BASE_URL = "https://public.api.bsky.app"
 FEED_ENDPOINT = "/xrpc/app.bsky.feed.getAuthorFeed"
@@ -48,9 +46,6 @@ SERVER_ERROR_RETRY_DELAY_S = 2.0
 #: DOPPELTWEET_BLUESKY_MAX_RESPONSE_MB and DOPPELTWEET_BLUESKY_DEADLINE_S).
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_DEADLINE_S = 600.0
-_CHUNK = 64 * 1024
-
-_USER_AGENT = "doppeltweet"
 
 
 class BlueskySource:
@@ -68,26 +63,25 @@ class BlueskySource:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
-        parts = urlsplit(base_url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-            raise InputError(
-                f"The Bluesky API base URL must look like {DEFAULT_BASE_URL}, not {base_url!r}."
-            )
+        self.base_url = check_base_url(base_url, "Bluesky", DEFAULT_BASE_URL)
         if not 1 <= limit <= MAX_LIMIT:
             raise InputError(
                 f"The Bluesky post limit must be between 1 and {MAX_LIMIT}, not {limit}."
             )
-        if not timeout > 0:
-            raise InputError(f"The Bluesky request timeout must be positive, not {timeout}.")
-        if not max_response_bytes > 0 or not deadline_s > 0:
-            raise InputError("The Bluesky response size and fetch deadline must be positive.")
-        self.base_url = base_url.strip().rstrip("/")
         self.limit = limit
+        self._http = BoundedHttp(
+            "Bluesky",
+            session=session,
+            timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            deadline_s=deadline_s,
+            reading="the Bluesky feed",
+            size_setting="DOPPELTWEET_BLUESKY_MAX_RESPONSE_MB",
+            deadline_setting="DOPPELTWEET_BLUESKY_DEADLINE_S",
+        )
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.deadline_s = deadline_s
-        self._deadline = 0.0
-        self._session = session if session is not None else requests.Session()
 
     def __repr__(self) -> str:
         return f"BlueskySource(base_url={self.base_url!r}, limit={self.limit})"
@@ -96,13 +90,13 @@ class BlueskySource:
         """Page through the author feed until ``limit`` posts, the last page or the page cap."""
         if handle.platform != "bluesky":
             raise InputError(
-                f"Bluesky reads domain handles such as bluesky:alice.bsky.social, not the X handle "
-                f"{handle}."
+                f"Bluesky reads domain handles such as bluesky:alice.bsky.social, not the "
+                f"{PLATFORM_NAMES[handle.platform]} handle {handle}."
             )
         # Pages can come back short (the server filters replies out), so allow slack, not forever.
         max_pages = 3 * math.ceil(self.limit / PAGE_SIZE) + 1
         # However slowly a server answers (even one byte at a time), the whole walk ends here.
-        self._deadline = time.monotonic() + self.deadline_s
+        self._http.start()
         posts: list[RawTweet] = []
         seen: set[tuple[str, bool]] = set()
         cursors: set[str] = set()
@@ -131,89 +125,14 @@ class BlueskySource:
         }
         if cursor is not None:
             params["cursor"] = cursor
-        response = self._request(params)
+        url = self.base_url + FEED_ENDPOINT
+        response = self._http.get(url, params, where=self.base_url)
         if response.status_code >= 500:
-            time.sleep(min(SERVER_ERROR_RETRY_DELAY_S, max(0.0, self._remaining())))
-            response = self._request(params)
+            self._http.pause(SERVER_ERROR_RETRY_DELAY_S)
+            response = self._http.get(url, params, where=self.base_url)
         if response.status_code != 200:
             raise _status_sentence(handle, response, self.base_url)
-        try:
-            return response.json()
-        except ValueError:
-            raise SourceError("Bluesky sent a response that is not valid JSON.") from None
-        except RecursionError:
-            raise SourceError("Bluesky sent a response nested too deeply to read.") from None
-
-    def _remaining(self) -> float:
-        return self._deadline - time.monotonic()
-
-    def _past_deadline(self) -> SourceError:
-        return SourceError(
-            f"Reading the Bluesky feed took longer than {self.deadline_s:g} seconds, the limit "
-            "set by DOPPELTWEET_BLUESKY_DEADLINE_S; try again later."
-        )
-
-    def _request(self, params: dict[str, str]) -> _Answer:
-        remaining = self._remaining()
-        if remaining <= 0:
-            raise self._past_deadline()
-        try:
-            with self._session.get(
-                self.base_url + FEED_ENDPOINT,
-                params=params,
-                timeout=min(self.timeout, remaining),
-                headers={"Accept": "application/json", "User-Agent": _USER_AGENT},
-                stream=True,
-            ) as response:
-                return _Answer(response.status_code, response.headers, self._body(response))
-        except requests.Timeout:
-            if self._remaining() <= 0:
-                raise self._past_deadline() from None
-            raise SourceError(
-                f"Bluesky did not answer within {self.timeout:g} seconds; try again later."
-            ) from None
-        except requests.ConnectionError:
-            raise SourceError(
-                f"Could not reach Bluesky at {self.base_url}; check the connection."
-            ) from None
-        except requests.RequestException:
-            raise SourceError("The request to Bluesky failed before Bluesky answered.") from None
-
-    def _body(self, response: requests.Response) -> bytes:
-        """The response body, read as it arrives, within the size cap and the deadline."""
-        too_big = SourceError(
-            f"Bluesky sent a response over {self.max_response_bytes / (1024 * 1024):g} MB, the "
-            "limit set by DOPPELTWEET_BLUESKY_MAX_RESPONSE_MB."
-        )
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.max_response_bytes:
-            raise too_big
-        body = bytearray()
-        raw = response.raw
-        while True:
-            if self._remaining() <= 0:
-                raise self._past_deadline()
-            # read1 returns what one read of the socket gave, so a server dripping bytes is
-            # checked against the deadline between drips, not only once the chunk is full.
-            chunk = raw.read1(_CHUNK, decode_content=True)
-            if not chunk:
-                break
-            body += chunk
-            if len(body) > self.max_response_bytes:
-                raise too_big
-        return bytes(body)
-
-
-class _Answer:
-    """A response read in full (status, headers, body) within the bounds."""
-
-    def __init__(self, status_code: int, headers: Any, body: bytes) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+        return load_json(response, "Bluesky")
 
 
 def parse_feed_page(payload: object) -> tuple[list[RawTweet], str | None]:
@@ -320,7 +239,7 @@ def _parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _status_sentence(handle: Handle, response: _Answer, base_url: str) -> SourceError:
+def _status_sentence(handle: Handle, response: Answer, base_url: str) -> SourceError:
     status = response.status_code
     error, message = _xrpc_error(response)
     if status == 400:
@@ -351,7 +270,7 @@ def _status_sentence(handle: Handle, response: _Answer, base_url: str) -> Source
     return SourceError(f"Bluesky answered HTTP {status} while reading {handle}.")
 
 
-def _xrpc_error(response: _Answer) -> tuple[str, str]:
+def _xrpc_error(response: Answer) -> tuple[str, str]:
     """XRPC errors are ``{"error": "Name", "message": "..."}``; anything else reads as empty."""
     try:
         body: Any = response.json()

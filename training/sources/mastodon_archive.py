@@ -3,7 +3,10 @@
 The archive holds ``outbox.json`` (an ActivityStreams ``OrderedCollection``) and ``actor.json``.
 Only public and unlisted posts are ever read: the archive also holds direct messages and
 followers-only posts, which are dropped here, before anything else sees them. Posts behind a
-content warning (or marked sensitive) are skipped by default and counted in :attr:`skipped`.
+content warning (or marked sensitive) are skipped by default and counted in :attr:`skipped`;
+both counts become rows of the data table (:meth:`MastodonArchiveSource.skip_counts`). The rules
+and the HTML-to-text conversion are shared with the public API source
+(:mod:`training.sources.fediverse`).
 
 Like the X archive, the file is untrusted: it is never extracted; only ``outbox.json`` and
 ``actor.json`` are read, in memory, after checking every member name, the declared sizes and the
@@ -12,14 +15,11 @@ compression ratio (the X archive source's guards are reused).
 
 from __future__ import annotations
 
-import html
 import json
-import re
 import tarfile
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,6 +27,7 @@ from training.errors import InputError
 from training.handles import Handle
 from training.sources.archive import _check_ratio, _mb, _unsafe_member
 from training.sources.base import RawTweet
+from training.sources.fediverse import SkipCounts, html_to_text, is_content_warned
 
 KIND = "mastodon-archive"
 OUTBOX = "outbox.json"
@@ -51,7 +52,8 @@ def looks_like_mastodon_archive(path: Path) -> bool:
 
 
 class MastodonArchiveSource:
-    """A Mastodon archive; ``skipped`` counts the posts left out for a content warning."""
+    """A Mastodon archive; ``skipped`` counts the posts left out for a content warning,
+    ``private`` the followers-only posts and direct messages never read."""
 
     kind = KIND
 
@@ -72,6 +74,10 @@ class MastodonArchiveSource:
 
     def fetch(self, handle: Handle) -> list[RawTweet]:
         """Public and unlisted posts and boosts, newest first; the owner is checked first."""
+        if handle.platform == "bluesky":
+            raise InputError(
+                f"A Mastodon archive holds Mastodon posts, so it cannot stand in for {handle}."
+            )
         members = self._read_members()
         if OUTBOX not in members:
             raise InputError(f"{self.path.name} is not a Mastodon archive: it has no outbox.json.")
@@ -86,6 +92,10 @@ class MastodonArchiveSource:
                 posts.append(post)
         posts.sort(key=lambda p: p.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return posts
+
+    def skip_counts(self) -> SkipCounts:
+        """What the last :meth:`fetch` left out, for the data table."""
+        return SkipCounts(content_warned=self.skipped, not_public=self.private)
 
     def _post(self, item: Any) -> RawTweet | None:
         if not isinstance(item, dict):
@@ -104,7 +114,8 @@ class MastodonArchiveSource:
             return RawTweet(ident, published, "", True, False, KIND)
         if not isinstance(note, dict) or note.get("type") != "Note":
             return None
-        if not self.include_sensitive and (note.get("summary") or note.get("sensitive") is True):
+        warned = is_content_warned(note.get("summary"), note.get("sensitive"))
+        if warned and not self.include_sensitive:
             self.skipped += 1
             return None
         content = note.get("content")
@@ -243,40 +254,14 @@ def _load_json(data: bytes, name: str) -> Any:
 
 
 def _check_owner(handle: Handle, actor: Any) -> None:
+    """The archive's owner (``preferredUsername``) must be the handle's user.
+
+    Only the user part is compared for a Mastodon handle: a server may serve its accounts under
+    another domain than the one in their handles, so ``actor.json``'s host proves nothing.
+    """
     username = actor.get("preferredUsername") if isinstance(actor, dict) else None
-    if isinstance(username, str) and username and username.lower() != handle.name.lower():
+    if isinstance(username, str) and username and username.lower() != handle.user.lower():
         raise InputError(f"This Mastodon archive belongs to @{username}, not {handle}.")
-
-
-class _TextParser(HTMLParser):
-    """Mastodon HTML to text: paragraphs and breaks become newlines, ``invisible`` spans of links
-    are kept (they hold the scheme and the rest of the URL), the ``ellipsis`` span loses nothing."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.paragraphs = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-        elif tag == "p":
-            if self.paragraphs:
-                self.parts.append("\n\n")
-            self.paragraphs += 1
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def html_to_text(content: str) -> str:
-    """The text a reader sees, with full URLs and ``@user`` mentions; entities re-escaped for
-    cleaning (which decodes ``&amp;``, ``&lt;``, ``&gt;`` as it does for tweets)."""
-    parser = _TextParser()
-    parser.feed(content)
-    parser.close()
-    text = "".join(parser.parts).replace("\u00a0", " ")
-    return html.escape(re.sub(r"[ \t]+\n", "\n", text).strip(), quote=False)
 
 
 def _shallowest(infos: list[Any], name_of: Any) -> dict[str, Any]:
