@@ -415,8 +415,8 @@ class JobRunner:
         handle), or one upload for all handles or one per handle."""
         if not sources:
             raise InputError(
-                "Attach an X or Mastodon archive, a CSV, JSONL or plain-text (.txt) file, or name "
-                "bluesky: or mastodon: handles, to train from."
+                "Attach an X archive, a Mastodon archive, a CSV, JSONL or plain-text (.txt) file, "
+                "or name bluesky: or mastodon: handles, to train from."
             )
         remote = [s for s in sources if s in REMOTE_SOURCES]
         if remote and len(sources) > 1 and list(sources) != network_sources(handles):

@@ -75,7 +75,7 @@ def test_a_path_that_does_not_exist_is_one_sentence(
     settings, spec: str, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(InputError, match="neither --api, --bluesky nor an existing file"):
+    with pytest.raises(InputError, match="neither --api, --bluesky, --mastodon nor an existing file"):
         open_source(spec, X, settings)
 
 
