@@ -57,11 +57,11 @@ class TrainingSettings(BaseSettings):
         gt=0,
         description="Most seconds one Bluesky fetch (every page of a feed) may take.",
     )
-    mastodon_api_base: str = Field(
-        default="",
+    mastodon_api_base: str | None = Field(
+        default=None,
         description=(
-            "Mastodon API base URL for every mastodon: handle (empty: https://<the handle's "
-            "server>)."
+            "Mastodon API base URL for every Mastodon handle (unset: https://<the handle's "
+            "server>, public, no login)."
         ),
     )
     mastodon_max_response_mb: float = Field(

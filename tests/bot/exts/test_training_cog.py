@@ -146,8 +146,8 @@ async def test_train_without_a_source_explains_the_three_options(world: World) -
     assert world.last_text() == (
         "Attach your X archive (the zip, or tweets.js and the other .js files from its data/ "
         "folder), a CSV, JSONL or plain-text (.txt, one post per line) file of tweets to "
-        "`!train @handle`, or name Bluesky handles (bluesky:name.bsky.social), or add `api` to "
-        "read the paid X API."
+        "`!train @handle`, or name Bluesky handles (bluesky:name.bsky.social) or Mastodon handles "
+        "(mastodon:@name@server), or add `api` to read the paid X API."
     )
     assert world.handled_errors() == [InputError]
 
