@@ -75,7 +75,9 @@ def test_a_path_that_does_not_exist_is_one_sentence(
     settings, spec: str, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(InputError, match="neither --api, --bluesky, --mastodon nor an existing file"):
+    with pytest.raises(
+        InputError, match="neither --api, --bluesky, --mastodon nor an existing file"
+    ):
         open_source(spec, X, settings)
 
 
@@ -218,3 +220,172 @@ def test_api_flag_is_one_shared_spec() -> None:
 def test_handles_and_specs_validates_the_handles(texts: list[str], message: str) -> None:
     with pytest.raises(InputError, match=message):
         handles_and_specs(texts)
+
+
+# --- Mastodon: handles, specs, the data table's skipped rows -----------------------------------
+
+MASTO = parse_handle("mastodon:@alice@social.example")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mastodon:@Alice@Social.Example",
+        "mastodon:alice@social.example",
+        "@alice@social.example",
+        "alice@social.example",
+        "  MASTODON:@alice@social.example ",
+    ],
+)
+def test_mastodon_handles_parse_in_every_accepted_form(text: str) -> None:
+    handle = parse_handle(text)
+    assert (handle.name, handle.platform) == ("alice@social.example", "mastodon")
+    assert (handle.user, handle.instance) == ("alice", "social.example")
+    assert handle.display == "@alice@social.example"
+    assert handle.spec == "mastodon:@alice@social.example"
+    assert parse_handle(handle.spec) == handle  # what the bot passes the CLI reads back
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mastodon:@alice",  # no server
+        "mastodon:@alice@localhost",  # one label: not a public server
+        "@alice@127.0.0.1",  # an address, not a domain
+        "@alice@social.example:8080",  # no ports
+        "@alice@social.example/../../etc",
+        "@../x@social.example",
+        "@al.ice@social.example",
+        "@alice@bob@social.example",
+        "@" + "a" * 31 + "@social.example",  # Mastodon names have at most 30 characters
+        "@alice@" + "a" * 160 + ".example",
+        "mastodon:@@social.example",
+        "@alice@social_x.example",
+    ],
+)
+def test_malformed_mastodon_handles_are_one_sentence(text: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_handle(text)
+    message = str(caught.value)
+    assert "is not a Mastodon handle: use mastodon:@name@server" in message
+    assert message.count(".") >= 1 and "\n" not in message
+
+
+def test_model_names_of_mastodon_handles_are_safe_and_never_collide() -> None:
+    from training.handles import handle_from_name, model_name
+    from training.store import check_model_name
+
+    masto, bsky, x = MASTO, parse_handle("bluesky:alice.social.example"), parse_handle("alice")
+    names = {
+        model_name([masto]),
+        model_name([bsky]),
+        model_name([x]),
+        model_name([masto, x]),
+        model_name([masto, bsky]),
+        model_name([parse_handle("@alice_at@social.example")]),
+        model_name([parse_handle("@alice@at.social.example")]),
+    }
+    assert len(names) == 7
+    assert model_name([masto]) == "alice_at_social.example"
+    assert model_name([masto, x]) == "alice+alice_at_social.example"
+    for name in names:
+        assert check_model_name(name) == name  # the model store takes it as a folder name
+        assert "/" not in name and "@" not in name and ".." not in name
+    assert handle_from_name("alice@social.example") == masto
+    assert handle_from_name("alice.social.example") == bsky
+    assert handle_from_name("alice") == x
+
+
+def test_handles_too_long_together_for_one_model_name_are_one_sentence() -> None:
+    long = [f"@{c * 30}@{'b' * 60}.{'c' * 60}.example" for c in "xyz"]
+    with pytest.raises(InputError, match="too long to name one model"):
+        handles_and_specs(long)
+
+
+def test_mastodon_flag_and_from_word_name_the_mastodon_api() -> None:
+    handles, specs = handles_and_specs(["@alice@social.example"], mastodon=True)
+    assert handles == [MASTO] and specs == ["mastodon"]
+    assert handles_and_specs([MASTO.spec], paths=["mastodon"])[1] == ["mastodon"]
+
+
+def test_collect_reads_each_network_handle_from_its_network_by_default(
+    settings, fake_sources
+) -> None:
+    collect([BSKY, MASTO], [], settings)
+    assert fake_sources == [("bluesky", "alice.bsky.social"), ("mastodon", "alice@social.example")]
+
+
+def test_the_mastodon_spec_for_a_bluesky_handle_is_one_sentence(settings) -> None:
+    with pytest.raises(InputError) as caught:
+        open_source("mastodon", BSKY, settings)
+    assert str(caught.value) == (
+        "@alice.bsky.social is a Bluesky handle; name a Mastodon handle such as "
+        "mastodon:@alice@mastodon.social."
+    )
+    with pytest.raises(InputError, match="is a Mastodon handle; name a Bluesky handle"):
+        open_source("bluesky", MASTO, settings)
+
+
+def _mastodon_zip(tmp_path: Path) -> Path:
+    from tests.training.sources.test_mastodon_archive import write_zip
+
+    return write_zip(tmp_path / "archive.zip")
+
+
+def test_a_mastodon_archive_reads_for_a_mastodon_handle_with_skipped_rows(
+    settings, tmp_path
+) -> None:
+    from training.cleaning import DataTable
+
+    table = collect([MASTO], [str(_mastodon_zip(tmp_path))], settings)
+    [data] = table.handles
+    assert data.counts() == {
+        "tweets_downloaded": 4,
+        "retweets": 1,
+        "short_tweets": 0,
+        "tweets_kept": 3,
+        "content_warned": 1,
+        "not_public": 2,
+    }
+    assert table.to_markdown().splitlines()[-2:] == [
+        "| Content-warned (skipped) | 1 |",
+        "| Not public (skipped) | 2 |",
+    ]
+    table.save(tmp_path / "saved")
+    loaded = DataTable.load(tmp_path / "saved")
+    assert loaded.to_dict() == table.to_dict() and loaded.handles[0].handle == MASTO
+
+
+def test_a_mastodon_archive_of_someone_else_is_refused_for_a_mastodon_handle(
+    settings, tmp_path
+) -> None:
+    with pytest.raises(InputError, match=r"belongs to @alice, not @bob@social\.example\."):
+        collect([parse_handle("@bob@social.example")], [str(_mastodon_zip(tmp_path))], settings)
+
+
+def test_tables_of_other_sources_keep_the_seeds_four_rows(settings, tmp_path) -> None:
+    rows = [{"text": f"jack says hello and more words {n}"} for n in range(5)]
+    table = collect([X], [str(write_csv(tmp_path / "t.csv", rows))], settings)
+    assert list(table.to_dict()["jack"]) == [
+        "tweets_downloaded",
+        "retweets",
+        "short_tweets",
+        "tweets_kept",
+    ]
+    assert table.skip_rows() == []
+    assert [line.split(" | ")[0] for line in table.to_markdown().splitlines()[2:]] == [
+        "| Tweets downloaded",
+        "| Retweets",
+        "| Short tweets",
+        "| Tweets kept",
+    ]
+
+
+def test_a_table_mixing_sources_marks_the_skipped_rows_of_the_others(settings, tmp_path) -> None:
+    rows = [{"text": f"jack says hello and more words {n}"} for n in range(5)]
+    csv_path = write_csv(tmp_path / "t.csv", rows)
+    table = collect([X, MASTO], [str(csv_path), str(_mastodon_zip(tmp_path))], settings)
+    assert table.to_markdown().splitlines()[-2:] == [
+        "| Content-warned (skipped) | 1 | - |",
+        "| Not public (skipped) | 2 | - |",
+    ]
