@@ -1,0 +1,171 @@
+"""``!train`` from Mastodon through the real cog, the real job runner and the real training process.
+
+Both Mastodon sources: an archive attached to the command (a .zip built from the documented
+structure, with a direct message and a followers-only post that must never be read), and a
+``mastodon:@user@server`` handle read from the server's public API, served on 127.0.0.1 (the
+training process is pointed there by ``DOPPELTWEET_MASTODON_API_BASE``). Too few posts make the
+training refuse after reading, which shows the data table (with its skipped rows) at once; one
+test has enough posts to train the built-in ``tiny`` model for two steps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from discord_world import World
+
+from bot.config import BotSettings
+from bot.store import Store
+from tests.training.sources.mastodon_server import MastodonServer, Timeline, status
+from tests.training.sources.test_mastodon_api import mixed_timeline
+from tests.training.sources.test_mastodon_archive import write_zip
+from training.errors import InputError
+
+# The real training process runs inside each command: simcord waits for it (a busy machine is slow).
+pytestmark = [pytest.mark.timeout(300), pytest.mark.simcord(settle_timeout=240)]
+
+_VOCABULARY = (
+    "my dream is to build a rocket and fly to the moon with friends coffee code python "
+    "today great people vote change future hope music city night morning team win learn"
+)
+
+
+@pytest.fixture
+async def simcord_bot(
+    bot_settings: BotSettings, store: Store, scripted_generator: Any, reset_cooldowns: None
+) -> AsyncIterator[Any]:
+    """The real bot with the real training process (``python -m training train``)."""
+    from bot.client import create_bot
+    from bot.jobs import JobRunner
+    from bot.model_cache import ModelCache
+
+    bot_settings.base_model = "tiny"
+    bot_settings.train_max_steps = 2
+    cache = ModelCache(2, 1 << 30, loader=lambda path: scripted_generator)
+    runner = JobRunner(store, bot_settings, training_args=("--seed", "7"))
+    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache)
+    yield bot
+    await runner.stop()
+    await cache.close()
+
+
+@pytest.fixture
+def timeline() -> Timeline:
+    return mixed_timeline()
+
+
+@pytest.fixture
+def mastodon(timeline: Timeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[MastodonServer]:
+    """The loopback Mastodon server every Mastodon handle is read from in these tests."""
+    with MastodonServer(timeline.route) as server:
+        monkeypatch.setenv("DOPPELTWEET_MASTODON_API_BASE", server.base_url)
+        yield server
+
+
+#: A Mastodon model's name in a message title: its ``_`` escaped for Discord's markdown.
+TITLE = r"alice\_at\_social.example"
+TITLE_AT = r"\_at\_"
+
+
+def row(content: str, label: str, value: str) -> bool:
+    return re.search(rf"^{re.escape(label)} +{value}$", content, re.MULTILINE) is not None
+
+
+@pytest.mark.parametrize(
+    ("handle", "column"),
+    [("mastodon:@alice@social.example", "@alice@social.example"), ("@alice", "@alice")],
+    ids=["mastodon-handle", "x-style-handle"],
+)
+async def test_a_mastodon_archive_attachment_trains_and_shows_the_skipped_rows(
+    world: World, store: Store, tmp_path: Path, handle: str, column: str
+) -> None:
+    archive = write_zip(tmp_path / "archive.zip").read_bytes()
+    await world.alice.send(
+        world.channel, f"!train {handle}", attachments=[("archive-2026.zip", archive)]
+    )
+    [status_message] = world.bot_messages()
+    content = status_message.content
+    assert content.splitlines()[0].startswith(
+        f"**Job #1 · {column.lstrip('@').replace('@', TITLE_AT)}** — Failed: Only "
+    )
+    assert f"characters of tweets by {column} are left after cleaning" in content
+    assert "SECRET" not in content
+    assert re.search(rf"^Data +{re.escape(column)}$", content, re.MULTILINE)
+    assert row(content, "Tweets downloaded", "4")
+    assert row(content, "Retweets", "1")
+    assert row(content, "Tweets kept", "3")
+    assert row(content, "Content-warned (skipped)", "1")
+    assert row(content, "Not public (skipped)", "2")
+    [job] = await store.recent_jobs(world.guild.id)
+    assert Path(job.sources[0]).name == "archive-2026.zip"
+
+
+async def test_a_mastodon_handle_is_read_from_its_servers_public_api(
+    world: World, store: Store, mastodon: MastodonServer
+) -> None:
+    await world.alice.send(world.channel, "!train mastodon:@alice@social.example")
+    [status_message] = world.bot_messages()
+    content = status_message.content
+    assert content.startswith(f"**Job #1 · {TITLE}** — Failed: Only ")
+    assert "SECRET" not in content
+    assert row(content, "Tweets downloaded", "4")
+    assert row(content, "Retweets", "1")
+    assert row(content, "Content-warned (skipped)", "2")
+    assert row(content, "Not public (skipped)", "2")
+    assert mastodon.requests[0] == ("/api/v1/accounts/lookup", {"acct": "alice"})
+    [job] = await store.recent_jobs(world.guild.id)
+    assert job.sources == ("mastodon",)
+    assert [(h.name, h.platform) for h in job.handles] == [("alice@social.example", "mastodon")]
+
+
+async def test_a_server_in_authorized_fetch_mode_is_one_sentence(
+    world: World, mastodon: MastodonServer
+) -> None:
+    mastodon.route = lambda path, query: (401, {}, b'{"error": "This API requires a user"}')
+    await world.alice.send(world.channel, "!train @alice@social.example")
+    [status_message] = world.bot_messages()
+    assert status_message.content == (
+        f"**Job #1 · {TITLE}** — Failed: social.example shows posts only to "
+        "signed-in servers (authorized fetch), so @alice@social.example cannot be read without "
+        "logging in; attach the account's Mastodon archive instead."
+    )
+
+
+async def test_an_invalid_mastodon_handle_is_refused_before_any_job(
+    world: World, store: Store
+) -> None:
+    await world.alice.send(world.channel, "!train mastodon:@alice@localhost")
+    assert world.last_text().startswith(
+        "“mastodon:@alice@localhost” is not a Mastodon handle: use mastodon:@name@server"
+    )
+    assert await store.recent_jobs(world.guild.id) == []
+    assert world.handled_errors() == [InputError]
+
+
+async def test_a_mastodon_handle_with_enough_posts_trains_a_model(
+    world: World, store: Store, mastodon: MastodonServer, timeline: Timeline
+) -> None:
+    import random
+
+    rng = random.Random(0)
+    words = _VOCABULARY.split()
+    posts = [
+        status(n, "<p>" + " ".join(rng.choice(words) for _ in range(rng.randint(8, 14))) + "</p>")
+        for n in range(300, 0, -1)
+    ]
+    timeline.statuses = [*mixed_timeline().statuses[:6], *posts]
+    await world.alice.send(world.channel, "!train mastodon:@alice@social.example")
+    status_message, report = world.bot_messages()[0], world.bot_messages()[-1]
+    assert status_message.content == f"**Job #1 · {TITLE}** — Done"
+    assert report.content.startswith(f"**{TITLE}** is trained.\n```\nData")
+    assert row(report.content, "Content-warned (skipped)", "2")
+    assert row(report.content, "Not public (skipped)", "2")
+    assert row(report.content, "Retweets", "1")
+    [model] = await store.list_models(world.guild.id)
+    assert model.name == "alice_at_social.example" and model.sources == ("mastodon",)
+    assert Path(model.path).name == "alice_at_social.example"
+    assert world.handled_errors() == []
