@@ -168,4 +168,62 @@ async def test_a_mastodon_handle_with_enough_posts_trains_a_model(
     [model] = await store.list_models(world.guild.id)
     assert model.name == "alice_at_social.example" and model.sources == ("mastodon",)
     assert Path(model.path).name == "alice_at_social.example"
+
+    await world.bob.send(world.channel, "!tweet @alice@social.example My dream is")
+    embed = world.channel.last_message.embeds[0]
+    assert embed.description == "just setting up my twttr"  # the scripted model's words
     assert world.handled_errors() == []
+
+
+# -- the pieces: sources per network, the command line, the table block --------------------------
+
+
+def test_network_sources_are_one_for_all_or_one_per_handle() -> None:
+    from bot.jobs import network_sources
+    from training.handles import parse_handle
+
+    masto, bsky = parse_handle("@alice@social.example"), parse_handle("bluesky:bob.bsky.social")
+    other = parse_handle("@carol@other.example")
+    assert network_sources([masto, other]) == ["mastodon"]
+    assert network_sources([masto, bsky]) == ["mastodon", "bluesky"]
+    assert network_sources([masto, parse_handle("@jack")]) is None
+
+
+async def test_a_job_on_two_networks_names_each_in_the_training_command(
+    store: Store, bot_settings: BotSettings
+) -> None:
+    from bot.jobs import JobRunner
+    from training.handles import parse_handle
+
+    runner = JobRunner(store, bot_settings, python="python")
+    handles = [parse_handle("@alice@social.example"), parse_handle("bluesky:bob.bsky.social")]
+    job = await runner.submit(1, 2, 3, handles, ["mastodon", "bluesky"])
+    try:
+        argv = runner.command(job)
+        assert argv[3:7] == [
+            "train",
+            "mastodon:@alice@social.example",
+            "bluesky:bob.bsky.social",
+            "--from",
+        ]
+        assert argv[6:10] == ["--from", "mastodon", "--from", "bluesky"]
+        assert job.model_name == "alice_at_social.example+bob.bsky.social"
+        single = await runner.submit(1, 2, 3, handles[:1], ["mastodon"])
+        assert "--mastodon" in runner.command(single) and "--from" not in runner.command(single)
+        with pytest.raises(InputError, match="not a mix"):
+            await runner.submit(1, 2, 3, [parse_handle("@jack"), handles[0]], ["api", "mastodon"])
+    finally:
+        await runner.stop()
+
+
+def test_the_bots_table_block_shows_the_skipped_rows_only_when_counted() -> None:
+    from bot.formatting import data_table_block
+
+    counts = {"tweets_downloaded": 4, "retweets": 1, "short_tweets": 0, "tweets_kept": 3}
+    block = data_table_block(
+        {"alice@social.example": {**counts, "content_warned": 2, "not_public": 5}, "jack": counts}
+    )
+    assert "Data                      @alice@social.example  @jack" in block
+    assert re.search(r"^Content-warned \(skipped\) +2 +-$", block, re.MULTILINE)
+    assert re.search(r"^Not public \(skipped\) +5 +-$", block, re.MULTILINE)
+    assert "skipped" not in data_table_block({"jack": counts})
