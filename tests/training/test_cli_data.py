@@ -119,7 +119,10 @@ def test_too_little_data_with_json_still_prints_the_table(tmp_path, capsys) -> N
     [
         (["data", "@not a handle!", "--from", "x.csv"], "is not an X handle"),
         (["data", "@jack"], "Say where the tweets of @jack come from"),
-        (["data", "@jack", "--from", "missing.csv"], "neither --api, --bluesky, --mastodon nor an existing"),
+        (
+            ["data", "@jack", "--from", "missing.csv"],
+            "neither --api, --bluesky, --mastodon nor an existing",
+        ),
         (["data", "@jack", "--api"], "Set X_BEARER_TOKEN"),
         (["data", "@a", "@b", "@c", "@d", "--from", "x.csv"], "at most 3 handles"),
         (["data", "@a", "@b", "--from", "x.csv", "--from", "y.csv", "--from", "z.csv"], "not 3"),

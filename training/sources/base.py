@@ -22,7 +22,8 @@ class RawTweet:
 
     ``text`` is the full text (long posts expanded) with HTML entities still escaped where the
     source escapes them; cleaning decodes them. ``source`` names the source kind, e.g.
-    ``"x-archive"``, ``"csv"``, ``"jsonl"``, ``"x-api"``, ``"bluesky"``.
+    ``"x-archive"``, ``"csv"``, ``"jsonl"``, ``"x-api"``, ``"bluesky"``, ``"mastodon"``,
+    ``"mastodon-archive"``.
     """
 
     id: str
@@ -34,7 +35,12 @@ class RawTweet:
 
 
 class TweetSource(Protocol):
-    """A place tweets come from. ``fetch`` returns newest first and raises DoppeltweetError."""
+    """A place tweets come from. ``fetch`` returns newest first and raises DoppeltweetError.
+
+    A source that leaves posts out by rule (both Mastodon sources) also has ``skip_counts()``,
+    what its last fetch left out by reason (:class:`training.sources.fediverse.SkipCounts`);
+    :func:`training.pipeline.collect` puts those counts in the data table.
+    """
 
     kind: str
 
