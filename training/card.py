@@ -98,8 +98,9 @@ def render_card(table: DataTable, record: dict[str, Any], *, model_ref: str) -> 
         "## How does it work?",
         "",
         "The model uses the following pipeline: the tweets are downloaded (or read from an X "
-        "archive, a CSV/JSONL file or Bluesky), cleaned (retweets, links and very short tweets "
-        "removed), and a pre-trained language model is fine-tuned on them so it writes like "
+        "archive, a Mastodon archive, a CSV/JSONL/text file, Bluesky or Mastodon), cleaned "
+        "(retweets, links and very short tweets removed), and a pre-trained language model "
+        "is fine-tuned on them so it writes like "
         f"{who}.",
         "",
         "## Training data",

@@ -17,8 +17,9 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
     (
         "train @handle [@handle2 @handle3]",
         "Train a model from your attached X archive (zip, or the .js files from its data/ "
-        "folder), a CSV, JSONL or .txt file (one post per line), from "
-        "bluesky:name.bsky.social handles, or add `api` to read the paid X API.",
+        "folder), a Mastodon archive, a CSV, JSONL or .txt file (one post per line), from "
+        "bluesky:name.bsky.social or mastodon:@name@server handles, or add `api` to read the "
+        "paid X API.",
         False,
     ),
     (
