@@ -118,7 +118,7 @@ def parse_prompt(text: str) -> str:
         prompt = prompt[1:-1]
     prompt = check_prompt(prompt)
     if not prompt:
-        raise InputError("`--prompt` needs the words each post starts with, e.g. `My dream is`.")
+        raise InputError("`--prompt` needs the words each post starts with, such as `My dream is`.")
     return prompt
 
 
