@@ -135,6 +135,41 @@ class BotSettings(BaseSettings):
         description="X user-context access token secret of the posting account, only for "
         "auto-posting.",
     )
+    bluesky_handle: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BLUESKY_HANDLE", "DOPPELTWEET_BLUESKY_HANDLE"),
+        description="Handle of the Bluesky account auto-posts go to (e.g. `bot.bsky.social`), "
+        "only for `--to-bluesky`.",
+    )
+    bluesky_app_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BLUESKY_APP_PASSWORD", "DOPPELTWEET_BLUESKY_APP_PASSWORD"),
+        description="An app password of that Bluesky account (Settings → Privacy and security → "
+        "App passwords), only for `--to-bluesky`.",
+    )
+    bluesky_service: str = Field(
+        default="https://bsky.social",
+        validation_alias=AliasChoices("BLUESKY_SERVICE", "DOPPELTWEET_BLUESKY_SERVICE"),
+        description="Where the Bluesky account logs in and posts: `https://bsky.social` for "
+        "accounts Bluesky hosts, else the address of its own PDS.",
+    )
+    mastodon_instance: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MASTODON_INSTANCE", "DOPPELTWEET_MASTODON_INSTANCE"),
+        description="The Mastodon server of the posting account (e.g. `mastodon.social`), only "
+        "for `--to-mastodon`.",
+    )
+    mastodon_access_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MASTODON_ACCESS_TOKEN", "DOPPELTWEET_MASTODON_ACCESS_TOKEN"),
+        description="Access token of the posting Mastodon account with the `write:statuses` "
+        "scope, only for `--to-mastodon`.",
+    )
+    mastodon_visibility: Literal["public", "unlisted"] = Field(
+        default="public",
+        description="Visibility of auto-posts on Mastodon: `public`, or `unlisted` (kept out of "
+        "the public timelines).",
+    )
     train_me_max_messages: int = Field(
         default=3000,
         ge=1,
@@ -154,9 +189,9 @@ class BotSettings(BaseSettings):
     )
     public_mentions: Literal["neutralise", "skip"] = Field(
         default="neutralise",
-        description="What an auto-post to X does with generated @mentions of real accounts: "
-        "`neutralise` keeps the text but makes each @mention plain (no link, no notification); "
-        "`skip` posts such a tweet only in the Discord channel.",
+        description="What a post to X, Bluesky or Mastodon does with generated @mentions of real "
+        "accounts: `neutralise` keeps the text but makes each @mention plain (no link, no "
+        "notification); `skip` posts such a tweet only in the Discord channel.",
     )
     ray_address: str | None = Field(
         default=None,
@@ -285,6 +320,28 @@ class BotSettings(BaseSettings):
         )
         return all(s is not None and s.get_secret_value() for s in secrets)
 
+    @property
+    def bluesky_posting_configured(self) -> bool:
+        """Whether a Bluesky handle and app password are set."""
+        password = self.bluesky_app_password
+        return bool(
+            self.bluesky_handle
+            and self.bluesky_handle.strip()
+            and password is not None
+            and password.get_secret_value().strip()
+        )
+
+    @property
+    def mastodon_posting_configured(self) -> bool:
+        """Whether a Mastodon server and access token are set."""
+        token = self.mastodon_access_token
+        return bool(
+            self.mastodon_instance
+            and self.mastodon_instance.strip()
+            and token is not None
+            and token.get_secret_value().strip()
+        )
+
     def guild_dir(self, guild_id: int) -> Path:
         """The folder of one server; the id is checked so nothing else can become a path."""
         if isinstance(guild_id, bool) or not isinstance(guild_id, int) or guild_id <= 0:
@@ -346,10 +403,11 @@ def config_table(settings_cls: type[BaseSettings] | None = None) -> str:
 _DOC_INTRO = """# Configuration
 
 The bot reads its settings from the environment or from a `.env` file in its working folder
-(environment variables win). Secrets (the Discord token, the X keys) are never logged or echoed.
-The training process the bot starts reads the training settings too (`X_BEARER_TOKEN`,
-`DOPPELTWEET_MAX_FILE_MB`, … — see `training/config.py`); the bot does not pass its own secrets
-(the Discord token, the X posting keys) on to it.
+(environment variables win). Secrets (the Discord token, the X keys, the Bluesky app password,
+the Mastodon access token) are never logged or echoed. The training process the bot starts reads
+the training settings too (`X_BEARER_TOKEN`, `DOPPELTWEET_MAX_FILE_MB`, … — see
+`training/config.py`); the bot does not pass its own secrets (the Discord token, the posting keys
+and passwords) on to it.
 
 A minimal `.env`:
 

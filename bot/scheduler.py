@@ -1,4 +1,5 @@
-"""Auto-posting: generated tweets on a schedule, in a Discord channel and optionally on X.
+"""Auto-posting: generated tweets on a schedule, in a Discord channel and optionally on X,
+Bluesky and Mastodon.
 
 An APScheduler 3 ``AsyncIOScheduler`` runs inside the bot's event loop; the schedules themselves
 live in SQLite (the store) and the scheduler only holds one job per active schedule, with the
@@ -7,14 +8,18 @@ computed from when it last posted (or was created), so runs missed while the bot
 found: APScheduler coalesces them into one run, which posts only if it is still within the misfire
 grace time.
 
-A post is generated from the server's model in the model cache (off the event loop) with every
-earlier auto-post of that model excluded, so it never repeats one; it goes out as the tweet-style
-embed with no pings allowed, optionally to X, and is logged in the store. Errors that would repeat
-on every tick (X refusing the credentials, the channel deleted, permissions missing, the model
-unusable) pause the schedule with the reason and tell the channel once.
+A post is generated from the server's model in the model cache (off the event loop), starting
+with the schedule's own prompt if it has one, with every earlier auto-post of that model
+excluded, so it never repeats one. It is cut, where a reader would stop, to the strictest length
+limit of the networks it goes to, so every network shows the same text; it goes out as the
+tweet-style embed with no pings allowed, then to each chosen network (:mod:`bot.posters`) with
+@mentions neutralised (or not at all, per ``DOPPELTWEET_PUBLIC_MENTIONS``), and is logged in the
+store. Errors that would repeat on every tick (a network refusing the credentials, the text or
+for its rate limit, the channel deleted, permissions missing, the model unusable) pause the
+schedule with the reason and tell the channel once.
 
-Parsing of the schedule a user types (``every 6h``, ``at 09:00 mon,thu``, options) lives here too,
-as plain functions, so the cog only adapts Discord to them.
+The scheduler depends on :class:`AutoPostHost`, the few things it needs of the bot, not on the
+bot's class; the schedule language lives in :mod:`bot.schedule_grammar`.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ import asyncio
 import logging
 import math
 import random
-import re
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
 
 import discord
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -37,26 +42,36 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.formatting import escape_user_text, tweet_embed
+from bot.posters import (
+    Poster,
+    PostError,
+    configured,
+    fit_text,
+    missing_credentials,
+    poster_for,
+    with_label,
+)
 from bot.public_errors import public_error
-from bot.store import Schedule, ScheduleKind
-from bot.x_poster import MISSING_CREDENTIALS, XPoster, XPostError, x_post_text
+from bot.schedule_grammar import (
+    ScheduleRequest,
+    check_timezone,
+    parse_duration,
+    parse_time_spec,
+)
+from bot.store import Schedule
 from training.errors import DoppeltweetError, InputError
 from training.generate import DEFAULT_PROMPT
 from training.textrules import has_mentions, neutralise_mentions
 
 if TYPE_CHECKING:
-    from bot.client import DoppeltweetBot
+    from bot.config import BotSettings
+    from bot.model_cache import ModelCache
+    from bot.store import Store
 
 log = logging.getLogger(__name__)
 
-#: Auto-posts may not come more often than this (seconds): a channel is not a firehose.
-MIN_INTERVAL_S = 10 * 60
-#: Nor less often than this; longer gaps are better written as ``at 09:00 mon``.
-MAX_INTERVAL_S = 28 * 24 * 3600
 #: A run missed by more than this (bot down, event loop busy) is skipped rather than posted late.
 DEFAULT_MISFIRE_GRACE_S = 3600
-#: The longest random delay ``--jitter`` may add to a time-of-day schedule.
-MAX_CRON_JITTER_S = 12 * 3600
 #: Most schedules one server may have: every active one costs a generation per run.
 MAX_SCHEDULES_PER_GUILD = 10
 #: The guild setting that overrides ``BotSettings.timezone`` for one server.
@@ -64,169 +79,32 @@ TIMEZONE_SETTING = "timezone"
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(?:\d+[mhdw])+")
-_DURATION_PART = re.compile(r"(\d+)([mhdw])")
-_TIME = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_ALIASES = {"daily": "", "weekdays": "mon-fri", "weekends": "sat,sun"}
-_DASHES = ("—", "–")  # Discord clients turn "--" into a dash
-
-SCHEDULE_HELP = (
-    "write `every 6h` (at least 10 minutes apart) or `at 09:00` (optionally `at 09:00 mon,thu`), "
-    "then any of `--to-x`, `--no-ai-label`, `--jitter 10m`, `--tz Europe/Berlin`"
-)
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# ---------------------------------------------------------------------------------- parsing
+class AutoPostHost(Protocol):
+    """What the auto-poster needs of the bot: its services and a way to find channels.
 
+    :class:`bot.client.DoppeltweetBot` is one; the bot builds the auto-poster and hands itself in,
+    as discord.py hands a cog its bot.
+    """
 
-def parse_duration(text: str) -> int:
-    """Seconds in ``30m``, ``6h``, ``1d``, ``1h30m`` or ``2w``; InputError otherwise."""
-    token = text.strip().lower()
-    if not _DURATION.fullmatch(token):
-        raise InputError(f"“{text[:20]}” is not a duration such as 30m, 6h or 1d.")
-    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(token))
+    @property
+    def settings(self) -> BotSettings: ...
 
+    @property
+    def store(self) -> Store: ...
 
-def format_duration(seconds: int) -> str:
-    """``6h``, ``1h30m``, ``1d``: the compact form a duration is stored and shown in."""
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0m"
+    @property
+    def cache(self) -> ModelCache: ...
 
+    async def wait_until_ready(self) -> None: ...
 
-def parse_interval(text: str) -> int:
-    """An auto-post interval in seconds, between 10 minutes and 4 weeks."""
-    seconds = parse_duration(text)
-    if seconds < MIN_INTERVAL_S:
-        raise InputError(
-            f"Auto-posts must be at least {format_duration(MIN_INTERVAL_S)} apart, "
-            f"so “{text.strip()[:20]}” is too often."
-        )
-    if seconds > MAX_INTERVAL_S:
-        raise InputError(
-            f"Auto-posts must come at least every {format_duration(MAX_INTERVAL_S)}; "
-            "use `at 09:00 mon` for a weekly post."
-        )
-    return seconds
+    def get_channel(self, channel_id: int, /) -> Any: ...
 
-
-def parse_days(text: str) -> str:
-    """Weekdays as APScheduler's ``day_of_week`` (``mon,thu``, ``mon-fri``); "" means daily."""
-    token = text.strip().lower()
-    token = _DAY_ALIASES.get(token, token)
-    if not token:
-        return ""
-    for part in token.split(","):
-        ends = part.split("-")
-        if not 1 <= len(ends) <= 2 or any(end not in _DAYS for end in ends):
-            raise InputError(f"“{text[:30]}” is not a list of weekdays such as mon,thu or mon-fri.")
-    return token
-
-
-def parse_time_spec(spec: str) -> tuple[int, int, str]:
-    """``09:00`` or ``09:00 mon,thu`` → (hour, minute, days; "" = every day)."""
-    parts = spec.split()
-    if not 1 <= len(parts) <= 2:
-        raise InputError(f"“{spec[:30]}” is not a time of day such as 09:00 or 09:00 mon,thu.")
-    match = _TIME.fullmatch(parts[0])
-    if not match:
-        raise InputError(f"“{parts[0][:20]}” is not a time of day such as 09:00 or 21:30.")
-    days = parse_days(parts[1]) if len(parts) == 2 else ""
-    return int(match.group(1)), int(match.group(2)), days
-
-
-def check_timezone(name: str) -> str:
-    """An IANA time zone name, or a one-sentence InputError."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise InputError(f"“{name[:40]}” is not a time zone such as Europe/Berlin.") from error
-    return name
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleRequest:
-    """What an admin asked for: when (kind + canonical spec) and how to post."""
-
-    kind: ScheduleKind
-    spec: str
-    jitter_s: int = 0
-    to_x: bool = False
-    ai_label: bool = True
-    timezone: str | None = None
-
-
-def parse_schedule(text: str) -> ScheduleRequest:
-    """Parse ``every 6h [--to-x] [--no-ai-label] [--jitter 10m] [--tz Europe/Berlin]`` or
-    ``at 09:00 [mon,thu] …``."""
-    tokens = []
-    for token in text.split():
-        for dash in _DASHES:
-            if token.startswith(dash):
-                token = "--" + token[len(dash) :]
-        tokens.append(token)
-    kind: ScheduleKind | None = None
-    spec = ""
-    jitter_s = 0
-    to_x = False
-    ai_label = True
-    timezone: str | None = None
-    index = 0
-
-    def value(name: str) -> str:
-        if index + 1 >= len(tokens):
-            raise InputError(f"`{name}` needs a value; {SCHEDULE_HELP}.")
-        return tokens[index + 1]
-
-    while index < len(tokens):
-        token = tokens[index].lower()
-        if token in ("every", "at"):
-            if kind is not None:
-                raise InputError("Give either `every …` or `at …`, not both.")
-            if token == "every":
-                kind, spec = "interval", format_duration(parse_interval(value("every")))
-                index += 2
-                continue
-            time_text = value("at")
-            index += 2
-            day_text = ""
-            if index < len(tokens) and not tokens[index].startswith("--"):
-                day_text = tokens[index]
-                index += 1
-            hour, minute, days = parse_time_spec(f"{time_text} {day_text}".strip())
-            kind, spec = "cron", f"{hour:02d}:{minute:02d}" + (f" {days}" if days else "")
-            continue
-        if token == "--to-x":
-            to_x = True
-        elif token == "--no-ai-label":
-            ai_label = False
-        elif token == "--jitter":
-            jitter_s = parse_duration(value("--jitter"))
-            index += 1
-        elif token == "--tz":
-            timezone = check_timezone(value("--tz"))
-            index += 1
-        else:
-            raise InputError(f"I do not understand “{tokens[index][:30]}”; {SCHEDULE_HELP}.")
-        index += 1
-    if kind is None:
-        raise InputError(f"Say when to post: {SCHEDULE_HELP}.")
-    limit = parse_duration(spec) // 2 if kind == "interval" else MAX_CRON_JITTER_S
-    if jitter_s > limit:
-        raise InputError(
-            f"The jitter may be at most {format_duration(limit)} for this schedule, "
-            f"not {format_duration(jitter_s)}."
-        )
-    return ScheduleRequest(kind, spec, jitter_s, to_x, ai_label, timezone)
+    async def fetch_channel(self, channel_id: int, /) -> Any: ...
 
 
 class GridIntervalTrigger(IntervalTrigger):
@@ -284,21 +162,6 @@ def first_run(schedule: Schedule, trigger: BaseTrigger | None = None) -> datetim
     return trigger.get_next_fire_time(None, since + timedelta(seconds=1))
 
 
-def describe(schedule: Schedule) -> str:
-    """``every 6h`` or ``at 09:00 on mon,thu (Europe/Berlin)``, plus its options."""
-    if schedule.kind == "interval":
-        text = f"every {schedule.spec}"
-    else:
-        hour, minute, days = parse_time_spec(schedule.spec)
-        when = f"on {days}" if days else "daily"
-        text = f"{when} at {hour:02d}:{minute:02d} ({schedule.timezone})"
-    if schedule.jitter_s:
-        text += f", up to {format_duration(schedule.jitter_s)} later at random"
-    if schedule.to_x:
-        text += ", also to X" + ("" if schedule.ai_label else " without the AI label")
-    return text
-
-
 # ---------------------------------------------------------------------------------- posting
 
 
@@ -309,8 +172,9 @@ class PostOutcome:
     schedule_id: int
     text: str | None
     message_id: int | None
-    x_post_id: str | None
     paused_reason: str | None
+    #: Where each network shows the post (its address, else its id), by network key.
+    posted_to: dict[str, str] = field(default_factory=dict)
 
 
 class AutoPoster:
@@ -318,13 +182,12 @@ class AutoPoster:
 
     def __init__(
         self,
-        bot: DoppeltweetBot,
+        bot: AutoPostHost,
         *,
         misfire_grace_s: int = DEFAULT_MISFIRE_GRACE_S,
-        prompt: str = DEFAULT_PROMPT,
+        posters: Mapping[str, Poster] | None = None,
     ) -> None:
         self.bot = bot
-        self.prompt = prompt
         self.misfire_grace_s = misfire_grace_s
         self._scheduler = AsyncIOScheduler(
             timezone=UTC,
@@ -334,7 +197,8 @@ class AutoPoster:
                 "misfire_grace_time": misfire_grace_s,
             },
         )
-        self._x: XPoster | None = None
+        # One poster per network, made on first use (``posters`` hands some in ready-made).
+        self._posters: dict[str, Poster] = dict(posters or {})
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -408,11 +272,18 @@ class AutoPoster:
         await self.bot.store.set_guild_setting(guild_id, TIMEZONE_SETTING, zone)
         return zone
 
-    def x_poster(self) -> XPoster:
-        """The X client for the configured account (created once); InputError if unconfigured."""
-        if self._x is None:
-            self._x = XPoster.from_settings(self.bot.settings)
-        return self._x
+    def poster(self, key: str) -> Poster:
+        """The poster of one network for the configured account (made once); InputError when
+        its settings are missing."""
+        if key not in self._posters:
+            self._posters[key] = poster_for(self.bot.settings, key)
+        return self._posters[key]
+
+    def check_targets(self, targets: tuple[str, ...]) -> None:
+        """InputError naming the settings of the first chosen network that is not configured."""
+        for key in targets:
+            if key not in self._posters and not configured(self.bot.settings, key):
+                raise InputError(missing_credentials(key))
 
     async def create(
         self,
@@ -424,8 +295,7 @@ class AutoPoster:
         created_by: int,
     ) -> Schedule:
         """Store a new schedule and start it; its first post follows one interval or time."""
-        if request.to_x and not self.bot.settings.x_posting_configured:
-            raise InputError(MISSING_CREDENTIALS)
+        self.check_targets(request.targets)
         if len(await self.bot.store.list_schedules(guild_id)) >= MAX_SCHEDULES_PER_GUILD:
             raise InputError(
                 f"This server already has {MAX_SCHEDULES_PER_GUILD} auto-posts; remove one with "
@@ -443,6 +313,9 @@ class AutoPoster:
             jitter_s=request.jitter_s,
             to_x=request.to_x,
             ai_label=request.ai_label,
+            to_bluesky=request.to_bluesky,
+            to_mastodon=request.to_mastodon,
+            prompt=request.prompt,
         )
         self._add_job(schedule)
         return schedule
@@ -469,11 +342,11 @@ class AutoPoster:
         await self._own(guild_id, schedule_id)
         schedule = await self.bot.store.set_schedule_paused(guild_id, schedule_id, False)
         assert schedule is not None
-        if schedule.to_x and not self.bot.settings.x_posting_configured:
-            await self.bot.store.set_schedule_paused(
-                guild_id, schedule_id, True, MISSING_CREDENTIALS
-            )
-            raise InputError(MISSING_CREDENTIALS)
+        try:
+            self.check_targets(schedule.targets)
+        except InputError as error:
+            await self.bot.store.set_schedule_paused(guild_id, schedule_id, True, str(error))
+            raise
         trigger = build_trigger(schedule)
         self._add_job(schedule, start=trigger.get_next_fire_time(None, _now()))
         return schedule
@@ -521,8 +394,9 @@ class AutoPoster:
             return await self._pause(schedule, reason or "", None)
 
         exclude = await store.posted_texts(schedule.guild_id, schedule.model_name)
+        prompt = schedule.prompt or DEFAULT_PROMPT
         try:
-            result = await self.bot.cache.generate(model.path, self.prompt, n=1, exclude=exclude)
+            result = await self.bot.cache.generate(model.path, prompt, n=1, exclude=exclude)
         except DoppeltweetError as error:
             return await self._pause(schedule, public_error(self.bot, str(error)), channel)
         if not result.tweets:
@@ -541,6 +415,23 @@ class AutoPoster:
                 channel,
             )
         text = result.tweets[0]
+
+        targets: list[Poster] = []
+        errors: list[str] = []
+        if schedule.targets and self.bot.settings.public_mentions == "skip" and has_mentions(text):
+            log.info("auto-post #%s: not posted to other networks, it names accounts", schedule.id)
+        else:
+            for key in schedule.targets:
+                try:
+                    targets.append(self.poster(key))
+                except InputError as error:  # the settings changed since the schedule was made
+                    errors.append(str(error))
+        if targets:
+            try:
+                text = await fit_for(text, targets, ai_label=schedule.ai_label)
+            except PostError as error:
+                errors.append(str(error))
+                targets = []
 
         embed = tweet_embed(
             text,
@@ -561,29 +452,29 @@ class AutoPoster:
             )
         except discord.HTTPException as error:
             log.warning("auto-post #%s: Discord refused the post: %s", schedule.id, error)
-            return PostOutcome(schedule.id, None, None, None, None)
+            return PostOutcome(schedule.id, None, None, None)
 
-        x_post_id: str | None = None
-        x_error: XPostError | None = None
-        if schedule.to_x and self.bot.settings.public_mentions == "skip" and has_mentions(text):
-            log.info("auto-post #%s: not posted to X, it names accounts", schedule.id)
-        elif schedule.to_x:
+        # Generated text may name real accounts: on a public network they must not be pinged.
+        public_text = with_label(neutralise_mentions(text), ai_label=schedule.ai_label)
+        posted_to: dict[str, str] = {}
+        for poster in targets:
             try:
-                poster = self.x_poster()
-                loop = asyncio.get_running_loop()
-                # Generated text may name real accounts: on X they must not be pinged.
-                x_text = x_post_text(neutralise_mentions(text), ai_label=schedule.ai_label)
-                x_post_id = await loop.run_in_executor(None, poster.post, x_text)
-            except InputError as error:
-                x_error = XPostError(str(error), pauses=True)
-            except XPostError as error:
-                x_error = error
+                posted = await poster.post(public_text)
+            except PostError as error:
+                if error.pauses:
+                    errors.append(str(error))
+                else:
+                    log.warning("auto-post #%s: %s", schedule.id, error)
+                continue
+            posted_to[poster.key] = posted.url or posted.id
+            log.info("auto-post #%s posted to %s: %s", schedule.id, poster.network, posted.id)
 
         log_fields: dict[str, Any] = {
             "kind": "autopost",
-            "prompt": self.prompt,
+            "prompt": prompt,
             "channel_id": schedule.channel_id,
-            "x_post_id": x_post_id,
+            "x_post_id": _x_id(posted_to),
+            "posted_to": posted_to,
         }
         try:
             await store.log_tweet(
@@ -593,11 +484,11 @@ class AutoPoster:
             # The schedule was removed while this post was being made; the post still counts.
             await store.log_tweet(schedule.guild_id, schedule.model_name, text, **log_fields)
         await store.mark_schedule_run(schedule.id, _now())
-        if x_error is not None and x_error.pauses:
-            return await self._pause(schedule, str(x_error), channel, text=text, message=message)
-        if x_error is not None:
-            log.warning("auto-post #%s: %s", schedule.id, x_error)
-        return PostOutcome(schedule.id, text, message.id, x_post_id, None)
+        if errors:
+            return await self._pause(
+                schedule, " ".join(errors), channel, text=text, message=message, posted=posted_to
+            )
+        return PostOutcome(schedule.id, text, message.id, None, posted_to)
 
     async def _channel(self, schedule: Schedule) -> tuple[Any, str | None]:
         """The schedule's channel, or None with the reason the schedule must pause."""
@@ -624,6 +515,7 @@ class AutoPoster:
         *,
         text: str | None = None,
         message: discord.Message | None = None,
+        posted: dict[str, str] | None = None,
     ) -> PostOutcome:
         """Pause the schedule and, the first time only, tell its channel why."""
         self._remove_job(schedule.id)
@@ -643,5 +535,24 @@ class AutoPoster:
                     "could not tell channel %s that auto-post #%s paused", channel.id, schedule.id
                 )
         return PostOutcome(
-            schedule.id, text, message.id if message is not None else None, None, reason
+            schedule.id, text, message.id if message is not None else None, reason, posted or {}
         )
+
+
+def _x_id(posted_to: Mapping[str, str]) -> str | None:
+    """The X post's id (what the ``x_post_id`` column has always held) from its address."""
+    where = posted_to.get("x")
+    return where.rsplit("/", 1)[-1] if where else None
+
+
+async def fit_for(text: str, posters: list[Poster], *, ai_label: bool) -> str:
+    """``text`` cut so that, neutralised and labelled, it fits every poster's limit."""
+    limits = []
+    for poster in posters:
+        limit = await poster.max_length()
+
+        def counted(candidate: str, poster: Poster = poster) -> int:
+            return poster.length(neutralise_mentions(candidate))
+
+        limits.append((counted, limit))
+    return fit_text(text, limits, ai_label=ai_label)

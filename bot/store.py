@@ -167,6 +167,16 @@ class Schedule:
     created_by: int
     created_at: datetime
     last_run_at: datetime | None
+    to_bluesky: bool = False
+    to_mastodon: bool = False
+    #: How each post starts ('' = the model opens the tweet).
+    prompt: str = ""
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The public networks it also posts to, by option key (``x``, ``bluesky``, …)."""
+        chosen = (("x", self.to_x), ("bluesky", self.to_bluesky), ("mastodon", self.to_mastodon))
+        return tuple(key for key, on in chosen if on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +194,8 @@ class GeneratedTweet:
     schedule_id: int | None
     x_post_id: str | None
     created_at: datetime
+    #: Where each public network shows the post (its address, else its id), by network key.
+    posted_to: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def _model(row: sqlite3.Row) -> ModelRecord:
@@ -241,6 +253,9 @@ def _schedule(row: sqlite3.Row) -> Schedule:
         created_by=row["created_by"],
         created_at=cast(datetime, _dt(row["created_at"])),
         last_run_at=_dt(row["last_run_at"]),
+        to_bluesky=bool(row["to_bluesky"]),
+        to_mastodon=bool(row["to_mastodon"]),
+        prompt=row["prompt"],
     )
 
 
@@ -257,6 +272,7 @@ def _tweet(row: sqlite3.Row) -> GeneratedTweet:
         schedule_id=row["schedule_id"],
         x_post_id=row["x_post_id"],
         created_at=cast(datetime, _dt(row["created_at"])),
+        posted_to=json.loads(row["posted_to"]),
     )
 
 
@@ -742,6 +758,9 @@ class Store:
         jitter_s: int = 0,
         to_x: bool = False,
         ai_label: bool = True,
+        to_bluesky: bool = False,
+        to_mastodon: bool = False,
+        prompt: str = "",
     ) -> Schedule:
         """Add an auto-posting schedule for one of the server's models."""
         if kind not in get_args(ScheduleKind):
@@ -750,8 +769,9 @@ class Store:
             async with self._transaction() as db:
                 async with db.execute(
                     "INSERT INTO schedules (guild_id, model_name, channel_id, kind, spec, "
-                    "timezone, jitter_s, to_x, ai_label, created_by, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "timezone, jitter_s, to_x, ai_label, to_bluesky, to_mastodon, prompt, "
+                    "created_by, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         guild_id,
                         model_name,
@@ -762,6 +782,9 @@ class Store:
                         jitter_s,
                         int(to_x),
                         int(ai_label),
+                        int(to_bluesky),
+                        int(to_mastodon),
+                        prompt,
                         created_by,
                         _ts(_now()),
                     ),
@@ -858,15 +881,16 @@ class Store:
         channel_id: int | None = None,
         schedule_id: int | None = None,
         x_post_id: str | None = None,
+        posted_to: dict[str, str] | None = None,
     ) -> GeneratedTweet:
-        """Log a generated tweet that was shown or posted."""
+        """Log a generated tweet that was shown or posted (``posted_to``: where, by network)."""
         if kind not in get_args(TweetKind):
             raise ValueError(f"{kind!r} is not a tweet kind")
         async with self._transaction() as db:
             async with db.execute(
                 "INSERT INTO generated_tweets (guild_id, model_name, text, prompt, user_id, "
-                "channel_id, kind, schedule_id, x_post_id, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "channel_id, kind, schedule_id, x_post_id, posted_to, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     guild_id,
                     model_name,
@@ -877,6 +901,7 @@ class Store:
                     kind,
                     schedule_id,
                     x_post_id,
+                    json.dumps(posted_to or {}),
                     _ts(_now()),
                 ),
             ) as cursor:

@@ -1,9 +1,11 @@
-"""``!autopost``: admins schedule generated tweets in a channel (and optionally on X).
+"""``!autopost``: admins schedule generated tweets in a channel (and optionally on X, Bluesky
+and Mastodon).
 
 ``!autopost @handle #channel every 6h`` or ``… at 09:00 mon,thu`` with ``--to-x``,
-``--no-ai-label``, ``--jitter 10m`` and ``--tz Europe/Berlin``; ``!autopost list``, ``pause ID``,
-``resume ID``, ``remove ID``, ``timezone [NAME]``. The cog resolves the model and the channel and
-checks the bot may post there; the schedule's parsing, storage and runs belong to
+``--to-bluesky``, ``--to-mastodon``, ``--no-ai-label``, ``--jitter 10m``, ``--tz Europe/Berlin``
+and ``--prompt words…``; ``!autopost list``, ``pause ID``, ``resume ID``, ``remove ID``,
+``timezone [NAME]``. The cog resolves the model and the channel and checks the bot may post
+there; the schedule language belongs to :mod:`bot.schedule_grammar`, the storage and runs to
 :mod:`bot.scheduler`.
 """
 
@@ -20,7 +22,8 @@ from bot.client import NO_MENTIONS
 from bot.exts import parse_handle_text, require_guild_id
 from bot.exts.admin import NotAdmin, is_admin
 from bot.formatting import escape_user_text
-from bot.scheduler import AutoPoster, describe, parse_schedule
+from bot.schedule_grammar import describe, parse_schedule
+from bot.scheduler import AutoPoster
 from training.errors import InputError
 
 if TYPE_CHECKING:
@@ -92,7 +95,7 @@ class Autopost(commands.Cog):
     @app_commands.describe(
         handle="Whose model posts, e.g. @jack",
         channel="Where it posts, e.g. #general",
-        schedule="e.g. `every 6h`, `at 09:00 mon,thu`, with --to-x --no-ai-label --jitter 10m",
+        schedule="e.g. `every 6h --to-bluesky`, `at 09:00 mon,thu --prompt My dream is`",
     )
     @commands.check(_admin_check)
     async def autopost(
@@ -115,7 +118,7 @@ class Autopost(commands.Cog):
         prefix = self.bot.settings.prefix
         await ctx.send(
             f"Auto-post #{created.id}: **{escape_user_text(model.name)}** in {target.mention} "
-            f"{describe(created)}{self._next_text(created.id)}. "
+            f"{describe(created, quote=escape_user_text)}{self._next_text(created.id)}. "
             f"Stop it with `{prefix}autopost pause {created.id}`.",
             allowed_mentions=NO_MENTIONS,
         )
@@ -147,7 +150,7 @@ class Autopost(commands.Cog):
             )
             lines.append(
                 f"• #{s.id} **{escape_user_text(s.model_name)}** in <#{s.channel_id}> "
-                f"{describe(s)} — {state}"
+                f"{describe(s, quote=escape_user_text)} — {state}"
             )
         await ctx.send("\n".join(lines)[:2000], allowed_mentions=NO_MENTIONS)
 

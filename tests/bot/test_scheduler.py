@@ -1,28 +1,34 @@
 """The schedule language (``every 6h``, ``at 09:00 mon,thu``, options), the triggers built from
-stored schedules, and where a restored schedule picks up. The runs themselves are tested against a
-simulated Discord in ``tests/bot/exts/test_autopost.py``."""
+stored schedules, where a restored schedule picks up, and the scheduler's independence from the
+bot's class. The runs themselves are tested against a simulated Discord in
+``tests/bot/exts/test_autopost.py``."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from bot.scheduler import (
+from bot.schedule_grammar import (
     MIN_INTERVAL_S,
     ScheduleRequest,
-    build_trigger,
     check_timezone,
     describe,
-    first_run,
     format_duration,
     parse_duration,
     parse_interval,
     parse_schedule,
     parse_time_spec,
 )
+from bot.scheduler import build_trigger, first_run
 from bot.store import Schedule
 from training.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
 
@@ -36,6 +42,9 @@ def schedule(
     to_x: bool = False,
     ai_label: bool = True,
     last_run_at: datetime | None = None,
+    to_bluesky: bool = False,
+    to_mastodon: bool = False,
+    prompt: str = "",
 ) -> Schedule:
     return Schedule(
         id=1,
@@ -53,6 +62,9 @@ def schedule(
         created_by=1,
         created_at=T0,
         last_run_at=last_run_at,
+        to_bluesky=to_bluesky,
+        to_mastodon=to_mastodon,
+        prompt=prompt,
     )
 
 
@@ -125,6 +137,20 @@ def test_bad_weekdays_are_one_sentence(days: str) -> None:
         ("at 09:00 --tz Europe/Berlin", ScheduleRequest("cron", "09:00", timezone="Europe/Berlin")),
         # Discord clients turn "--" into a dash.
         ("every 6h —to-x –no-ai-label", ScheduleRequest("interval", "6h", 0, True, False)),
+        (
+            "every 6h --to-bluesky --to-mastodon",
+            ScheduleRequest("interval", "6h", to_bluesky=True, to_mastodon=True),
+        ),
+        (
+            "at 09:00 --prompt My dream is --to-x",
+            ScheduleRequest("cron", "09:00", to_x=True, prompt="My dream is"),
+        ),
+        (
+            "every 1h --prompt “Today I   learned”",
+            ScheduleRequest("interval", "1h", prompt="Today I learned"),
+        ),
+        # The prompt runs to the next option, so `at` inside it is part of the prompt.
+        ("every 1h --prompt at last", ScheduleRequest("interval", "1h", prompt="at last")),
     ],
 )
 def test_schedules(text: str, request_: ScheduleRequest) -> None:
@@ -143,6 +169,10 @@ def test_schedules(text: str, request_: ScheduleRequest) -> None:
         ("at 09:00 --tz Mars/Olympus", r"^“Mars/Olympus” is not a time zone such as Europe/Berlin"),
         ("every 1h --jitter 31m", r"^The jitter may be at most 30m for this schedule, not 31m\.$"),
         ("at 09:00 --jitter 13h", r"^The jitter may be at most 12h for this schedule, not 13h\.$"),
+        ("every 1h --prompt", r"^`--prompt` needs the words each post starts with, such as "),
+        ("every 1h --prompt a --prompt b", r"^Give `--prompt` once\.$"),
+        ("every 1h --prompt " + "word " * 50, r"^The prompt is 249 characters long; keep it "),
+        ("every 1h --to-myspace", r"^I do not understand “--to-myspace”; write "),
     ],
 )
 def test_bad_schedules_are_one_sentence(text: str, message: str) -> None:
@@ -202,6 +232,12 @@ def test_jitter_does_not_add_up_from_run_to_run() -> None:
             schedule(spec="1d", to_x=True, ai_label=False),
             "every 1d, also to X without the AI label",
         ),
+        (schedule(spec="1d", to_bluesky=True), "every 1d, also to Bluesky"),
+        (
+            schedule(spec="1d", to_x=True, to_bluesky=True, to_mastodon=True),
+            "every 1d, also to X, Bluesky and Mastodon",
+        ),
+        (schedule(spec="6h", prompt="My dream is"), "every 6h, starting “My dream is”"),
     ],
 )
 def test_schedules_describe_themselves(made: Schedule, text: str) -> None:
@@ -223,3 +259,33 @@ def test_a_restored_schedule_that_posted_exactly_on_time_does_not_post_again() -
     made = schedule("cron", "09:00", last_run_at=T0 + timedelta(hours=9))
     first = first_run(made)
     assert first == T0 + timedelta(days=1, hours=9)
+
+
+def test_a_prompt_is_quoted_as_the_caller_asks() -> None:
+    made = schedule(prompt="*bold* <@1>")
+    assert describe(made, quote=lambda text: text.replace("*", "\\*")).endswith(
+        "starting “\\*bold\\* <@1>”"
+    )
+
+
+_PROBE = """
+import json, sys
+import bot.scheduler
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("bot."))))
+"""
+
+
+def test_the_scheduler_imports_without_the_bot_client() -> None:
+    """The client builds the scheduler; the scheduler needs only a small host protocol."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert "bot.scheduler" in loaded
+    assert "bot.client" not in loaded and not any(m.startswith("bot.exts") for m in loaded)

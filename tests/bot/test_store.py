@@ -350,3 +350,58 @@ async def test_generated_tweets_are_logged_and_autoposts_are_remembered(store: S
     # The log outlives the schedule that posted.
     await store.delete_schedule(GUILD, schedule.id)
     assert (await store.recent_tweets(GUILD, "alice", kind="autopost"))[0].schedule_id is None
+
+
+# -- migration 0002: schedule targets and prompts ---------------------------------------------
+
+
+async def test_migration_0002_upgrades_a_database_made_by_0001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bot.db"
+    known = migrations()
+    assert known[1][1] == "0002_schedule_targets_and_prompt.sql"
+    monkeypatch.setattr(store_module, "migrations", lambda: known[:1])
+    old = await Store.open(path)
+    await add_model(old, "alice")
+    await old.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        made_id = db.execute(
+            "INSERT INTO schedules (guild_id, model_name, channel_id, kind, spec, created_by, "
+            "created_at) VALUES (?, 'alice', 5, 'cron', '09:00', 7, ?)",
+            (GUILD, datetime.now(UTC).isoformat()),
+        ).lastrowid
+        db.execute(
+            "INSERT INTO generated_tweets (guild_id, model_name, text, kind, x_post_id, "
+            "created_at) VALUES (?, 'alice', 'an old post', 'autopost', '99', ?)",
+            (GUILD, datetime.now(UTC).isoformat()),
+        )
+    monkeypatch.setattr(store_module, "migrations", lambda: known)
+    store = await Store.open(path)
+    try:
+        assert await store.schema_version() == len(known) >= 2
+        [schedule] = await store.list_schedules(GUILD)
+        assert (schedule.id, schedule.spec, schedule.to_x) == (made_id, "09:00", False)
+        assert (schedule.to_bluesky, schedule.to_mastodon, schedule.prompt) == (False, False, "")
+        [old_post] = await store.recent_tweets(GUILD, "alice")
+        assert (old_post.x_post_id, old_post.posted_to) == ("99", {})
+    finally:
+        await store.close()
+
+
+async def test_schedules_keep_their_networks_and_prompt(store: Store) -> None:
+    await add_model(store, "alice")
+    made = await store.add_schedule(
+        GUILD, "alice", 5, kind="interval", spec="6h", timezone="UTC", created_by=7,
+        to_bluesky=True, to_mastodon=True, prompt="My dream is",
+    )  # fmt: skip
+    assert made.targets == ("bluesky", "mastodon")
+    assert made.prompt == "My dream is"
+    assert await store.get_schedule(GUILD, made.id) == made
+    logged = await store.log_tweet(
+        GUILD, "alice", "posted", kind="autopost", schedule_id=made.id,
+        posted_to={"bluesky": "https://bsky.app/profile/a/post/1"},
+    )  # fmt: skip
+    [again] = await store.recent_tweets(GUILD, "alice")
+    assert again.posted_to == logged.posted_to == {"bluesky": "https://bsky.app/profile/a/post/1"}

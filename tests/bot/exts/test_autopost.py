@@ -21,6 +21,8 @@ import responses
 import simcord
 import vcr
 from discord_world import World, add_model, add_trained_model
+from fake_networks import FakeNetwork, bluesky, mastodon, serve
+from pydantic import SecretStr
 
 from bot.client import DoppeltweetBot, create_bot
 from bot.config import BotSettings
@@ -89,6 +91,7 @@ class RecordingGenerator:
     def __init__(self, tweets: list[str]) -> None:
         self.tweets = tweets
         self.excludes: list[frozenset[str]] = []
+        self.prompts: list[str] = []
         self.delegate: Any = None
 
     def generate(
@@ -97,6 +100,7 @@ class RecordingGenerator:
         from training.generate import GenerationResult
 
         self.excludes.append(frozenset(exclude))
+        self.prompts.append(prompt)
         if self.delegate is not None:
             return self.delegate.generate(prompt, n=n, seed=seed, exclude=exclude)
         fresh = [t for t in self.tweets if t not in set(exclude)]
@@ -951,3 +955,236 @@ async def test_a_model_with_nothing_new_to_say_pauses_and_says_so_once(
     assert "`!autopost resume 1`" in notices[0]
     [schedule] = await store.all_schedules()
     assert schedule.paused
+
+
+# -- Bluesky and Mastodon -----------------------------------------------------------------------
+
+BSKY_CREATE = "/xrpc/com.atproto.repo.createRecord"
+BSKY_SESSION = "/xrpc/com.atproto.server.createSession"
+STATUSES = "/api/v1/statuses"
+
+
+@pytest.fixture
+def pds(bot_settings: BotSettings) -> Iterator[FakeNetwork]:
+    """A Bluesky PDS on 127.0.0.1, configured as the bot's Bluesky account."""
+    with serve(bluesky()) as network:
+        bot_settings.bluesky_handle = "doppel.bsky.social"
+        bot_settings.bluesky_app_password = SecretStr("app-password-secret")
+        bot_settings.bluesky_service = network.url
+        yield network
+
+
+@pytest.fixture
+def instance(bot_settings: BotSettings) -> Iterator[FakeNetwork]:
+    """A Mastodon server on 127.0.0.1 (limit 500), configured as the bot's Mastodon account."""
+    with serve(mastodon(max_characters=500)) as network:
+        bot_settings.mastodon_instance = network.url
+        bot_settings.mastodon_access_token = SecretStr("mastodon-token-secret")
+        yield network
+
+
+async def test_a_post_also_goes_to_bluesky_and_mastodon_with_the_ai_label(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    scripted_tweets: list[str],
+    pds: FakeNetwork,
+    instance: FakeNetwork,
+) -> None:
+    scripted_tweets[:] = ["the moon is a cheese"]
+    reply = await autopost(world, "@jack #general every 6h --to-bluesky --to-mastodon")
+    assert "every 6h, also to Bluesky and Mastodon" in reply
+    await simcord_env.advance_time(6 * HOUR)
+    assert len(posts(world)) == 1
+    [record] = pds.calls("POST", BSKY_CREATE)
+    assert record.body["record"]["text"] == "the moon is a cheese 🤖 AI-generated"
+    [status] = instance.calls("POST", STATUSES)
+    assert status.body == {"status": "the moon is a cheese 🤖 AI-generated", "visibility": "public"}
+    [logged] = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
+    assert logged.posted_to == {
+        "bluesky": "https://bsky.app/profile/doppel.bsky.social/post/3kq2gxk4aqk2c",
+        "mastodon": "https://mastodon.example/@doppel/113371093580426345",
+    }
+    assert logged.x_post_id is None
+    assert not [t for t in texts(world) if "paused" in t]
+
+
+async def test_posting_to_bluesky_or_mastodon_without_settings_is_refused(
+    world: World, jack: Path, store: Store
+) -> None:
+    assert await autopost(world, "@jack #general every 6h --to-bluesky") == (
+        "Posting to Bluesky needs BLUESKY_HANDLE and BLUESKY_APP_PASSWORD in the bot's "
+        "configuration."
+    )
+    assert await autopost(world, "@jack #general every 6h --to-mastodon") == (
+        "Posting to Mastodon needs MASTODON_INSTANCE and MASTODON_ACCESS_TOKEN in the bot's "
+        "configuration."
+    )
+    assert await store.list_schedules(world.guild.id) == []
+    world.handled_errors()
+
+
+@pytest.mark.parametrize(
+    ("network", "status", "body", "sentence"),
+    [
+        (
+            "bluesky",
+            401,
+            {"error": "AuthenticationRequired", "message": "Invalid identifier or password"},
+            "Bluesky rejected the handle or app password",
+        ),
+        (
+            "bluesky",
+            429,
+            {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"},
+            "Bluesky's rate limit for posting was reached (429 Too Many Requests)",
+        ),
+        (
+            "mastodon",
+            401,
+            {"error": "The access token is invalid"},
+            "Mastodon rejected the posting credentials (401 Unauthorized)",
+        ),
+        (
+            "mastodon",
+            422,
+            {"error": "Validation failed: Text character limit of 500 exceeded"},
+            "Mastodon refused the text of the post (422)",
+        ),
+    ],
+    ids=["bluesky-401", "bluesky-429", "mastodon-401", "mastodon-422"],
+)
+async def test_a_network_error_pauses_the_schedule_and_tells_the_channel_once(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    pds: FakeNetwork,
+    instance: FakeNetwork,
+    network: str,
+    status: int,
+    body: dict[str, Any],
+    sentence: str,
+) -> None:
+    if network == "bluesky":
+        route = BSKY_SESSION if status == 401 else BSKY_CREATE
+        pds.reply("POST", route, status, body)
+    else:
+        instance.reply("POST", STATUSES, status, body)
+    await autopost(world, f"@jack #general every 1h --to-{network}")
+    await simcord_env.advance_time(HOUR)
+    requests_made = len(pds.requests) + len(instance.requests)
+    assert requests_made in (1, 2)  # Bluesky's login, then its post
+    # Run it twice more by hand: a paused schedule neither posts nor tells the channel again.
+    autoposter = simcord_env.bot.autoposter  # type: ignore[attr-defined]
+    assert await autoposter.run_schedule(1) is None
+    assert await autoposter.run_schedule(1) is None
+    await simcord_env.advance_time(3 * HOUR)
+    assert len(posts(world)) == 1  # the Discord post went out before the network refused
+    [notice] = [t for t in texts(world) if "is paused:" in t]
+    assert notice.startswith(f"Auto-post #1 of **jack** is paused: {sentence}")
+    assert notice.endswith("An admin can resume it with `!autopost resume 1`.")
+    assert "secret" not in notice
+    [schedule] = await store.list_schedules(world.guild.id)
+    assert schedule.paused and (schedule.paused_reason or "").startswith(sentence)
+    assert autoposter.job_ids() == set()
+    assert len(pds.requests) + len(instance.requests) == requests_made
+
+
+async def test_one_network_refusing_does_not_stop_the_other(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    pds: FakeNetwork,
+    instance: FakeNetwork,
+) -> None:
+    instance.reply("POST", STATUSES, 429, {"error": "Too many requests"})
+    await autopost(world, "@jack #general every 1h --to-mastodon --to-bluesky")
+    await simcord_env.advance_time(HOUR)
+    [logged] = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
+    assert set(logged.posted_to) == {"bluesky"}
+    [schedule] = await store.list_schedules(world.guild.id)
+    assert schedule.paused and (schedule.paused_reason or "").startswith("Mastodon's rate limit")
+
+
+async def test_a_network_outage_does_not_pause_the_schedule(
+    world: World, jack: Path, simcord_env: simcord.Env, store: Store, pds: FakeNetwork
+) -> None:
+    pds.reply("POST", BSKY_CREATE, 502, {"error": "UpstreamFailure"})
+    await autopost(world, "@jack #general every 1h --to-bluesky")
+    await simcord_env.advance_time(2 * HOUR)
+    [schedule] = await store.list_schedules(world.guild.id)
+    assert not schedule.paused
+    assert len(posts(world)) == 2
+    assert len(pds.calls("POST", BSKY_CREATE)) == 2
+
+
+@pytest.mark.parametrize("mode", ["neutralise", "skip"])
+async def test_generated_mentions_never_reach_bluesky_or_mastodon_as_live_mentions(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    scripted_tweets: list[str],
+    bot_settings: BotSettings,
+    pds: FakeNetwork,
+    instance: FakeNetwork,
+    mode: str,
+) -> None:
+    bot_settings.public_mentions = mode  # type: ignore[assignment]
+    scripted_tweets[:] = ["@jack.bsky.social and @jack@mastodon.social look"]
+    await autopost(world, "@jack #general every 6h --to-bluesky --to-mastodon")
+    await simcord_env.advance_time(6 * HOUR)
+    assert len(posts(world)) == 1
+    sent = [c.body["record"]["text"] for c in pds.calls("POST", BSKY_CREATE)]
+    sent += [c.body["status"] for c in instance.calls("POST", STATUSES)]
+    if mode == "neutralise":
+        expected = "@\u200bjack.bsky.social and @\u200bjack@mastodon.social look 🤖 AI-generated"
+        assert sent == [expected, expected]
+    else:
+        assert sent == []
+
+
+async def test_a_schedule_posts_from_its_own_prompt_and_lists_it(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    store: Store,
+    scripted_generator: RecordingGenerator,
+) -> None:
+    reply = await autopost(world, "@jack #general every 1h --prompt My *dream* is")
+    assert "every 1h, starting “My \\*dream\\* is”" in reply
+    await autopost(world, "@jack #general every 2h")
+    listing = (await autopost(world, "list")).splitlines()
+    assert "every 1h, starting “My \\*dream\\* is” — active" in listing[1]
+    assert "starting" not in listing[2]
+    await simcord_env.advance_time(HOUR)
+    assert scripted_generator.prompts[-1] == "My *dream* is"
+    [logged] = await store.recent_tweets(world.guild.id, "jack", kind="autopost")
+    assert logged.prompt == "My *dream* is"
+    [first, second] = await store.list_schedules(world.guild.id)
+    assert (first.prompt, second.prompt) == ("My *dream* is", "")
+
+
+async def test_a_long_tweet_is_cut_to_the_strictest_networks_limit(
+    world: World,
+    jack: Path,
+    simcord_env: simcord.Env,
+    scripted_tweets: list[str],
+    pds: FakeNetwork,
+    bot_settings: BotSettings,
+) -> None:
+    with serve(mastodon(max_characters=120)) as small:
+        bot_settings.mastodon_instance = small.url
+        bot_settings.mastodon_access_token = SecretStr("mastodon-token-secret")
+        scripted_tweets[:] = ["The moon rose. " + "word " * 50]
+        await autopost(world, "@jack #general every 1h --to-bluesky --to-mastodon")
+        await simcord_env.advance_time(HOUR)
+        [status] = small.calls("POST", STATUSES)
+    [record] = pds.calls("POST", BSKY_CREATE)
+    text = status.body["status"]
+    assert record.body["record"]["text"] == text  # every network shows the same text
+    assert len(text) <= 120 and text.endswith("… 🤖 AI-generated")
+    [post] = posts(world)
+    assert post.embeds[0].description == text.removesuffix(" 🤖 AI-generated")

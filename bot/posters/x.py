@@ -1,32 +1,41 @@
-"""Posting generated tweets to X through tweepy's ``create_tweet`` (opt-in, per schedule).
+"""Posting to X through tweepy's ``create_tweet`` (opt-in, per schedule).
 
 Posting needs user-context credentials (OAuth 1.0a: the app's consumer key and secret plus the
-posting account's access token and secret) from the bot's configuration. Every post says it is
-AI-generated unless an admin turned the label off, and still fits X's 280-character limit.
+posting account's access token and secret) from the bot's configuration. X counts length in
+weighted characters (:func:`x_weight`: most scripts 1, CJK and emoji 2) up to 280.
 
-X's errors become :class:`XPostError` with one sentence for the server's admins. Errors that will
-repeat on every try (bad credentials, no credits left, a refused post, the rate limit) say so with
-``pauses=True``; the scheduler pauses the schedule instead of failing on every tick. tweepy's
+X's errors become the :mod:`bot.posters.base` error classes with one sentence for the server's
+admins: 401 bad credentials, 429 the rate limit, 403 (a duplicate, no write access) a refused
+post, 402 (no credits left) and other 4xx a refusal; all of them pause a schedule. tweepy's
 ``requests`` session has no timeout of its own, so the client here gets one: a hung connection
 must not hold a worker thread forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import unicodedata
 
 import requests
 import tweepy
 
 from bot.config import BotSettings
-from training.errors import DoppeltweetError, InputError
+from bot.posters.base import (
+    BadCredentials,
+    ContentRejected,
+    Posted,
+    PostError,
+    PostRefused,
+    RateLimited,
+    Unreachable,
+    fit_text,
+    with_label,
+)
+from training.errors import InputError
 from training.sources.xapi import TimeoutSession
 
 log = logging.getLogger(__name__)
 
-#: What an AI-labelled post ends with, so nobody mistakes it for the real person.
-AI_LABEL = " 🤖 AI-generated"
 #: X's limit, in X's weighted characters (most scripts count 1, CJK and emoji 2).
 X_MAX_WEIGHT = 280
 #: Seconds one request to X may take before it counts as failed.
@@ -39,15 +48,6 @@ MISSING_CREDENTIALS = (
     "Posting to X needs X_CONSUMER_KEY, X_CONSUMER_SECRET, X_ACCESS_TOKEN and "
     "X_ACCESS_TOKEN_SECRET in the bot's configuration."
 )
-
-
-class XPostError(DoppeltweetError):
-    """X did not take the post; ``pauses`` says trying again on the next tick would not help."""
-
-    def __init__(self, message: str, *, status: int | None = None, pauses: bool) -> None:
-        super().__init__(message)
-        self.status = status
-        self.pauses = pauses
 
 
 def x_weight(text: str) -> int:
@@ -65,34 +65,10 @@ def x_weight(text: str) -> int:
     return total
 
 
-def _cut(text: str, budget: int) -> str:
-    """The longest start of ``text`` within ``budget`` weighted characters, ending with “…”."""
-    if x_weight(text) <= budget:
-        return text
-    kept: list[str] = []
-    used = x_weight("…")  # 2: X weighs the ellipsis like CJK
-    for char in text:
-        weight = x_weight(char)
-        if used + weight > budget:
-            break
-        kept.append(char)
-        used += weight
-    cut = "".join(kept)
-    # Do not end inside a word or on a dangling combining mark when a space is near.
-    space = cut.rfind(" ")
-    if space >= len(cut) * 2 // 3:
-        cut = cut[:space]
-    while cut and unicodedata.combining(cut[-1]):
-        cut = cut[:-1]
-    return cut.rstrip() + "…"
-
-
 def x_post_text(text: str, *, ai_label: bool = True) -> str:
-    """What goes to X: the tweet, labelled as AI-generated unless turned off, within 280."""
-    text = " ".join(text.split())
-    if not ai_label:
-        return _cut(text, X_MAX_WEIGHT)
-    return _cut(text, X_MAX_WEIGHT - x_weight(AI_LABEL)) + AI_LABEL
+    """What goes to X on its own: the tweet, labelled unless turned off, cut to fit 280."""
+    fitted = fit_text(text, [(x_weight, X_MAX_WEIGHT)], ai_label=ai_label)
+    return with_label(fitted, ai_label=ai_label)
 
 
 def _x_detail(error: tweepy.HTTPException) -> str:
@@ -102,28 +78,49 @@ def _x_detail(error: tweepy.HTTPException) -> str:
     return detail[:150].rstrip(" .") if detail else ""
 
 
-def _sentence(status: int, error: tweepy.HTTPException) -> str:
+def _error(status: int, error: tweepy.HTTPException) -> PostError:
     detail = _x_detail(error)
     said = f" (X said: {detail})" if detail else ""
     if status == 401:
-        return (
+        return BadCredentials(
             f"X rejected the posting credentials (401 Unauthorized){said}; check X_CONSUMER_KEY, "
-            "X_CONSUMER_SECRET, X_ACCESS_TOKEN and X_ACCESS_TOKEN_SECRET."
+            "X_CONSUMER_SECRET, X_ACCESS_TOKEN and X_ACCESS_TOKEN_SECRET.",
+            network="X",
+            status=status,
         )
     if status == 402:
-        return f"X says the account's API credits are used up (402 Payment Required){said}."
+        return PostRefused(
+            f"X says the account's API credits are used up (402 Payment Required){said}.",
+            network="X",
+            status=status,
+        )
     if status == 403:
-        return (
+        return ContentRejected(
             f"X refused the post (403 Forbidden){said}; the app may lack write access or the "
-            "account may be restricted."
+            "account may be restricted.",
+            network="X",
+            status=status,
         )
     if status == 429:
-        return f"X's rate limit for posting was reached (429 Too Many Requests){said}."
-    return f"X answered {status} to the post{said}."
+        return RateLimited(
+            f"X's rate limit for posting was reached (429 Too Many Requests){said}.",
+            network="X",
+            status=status,
+        )
+    if 400 <= status < 500:
+        return PostRefused(f"X answered {status} to the post{said}.", network="X", status=status)
+    return Unreachable(
+        f"X answered {status} to the post{said}; the next post will try again.",
+        network="X",
+        status=status,
+    )
 
 
 class XPoster:
     """Posts to X as the account whose user-context credentials are configured."""
+
+    network = "X"
+    key = "x"
 
     def __init__(
         self,
@@ -160,22 +157,34 @@ class XPoster:
         values = [s.get_secret_value().strip() for s in secrets if s is not None]
         return cls(*values)
 
-    def post(self, text: str) -> str:
+    def length(self, text: str) -> int:
+        """X's weighted length (:func:`x_weight`)."""
+        return x_weight(text)
+
+    async def max_length(self) -> int:
+        """X's 280 weighted characters."""
+        return X_MAX_WEIGHT
+
+    async def post(self, text: str) -> Posted:
+        """Post ``text`` as it is (in a worker thread: tweepy blocks)."""
+        post_id = await asyncio.to_thread(self.post_blocking, text)
+        return Posted("X", post_id, f"https://x.com/i/web/status/{post_id}")
+
+    def post_blocking(self, text: str) -> str:
         """Post ``text`` as it is and return the new post's id (blocking: run it in a thread)."""
         try:
             response = self._client.create_tweet(text=text, user_auth=True)
         except tweepy.HTTPException as error:
             status = error.response.status_code
-            permanent = 400 <= status < 500
             log.warning("X refused a post with %s %s", status, _x_detail(error))
-            raise XPostError(_sentence(status, error), status=status, pauses=permanent) from error
+            raise _error(status, error) from error
         except (requests.RequestException, tweepy.TweepyException) as error:
             log.warning("could not reach X: %s", type(error).__name__)
-            raise XPostError(
-                "X could not be reached to post; the next post will try again.", pauses=False
+            raise Unreachable(
+                "X could not be reached to post; the next post will try again.", network="X"
             ) from error
         data = getattr(response, "data", None)
         post_id = data.get("id") if isinstance(data, dict) else None
         if not post_id:
-            raise XPostError("X accepted the post but sent back no post id.", pauses=False)
+            raise Unreachable("X accepted the post but sent back no post id.", network="X")
         return str(post_id)

@@ -1,5 +1,5 @@
-"""XPoster: tweepy create_tweet with user-context credentials, X's errors as one sentence, the
-AI label within 280 characters."""
+"""XPoster: tweepy create_tweet with user-context credentials, X's errors as one sentence of the
+poster error classes, the AI label within 280 characters."""
 
 from __future__ import annotations
 
@@ -13,17 +13,19 @@ import responses
 import vcr
 
 from bot.config import BotSettings
-from bot.x_poster import (
+from bot.posters import (
     AI_LABEL,
-    X_MAX_WEIGHT,
-    XPoster,
-    XPostError,
-    x_post_text,
-    x_weight,
+    BadCredentials,
+    ContentRejected,
+    PostError,
+    PostRefused,
+    RateLimited,
+    Unreachable,
 )
+from bot.posters.x import X_MAX_WEIGHT, XPoster, x_post_text, x_weight
 from training.errors import InputError
 
-CASSETTES = Path(__file__).resolve().parents[1] / "fixtures" / "tweepy_cassettes"
+CASSETTES = Path(__file__).resolve().parents[2] / "fixtures" / "tweepy_cassettes"
 X_TWEETS_URL = "https://api.twitter.com/2/tweets"
 
 
@@ -39,7 +41,7 @@ def test_posting_replays_the_recorded_create_tweet_exchange() -> None:
         match_on=["method", "uri", "body"],
     )
     with recorder.use_cassette("test_client_create_and_delete_tweet.yaml") as cassette:
-        post_id = poster().post("Test Tweet")
+        post_id = poster().post_blocking("Test Tweet")
     assert post_id == "1456012973835788293"
     assert cassette.play_count == 1
 
@@ -49,7 +51,7 @@ def test_posting_signs_the_request_with_oauth1_user_context() -> None:
     responses.add(
         responses.POST, X_TWEETS_URL, json={"data": {"id": "9", "text": "hi"}}, status=201
     )
-    assert poster().post("hi") == "9"
+    assert poster().post_blocking("hi") == "9"
     [call] = responses.calls
     assert json.loads(call.request.body) == {"text": "hi"}
     authorization = call.request.headers["Authorization"]
@@ -60,23 +62,43 @@ def test_posting_signs_the_request_with_oauth1_user_context() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "start"),
+    ("status", "body", "start", "kind"),
     [
-        (401, {"title": "Unauthorized", "detail": "Unauthorized"}, "X rejected the posting "),
-        (402, {"title": "CreditsDepleted", "detail": "No credits"}, "X says the account's API "),
-        (403, {"detail": "You are not allowed to create a Tweet with duplicate content."}, "X re"),
-        (429, {"title": "Too Many Requests", "detail": "Too Many Requests"}, "X's rate limit "),
+        (
+            401,
+            {"title": "Unauthorized", "detail": "Unauthorized"},
+            "X rejected the posting ",
+            BadCredentials,
+        ),
+        (
+            402,
+            {"title": "CreditsDepleted", "detail": "No credits"},
+            "X says the account's API ",
+            PostRefused,
+        ),
+        (
+            403,
+            {"detail": "You are not allowed to create a Tweet with duplicate content."},
+            "X re",
+            ContentRejected,
+        ),
+        (
+            429,
+            {"title": "Too Many Requests", "detail": "Too Many Requests"},
+            "X's rate limit ",
+            RateLimited,
+        ),
     ],
 )
 @responses.activate
 def test_lasting_x_errors_are_one_sentence_that_pauses(
-    status: int, body: dict[str, Any], start: str
+    status: int, body: dict[str, Any], start: str, kind: type[PostError]
 ) -> None:
     responses.add(responses.POST, X_TWEETS_URL, json=body, status=status)
-    with pytest.raises(XPostError) as caught:
-        poster().post("hello")
+    with pytest.raises(kind) as caught:
+        poster().post_blocking("hello")
     error = caught.value
-    assert (error.status, error.pauses) == (status, True)
+    assert (error.status, error.pauses, error.network) == (status, True, "X")
     message = str(error)
     assert message.startswith(start) and f"({status} " in message
     assert message.endswith(".") and "\n" not in message
@@ -86,16 +108,16 @@ def test_lasting_x_errors_are_one_sentence_that_pauses(
 @responses.activate
 def test_a_server_error_is_transient() -> None:
     responses.add(responses.POST, X_TWEETS_URL, json={"title": "Service Unavailable"}, status=503)
-    with pytest.raises(XPostError) as caught:
-        poster().post("hello")
+    with pytest.raises(Unreachable) as caught:
+        poster().post_blocking("hello")
     assert (caught.value.status, caught.value.pauses) == (503, False)
 
 
 @responses.activate
 def test_an_unreachable_x_is_transient_and_says_so() -> None:
     responses.add(responses.POST, X_TWEETS_URL, body=requests.ConnectionError("refused"))
-    with pytest.raises(XPostError) as caught:
-        poster().post("hello")
+    with pytest.raises(Unreachable) as caught:
+        poster().post_blocking("hello")
     assert str(caught.value) == "X could not be reached to post; the next post will try again."
     assert not caught.value.pauses
 
@@ -109,7 +131,7 @@ def test_every_request_has_a_timeout() -> None:
         return 201, {}, json.dumps({"data": {"id": "1", "text": "x"}})
 
     responses.add_callback(responses.POST, X_TWEETS_URL, callback=callback)
-    XPoster("a", "b", "c", "d", timeout=7).post("x")
+    XPoster("a", "b", "c", "d", timeout=7).post_blocking("x")
     assert seen == [7]
 
 
@@ -152,3 +174,13 @@ def test_weights_follow_x_counting() -> None:
     assert x_weight("é") == 1
     assert x_weight("日本") == 4
     assert x_weight("🤖") == 2
+
+
+@responses.activate
+async def test_the_async_post_gives_the_posts_id_and_address() -> None:
+    responses.add(
+        responses.POST, X_TWEETS_URL, json={"data": {"id": "9", "text": "hi"}}, status=201
+    )
+    posted = await poster().post("hi")
+    assert (posted.network, posted.id, posted.url) == ("X", "9", "https://x.com/i/web/status/9")
+    assert poster().length("日本") == 4 and await poster().max_length() == X_MAX_WEIGHT
