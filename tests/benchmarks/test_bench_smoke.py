@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks import (
     bench_generation,
+    bench_generation_fast,
     bench_loop_lag,
     bench_matmul,
     bench_memory,
@@ -109,3 +110,26 @@ def test_run_all_merges_script_output_and_names_missing_required_keys(tmp_path) 
     assert data["run"]["quick"] is True and data["run"]["missing_keys"] == []
     with pytest.raises(KeyError):
         run_all.lookup(data, "training.gpt2_full.mfu")
+
+
+def test_fast_generation_compares_both_backends_and_their_perplexity(scratch, capsys) -> None:
+    out = run_quick(bench_generation_fast.main, scratch, capsys)["generation"]["fast_vs_torch"]
+    for case in ("torch.prompt", "ctranslate2.prompt", "torch.no_prompt", "ctranslate2.no_prompt"):
+        assert out[case]["p50_s"] <= out[case]["p95_s"]
+    assert out["warm_p50_s"] == out["ctranslate2.prompt"]["p50_s"]
+    assert out["torch_fp32_ppl"] > 1 and out["fast_int8_ppl"] > 1
+    assert out["scored_tokens"] > 0
+
+
+def test_run_all_merges_scripts_that_share_a_key_without_losing_either() -> None:
+    merged = {"generation": {"gpt2": {"warm_p50_s": 9.0}, "fast_vs_torch": {"warm_p50_s": 1.0}}}
+    run_all._replace(merged, "generation", {"generation": {"gpt2": {"warm_p50_s": 2.0}}})
+    assert merged["generation"] == {
+        "gpt2": {"warm_p50_s": 2.0},
+        "fast_vs_torch": {"warm_p50_s": 1.0},
+    }
+    run_all._replace(
+        merged, "generation.fast_vs_torch", run_all.nest("generation.fast_vs_torch", {"error": "x"})
+    )
+    assert merged["generation"]["fast_vs_torch"] == {"error": "x"}
+    assert merged["generation"]["gpt2"] == {"warm_p50_s": 2.0}
