@@ -82,6 +82,9 @@ def test_memory_reports_full_weights_against_extra_lora_handles(scratch, capsys)
         "copy_filter_tweets",
     }
     assert out["tokenizers_shared"] is True
+    assert [h["backend"] for h in out["fast_handles"]] == ["ctranslate2"] * 3
+    assert all(h["cache_accounted_mb"] > 0 for h in out["fast_handles"])
+    assert isinstance(out["fast_per_handle_mb"], float)
 
 
 def test_loop_lag_samples_the_loop_during_a_real_training_job_and_generations(
