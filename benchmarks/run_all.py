@@ -48,6 +48,8 @@ REQUIRED_KEYS = (
     "generation.gpt2.warm_p50_s",
     "generation.gpt2.cold_s",
     "generation.fast_vs_torch.warm_p50_s",
+    "generation.pool.p50_ms",
+    "generation.concurrent8.p95_s",
     "loop_lag.during_training.p99_ms",
     "loop_lag.during_generation.p99_ms",
     "memory.per_extra_lora_handle_mb",

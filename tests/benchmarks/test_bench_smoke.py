@@ -66,6 +66,9 @@ def test_generation_reports_cold_and_warm_latency_per_model(scratch, capsys) -> 
         assert entry["cold_s"] > 0 and entry["sampled_tokens_per_s"] > 0
         assert entry["candidates_per_call"] >= 1
         assert entry["ms_per_forward_pass"] > 0
+    assert out["pool"]["calls"] == 5 and out["pool"]["p50_ms"] <= out["pool"]["p95_ms"]
+    assert out["concurrent8"]["requests"] == 8
+    assert out["concurrent8"]["models"] == ["g_tiny", "g_gpt2"]
 
 
 def test_memory_reports_full_weights_against_extra_lora_handles(scratch, capsys) -> None:
