@@ -52,6 +52,7 @@ REQUIRED_KEYS = (
     "generation.concurrent8.p95_s",
     "loop_lag.during_training.p99_ms",
     "loop_lag.during_generation.p99_ms",
+    "loop_lag.first_load.p99_ms",
     "memory.per_extra_lora_handle_mb",
 )
 
