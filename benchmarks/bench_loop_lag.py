@@ -162,10 +162,13 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
     training = asyncio.run(during_training(root, max_steps=3 if quick else 40, timeout_s=600))
     generation = asyncio.run(during_generation(model_dir, calls=2 if quick else 5))
     generation["model"] = "gpt2-shaped" if not quick else "gpt2-shaped (quick: 2 x 64)"
+    # The model's first load (tokenizer, weights, fast artifact) with its first tweet.
+    first_load = {**generation["first_call"], "model": generation["model"]}
     return {
         "interval_ms": INTERVAL_S * 1000,
         "during_training": training,
         "during_generation": generation,
+        "first_load": first_load,
     }
 
 

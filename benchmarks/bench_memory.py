@@ -7,7 +7,9 @@ after ``gc`` and ``malloc_trim``) is read before and after each load. Models, in
 1. a full fine-tune of the gpt2-shaped model (its own weights);
 2. a LoRA adapter on the gpt2-shaped base (loads the shared base and the adapter);
 3. three more LoRA handles on the same base (copies of that adapter folder under other names):
-   what each *extra* handle costs is ``per_extra_lora_handle_mb``.
+   what each *extra* handle costs is ``per_extra_lora_handle_mb``;
+4. the same three handles on the fast backend (CTranslate2 int8, each its own merged model):
+   ``fast_per_handle_mb``, what the cache budgets per fast generator.
 
 Beside the RSS deltas are the bytes the cache itself accounts for each model (``memory_bytes``:
 parameters and buffers that model alone holds), and what the two other per-handle parts cost on
@@ -53,6 +55,21 @@ def _load(path: Path, kept: list[Any]) -> dict[str, Any]:
         "rss_delta_mb": round(after - before, 2),
         "cache_accounted_mb": round(generator.memory_bytes / 2**20, 2),
         "lora": generator.is_lora,
+    }
+
+
+def _load_fast(path: Path, kept: list[Any]) -> dict[str, Any]:
+    """RSS delta of one handle served by the fast backend (its own merged int8 weights)."""
+    from training.generate import GenerationSettings, TweetGenerator
+
+    before = common.rss_mb()
+    generator = TweetGenerator.load(path, backend="ctranslate2")
+    kept.append(generator)
+    generator.generate("", n=1, seed=0, settings=GenerationSettings(max_length=24))
+    return {
+        "backend": generator.backend,
+        "rss_delta_mb": round(common.rss_mb() - before, 2),
+        "cache_accounted_mb": round(generator.memory_bytes / 2**20, 2),
     }
 
 
@@ -102,6 +119,9 @@ def measure(store_root: Path) -> dict[str, Any]:
     first_lora = _load(lora, kept)
     extra_stats = [_load(path, kept) for path in extras]
     per_extra = statistics.mean(s["rss_delta_mb"] for s in extra_stats)
+    # The fast path: each handle holds its merged int8 model (no shared base); the artifacts
+    # were built right after training (copies carry theirs).
+    fast_stats = [_load_fast(path, kept) for path in extras]
     adapter_files = sum(f.stat().st_size for f in lora.glob("adapter_model.*")) / 2**20
 
     handles = kept[1:]
@@ -120,6 +140,8 @@ def measure(store_root: Path) -> dict[str, Any]:
         "extra_lora_handles": extra_stats,
         "per_extra_lora_handle_mb": round(per_extra, 2),
         "adapter_file_mb": round(adapter_files, 2),
+        "fast_handles": fast_stats,
+        "fast_per_handle_mb": round(statistics.mean(s["rss_delta_mb"] for s in fast_stats), 2),
         "tokenizers_shared": shared,
         "parts_of_a_handle_mb": {
             "tokenizer_unshared": round(tokenizer_mb, 2),

@@ -22,12 +22,21 @@ from typing import Any
 
 from benchmarks import common
 
-SCRIPTS = ("bench_matmul", "bench_training", "bench_generation", "bench_memory", "bench_loop_lag")
-#: The key each script's results go under (an error replaces that key's stale results).
+SCRIPTS = (
+    "bench_matmul",
+    "bench_training",
+    "bench_generation",
+    "bench_generation_fast",
+    "bench_memory",
+    "bench_loop_lag",
+)
+#: Where each script's results go, as a dotted key (an error replaces that key's stale results);
+#: scripts that share a top-level key (generation) are merged into it, not over it.
 RESULT_KEYS = {
     "bench_matmul": "matmul",
     "bench_training": "training",
     "bench_generation": "generation",
+    "bench_generation_fast": "generation.fast_vs_torch",
     "bench_memory": "memory",
     "bench_loop_lag": "loop_lag",
 }
@@ -38,11 +47,21 @@ REQUIRED_KEYS = (
     "training.gpt2_lora.mfu",
     "generation.gpt2.warm_p50_s",
     "generation.gpt2.cold_s",
+    "generation.fast_vs_torch.warm_p50_s",
+    "generation.pool.p50_ms",
+    "generation.concurrent8.p95_s",
     "loop_lag.during_training.p99_ms",
     "loop_lag.during_generation.p99_ms",
+    "loop_lag.first_load.p99_ms",
     "memory.per_extra_lora_handle_mb",
 )
 
+
+#: Required too, except in --quick runs (which train no SmolLM2 model).
+FULL_RUN_KEYS = (
+    "generation.smollm2_lora.warm_p50_s",
+    "generation.smollm2_lora.fast_ppl_delta_pct",
+)
 
 _RUN_SUMMARY_KEYS = ("runs", "quick", "wall_s", "total_wall_s", "missing_keys")
 
@@ -53,6 +72,22 @@ def lookup(result: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         value = value[part]
     return value
+
+
+def nest(dotted: str, value: Any) -> dict[str, Any]:
+    """``{"a": {"b": value}}`` for ``"a.b"``."""
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
+def deep_merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    """Merge ``update`` into ``into``: nested objects key by key, anything else replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            deep_merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def run_script(name: str, extra: list[str], timeout_s: float) -> tuple[dict[str, Any], float]:
@@ -69,12 +104,34 @@ def run_script(name: str, extra: list[str], timeout_s: float) -> tuple[dict[str,
         )
     except subprocess.TimeoutExpired:
         message = f"timed out after {timeout_s:.0f} s"
-        return {RESULT_KEYS[name]: {"error": message}}, time.perf_counter() - t0
+        return nest(RESULT_KEYS[name], {"error": message}), time.perf_counter() - t0
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-5:]
-        return {RESULT_KEYS[name]: {"error": f"exit code {proc.returncode}", "stderr": tail}}, wall
+        failure = {"error": f"exit code {proc.returncode}", "stderr": tail}
+        return nest(RESULT_KEYS[name], failure), wall
     return json.loads(proc.stdout), wall
+
+
+def _replace(merged: dict[str, Any], dotted: str, result: dict[str, Any]) -> None:
+    """Put one script's ``result`` into ``merged``: its earlier results under ``dotted`` go,
+    except those of other scripts nested below it (``generation.fast_vs_torch``)."""
+    kept = {}
+    for other in RESULT_KEYS.values():
+        if other != dotted and other.startswith(dotted + "."):
+            try:
+                kept[other] = lookup(merged, other)
+            except (KeyError, TypeError):
+                continue
+    *parents, last = dotted.split(".")
+    node: Any = merged
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(last, None)
+    deep_merge(merged, result)
+    for other, value in kept.items():
+        deep_merge(merged, nest(other, value))
 
 
 def source_state() -> dict[str, Any]:
@@ -142,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {name} …", file=sys.stderr, flush=True)
             result, wall = run_script(name, extra, args.timeout)
             walls[name] = round(wall, 1)
-            failed |= any(isinstance(v, dict) and "error" in v for v in result.values())
-            merged.update(result)
+            try:
+                failed |= "error" in lookup(result, RESULT_KEYS[name])
+            except (KeyError, TypeError):
+                failed = True
+            _replace(merged, RESULT_KEYS[name], result)
             print(f"  {name}: {wall:.1f} s", file=sys.stderr, flush=True)
     this_run = {
         "scripts": list(args.only or SCRIPTS),
@@ -160,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     missing = []
     if not args.only or args.update:
-        for key in REQUIRED_KEYS:
+        for key in REQUIRED_KEYS + (() if args.quick else FULL_RUN_KEYS):
             try:
                 lookup(merged, key)
             except (KeyError, TypeError):

@@ -301,7 +301,12 @@ def _train_model(
                 staging, store.path(name), table, split.validation, config, record, device, reporter
             )
             stop.check()
-        return store.commit(staging, name)
+        info = store.commit(staging, name)
+    # The fast CPU generation artifact, built once now; a failure only means "convert later".
+    from training.generation.fast import prepare_fast_artifact
+
+    prepare_fast_artifact(Path(info.path))
+    return info
 
 
 def _add_likeness(

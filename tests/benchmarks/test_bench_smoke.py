@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks import (
     bench_generation,
+    bench_generation_fast,
     bench_loop_lag,
     bench_matmul,
     bench_memory,
@@ -65,6 +66,9 @@ def test_generation_reports_cold_and_warm_latency_per_model(scratch, capsys) -> 
         assert entry["cold_s"] > 0 and entry["sampled_tokens_per_s"] > 0
         assert entry["candidates_per_call"] >= 1
         assert entry["ms_per_forward_pass"] > 0
+    assert out["pool"]["calls"] == 5 and out["pool"]["p50_ms"] <= out["pool"]["p95_ms"]
+    assert out["concurrent8"]["requests"] == 8
+    assert out["concurrent8"]["models"] == ["g_tiny", "g_gpt2"]
 
 
 def test_memory_reports_full_weights_against_extra_lora_handles(scratch, capsys) -> None:
@@ -81,6 +85,9 @@ def test_memory_reports_full_weights_against_extra_lora_handles(scratch, capsys)
         "copy_filter_tweets",
     }
     assert out["tokenizers_shared"] is True
+    assert [h["backend"] for h in out["fast_handles"]] == ["ctranslate2"] * 3
+    assert all(h["cache_accounted_mb"] > 0 for h in out["fast_handles"])
+    assert isinstance(out["fast_per_handle_mb"], float)
 
 
 def test_loop_lag_samples_the_loop_during_a_real_training_job_and_generations(
@@ -90,7 +97,7 @@ def test_loop_lag_samples_the_loop_during_a_real_training_job_and_generations(
     training = out["during_training"]
     assert training["job"] == "succeeded"
     assert training["training_steps"] == 3
-    for scenario in (training, out["during_generation"]):
+    for scenario in (training, out["during_generation"], out["first_load"]):
         assert scenario["samples"] > 0
         assert 0 <= scenario["p50_ms"] <= scenario["p99_ms"] <= scenario["max_ms"]
 
@@ -109,3 +116,26 @@ def test_run_all_merges_script_output_and_names_missing_required_keys(tmp_path) 
     assert data["run"]["quick"] is True and data["run"]["missing_keys"] == []
     with pytest.raises(KeyError):
         run_all.lookup(data, "training.gpt2_full.mfu")
+
+
+def test_fast_generation_compares_both_backends_and_their_perplexity(scratch, capsys) -> None:
+    out = run_quick(bench_generation_fast.main, scratch, capsys)["generation"]["fast_vs_torch"]
+    for case in ("torch.prompt", "ctranslate2.prompt", "torch.no_prompt", "ctranslate2.no_prompt"):
+        assert out[case]["p50_s"] <= out[case]["p95_s"]
+    assert out["warm_p50_s"] == out["ctranslate2.prompt"]["p50_s"]
+    assert out["torch_fp32_ppl"] > 1 and out["fast_int8_ppl"] > 1
+    assert out["scored_tokens"] > 0
+
+
+def test_run_all_merges_scripts_that_share_a_key_without_losing_either() -> None:
+    merged = {"generation": {"gpt2": {"warm_p50_s": 9.0}, "fast_vs_torch": {"warm_p50_s": 1.0}}}
+    run_all._replace(merged, "generation", {"generation": {"gpt2": {"warm_p50_s": 2.0}}})
+    assert merged["generation"] == {
+        "gpt2": {"warm_p50_s": 2.0},
+        "fast_vs_torch": {"warm_p50_s": 1.0},
+    }
+    run_all._replace(
+        merged, "generation.fast_vs_torch", run_all.nest("generation.fast_vs_torch", {"error": "x"})
+    )
+    assert merged["generation"]["fast_vs_torch"] == {"error": "x"}
+    assert merged["generation"]["gpt2"] == {"warm_p50_s": 2.0}

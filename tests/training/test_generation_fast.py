@@ -99,6 +99,34 @@ def test_a_lora_model_is_merged_then_converted(lora_dir: Path) -> None:
     assert torch_generator.backend == "torch" and torch_generator.is_lora
 
 
+def test_training_builds_the_fast_artifact_once_the_model_is_stored(lora_dir: Path) -> None:
+    folder = fast_artifact(lora_dir)
+    assert folder is not None and (folder / "model.bin").is_file()
+    assert not list(lora_dir.glob(".fast-*"))  # no work folder left beside it
+
+
+def test_a_failed_conversion_after_training_leaves_the_model_trained(
+    tmp_path: Path, sample_table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.generation import fast
+    from training.progress import JsonProgress
+    from training.store import ModelStore
+    from training.train import TrainConfig, train_model
+
+    def broken(*args: object, **kwargs: object) -> Path:
+        raise RuntimeError("the converter crashed")
+
+    monkeypatch.setattr(fast, "build_fast_artifact", broken)
+    config = TrainConfig(base_model="tiny", epochs=1, block_size=64, batch_size=8, max_steps=1)
+    info = train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(io.StringIO()))
+    assert (info.path / "training.json").is_file()
+    assert fast_artifact(info.path) is None
+    monkeypatch.undo()
+    # The first load converts it instead.
+    assert TweetGenerator.load(info.path, device="cpu").backend == "ctranslate2"
+    assert fast_artifact(info.path) is not None
+
+
 def test_the_torch_backend_can_be_chosen_and_a_bad_name_is_refused(tiny_dir: Path) -> None:
     assert TweetGenerator.load(tiny_dir, device="cpu", backend="torch").backend == "torch"
     assert not (tiny_dir / FAST_DIR).exists()

@@ -314,3 +314,29 @@ class _FastSampler:
         keep = int(np.searchsorted(np.cumsum(probs), settings.top_p) + 1)
         order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
         return [int(ids[i]) for i in self.rng.choice(order, size=batch, p=probs)]
+
+
+def prepare_fast_artifact(model_dir: Path) -> Path | None:
+    """Build ``model_dir``'s fast artifact now (right after training), when the fast backend
+    would serve it; None when it is not wanted or cannot be made.
+
+    Never raises: training has succeeded whatever happens here, and a model without an artifact
+    is converted on its first load instead (or served by torch).
+    """
+    from training.config import get_settings
+    from training.generation.folder import _read_dataset, _read_training_record
+    from training.generation.pool import _recorded_base
+
+    try:
+        if get_settings().generation_backend == "torch" or not fast_installed():
+            return None
+        existing = fast_artifact(model_dir)
+        if existing is not None or conversion_failed(model_dir):
+            return existing
+        record = _read_training_record(model_dir)
+        texts = [text for _, text in _read_dataset(model_dir)]
+        base_name = _recorded_base(record) if (model_dir / ADAPTER_CONFIG).is_file() else None
+        return build_fast_artifact(model_dir, base_name=base_name, texts=texts)
+    except Exception as error:  # any failure only means: convert on first load
+        log.warning("The fast artifact of %s was not built: %s", model_dir.name, error)
+        return None
