@@ -110,7 +110,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     #: ``attention`` (every attention projection) or ``all-linear`` (attention and MLP).
-    lora_targets: str = "attention"
+    lora_targets: str = "all-linear"
     #: Stop when the validation loss has not improved for this many evaluations (0: never) and
     #: keep the best weights seen; the loss is measured every ``eval_steps`` steps.
     early_stopping_patience: int = 0

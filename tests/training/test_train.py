@@ -274,7 +274,7 @@ def test_a_lora_adapter_defaults_to_its_own_rate_and_an_explicit_rate_wins() -> 
     # The defaults picked by benchmarks/bench_quality.py (docs/training.md).
     config = TrainConfig(lora=True)
     assert (config.lora_targets, config.lora_r, config.early_stopping_patience) == (
-        "attention",
+        "all-linear",
         16,
         0,
     )
