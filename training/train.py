@@ -48,8 +48,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: huggingtweets' learning rate, found by their sweep for GPT-2 on tweets.
+#: huggingtweets' learning rate, found by their sweep for GPT-2 on tweets (full fine-tunes).
 HUGGINGTWEETS_LR = 1.372e-4
+#: The learning rate of a LoRA adapter when none is given: adapters start at zero and train only
+#: a few million weights, so they need a rate ~10x a full fine-tune's (docs/training.md compares).
+DEFAULT_LORA_LR = 1e-3
+#: Which layers a LoRA adapter trains: every attention projection, or every linear layer.
+LORA_TARGETS = ("attention", "all-linear")
 #: GPT-2's window, used when a model's config does not say its own.
 MAX_BLOCK_SIZE = 1024
 #: Tokens per training block by default (or the model's window, if smaller). huggingtweets trained
@@ -91,7 +96,8 @@ class TrainConfig:
     base_model: str = "gpt2"
     lora: bool = False
     epochs: int = 4
-    learning_rate: float = HUGGINGTWEETS_LR
+    #: ``None``: huggingtweets' 1.372e-4 for a full fine-tune, ``DEFAULT_LORA_LR`` for LoRA.
+    learning_rate: float | None = None
     #: Tokens per block; ``None`` means min(``DEFAULT_BLOCK_SIZE``, the model's window).
     block_size: int | None = None
     #: Blocks per step (huggingtweets used 1 block of 1,024 tokens: the same tokens per step).
@@ -103,6 +109,12 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    #: ``attention`` (every attention projection) or ``all-linear`` (attention and MLP).
+    lora_targets: str = "all-linear"
+    #: Stop when the validation loss has not improved for this many evaluations (0: never) and
+    #: keep the best weights seen; the loss is measured every ``eval_steps`` steps.
+    early_stopping_patience: int = 0
+    eval_steps: int = 20
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     #: The Hub repository the model will be pushed to (only used for the card's snippet).
@@ -110,13 +122,21 @@ class TrainConfig:
     #: Prompt-less tweets the new model writes for the card's real-vs-generated table (0: none).
     likeness_samples: int = 20
 
+    @property
+    def effective_learning_rate(self) -> float:
+        """The rate training uses: the one given, else the default of the method (full/LoRA)."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return DEFAULT_LORA_LR if self.lora else HUGGINGTWEETS_LR
+
     def validate(self) -> None:
         """Refuse nonsensical values before any expensive work starts."""
+        rate = self.effective_learning_rate
         checks = [
             (self.epochs >= 1, f"Train for at least one epoch, not {self.epochs}."),
             (
-                self.learning_rate > 0 and math.isfinite(self.learning_rate),
-                f"The learning rate must be a positive number, not {self.learning_rate}.",
+                rate > 0 and math.isfinite(rate),
+                f"The learning rate must be a positive number, not {rate}.",
             ),
             (
                 self.block_size is None or 8 <= self.block_size <= 32768,
@@ -145,6 +165,17 @@ class TrainConfig:
                 f"Write 0 to 20 comparison tweets, not {self.likeness_samples}.",
             ),
             (0.0 <= self.lora_dropout < 1.0, "The LoRA dropout must be in [0, 1)."),
+            (
+                self.lora_targets in LORA_TARGETS,
+                f"The LoRA targets must be one of {', '.join(LORA_TARGETS)}, "
+                f"not {self.lora_targets!r}.",
+            ),
+            (
+                self.early_stopping_patience >= 0,
+                "The early-stopping patience must be 0 (off) or more evaluations, "
+                f"not {self.early_stopping_patience}.",
+            ),
+            (self.eval_steps >= 1, f"Evaluate every 1 or more steps, not {self.eval_steps}."),
         ]
         for ok, message in checks:
             if not ok:
@@ -280,6 +311,9 @@ def _train_model(
                 "perplexity_before": _perplexity(val_before),
                 "perplexity_after": _perplexity(val_after),
                 "train_loss_first": recorder.losses[0] if steps else None,
+                "stopped_early": recorder.stopped_early,
+                "best_step": recorder.best_step,
+                "eval_losses": [[step, loss] for step, loss in recorder.eval_losses],
                 "train_loss_last": recorder.losses[-1] if steps else None,
                 "steps": steps,
                 "train_tokens": train_tokens,
@@ -472,7 +506,10 @@ def _wrap_lora(model: Any, config: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     model_type = getattr(model.config, "model_type", "")
-    targets = _LORA_TARGETS.get(model_type)
+    targets: list[str] | str | None = _LORA_TARGETS.get(model_type)
+    if config.lora_targets == "all-linear":
+        # peft's shorthand: every linear (or GPT-2 Conv1D) layer but the output head.
+        targets = "all-linear"
     lora = LoraConfig(
         task_type="CAUSAL_LM",
         r=config.lora_r,
@@ -496,6 +533,10 @@ class _LossRecorder:
     def __init__(self) -> None:
         self._pending: list[Any] = []
         self._values: list[float] = []
+        #: (step, validation loss) of each evaluation during training (early stopping only).
+        self.eval_losses: list[tuple[int, float]] = []
+        self.best_step: int | None = None
+        self.stopped_early = False
 
     def add(self, loss: Any) -> None:
         self._pending.append(loss.detach())
@@ -547,6 +588,7 @@ def _make_trainer(
 
     recorder = _LossRecorder()
     tracking = config.report_to != "none"
+    early_stopping = config.early_stopping_patience > 0 and len(eval_blocks) > 0
 
     class RecordingTrainer(Trainer):
         """Records each training step's loss (kept on the device, read only when reported)."""
@@ -582,6 +624,48 @@ def _make_trainer(
             reporter.step(step, total, recorder.last(), rate, eta)
             return control
 
+    class EarlyStopping(TrainerCallback):
+        """Stops when the validation loss has not improved for ``patience`` evaluations and
+        puts the best weights seen back (only the trained ones: a LoRA adapter's are small)."""
+
+        def __init__(self) -> None:
+            self.patience = config.early_stopping_patience
+            self.best_loss = math.inf
+            self.best_state: dict[str, Any] | None = None
+            self.waited = 0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+            loss = (metrics or {}).get("eval_loss")
+            seen = recorder.eval_losses and recorder.eval_losses[-1][0] == state.global_step
+            if loss is None or seen:  # the Trainer may evaluate the last step twice
+                return control
+            recorder.eval_losses.append((state.global_step, float(loss)))
+            if loss < self.best_loss:
+                self.best_loss, self.waited = float(loss), 0
+                recorder.best_step = state.global_step
+                self.best_state = {
+                    name: p.detach().clone()
+                    for name, p in model.named_parameters()
+                    if p.requires_grad
+                }
+            else:
+                self.waited += 1
+                if self.waited >= self.patience:
+                    recorder.stopped_early = True
+                    control.should_training_stop = True
+            return control
+
+        def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if self.best_state is None or recorder.best_step == state.global_step:
+                return control
+            import torch
+
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in self.best_state:
+                        p.copy_(self.best_state[name])
+            return control
+
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.batch_size,
@@ -590,7 +674,7 @@ def _make_trainer(
         num_train_epochs=1,  # the blocks already hold every epoch, in order
         max_steps=config.max_steps or -1,
         train_sampling_strategy="sequential",
-        learning_rate=config.learning_rate,
+        learning_rate=config.effective_learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=0,
         weight_decay=config.weight_decay,
@@ -602,7 +686,8 @@ def _make_trainer(
         bf16=bf16,
         use_cpu=device.type == "cpu",
         save_strategy="no",
-        eval_strategy="no",
+        eval_strategy="steps" if early_stopping else "no",
+        eval_steps=config.eval_steps,
         logging_strategy="steps" if tracking else "no",
         logging_steps=10,
         report_to=[] if not tracking else [config.report_to],
@@ -617,7 +702,7 @@ def _make_trainer(
         train_dataset=train_blocks,
         eval_dataset=eval_blocks if len(eval_blocks) else None,
         data_collator=default_data_collator,
-        callbacks=[ProgressReporting()],
+        callbacks=[ProgressReporting(), *([EarlyStopping()] if early_stopping else [])],
     )
     # stdout belongs to the progress stream: the Trainer's own printing and bars must not touch it.
     trainer.remove_callback(PrinterCallback)
@@ -654,6 +739,7 @@ def _training_record(
 ) -> dict[str, Any]:
     resolved = asdict(config)
     resolved["block_size"] = block_size
+    resolved["learning_rate"] = config.effective_learning_rate
     return {
         "format": TRAINING_FORMAT,
         "name": table.model_name,

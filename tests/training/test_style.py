@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from training.style import UNDETERMINED, language_of, style_rows, style_stats
+from training.style import (
+    UNDETERMINED,
+    StyleStats,
+    broken_emoji_pct,
+    language_of,
+    style_gap,
+    style_rows,
+    style_stats,
+)
 
 REAL = [
     "@Jake yes, i will bring the cake tomorrow",
@@ -59,3 +67,36 @@ def test_rows_are_a_markdown_table_with_the_copy_rate() -> None:
     assert "en" in languages
     assert len(style_rows(real, generated)) == len(rows) - 1
     assert real.as_dict()["tweets"] == 4
+
+
+def _stats(**overrides: object) -> StyleStats:
+    values = {
+        "tweets": 10,
+        "mean_chars": 100.0,
+        "replies_pct": 10.0,
+        "mentions_pct": 20.0,
+        "hashtags_pct": 30.0,
+        "emoji_pct": 5.0,
+        "lowercase_pct": 0.0,
+        "languages": {"en": 100.0},
+    }
+    values.update(overrides)
+    return StyleStats(**values)  # type: ignore[arg-type]
+
+
+def test_the_style_gap_is_zero_for_the_same_style_and_averages_seven_distances() -> None:
+    assert style_gap(_stats(), _stats()) == 0.0
+    # 40 points more lower-case tweets alone: 40 / 7.
+    assert style_gap(_stats(), _stats(lowercase_pct=40.0)) == round(40 / 7, 1)
+    # Half the tweets in another language: a total variation distance of 50 %.
+    assert style_gap(_stats(), _stats(languages={"en": 50.0, "de": 50.0})) == round(50 / 7, 1)
+    # Twice the length counts 100 %, and never more.
+    assert style_gap(_stats(), _stats(mean_chars=300.0)) == round(100 / 7, 1)
+
+
+def test_broken_emoji_are_counted_per_tweet() -> None:
+    whole = ["thumbs up \U0001f44d\U0001f3fd", "flag \U0001f1e9\U0001f1ea", "plain text"]
+    assert broken_emoji_pct(whole) == 0.0
+    broken = [*whole, "a lone skin tone \U0001f3fd here", "half a flag \U0001f1e9 here"]
+    assert broken_emoji_pct(broken) == 40.0
+    assert broken_emoji_pct([]) == 0.0

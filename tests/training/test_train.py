@@ -223,6 +223,9 @@ def test_a_block_longer_than_the_models_context_is_refused(
         ("val_fraction", 0.9, "validation fraction"),
         ("report_to", "mlflow", "--report-to"),
         ("lora_r", 0, "LoRA rank"),
+        ("lora_targets", "mlp", "LoRA targets"),
+        ("early_stopping_patience", -1, "early-stopping patience"),
+        ("eval_steps", 0, "Evaluate every"),
     ],
 )
 def test_nonsensical_settings_are_refused_in_one_sentence(
@@ -250,8 +253,92 @@ def test_a_tracker_that_is_not_installed_is_refused_before_training(
 
 def test_huggingtweets_recipe_is_the_default() -> None:
     config = TrainConfig()
-    assert (config.base_model, config.epochs, config.learning_rate) == ("gpt2", 4, 1.372e-4)
+    assert (config.base_model, config.epochs, config.effective_learning_rate) == (
+        "gpt2",
+        4,
+        1.372e-4,
+    )
     # 8 blocks of min(128, context) tokens: huggingtweets' 1,024 tokens per step, in short blocks.
     assert config.batch_size == DEFAULT_BATCH_SIZE == 8 and config.block_size is None
     assert DEFAULT_BLOCK_SIZE * DEFAULT_BATCH_SIZE == 1024
     assert config.report_to == "none" and config.lora is False
+
+
+def test_a_lora_adapter_defaults_to_its_own_rate_and_an_explicit_rate_wins() -> None:
+    from training.train import DEFAULT_LORA_LR, HUGGINGTWEETS_LR
+
+    assert TrainConfig(lora=True).effective_learning_rate == DEFAULT_LORA_LR
+    assert TrainConfig(lora=False).effective_learning_rate == HUGGINGTWEETS_LR
+    assert DEFAULT_LORA_LR > 5 * HUGGINGTWEETS_LR  # an adapter needs a far higher rate
+    assert TrainConfig(lora=True, learning_rate=3e-4).effective_learning_rate == 3e-4
+    # The defaults picked by benchmarks/bench_quality.py (docs/training.md).
+    config = TrainConfig(lora=True)
+    assert (config.lora_targets, config.lora_r, config.early_stopping_patience) == (
+        "all-linear",
+        16,
+        0,
+    )
+
+
+def test_the_record_holds_the_rate_training_really_used(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    from training.train import DEFAULT_LORA_LR
+
+    config = TrainConfig(
+        base_model="tiny",
+        lora=True,
+        epochs=1,
+        block_size=32,
+        batch_size=4,
+        max_steps=1,
+        likeness_samples=0,
+    )
+    info = train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(io.StringIO()))
+    record = json.loads((info.path / "training.json").read_text())
+    assert record["config"]["learning_rate"] == DEFAULT_LORA_LR
+
+
+def test_all_linear_lora_adapts_the_mlp_too(tmp_path: Path, sample_table: DataTable) -> None:
+    from training.basemodels import load_base_model
+    from training.train import _wrap_lora
+
+    texts = sample_table.handles[0].kept
+
+    def adapted(targets: str) -> set[str]:
+        model, _ = load_base_model("tiny", texts=texts, models_dir=tmp_path)
+        wrapped = _wrap_lora(model, TrainConfig(lora=True, lora_targets=targets))
+        return {
+            n.split(".lora_A")[0].rsplit(".", 1)[-1]
+            for n, _ in wrapped.named_parameters()
+            if ".lora_A" in n
+        }
+
+    assert adapted("attention") == {"c_attn", "c_proj"}
+    assert {"c_attn", "c_proj", "c_fc"} <= adapted("all-linear")
+
+
+def test_early_stopping_stops_when_validation_loss_rises_and_keeps_the_best_weights(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    # A rate far too high makes the validation loss climb after the first evaluations.
+    config = TrainConfig(
+        base_model="tiny",
+        epochs=3,
+        block_size=32,
+        batch_size=4,
+        learning_rate=0.5,
+        max_steps=40,
+        early_stopping_patience=1,
+        eval_steps=2,
+        likeness_samples=0,
+    )
+    info = train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(io.StringIO()))
+    metrics = json.loads((info.path / "training.json").read_text())["metrics"]
+    losses = dict((step, loss) for step, loss in metrics["eval_losses"])
+    assert metrics["stopped_early"] is True and metrics["steps"] < 40
+    best = min(losses.values())
+    assert losses[metrics["best_step"]] == best
+    # The saved model is the best one, not the last one trained.
+    assert metrics["val_loss_after"] == pytest.approx(best, abs=1e-4)
+    assert metrics["val_loss_after"] < losses[max(losses)]

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from training.commands import add_handle_and_source_arguments, print_data_table
-from training.train import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_SIZE
+from training.train import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_LORA_LR,
+    HUGGINGTWEETS_LR,
+)
 
 if TYPE_CHECKING:
     from training.cleaning import DataTable
@@ -47,7 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hyper = parser.add_argument_group("training")
     hyper.add_argument("--epochs", type=int, default=4, help="passes over the tweets (default 4)")
     hyper.add_argument(
-        "--lr", type=float, default=None, metavar="RATE", help="learning rate (default 1.372e-4)"
+        "--lr",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help=f"learning rate (default {HUGGINGTWEETS_LR:g}; {DEFAULT_LORA_LR:g} with --lora)",
     )
     hyper.add_argument(
         "--block-size",
@@ -142,7 +151,7 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
     from training.config import get_settings
     from training.pipeline import collect, handles_and_specs
     from training.store import ModelStore, check_hub_repo, check_hub_token, push_to_hub
-    from training.train import HUGGINGTWEETS_LR, TrainConfig, train_model
+    from training.train import TrainConfig, train_model
 
     settings = get_settings()
     # Handles stay in the order typed: the n-th --from belongs to the n-th handle.
@@ -157,7 +166,7 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
         base_model=args.base_model,
         lora=args.lora,
         epochs=args.epochs,
-        learning_rate=args.lr if args.lr is not None else HUGGINGTWEETS_LR,
+        learning_rate=args.lr,
         block_size=args.block_size,
         batch_size=args.batch_size,
         max_steps=args.max_steps,
