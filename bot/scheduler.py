@@ -454,20 +454,14 @@ class AutoPoster:
             log.warning("auto-post #%s: Discord refused the post: %s", schedule.id, error)
             return PostOutcome(schedule.id, None, None, None)
 
-        # Generated text may name real accounts: on a public network they must not be pinged.
-        public_text = with_label(neutralise_mentions(text), ai_label=schedule.ai_label)
-        posted_to: dict[str, str] = {}
-        for poster in targets:
-            try:
-                posted = await poster.post(public_text)
-            except PostError as error:
-                if error.pauses:
-                    errors.append(str(error))
-                else:
-                    log.warning("auto-post #%s: %s", schedule.id, error)
-                continue
-            posted_to[poster.key] = posted.url or posted.id
-            log.info("auto-post #%s posted to %s: %s", schedule.id, poster.network, posted.id)
+        posted_to, refused, transient = await post_everywhere(
+            text, targets, ai_label=schedule.ai_label
+        )
+        errors.extend(refused)
+        for problem in transient:
+            log.warning("auto-post #%s: %s", schedule.id, problem)
+        if posted_to:
+            log.info("auto-post #%s posted to %s", schedule.id, ", ".join(sorted(posted_to)))
 
         log_fields: dict[str, Any] = {
             "kind": "autopost",
@@ -543,6 +537,30 @@ def _x_id(posted_to: Mapping[str, str]) -> str | None:
     """The X post's id (what the ``x_post_id`` column has always held) from its address."""
     where = posted_to.get("x")
     return where.rsplit("/", 1)[-1] if where else None
+
+
+async def post_everywhere(
+    text: str, posters: list[Poster], *, ai_label: bool
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """Post ``text`` (already fitted) to each network with @mentions neutralised and the label.
+
+    Returns where each network shows the post (by network key), the refusals that must stop
+    the caller from trying again as it is (credentials, rate limit, content), and the passing
+    problems (outages). One network failing never keeps the others from posting.
+    """
+    # Generated text may name real accounts: on a public network they must not be pinged.
+    public_text = with_label(neutralise_mentions(text), ai_label=ai_label)
+    posted_to: dict[str, str] = {}
+    refused: list[str] = []
+    transient: list[str] = []
+    for poster in posters:
+        try:
+            posted = await poster.post(public_text)
+        except PostError as error:
+            (refused if error.pauses else transient).append(str(error))
+            continue
+        posted_to[poster.key] = posted.url or posted.id
+    return posted_to, refused, transient
 
 
 async def fit_for(text: str, posters: list[Poster], *, ai_label: bool) -> str:

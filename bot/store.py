@@ -20,7 +20,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -923,6 +923,39 @@ class Store:
             (guild_id, model_name, kind, kind, limit),
         )
         return [_tweet(r) for r in rows]
+
+    async def latest_shown_tweet(self, guild_id: int, channel_id: int) -> GeneratedTweet | None:
+        """The newest ``!tweet`` shown in this channel of this server (what ``!post`` posts)."""
+        row = await self._fetchone(
+            "SELECT * FROM generated_tweets WHERE guild_id = ? AND channel_id = ? "
+            "AND kind = 'command' ORDER BY id DESC LIMIT 1",
+            (guild_id, channel_id),
+        )
+        return None if row is None else _tweet(row)
+
+    async def add_posted_to(self, tweet_id: int, posted_to: Mapping[str, str]) -> GeneratedTweet:
+        """Record that a logged tweet now also stands on these networks (merged, by network)."""
+        async with self._transaction() as db:
+            async with db.execute(
+                "SELECT * FROM generated_tweets WHERE id = ?", (tweet_id,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                raise KeyError(f"no generated tweet {tweet_id}")
+            merged = {**json.loads(row["posted_to"]), **posted_to}
+            x_id = row["x_post_id"]
+            if "x" in posted_to and not x_id:
+                x_id = posted_to["x"].rsplit("/", 1)[-1]
+            await db.execute(
+                "UPDATE generated_tweets SET posted_to = ?, x_post_id = ? WHERE id = ?",
+                (json.dumps(merged), x_id, tweet_id),
+            )
+            async with db.execute(
+                "SELECT * FROM generated_tweets WHERE id = ?", (tweet_id,)
+            ) as cursor:
+                row = await cursor.fetchone()
+        assert row is not None
+        return _tweet(row)
 
     async def posted_texts(self, guild_id: int, model_name: str) -> list[str]:
         """Every text the model auto-posted in this server: a new post must not repeat one."""

@@ -4,7 +4,8 @@ and Mastodon).
 ``!autopost @handle #channel every 6h`` or ``… at 09:00 mon,thu`` with ``--to-x``,
 ``--to-bluesky``, ``--to-mastodon``, ``--no-ai-label``, ``--jitter 10m``, ``--tz Europe/Berlin``
 and ``--prompt words…``; ``!autopost list``, ``pause ID``, ``resume ID``, ``remove ID``,
-``timezone [NAME]``. The cog resolves the model and the channel and checks the bot may post
+``timezone [NAME]``; and ``!post [x] [bluesky] [mastodon]``, which puts the channel's latest
+``!tweet`` on those networks. The cog resolves the model and the channel and checks the bot may post
 there; the schedule language belongs to :mod:`bot.schedule_grammar`, the storage and runs to
 :mod:`bot.scheduler`.
 """
@@ -22,9 +23,11 @@ from bot.client import NO_MENTIONS
 from bot.exts import parse_handle_text, require_guild_id
 from bot.exts.admin import NotAdmin, is_admin
 from bot.formatting import escape_user_text
+from bot.posters import NETWORKS, configured
 from bot.schedule_grammar import describe, parse_schedule
-from bot.scheduler import AutoPoster
+from bot.scheduler import AutoPoster, fit_for, post_everywhere
 from training.errors import InputError
+from training.textrules import has_mentions
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
@@ -77,6 +80,25 @@ def check_can_post(channel: discord.TextChannel) -> None:
                 f"I cannot post in #{escape_user_text(channel.name)}; give me the {label} "
                 "permission there."
             )
+
+
+def parse_post_networks(text: str) -> tuple[tuple[str, ...], bool]:
+    """The networks (keys, in posting order) and the AI-label choice of a ``!post`` command."""
+    chosen: set[str] = set()
+    ai_label = True
+    for word in text.lower().split():
+        word = word.removeprefix("--to-")
+        if word == "--no-ai-label":
+            ai_label = False
+        elif word in NETWORKS:
+            chosen.add(word)
+        else:
+            names = ", ".join(NETWORKS)
+            raise InputError(
+                f"{escape_user_text(word[:30])!s} is not a network I post to; name {names} "
+                "(or none for every configured one)."
+            )
+    return tuple(key for key in NETWORKS if key in chosen), ai_label
 
 
 class Autopost(commands.Cog):
@@ -208,6 +230,54 @@ class Autopost(commands.Cog):
             f"New auto-posts in this server use the time zone {zone}; existing ones keep theirs.",
             allowed_mentions=NO_MENTIONS,
         )
+
+    @commands.hybrid_command(name="post")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.describe(networks="e.g. `bluesky mastodon` (default: every configured network)")
+    @commands.check(_admin_check)
+    async def post(self, ctx: commands.Context[Any], *, networks: str = "") -> None:
+        """Post this channel's latest !tweet on X, Bluesky or Mastodon (admins)."""
+        guild_id = require_guild_id(ctx)
+        keys, ai_label = parse_post_networks(networks)
+        if not keys:
+            keys = tuple(key for key in NETWORKS if configured(self.bot.settings, key))
+            if not keys:
+                raise InputError(
+                    "No network is set up for posting; set the X, Bluesky or Mastodon posting "
+                    "settings (see docs/autopost.md)."
+                )
+        self.poster.check_targets(keys)
+        prefix = self.bot.settings.prefix
+        tweet = await self.bot.store.latest_shown_tweet(guild_id, ctx.channel.id)
+        if tweet is None:
+            raise InputError(
+                f"There is no tweet to post in this channel yet; make one with `{prefix}tweet`."
+            )
+        done = [NETWORKS[key] for key in keys if key in tweet.posted_to]
+        if done:
+            raise InputError(f"That tweet is already on {' and '.join(done)}.")
+        if self.bot.settings.public_mentions == "skip" and has_mentions(tweet.text):
+            raise InputError(
+                "That tweet names accounts, and this bot does not post such tweets publicly; "
+                f"make another with `{prefix}tweet`."
+            )
+        posters = [self.poster.poster(key) for key in keys]
+        async with ctx.typing():
+            text = await fit_for(tweet.text, posters, ai_label=ai_label)
+            posted_to, refused, transient = await post_everywhere(text, posters, ai_label=ai_label)
+        if posted_to:
+            await self.bot.store.add_posted_to(tweet.id, posted_to)
+        lines = [
+            f"Posted to {NETWORKS[key]}: <{where}>"
+            if where.startswith("https://")
+            else f"Posted to {NETWORKS[key]} (id {escape_user_text(where)})."
+            for key, where in posted_to.items()
+        ]
+        if posted_to and text != tweet.text:
+            lines.append("It was shortened to fit the strictest network's limit.")
+        lines.extend(escape_user_text(problem) for problem in refused + transient)
+        await ctx.send("\n".join(lines)[:2000], allowed_mentions=NO_MENTIONS)
 
     @commands.Cog.listener()
     async def on_command_completion(self, ctx: commands.Context[Any]) -> None:

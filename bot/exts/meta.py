@@ -42,6 +42,12 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
         "`timezone [NAME]`.",
         True,
     ),
+    (
+        "post [x] [bluesky] [mastodon]",
+        "Post this channel's latest `tweet` on those networks (default: every configured one; "
+        "`--no-ai-label`).",
+        True,
+    ),
     ("sync", "Publish the slash commands to Discord (bot owner only).", True),
 )
 

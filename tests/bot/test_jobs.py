@@ -241,8 +241,13 @@ async def test_the_training_process_gets_no_discord_or_x_posting_secrets(
     monkeypatch.setenv("DISCORD_TOKEN", "discord-secret")
     monkeypatch.setenv("X_ACCESS_TOKEN_SECRET", "x-secret")
     monkeypatch.setenv("X_BEARER_TOKEN", "reading-is-training-work")
+    posting = ("BLUESKY_APP_PASSWORD", "MASTODON_ACCESS_TOKEN", "DOPPELTWEET_MASTODON_ACCESS_TOKEN")
+    for name in posting:
+        monkeypatch.setenv(name, "posting-secret")
     env = JobRunner._environment()
     assert "DISCORD_TOKEN" not in env and "X_ACCESS_TOKEN_SECRET" not in env
+    assert not [name for name in posting if name in env]
+    assert "posting-secret" not in env.values()
     assert env["X_BEARER_TOKEN"] == "reading-is-training-work"
 
 

@@ -1188,3 +1188,108 @@ async def test_a_long_tweet_is_cut_to_the_strictest_networks_limit(
     assert len(text) <= 120 and text.endswith("… 🤖 AI-generated")
     [post] = posts(world)
     assert post.embeds[0].description == text.removesuffix(" 🤖 AI-generated")
+
+
+# -- !post: the channel's latest !tweet on the public networks ---------------------------------
+
+
+async def tweet_then_post(world: World, post_args: str) -> str:
+    await world.admin.send(world.channel, "!tweet @jack")
+    await world.admin.send(world.channel, f"!post {post_args}".rstrip())
+    return world.last_text()
+
+
+async def test_post_puts_the_channels_latest_tweet_on_the_chosen_networks(
+    world: World,
+    jack: Path,
+    store: Store,
+    scripted_tweets: list[str],
+    pds: FakeNetwork,
+    instance: FakeNetwork,
+) -> None:
+    scripted_tweets[:] = ["the moon is a cheese, ask @nasa"]
+    reply = await tweet_then_post(world, "bluesky mastodon")
+    assert reply == (
+        "Posted to Bluesky: <https://bsky.app/profile/doppel.bsky.social/post/3kq2gxk4aqk2c>\n"
+        "Posted to Mastodon: <https://mastodon.example/@doppel/113371093580426345>"
+    )
+    [record] = pds.calls("POST", BSKY_CREATE)
+    [status] = instance.calls("POST", STATUSES)
+    for text in (record.body["record"]["text"], status.body["status"]):
+        assert text.endswith(" 🤖 AI-generated")
+        assert "@nasa" not in text  # generated mentions never go out live
+        assert "nasa" in text
+    [logged] = await store.recent_tweets(world.guild.id, "jack", kind="command")
+    assert set(logged.posted_to) == {"bluesky", "mastodon"}
+    # The same tweet is not posted twice, and nothing is sent when asked again.
+    await world.admin.send(world.channel, "!post bluesky")
+    assert world.last_text() == "That tweet is already on Bluesky."
+    assert len(pds.calls("POST", BSKY_CREATE)) == 1
+    world.handled_errors()
+
+
+async def test_post_without_ai_label_and_with_one_network_refusing(
+    world: World,
+    jack: Path,
+    store: Store,
+    scripted_tweets: list[str],
+    pds: FakeNetwork,
+    instance: FakeNetwork,
+) -> None:
+    scripted_tweets[:] = ["the moon is a cheese"]
+    instance.reply("POST", STATUSES, 401, {"error": "The access token is invalid"})
+    reply = await tweet_then_post(world, "mastodon bluesky --no-ai-label")
+    first, second = reply.split("\n")
+    assert first.startswith("Posted to Bluesky: <https://bsky.app/")
+    assert second.startswith("Mastodon rejected the posting credentials (401 Unauthorized)")
+    assert "token-secret" not in reply
+    [record] = pds.calls("POST", BSKY_CREATE)
+    assert record.body["record"]["text"] == "the moon is a cheese"
+    [logged] = await store.recent_tweets(world.guild.id, "jack", kind="command")
+    assert set(logged.posted_to) == {"bluesky"}
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        ("myspace", "myspace is not a network I post to; name x, bluesky, mastodon"),
+        ("bluesky", "Posting to Bluesky needs BLUESKY_HANDLE and BLUESKY_APP_PASSWORD"),
+    ],
+)
+async def test_post_refuses_unknown_or_unconfigured_networks(
+    world: World, jack: Path, store: Store, args: str, sentence: str
+) -> None:
+    reply = await tweet_then_post(world, args)
+    assert reply.startswith(sentence)
+    [logged] = await store.recent_tweets(world.guild.id, "jack", kind="command")
+    assert logged.posted_to == {}
+    world.handled_errors()
+
+
+async def test_post_needs_a_tweet_in_this_channel_and_an_admin(
+    world: World, jack: Path, pds: FakeNetwork
+) -> None:
+    await world.admin.send(world.channel, "!post bluesky")
+    assert world.last_text() == (
+        "There is no tweet to post in this channel yet; make one with `!tweet`."
+    )
+    await world.alice.send(world.channel, "!tweet @jack")
+    await world.alice.send(world.channel, "!post bluesky")
+    assert "Manage Server" in world.last_text()
+    assert pds.calls("POST", BSKY_CREATE) == []
+    world.handled_errors()
+
+
+async def test_post_skips_a_tweet_naming_accounts_when_the_setting_says_skip(
+    world: World,
+    jack: Path,
+    bot_settings: BotSettings,
+    scripted_tweets: list[str],
+    pds: FakeNetwork,
+) -> None:
+    bot_settings.public_mentions = "skip"
+    scripted_tweets[:] = ["thanks @nasa for the moon"]
+    reply = await tweet_then_post(world, "bluesky")
+    assert reply.startswith("That tweet names accounts, and this bot does not post such tweets")
+    assert pds.calls("POST", BSKY_CREATE) == []
+    world.handled_errors()
