@@ -97,7 +97,7 @@ async def test_sync_by_the_owner_publishes_the_slash_commands(
 ) -> None:
     simcord_env.bot.owner_ids.add(world.bob.id)  # type: ignore[attr-defined]
     await world.bob.send(world.channel, "!sync")
-    assert world.last_text() == "Synced 11 slash commands."
+    assert world.last_text() == "Synced 12 slash commands."
     visible = set(world.alice.available_commands(world.channel))
     assert {"train", "tweet", "models", "jobs", "cancel", "help"} <= visible
     # Admin commands are hidden from members without Manage Server by default permissions.
