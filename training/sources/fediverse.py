@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 #: The visibilities of the API's statuses that may be imported (``private`` is followers-only).
@@ -65,3 +66,14 @@ def html_to_text(content: str) -> str:
     parser.close()
     text = "".join(parser.parts).replace("\u00a0", " ")
     return html.escape(re.sub(r"[ \t]+\n", "\n", text).strip(), quote=False)
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ActivityPub / Mastodon API timestamp as an aware datetime; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import requests
@@ -34,6 +34,7 @@ from training.sources.fediverse import (
     SkipCounts,
     html_to_text,
     is_content_warned,
+    parse_time,
 )
 from training.sources.http import Answer, BoundedHttp, check_base_url, load_json
 
@@ -149,7 +150,7 @@ class MastodonApiSource:
         if status.get("visibility") not in READABLE_VISIBILITIES:
             self._skipped.not_public += 1
             return None
-        created_at = _parse_time(status.get("created_at"))
+        created_at = parse_time(status.get("created_at"))
         if isinstance(status.get("reblog"), dict):
             return RawTweet(str(status["id"]), created_at, "", True, False, KIND)
         if not self.include_sensitive and is_content_warned(
@@ -222,7 +223,7 @@ def _status_sentence(handle: Handle, answer: Answer, *, lookup: bool) -> SourceE
     if status == 410:
         return SourceError(f"{handle} is gone from {server} (suspended or deleted).")
     if status == 429:
-        when = _parse_time(answer.headers.get("X-RateLimit-Reset"))
+        when = parse_time(answer.headers.get("X-RateLimit-Reset"))
         if when is not None:
             moment = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
             return SourceError(f"{server} is rate limiting requests; try again after {moment}.")
@@ -232,13 +233,3 @@ def _status_sentence(handle: Handle, answer: Answer, *, lookup: bool) -> SourceE
             f"{server}'s server failed (HTTP {status}) while reading {handle}; try again later."
         )
     return SourceError(f"{server} answered HTTP {status} while reading {handle}.")
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

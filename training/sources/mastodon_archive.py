@@ -27,7 +27,7 @@ from training.errors import InputError
 from training.handles import Handle
 from training.sources.archive import _check_ratio, _mb, _unsafe_member
 from training.sources.base import RawTweet
-from training.sources.fediverse import SkipCounts, html_to_text, is_content_warned
+from training.sources.fediverse import SkipCounts, html_to_text, is_content_warned, parse_time
 
 KIND = "mastodon-archive"
 OUTBOX = "outbox.json"
@@ -109,7 +109,7 @@ class MastodonArchiveSource:
             self.private += 1
             return None
         ident = str(item.get("id") or "")
-        published = _parse_time(item.get("published"))
+        published = parse_time(item.get("published"))
         if kind == "Announce":
             return RawTweet(ident, published, "", True, False, KIND)
         if not isinstance(note, dict) or note.get("type") != "Note":
@@ -125,7 +125,7 @@ class MastodonArchiveSource:
             content = next((v for v in values if isinstance(v, str)), "")
         return RawTweet(
             str(note.get("id") or ident),
-            _parse_time(note.get("published")) or published,
+            parse_time(note.get("published")) or published,
             html_to_text(content),
             False,
             bool(note.get("inReplyTo")),
@@ -278,13 +278,3 @@ def _base(name: str) -> str:
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value] if value is not None else []
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
