@@ -251,10 +251,16 @@ def create_bot(settings: BotSettings, **services: Any) -> DoppeltweetBot:
 
 
 def _generation_loader(settings: BotSettings) -> Any:
-    """The generation server's client when ``DOPPELTWEET_GENERATION_URL`` is set, else None
-    (the cache loads the models itself)."""
-    if not settings.generation_url:
-        return None
-    from bot.remote_generation import remote_loader
+    """The generation server's client when ``DOPPELTWEET_GENERATION_URL`` is set; else the worker
+    process's loader (``DOPPELTWEET_GENERATION_PROCESS``), or None: the cache loads the models in
+    its own threads."""
+    if settings.generation_url:
+        from bot.remote_generation import remote_loader
 
-    return remote_loader(settings)
+        return remote_loader(settings)
+    if settings.generation_process:
+        from bot.model_cache import DEFAULT_WORKERS
+        from bot.model_process import ProcessLoader
+
+        return ProcessLoader(threads=DEFAULT_WORKERS)
+    return None

@@ -236,6 +236,11 @@ class BotSettings(BaseSettings):
         gt=0,
         description="Seconds the bot waits for one answer of the generation server.",
     )
+    generation_process: bool = Field(
+        default=True,
+        description="Load and run `!tweet` models in a worker process, so a model's first load "
+        "never stalls the bot (off: in the bot's own threads).",
+    )
     serve_host: str = Field(
         default="127.0.0.1",
         description="Address `doppeltweet serve` listens on (`0.0.0.0` to serve other machines).",

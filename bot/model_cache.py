@@ -281,6 +281,10 @@ class ModelCache:
             raise RuntimeError("the model cache is closed")
         stamp = _stamp(key)
         entry = self._entries.get(key)
+        if entry is not None and not getattr(entry.generator, "alive", True):
+            log.info("model %s lost its worker process; loading it again", key)
+            del self._entries[key]
+            entry = None
         if entry is not None and entry.stamp == stamp:
             self._entries.move_to_end(key)
             entry.uses += 1
@@ -371,7 +375,8 @@ class ModelCache:
         return _key(model_dir) in self._entries
 
     async def close(self) -> None:
-        """Forget every model and stop the worker threads (waiting for running generations)."""
+        """Forget every model and stop the worker threads (waiting for running generations),
+        then the loader's worker process when it has one (its ``close``)."""
         self._closed = True
         self._idle.set()
         refills = [e.refill for e in self._entries.values() if e.refill is not None]
@@ -380,9 +385,11 @@ class ModelCache:
         await asyncio.gather(*refills, return_exceptions=True)
         self._entries.clear()
         self._loading.clear()
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self._executor.shutdown(wait=True)
-        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: self._executor.shutdown(wait=True))
+        close = getattr(self._loader, "close", None)
+        if callable(close):
+            await loop.run_in_executor(None, close)
 
 
 def _pooled_result(tweet: str) -> GenerationResult:
