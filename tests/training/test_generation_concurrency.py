@@ -56,9 +56,7 @@ def _in_two_threads(calls: list[Callable[[], Any]]) -> list[BaseException | None
     return errors
 
 
-def _barrier_in(
-    monkeypatch: pytest.MonkeyPatch, owner: Any, timeout_s: float
-) -> threading.Barrier:
+def _barrier_in(monkeypatch: pytest.MonkeyPatch, owner: Any, timeout_s: float) -> threading.Barrier:
     """Make each thread's first ``owner.sample`` call wait at a barrier of two."""
     barrier = threading.Barrier(2, timeout=timeout_s)
     real = owner.sample
