@@ -123,6 +123,10 @@ class DoppeltweetBot(commands.Bot):
                 max_bytes=self.settings.cache_max_bytes,
                 loader=_generation_loader(self.settings),
                 pool_size=self.settings.tweet_pool_size,
+                # A generation server chooses its backends itself.
+                fast_models=None
+                if self.settings.generation_url
+                else self.settings.cache_fast_models,
             )
             self._owned.append("cache")
         if self._runner is None:

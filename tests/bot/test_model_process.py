@@ -133,3 +133,39 @@ def test_the_bot_uses_the_worker_process_by_default(bot_settings: object) -> Non
     chosen.close()
     off = bot_settings.model_copy(update={"generation_process": False})
     assert _generation_loader(off) is None
+
+
+@pytest.fixture(scope="module")
+def lora_model_dir(tmp_path_factory: pytest.TempPathFactory, sample_table: object) -> Path:
+    import io
+
+    from training.progress import JsonProgress
+    from training.store import ModelStore
+    from training.train import TrainConfig, train_model
+
+    store = ModelStore(tmp_path_factory.mktemp("process-lora"))
+    config = TrainConfig(
+        base_model="tiny", lora=True, epochs=1, block_size=64, batch_size=8, max_steps=2
+    )
+    return Path(train_model(sample_table, config, store, JsonProgress(io.StringIO())).path)
+
+
+async def test_a_cold_lora_handle_is_served_from_the_shared_base_in_the_worker(
+    lora_model_dir: Path,
+) -> None:
+    pytest.importorskip("ctranslate2")
+    results = {}
+    for slots in (1, 0):
+        loader = ProcessLoader(threads=2)
+        cache = ModelCache(2, 1 << 40, loader=loader, fast_models=slots)
+        try:
+            result = await cache.generate(lora_model_dir, "My dream is", seed=2)
+            assert result.tweets
+            [model] = cache.loaded()
+            results[slots] = model
+        finally:
+            await cache.close()
+    assert results[1].backend == "ctranslate2"
+    assert results[0].backend == "torch"
+    # The cold handle holds its adapter only; the fast one its whole merged int8 model.
+    assert 0 < results[0].memory_bytes < results[1].memory_bytes
