@@ -22,9 +22,11 @@ Fast generators and cold handles: a LoRA model on the fast backend is its own me
 (~121 MB resident for SmolLM2), while on the torch backend it is a ~10 MB adapter on a base that
 every LoRA model of that base shares. With ``fast_models`` set, at most that many LoRA models are
 held on the fast backend; a LoRA model loaded while those slots are full is served from the shared
-base (``backend="torch"``), and a slot goes to the next LoRA model loaded once a fast one is
-evicted. Models with their own weights always take the loader's default (the fast backend is the
-smaller of the two for them).
+base (``backend="torch"``). When a fast one is evicted, its slot goes to the next LoRA model
+loaded or to the first cold one used again: that one is loaded on the fast backend in the
+background (while no live request waits) and replaces its torch handle once ready, so the fast
+slots follow the recently used models. Models with their own weights always take the loader's
+default (the fast backend is the smaller of the two for them).
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class _Entry:
     #: Ready prompt-less tweets, oldest first.
     pool: list[str] = field(default_factory=list)
     refill: asyncio.Task[None] | None = None
+    #: Loading this cold LoRA model on the fast backend, to replace its torch handle.
+    promotion: asyncio.Task[None] | None = None
     #: Live requests waiting for a worker, by (prompt, exclude): joined into one call.
     batches: dict[tuple[str, tuple[str, ...]], _Batch] = field(default_factory=dict)
 
@@ -315,6 +319,7 @@ class ModelCache:
             self._entries.move_to_end(key)
             entry.uses += 1
             entry.last_used_at = datetime.now(UTC)
+            self._maybe_promote(key, entry)
             return entry
         if entry is not None:
             log.info("model %s was replaced on disk; loading it again", key)
@@ -337,6 +342,45 @@ class ModelCache:
         """LoRA models cached (or loading) on the fast backend: the fast slots in use."""
         cached = sum(1 for e in self._entries.values() if e.lora and e.backend == "ctranslate2")
         return cached + len(self._fast_loading)
+
+    def _maybe_promote(self, key: Path, entry: _Entry) -> None:
+        """Start moving a cold LoRA model to a free fast slot (once per loaded model)."""
+        if (
+            self.fast_models is None
+            or not entry.lora
+            or entry.backend != "torch"
+            or entry.promotion is not None
+            or self._closed
+            or self.fast_lora_models() >= self.fast_models
+        ):
+            return
+        self._fast_loading.add(key)
+        entry.promotion = asyncio.ensure_future(self._promote(key, entry))
+
+    async def _promote(self, key: Path, entry: _Entry) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._idle.wait()
+            if self._closed or self._entries.get(key) is not entry:
+                return
+            generator = await loop.run_in_executor(
+                self._executor, functools.partial(self._loader, key)
+            )
+            memory = int(await loop.run_in_executor(self._executor, lambda: generator.memory_bytes))
+        except Exception:  # the torch handle keeps serving the model
+            log.exception("moving model %s to the fast backend failed", key)
+            return
+        finally:
+            self._fast_loading.discard(key)
+        backend = str(getattr(generator, "backend", "") or "")
+        # Only if the model is still cached as it was (not invalidated, evicted or reloaded).
+        if backend != "ctranslate2" or self._closed or self._entries.get(key) is not entry:
+            return
+        entry.generator = generator
+        entry.backend = backend
+        entry.memory_bytes = memory
+        log.info("model %s moved to the fast backend", key)
+        self._evict(keep=key)
 
     async def _load(self, key: Path, stamp: tuple[int, ...], epoch: int) -> _Entry:
         loop = asyncio.get_running_loop()
@@ -426,10 +470,15 @@ class ModelCache:
         then the loader's worker process when it has one (its ``close``)."""
         self._closed = True
         self._idle.set()
-        refills = [e.refill for e in self._entries.values() if e.refill is not None]
-        for task in refills:
+        tasks = [
+            task
+            for e in self._entries.values()
+            for task in (e.refill, e.promotion)
+            if task is not None
+        ]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*refills, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._entries.clear()
         self._loading.clear()
         loop = asyncio.get_running_loop()

@@ -305,3 +305,55 @@ async def test_without_fast_slots_the_loader_chooses(
     assert loader.loads == ["adapter"] and cache.fast_models is None
     with pytest.raises(ValueError, match="fast_models"):
         ModelCache(1, 1, fast_models=-1)
+
+
+async def test_a_cold_handle_used_again_moves_to_a_free_fast_slot(
+    models: Callable[[str], Path],
+) -> None:
+    def lora(name: str) -> Path:
+        folder = models(name)
+        (folder / "adapter_config.json").write_text("{}")
+        return folder
+
+    loader = BackendLoader()
+    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
+    try:
+        hot, cold = lora("hot"), lora("cold")
+        await cache.generate(hot, "hi")
+        await cache.generate(cold, "hi")
+        assert cache._entries[cold].promotion is None  # no free slot: stays on the shared base
+        assert cache.invalidate(hot)
+        result = await cache.generate(cold, "hi")  # served at once by its torch handle
+        assert result.tweets
+        promotion = cache._entries[cold].promotion
+        assert promotion is not None
+        await promotion
+        [model] = cache.loaded()
+        assert (model.backend, model.memory_bytes) == ("ctranslate2", BackendLoader.FAST_BYTES)
+        assert loader.calls[-1] == ("cold", None)
+        assert cache.fast_lora_models() == 1
+        # Once only: a model on the fast backend is not loaded again.
+        await cache.generate(cold, "hi")
+        assert loader.calls.count(("cold", None)) == 1
+    finally:
+        await cache.close()
+
+
+async def test_a_promotion_is_dropped_when_the_model_is_invalidated_meanwhile(
+    models: Callable[[str], Path],
+) -> None:
+    loader = BackendLoader()
+    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=0)
+    try:
+        folder = models("cold")
+        (folder / "adapter_config.json").write_text("{}")
+        await cache.generate(folder, "hi")
+        cache.fast_models = 1  # a slot frees up
+        await cache.generate(folder, "hi")
+        promotion = cache._entries[folder].promotion
+        assert promotion is not None
+        cache.invalidate(folder)
+        await promotion
+        assert folder not in cache and cache.fast_lora_models() == 0
+    finally:
+        await cache.close()
