@@ -147,3 +147,52 @@ def test_seeded_fast_calls_repeat_while_other_models_sample_unseeded(
         for thread in threads:
             thread.join(120)
     assert failures == []
+
+
+def _train_lora(store: Any, sample_table: Any, steps: int) -> Path:
+    import io
+
+    from training.progress import JsonProgress
+    from training.train import TrainConfig, train_model
+
+    config = TrainConfig(
+        base_model="tiny", lora=True, epochs=1, block_size=64, batch_size=8, max_steps=steps
+    )
+    info = train_model(sample_table, config, store, JsonProgress(io.StringIO()))
+    moved = Path(info.path).with_name(f"lora{steps}")
+    Path(info.path).rename(moved)
+    return moved
+
+
+@pytest.fixture(scope="module")
+def lora_pair(tmp_path_factory: pytest.TempPathFactory, sample_table: Any) -> tuple[Path, Path]:
+    """Two LoRA models trained on one tiny base (so they share it on the torch backend)."""
+    from training.store import ModelStore
+
+    store = ModelStore(tmp_path_factory.mktemp("concurrent-lora"))
+    with pytest.MonkeyPatch.context() as patch:  # torch serves them here: no fast artifact
+        patch.setattr(fast, "prepare_fast_artifact", lambda folder: None)
+        first = _train_lora(store, sample_table, 1)
+        second = _train_lora(store, sample_table, 3)
+    return first, second
+
+
+def test_lora_handles_on_one_shared_base_match_sequential_from_threads(
+    lora_pair: tuple[Path, Path],
+) -> None:
+    a, b = (TweetGenerator.load(f, device="cpu", backend="torch") for f in lora_pair)
+    assert a.is_lora and b.is_lora and a.model is b.model  # one base, two adapters
+    jobs = [(g, seed) for seed in range(3) for g in (a, b)]
+    expected = [g.generate("I", n=2, seed=s, settings=SHORT) for g, s in jobs]
+    results: list[Any] = [None] * len(jobs)
+    sizes: list[int] = []
+
+    def run(index: int) -> None:
+        generator, seed = jobs[index]
+        results[index] = generator.generate("I", n=2, seed=seed, settings=SHORT)
+        sizes.append(generator.memory_bytes)  # reads the base while others switch adapters
+
+    errors = _in_two_threads([lambda i=i: run(i) for i in range(len(jobs))])
+    assert errors == [None] * len(jobs)
+    assert results == expected
+    assert len(sizes) == len(jobs) and all(size > 0 for size in sizes)
