@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.errors import ModelError
+from training.errors import DoppeltweetError, ModelError
 
 if TYPE_CHECKING:
     from training.generate import GenerationResult
@@ -274,6 +274,8 @@ def serve(conn: Connection, threads: int) -> None:
             else:
                 raise ValueError(f"unknown request {op!r}")
         except BaseException as error:  # everything goes back to the caller, who raises it
+            if not isinstance(error, DoppeltweetError):
+                log.exception("%s failed in the generation process", op)
             answer(request, False, _portable(error))
         else:
             answer(request, True, value)
