@@ -8,7 +8,11 @@ process, the way ``doppeltweet bot`` runs them:
   ``python -m training train --progress-json`` background process on the bundled CSV (the ``tiny``
   base) from submission to the finished model, reading its progress stream as the bot does;
 * ``during_generation`` — back-to-back ``!tweet`` generations through ``bot.model_cache.ModelCache``
-  (the gpt2-shaped model, already loaded), which run in the cache's worker threads.
+  (the gpt2-shaped model, already loaded), which run in the bot's generation worker process
+  (``bot.model_process``, the bot's default);
+* ``first_load`` — that model's first load and first tweet through the same cache, beside
+  ``first_load_in_threads``: the same load in the cache's own threads (``DOPPELTWEET_GENERATION_
+  PROCESS=false``), measured right after it, so the two compare under the same machine load.
 """
 
 from __future__ import annotations
@@ -128,11 +132,14 @@ async def during_training(root: Path, max_steps: int, timeout_s: float) -> dict[
     }
 
 
-async def during_generation(model_dir: Path, calls: int) -> dict[str, Any]:
-    """Lag while ``calls`` ``!tweet`` generations run one after another (model pre-loaded)."""
-    from bot.model_cache import ModelCache
+async def during_generation(model_dir: Path, calls: int, *, process: bool) -> dict[str, Any]:
+    """Lag while ``calls`` ``!tweet`` generations run one after another (model pre-loaded); the
+    models live in a worker process (``process``, as the bot runs) or in the cache's threads."""
+    from bot.model_cache import DEFAULT_WORKERS, ModelCache
+    from bot.model_process import ProcessLoader
 
-    cache = ModelCache(max_models=2, max_bytes=2**40)
+    loader = ProcessLoader(threads=DEFAULT_WORKERS) if process else None
+    cache = ModelCache(max_models=2, max_bytes=2**40, loader=loader)
     try:
         load = LagSampler()
         load.start()
@@ -160,15 +167,19 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
         store_root, table, "g_gpt2", str(base), lora=False, max_steps=1, block_size=128
     )
     training = asyncio.run(during_training(root, max_steps=3 if quick else 40, timeout_s=600))
-    generation = asyncio.run(during_generation(model_dir, calls=2 if quick else 5))
-    generation["model"] = "gpt2-shaped" if not quick else "gpt2-shaped (quick: 2 x 64)"
+    calls = 2 if quick else 5
+    generation = asyncio.run(during_generation(model_dir, calls, process=True))
+    in_threads = asyncio.run(during_generation(model_dir, calls, process=False))
+    name = "gpt2-shaped" if not quick else "gpt2-shaped (quick: 2 x 64)"
+    generation["model"] = name
     # The model's first load (tokenizer, weights, fast artifact) with its first tweet.
-    first_load = {**generation["first_call"], "model": generation["model"]}
+    first_load = {**generation["first_call"], "model": name, "where": "worker process"}
     return {
         "interval_ms": INTERVAL_S * 1000,
         "during_training": training,
         "during_generation": generation,
         "first_load": first_load,
+        "first_load_in_threads": {**in_threads["first_call"], "model": name, "where": "threads"},
     }
 
 

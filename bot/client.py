@@ -123,6 +123,10 @@ class DoppeltweetBot(commands.Bot):
                 max_bytes=self.settings.cache_max_bytes,
                 loader=_generation_loader(self.settings),
                 pool_size=self.settings.tweet_pool_size,
+                # A generation server chooses its backends itself.
+                fast_models=None
+                if self.settings.generation_url
+                else self.settings.cache_fast_models,
             )
             self._owned.append("cache")
         if self._runner is None:
@@ -251,10 +255,16 @@ def create_bot(settings: BotSettings, **services: Any) -> DoppeltweetBot:
 
 
 def _generation_loader(settings: BotSettings) -> Any:
-    """The generation server's client when ``DOPPELTWEET_GENERATION_URL`` is set, else None
-    (the cache loads the models itself)."""
-    if not settings.generation_url:
-        return None
-    from bot.remote_generation import remote_loader
+    """The generation server's client when ``DOPPELTWEET_GENERATION_URL`` is set; else the worker
+    process's loader (``DOPPELTWEET_GENERATION_PROCESS``), or None: the cache loads the models in
+    its own threads."""
+    if settings.generation_url:
+        from bot.remote_generation import remote_loader
 
-    return remote_loader(settings)
+        return remote_loader(settings)
+    if settings.generation_process:
+        from bot.model_cache import DEFAULT_WORKERS
+        from bot.model_process import ProcessLoader
+
+        return ProcessLoader(threads=DEFAULT_WORKERS)
+    return None

@@ -73,6 +73,12 @@ class BotSettings(BaseSettings):
     cache_max_mb: float = Field(
         default=4096, gt=0, description="Most memory (MB) the loaded models may take together."
     )
+    cache_fast_models: int = Field(
+        default=2,
+        ge=0,
+        description="Most LoRA models kept on the fast backend, each its own int8 model (~121 MB "
+        "for SmolLM2); further LoRA models are served from their shared base (~10 MB each).",
+    )
     progress_edit_interval_s: float = Field(
         default=5,
         ge=1,
@@ -235,6 +241,11 @@ class BotSettings(BaseSettings):
         default=120,
         gt=0,
         description="Seconds the bot waits for one answer of the generation server.",
+    )
+    generation_process: bool = Field(
+        default=True,
+        description="Load and run `!tweet` models in a worker process, so a model's first load "
+        "never stalls the bot (off: in the bot's own threads).",
     )
     serve_host: str = Field(
         default="127.0.0.1",

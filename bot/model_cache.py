@@ -1,7 +1,9 @@
 """The models ``!tweet`` and auto-posts generate from, kept loaded and evicted least-recently-used.
 
 Loading a model takes seconds and generating takes CPU time, and neither may block the event loop
-(the bot would miss gateway heartbeats), so both run in a small thread pool. Concurrent requests
+(the bot would miss gateway heartbeats), so both run in a small thread pool — and, in the bot, in
+a worker process behind it (:mod:`bot.model_process`: a load's garbage collections and tokenizer
+parse hold the GIL, which a thread cannot avoid). Concurrent requests
 for a model that is still loading wait for that one load instead of starting their own. The cache
 is bounded by a count and by the models' total ``memory_bytes``; a model is also reloaded when its
 folder was replaced by a retrain (the folder's identity is checked on every use), and
@@ -15,6 +17,16 @@ folder), a delete or :meth:`ModelCache.invalidate` drops it with the model.
 
 Unseeded requests for the same model, prompt and ``exclude`` that wait for a worker at the same
 time are answered by one generate call for all their tweets.
+
+Fast generators and cold handles: a LoRA model on the fast backend is its own merged int8 model
+(~121 MB resident for SmolLM2), while on the torch backend it is a ~10 MB adapter on a base that
+every LoRA model of that base shares. With ``fast_models`` set, at most that many LoRA models are
+held on the fast backend; a LoRA model loaded while those slots are full is served from the shared
+base (``backend="torch"``). When a fast one is evicted, its slot goes to the next LoRA model
+loaded or to the first cold one used again: that one is loaded on the fast backend in the
+background (while no live request waits) and replaces its torch handle once ready, so the fast
+slots follow the recently used models. Models with their own weights always take the loader's
+default (the fast backend is the smaller of the two for them).
 """
 
 from __future__ import annotations
@@ -38,8 +50,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Worker threads for loading and generating; torch already uses every core for one generation.
+#: Worker threads for loading and generating: two models generate at once (CTranslate2 uses one
+#: core per generation; torch generations take turns, each using every core).
 DEFAULT_WORKERS = 2
+#: The file that makes a model folder a LoRA adapter (``training.generation.ADAPTER_CONFIG``).
+_ADAPTER_CONFIG = "adapter_config.json"
 
 
 class Generator(Protocol):
@@ -53,7 +68,9 @@ class Generator(Protocol):
     ) -> GenerationResult: ...
 
 
-Loader = Callable[[Path], Generator]
+#: ``loader(path)`` loads with the default backend; ``loader(path, backend="torch")`` is called only
+#: with ``fast_models`` set, for a LoRA model beyond the fast slots.
+Loader = Callable[..., Generator]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +83,8 @@ class LoadedModel:
     last_used_at: datetime
     uses: int
     load_seconds: float
+    #: ``"ctranslate2"`` or ``"torch"`` (empty when the loader does not say).
+    backend: str = ""
 
 
 @dataclass(eq=False)
@@ -77,9 +96,13 @@ class _Entry:
     last_used_at: datetime
     load_seconds: float
     uses: int = 0
+    lora: bool = False
+    backend: str = ""
     #: Ready prompt-less tweets, oldest first.
     pool: list[str] = field(default_factory=list)
     refill: asyncio.Task[None] | None = None
+    #: Loading this cold LoRA model on the fast backend, to replace its torch handle.
+    promotion: asyncio.Task[None] | None = None
     #: Live requests waiting for a worker, by (prompt, exclude): joined into one call.
     batches: dict[tuple[str, tuple[str, ...]], _Batch] = field(default_factory=dict)
 
@@ -110,10 +133,10 @@ class _Batch:
         return generator.generate(prompt, n=total, exclude=exclude)
 
 
-def _default_loader(path: Path) -> Generator:
+def _default_loader(path: Path, *, backend: str | None = None) -> Generator:
     from training.generate import TweetGenerator
 
-    return TweetGenerator.load(path)
+    return TweetGenerator.load(path, backend=backend)
 
 
 def _stamp(path: Path) -> tuple[int, ...]:
@@ -145,9 +168,16 @@ class ModelCache:
         loader: Loader | None = None,
         max_workers: int = DEFAULT_WORKERS,
         pool_size: int = 0,
+        fast_models: int | None = None,
     ) -> None:
         if max_models < 1 or max_bytes < 1:
             raise ValueError("the cache must hold at least one model and one byte")
+        if fast_models is not None and fast_models < 0:
+            raise ValueError("fast_models must be 0 or more (None: no limit)")
+        #: Most LoRA models on the fast backend at once (None: no limit); see the module docstring.
+        self.fast_models = fast_models
+        # LoRA models loading now that were given a fast slot.
+        self._fast_loading: set[Path] = set()
         self.max_models = max_models
         self.max_bytes = max_bytes
         self._loader: Loader = loader or _default_loader
@@ -281,10 +311,15 @@ class ModelCache:
             raise RuntimeError("the model cache is closed")
         stamp = _stamp(key)
         entry = self._entries.get(key)
+        if entry is not None and not getattr(entry.generator, "alive", True):
+            log.info("model %s lost its worker process; loading it again", key)
+            del self._entries[key]
+            entry = None
         if entry is not None and entry.stamp == stamp:
             self._entries.move_to_end(key)
             entry.uses += 1
             entry.last_used_at = datetime.now(UTC)
+            self._maybe_promote(key, entry)
             return entry
         if entry is not None:
             log.info("model %s was replaced on disk; loading it again", key)
@@ -303,10 +338,65 @@ class ModelCache:
         if self._loading.get(key) is future:
             del self._loading[key]
 
+    def fast_lora_models(self) -> int:
+        """LoRA models cached (or loading) on the fast backend: the fast slots in use."""
+        cached = sum(1 for e in self._entries.values() if e.lora and e.backend == "ctranslate2")
+        return cached + len(self._fast_loading)
+
+    def _maybe_promote(self, key: Path, entry: _Entry) -> None:
+        """Start moving a cold LoRA model to a free fast slot (once per loaded model)."""
+        if (
+            self.fast_models is None
+            or not entry.lora
+            or entry.backend != "torch"
+            or entry.promotion is not None
+            or self._closed
+            or self.fast_lora_models() >= self.fast_models
+        ):
+            return
+        self._fast_loading.add(key)
+        entry.promotion = asyncio.ensure_future(self._promote(key, entry))
+
+    async def _promote(self, key: Path, entry: _Entry) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._idle.wait()
+            if self._closed or self._entries.get(key) is not entry:
+                return
+            generator = await loop.run_in_executor(
+                self._executor, functools.partial(self._loader, key)
+            )
+            memory = int(await loop.run_in_executor(self._executor, lambda: generator.memory_bytes))
+        except Exception:  # the torch handle keeps serving the model
+            log.exception("moving model %s to the fast backend failed", key)
+            return
+        finally:
+            self._fast_loading.discard(key)
+        backend = str(getattr(generator, "backend", "") or "")
+        # Only if the model is still cached as it was (not invalidated, evicted or reloaded).
+        if backend != "ctranslate2" or self._closed or self._entries.get(key) is not entry:
+            return
+        entry.generator = generator
+        entry.backend = backend
+        entry.memory_bytes = memory
+        log.info("model %s moved to the fast backend", key)
+        self._evict(keep=key)
+
     async def _load(self, key: Path, stamp: tuple[int, ...], epoch: int) -> _Entry:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        generator = await loop.run_in_executor(self._executor, self._loader, key)
+        lora = (key / _ADAPTER_CONFIG).is_file()
+        cold = lora and self.fast_models is not None and self.fast_lora_models() >= self.fast_models
+        if lora and not cold and self.fast_models is not None:
+            self._fast_loading.add(key)
+        try:
+            if cold:
+                load = functools.partial(self._loader, key, backend="torch")
+            else:
+                load = functools.partial(self._loader, key)
+            generator = await loop.run_in_executor(self._executor, load)
+        finally:
+            self._fast_loading.discard(key)
         memory = int(await loop.run_in_executor(self._executor, lambda: generator.memory_bytes))
         now = datetime.now(UTC)
         entry = _Entry(
@@ -316,7 +406,11 @@ class ModelCache:
             loaded_at=now,
             last_used_at=now,
             load_seconds=time.perf_counter() - started,
+            lora=lora,
+            backend=str(getattr(generator, "backend", "") or ""),
         )
+        if cold:
+            log.info("model %s served from its shared base: the fast slots are full", key)
         # Only cache it if nobody invalidated the model while it loaded.
         if self._epochs.get(key, 0) == epoch and not self._closed:
             self._entries[key] = entry
@@ -363,6 +457,7 @@ class ModelCache:
                 last_used_at=e.last_used_at,
                 uses=e.uses,
                 load_seconds=e.load_seconds,
+                backend=e.backend,
             )
             for path, e in reversed(self._entries.items())
         ]
@@ -371,18 +466,26 @@ class ModelCache:
         return _key(model_dir) in self._entries
 
     async def close(self) -> None:
-        """Forget every model and stop the worker threads (waiting for running generations)."""
+        """Forget every model and stop the worker threads (waiting for running generations),
+        then the loader's worker process when it has one (its ``close``)."""
         self._closed = True
         self._idle.set()
-        refills = [e.refill for e in self._entries.values() if e.refill is not None]
-        for task in refills:
+        tasks = [
+            task
+            for e in self._entries.values()
+            for task in (e.refill, e.promotion)
+            if task is not None
+        ]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*refills, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._entries.clear()
         self._loading.clear()
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self._executor.shutdown(wait=True)
-        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: self._executor.shutdown(wait=True))
+        close = getattr(self._loader, "close", None)
+        if callable(close):
+            await loop.run_in_executor(None, close)
 
 
 def _pooled_result(tweet: str) -> GenerationResult:

@@ -8,7 +8,7 @@ from training.generation import *  # noqa: F403
 from training.generation import __all__ as _public
 from training.generation.cache import _CACHE, _CACHE_LOCK, _folder_stamp
 from training.generation.folder import _read_dataset, _read_training_record
-from training.generation.lock import _SAMPLING_LOCK
+from training.generation.lock import _CT2_SEED_LOCK, _TORCH_RNG_LOCK
 from training.generation.pool import _BASES, _BASES_LOCK
 from training.generation.sharing import _TOKENIZERS, _token_texts
 from training.generation.stop import _RUNAWAY_SLACK, _settled_chars, _TweetEnd
@@ -19,9 +19,10 @@ __all__ = [
     "_BASES_LOCK",
     "_CACHE",
     "_CACHE_LOCK",
+    "_CT2_SEED_LOCK",
     "_RUNAWAY_SLACK",
-    "_SAMPLING_LOCK",
     "_TOKENIZERS",
+    "_TORCH_RNG_LOCK",
     "_TweetEnd",
     "_folder_stamp",
     "_read_dataset",

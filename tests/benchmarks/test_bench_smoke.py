@@ -97,7 +97,15 @@ def test_loop_lag_samples_the_loop_during_a_real_training_job_and_generations(
     training = out["during_training"]
     assert training["job"] == "succeeded"
     assert training["training_steps"] == 3
-    for scenario in (training, out["during_generation"], out["first_load"]):
+    assert out["first_load"]["where"] == "worker process"
+    assert out["first_load_in_threads"]["where"] == "threads"
+    scenarios = (
+        training,
+        out["during_generation"],
+        out["first_load"],
+        out["first_load_in_threads"],
+    )
+    for scenario in scenarios:
         assert scenario["samples"] > 0
         assert 0 <= scenario["p50_ms"] <= scenario["p99_ms"] <= scenario["max_ms"]
 

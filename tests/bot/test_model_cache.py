@@ -217,3 +217,143 @@ async def test_the_default_loader_serves_a_real_tiny_model(tiny_model_dir: Path)
     assert result.candidates >= 1 and result.tweets == again.tweets
     assert all(t.startswith("My dream is") for t in result.tweets)
     assert info.path == tiny_model_dir.resolve() and info.memory_bytes > 0 and info.uses == 2
+
+
+class BackendLoader:
+    """Loads fakes that say their backend: the fast one unless ``backend="torch"`` is asked."""
+
+    FAST_BYTES = 121_000_000
+    ADAPTER_BYTES = 10_000_000
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    def __call__(self, path: Path, *, backend: str | None = None) -> FakeGenerator:
+        self.calls.append((path.name, backend))
+        lora_on_torch = backend == "torch" and (path / "adapter_config.json").is_file()
+        generator = FakeGenerator(path, self.ADAPTER_BYTES if lora_on_torch else self.FAST_BYTES)
+        generator.backend = backend or "ctranslate2"  # type: ignore[attr-defined]
+        return generator
+
+
+async def test_lora_models_beyond_the_fast_slots_are_served_from_the_shared_base(
+    models: Callable[[str], Path],
+) -> None:
+    def lora(name: str) -> Path:
+        folder = models(name)
+        (folder / "adapter_config.json").write_text("{}")
+        return folder
+
+    loader = BackendLoader()
+    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
+    try:
+        for folder in (lora("hot"), lora("cold1"), models("full"), lora("cold2")):
+            await cache.generate(folder, "hi")
+        assert loader.calls == [
+            ("hot", None),
+            ("cold1", "torch"),
+            ("full", None),  # its own weights: the fast backend is the smaller one
+            ("cold2", "torch"),
+        ]
+        backends = {m.path.name: m.backend for m in cache.loaded()}
+        assert backends == {
+            "hot": "ctranslate2",
+            "cold1": "torch",
+            "full": "ctranslate2",
+            "cold2": "torch",
+        }
+        assert cache.fast_lora_models() == 1
+        # Cold handles cost their adapter only, so four LoRA handles fit where two fast ones
+        # would take a quarter of a gigabyte.
+        cold = [m.memory_bytes for m in cache.loaded() if m.backend == "torch"]
+        assert cold == [BackendLoader.ADAPTER_BYTES] * 2
+        # The fast model is evicted (least recently used): its slot goes to the next LoRA load.
+        await cache.generate(lora("new"), "hi")
+        assert models("hot") not in cache and cache.fast_lora_models() == 0
+        await cache.generate(lora("next"), "hi")
+        assert loader.calls[-2:] == [("new", "torch"), ("next", None)]
+        assert cache.fast_lora_models() == 1
+    finally:
+        await cache.close()
+
+
+async def test_concurrent_lora_loads_take_one_fast_slot_each(
+    models: Callable[[str], Path],
+) -> None:
+    folders = []
+    for name in ("a", "b", "c"):
+        folder = models(name)
+        (folder / "adapter_config.json").write_text("{}")
+        folders.append(folder)
+    loader = BackendLoader()
+    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=2)
+    try:
+        await asyncio.gather(*(cache.generate(f, "hi") for f in folders))
+        chosen = [b for _, b in loader.calls]
+        assert len(chosen) == 3 and chosen.count(None) == 2 and chosen.count("torch") == 1
+        assert cache.fast_lora_models() == 2
+    finally:
+        await cache.close()
+
+
+async def test_without_fast_slots_the_loader_chooses(
+    cache: ModelCache, loader: FakeLoader, models: Callable[[str], Path]
+) -> None:
+    folder = models("adapter")
+    (folder / "adapter_config.json").write_text("{}")
+    await cache.generate(folder, "hi")  # FakeLoader takes no backend: none is passed
+    assert loader.loads == ["adapter"] and cache.fast_models is None
+    with pytest.raises(ValueError, match="fast_models"):
+        ModelCache(1, 1, fast_models=-1)
+
+
+async def test_a_cold_handle_used_again_moves_to_a_free_fast_slot(
+    models: Callable[[str], Path],
+) -> None:
+    def lora(name: str) -> Path:
+        folder = models(name)
+        (folder / "adapter_config.json").write_text("{}")
+        return folder
+
+    loader = BackendLoader()
+    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
+    try:
+        hot, cold = lora("hot"), lora("cold")
+        await cache.generate(hot, "hi")
+        await cache.generate(cold, "hi")
+        assert cache._entries[cold].promotion is None  # no free slot: stays on the shared base
+        assert cache.invalidate(hot)
+        result = await cache.generate(cold, "hi")  # served at once by its torch handle
+        assert result.tweets
+        promotion = cache._entries[cold].promotion
+        assert promotion is not None
+        await promotion
+        [model] = cache.loaded()
+        assert (model.backend, model.memory_bytes) == ("ctranslate2", BackendLoader.FAST_BYTES)
+        assert loader.calls[-1] == ("cold", None)
+        assert cache.fast_lora_models() == 1
+        # Once only: a model on the fast backend is not loaded again.
+        await cache.generate(cold, "hi")
+        assert loader.calls.count(("cold", None)) == 1
+    finally:
+        await cache.close()
+
+
+async def test_a_promotion_is_dropped_when_the_model_is_invalidated_meanwhile(
+    models: Callable[[str], Path],
+) -> None:
+    loader = BackendLoader()
+    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=0)
+    try:
+        folder = models("cold")
+        (folder / "adapter_config.json").write_text("{}")
+        await cache.generate(folder, "hi")
+        cache.fast_models = 1  # a slot frees up
+        await cache.generate(folder, "hi")
+        promotion = cache._entries[folder].promotion
+        assert promotion is not None
+        cache.invalidate(folder)
+        await promotion
+        assert folder not in cache and cache.fast_lora_models() == 0
+    finally:
+        await cache.close()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import secrets
 import weakref
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
+from training.generation.lock import _TORCH_RNG_LOCK
 from training.generation.pool import _LoraModel, _mark_released, _OwnModel
 from training.generation.settings import GenerationSettings
 from training.generation.stop import _TweetEnd
@@ -41,7 +42,7 @@ class Sampler(Protocol):
 
 
 class Backend(Protocol):
-    """A loaded model that samples; used under the generation lock."""
+    """A loaded model that samples; one generation at a time (the generator's own lock)."""
 
     #: ``"torch"`` or ``"ctranslate2"`` (reported by :attr:`TweetGenerator.backend`).
     kind: str
@@ -50,7 +51,8 @@ class Backend(Protocol):
 
     def session(self, seed: int | None) -> AbstractContextManager[Sampler]:
         """A context for one generation: seeded (reproducible) or, with None, fresh randomness;
-        the process's global random state is left as it was."""
+        the process's global random state is left as it was. It holds whatever locks that
+        takes (lock.py), and no more, so models of other backends or bases sample meanwhile."""
         ...
 
     def memory_bytes(self) -> int:
@@ -106,9 +108,12 @@ class TorchBackend:
         import torch
 
         fork_devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        # Sampling draws from torch's global generator; fork_rng puts its state back afterwards,
-        # so an unseeded call draws its own seed (the forked state as it is would repeat tweets).
-        with torch.random.fork_rng(devices=fork_devices):
+        base = self.loaded.pool.lock if isinstance(self.loaded, _LoraModel) else nullcontext()
+        # Sampling draws from torch's global generator, so torch calls take turns; fork_rng puts
+        # its state back afterwards, and an unseeded call draws its own seed (the forked state
+        # as it is would repeat tweets). A LoRA model's adapter stays active on its shared base
+        # until the call is over.
+        with base, _TORCH_RNG_LOCK, torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed if seed is not None else secrets.randbits(63))
             self.loaded.activate()
             yield self

@@ -11,7 +11,9 @@ Randomness: CTranslate2 samples with a per-thread generator seeded once when its
 first samples. An unseeded call uses the model's long-lived generator (a fresh stream every
 call); a seeded call gets its own short-lived generator whose worker thread first samples under
 that seed, so the same seed gives the same tweets; the process-wide seed is put back to "random"
-afterwards.
+afterwards. Seeding is process-wide, so a seeded call and a generator's very first sampling hold
+``_CT2_SEED_LOCK``; once its worker thread is seeded, a model's unseeded calls take no global
+lock, and different models sample at the same time (each on its own CTranslate2 thread).
 """
 
 from __future__ import annotations
@@ -211,7 +213,12 @@ class FastBackend:
             raise FastUnavailable(
                 f"the fast artifact is damaged ({type(error).__name__})"
             ) from error
-        self._tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        from training.generation.lock import tokenizer_lock
+
+        with tokenizer_lock(tokenizer):
+            self._tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        # Whether the long-lived generator's worker thread has sampled (and so is seeded).
+        self._seeded_thread = False
         self._eos_token = self._tokens[eos_id]
         self._bytes = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
@@ -227,17 +234,29 @@ class FastBackend:
         import ctranslate2
         import numpy as np
 
+        from training.generation.lock import _CT2_SEED_LOCK
+
         if seed is None:
-            yield _FastSampler(self, self.generator, np.random.default_rng(secrets.randbits(63)))
+            rng = np.random.default_rng(secrets.randbits(63))
+            sampler = _FastSampler(self, self.generator, rng)
+            if self._seeded_thread:
+                yield sampler
+                return
+            # The worker thread seeds itself when it first samples: not while another call's
+            # seed is set (its tweets would repeat that call's).
+            with _CT2_SEED_LOCK:
+                self._seeded_thread = True
+                yield sampler
             return
         # A worker thread seeds its generator when it first samples, so the seed stays set until
-        # this call is over (every CTranslate2 sampling runs under the generation lock).
-        ctranslate2.set_random_seed(seed % _RANDOM_SEED)
-        try:
-            generator = self._open()
-            yield _FastSampler(self, generator, np.random.default_rng(seed))
-        finally:
-            ctranslate2.set_random_seed(_RANDOM_SEED)
+        # this call is over; seeded calls and first samplings take turns on the seed lock.
+        with _CT2_SEED_LOCK:
+            ctranslate2.set_random_seed(seed % _RANDOM_SEED)
+            try:
+                generator = self._open()
+                yield _FastSampler(self, generator, np.random.default_rng(seed))
+            finally:
+                ctranslate2.set_random_seed(_RANDOM_SEED)
 
     def memory_bytes(self) -> int:
         return self._bytes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
@@ -16,7 +17,7 @@ from training.generation.folder import (
     _read_training_record,
     _resolve_device,
 )
-from training.generation.lock import _SAMPLING_LOCK
+from training.generation.lock import tokenizer_lock
 from training.generation.pool import (
     _attach_lora,
     _load_full,
@@ -59,6 +60,9 @@ _HEAL_MAX_TOKENS = 4
 class TweetGenerator:
     """A loaded model that writes tweets; safe to share between threads.
 
+    One generation of a model runs at a time; different models generate at once as far as their
+    backends allow (see :mod:`training.generation.lock`).
+
     Build it with :meth:`load` (or :func:`get_generator` to reuse one per process).
     """
 
@@ -82,6 +86,8 @@ class TweetGenerator:
         self._max_positions = backend.max_positions
         self._eos_id = eos_id
         self._closed = False
+        self._lock = threading.RLock()
+        self._tokenizer_lock = tokenizer_lock(tokenizer)
 
     @classmethod
     def load(
@@ -175,7 +181,7 @@ class TweetGenerator:
     @property
     def memory_bytes(self) -> int:
         """Parameter and buffer bytes this model alone holds (a LoRA model: its adapter only)."""
-        with _SAMPLING_LOCK:
+        with self._lock:
             return 0 if self._closed else self._backend.memory_bytes()
 
     @property
@@ -184,7 +190,7 @@ class TweetGenerator:
 
         0 for a model with its own weights. A cache that budgets memory counts this once per base.
         """
-        with _SAMPLING_LOCK:
+        with self._lock:
             return 0 if self._closed else self._backend.shared_bytes()
 
     def close(self) -> None:
@@ -193,11 +199,11 @@ class TweetGenerator:
         Only for the generator's sole owner: a closed generator refuses to generate. Dropping the
         last reference frees the same memory without this call.
         """
-        with _SAMPLING_LOCK:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
-        self._backend.close()
+            self._backend.close()
 
     def generate(
         self,
@@ -221,8 +227,9 @@ class TweetGenerator:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise InputError(f"The seed must be a whole number of 0 or more, not {seed!r}.")
         # split_special_tokens: a prompt that spells out "<|endoftext|>" stays plain text. Under
-        # the lock: a fast tokenizer raises "Already borrowed" when two threads use it at once.
-        with _SAMPLING_LOCK:
+        # the tokenizer's lock: models on one base share it, and a fast tokenizer raises "Already
+        # borrowed" when two threads use it at once.
+        with self._tokenizer_lock:
             encoded = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)
             prompt_ids = [self._eos_id, *encoded["input_ids"]]
             # Token healing: the prompt's last word is given back to the model, whose first
@@ -251,7 +258,7 @@ class TweetGenerator:
         seen: set[str] = set()
         reasons: Counter[str] = Counter()
         candidates = 0
-        with _SAMPLING_LOCK:
+        with self._lock:
             if self._closed:
                 raise ModelError(f"The model {self.name} was unloaded; load it again.")
             with self._backend.session(seed) as sampler:
@@ -270,9 +277,10 @@ class TweetGenerator:
                     )
                     for row in rows:
                         candidates += 1
-                        reason, tweet = self._judge(
-                            row, len(prompt_ids), text, settings, avoid, seen
-                        )
+                        with self._tokenizer_lock:
+                            reason, tweet = self._judge(
+                                row, len(prompt_ids), text, settings, avoid, seen
+                            )
                         if reason is not None:
                             reasons[reason] += 1
                             continue

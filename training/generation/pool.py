@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.errors import ModelError
-from training.generation.lock import _SAMPLING_LOCK
 
 if TYPE_CHECKING:
     import torch
@@ -46,14 +45,16 @@ class _SharedBase:
         self.adapters: set[str] = set()
         self.released: set[str] = set()
         self._counter = 0
+        #: Held while an adapter is active for a generation, attached or removed (lock.py).
+        self.lock = threading.RLock()
 
     def attach(self, adapter_dir: Path, label: str) -> str:
         """Load the adapter in ``adapter_dir`` under a fresh name and return that name."""
         from peft import PeftModel
 
-        self._counter += 1
-        name = f"{re.sub(r'[^A-Za-z0-9_]', '_', label)}_{self._counter}"
-        with _SAMPLING_LOCK:
+        with self.lock:
+            self._counter += 1
+            name = f"{re.sub(r'[^A-Za-z0-9_]', '_', label)}_{self._counter}"
             if self.peft is None:
                 self.peft = PeftModel.from_pretrained(self.base, adapter_dir, adapter_name=name)
             else:
@@ -63,13 +64,16 @@ class _SharedBase:
         return name
 
     def activate(self, name: str) -> None:
+        """Make adapter ``name`` the active one (under :attr:`lock`, held while it generates)."""
         self.peft.set_adapter(name, inference_mode=True)
 
     def adapter_bytes(self, name: str) -> int:
         """Bytes of the parameters that belong to adapter ``name`` only."""
         seen: set[int] = set()
         total = 0
-        for param_name, tensor in self.peft.named_parameters():
+        with self.lock:
+            named = list(self.peft.named_parameters())
+        for param_name, tensor in named:
             if name in param_name.split(".") and tensor.data_ptr() not in seen:
                 seen.add(tensor.data_ptr())
                 total += tensor.numel() * tensor.element_size()
@@ -77,10 +81,11 @@ class _SharedBase:
 
     def base_bytes(self) -> int:
         """Bytes of the base's own parameters and buffers (every adapter excluded)."""
-        adapters = self.adapters | self.released
+        with self.lock:
+            adapters = self.adapters | self.released
+            named = [*self.peft.named_parameters(), *self.peft.named_buffers()]
         seen: set[int] = set()
         total = 0
-        named = [*self.peft.named_parameters(), *self.peft.named_buffers()]
         for name, tensor in named:
             if adapters & set(name.split(".")) or tensor.data_ptr() in seen:
                 continue
@@ -90,7 +95,7 @@ class _SharedBase:
 
     def drop(self, name: str) -> bool:
         """Remove adapter ``name``; True when no adapter is left (the base may then be freed)."""
-        with _SAMPLING_LOCK:
+        with self.lock:
             if name not in self.adapters:
                 return not self.adapters
             self.adapters.discard(name)
@@ -120,7 +125,7 @@ class _LoraModel:
 
 
 # The base pool: (base name or resolved folder, device) -> _SharedBase. Lock order: _BASES_LOCK,
-# then _SAMPLING_LOCK.
+# then a base's own lock.
 _BASES: dict[tuple[str, str], _SharedBase] = {}
 _BASES_LOCK = threading.RLock()
 

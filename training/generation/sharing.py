@@ -18,7 +18,8 @@ _TOKEN_TEXTS: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDiction
 
 
 def _token_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """The text of every token id of ``tokenizer`` (special tokens as ""); call under the lock."""
+    """The text of every token id of ``tokenizer`` (special tokens as ""); call under its
+    :func:`~training.generation.lock.tokenizer_lock`."""
     texts = _TOKEN_TEXTS.get(tokenizer)
     if texts is None:
         ids = [[i] for i in range(len(tokenizer))]
@@ -51,8 +52,9 @@ def _shared_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     """The tokenizer in ``path``, shared with every loaded model whose tokenizer files are equal.
 
     Every model folder carries its base's tokenizer (~9 MB in memory for a 49k vocabulary), so
-    LoRA handles on one base would otherwise each hold an identical copy. Tokenizers are only
-    used under the sampling lock, so sharing one between generators is safe.
+    LoRA handles on one base would otherwise each hold an identical copy. Every use of a
+    tokenizer holds its :func:`~training.generation.lock.tokenizer_lock`, so sharing one between
+    generators is safe.
     """
     from transformers import AutoTokenizer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from training.generation.lock import tokenizer_lock
 from training.generation.text import _LAST_SPACE, _NEWLINE, tidy_candidate
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class _TweetEnd:
         self, tokenizer: PreTrainedTokenizerBase, batch: int, prompt_chars: int, max_chars: int
     ) -> None:
         self._tokenizer = tokenizer
+        self._lock = tokenizer_lock(tokenizer)
         self._max_chars = max_chars
         # Characters of each row's tweet so far (the prompt's, then every sampled piece's).
         self._chars = [prompt_chars] * batch
@@ -41,7 +43,8 @@ class _TweetEnd:
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         import torch
 
-        pieces = self._tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
+        with self._lock:
+            pieces = self._tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
         for row, piece in enumerate(pieces):
             if not self._done[row]:
                 self._advance(row, piece, lambda row=row: input_ids[row, 1:].tolist())
@@ -52,7 +55,8 @@ class _TweetEnd:
         sampled for ``row``, ``tokens()`` gives the row's ids after the leading EOS; True once
         the row is done."""
         if not self._done[row]:
-            piece = self._tokenizer.decode([token_id], skip_special_tokens=True)
+            with self._lock:
+                piece = self._tokenizer.decode([token_id], skip_special_tokens=True)
             self._advance(row, piece, tokens)
         return self._done[row]
 
@@ -62,7 +66,8 @@ class _TweetEnd:
             self._done[row] = True
         elif self._chars[row] > self._max_chars:
             # Decoded afresh from the tokens, exactly as the candidate will be judged.
-            text = self._tokenizer.decode(tokens(), skip_special_tokens=True)
+            with self._lock:
+                text = self._tokenizer.decode(tokens(), skip_special_tokens=True)
             self._done[row] = _settled_chars(text) > self._max_chars
 
 
