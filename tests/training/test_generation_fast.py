@@ -317,3 +317,21 @@ def test_an_unknown_weight_type_is_refused_by_the_settings(quantization) -> None
     quantization("int4")
     with pytest.raises(ValidationError, match="fast_quantization"):
         get_settings()
+
+
+def test_an_embedding_larger_than_the_tokenizer_is_still_converted(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = build_tiny_model(GENERIC_TWEETS, tmp_path / "padded")
+    write_records(folder, GENERIC_TWEETS)
+    tokens = len(AutoTokenizer.from_pretrained(folder))
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    model.resize_token_embeddings(tokens + 13)  # rows no token reaches, as padded models have
+    model.save_pretrained(folder)
+    tokenizer_files = {f.name: f.read_bytes() for f in folder.iterdir() if "token" in f.name}
+    generator = TweetGenerator.load(folder, device="cpu")
+    assert generator.backend == "ctranslate2" and not (folder / FAST_FAILED).exists()
+    assert {f.name: f.read_bytes() for f in folder.iterdir() if "token" in f.name} == (
+        tokenizer_files
+    )  # the model's own tokenizer is untouched
+    assert generator.generate(n=2, settings=SHORT).candidates >= 1

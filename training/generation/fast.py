@@ -160,6 +160,7 @@ def build_fast_artifact(
         work.mkdir()
         source = _merged_copy(model_dir, base_name, texts, work) if base_name else model_dir
         max_positions = _max_positions(source)
+        source = _with_full_vocabulary(source, work)
         out = work / FAST_DIR
         _convert(source, out, quantization)
         (out / _SOURCE_FILE).write_text(
@@ -211,6 +212,31 @@ def _max_positions(folder: Path) -> int:
     from training.generation.backends import max_positions_of
 
     return max_positions_of(AutoConfig.from_pretrained(folder))
+
+
+def _with_full_vocabulary(source: Path, work: Path) -> Path:
+    """``source``, or a view of it whose tokenizer names every embedding row.
+
+    CTranslate2 wants one vocabulary entry per embedding row; a model whose embedding has more
+    rows than its tokenizer has tokens (padded to a round size, or a tokenizer from another
+    model) gets placeholder tokens for the rows no text reaches. The weights are linked, not
+    copied; ``source`` itself is never changed.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    rows = int(getattr(AutoConfig.from_pretrained(source), "vocab_size", 0) or 0)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    missing = rows - len(tokenizer)
+    if missing <= 0:
+        return source
+    view = work / "full-vocabulary"
+    view.mkdir()
+    for file in source.iterdir():
+        if file.is_file() and file.name not in _TOKENIZER_FILES:
+            (view / file.name).symlink_to(file.resolve())
+    tokenizer.add_tokens([f"<doppeltweet_unused_{i}>" for i in range(missing)])
+    tokenizer.save_pretrained(view)
+    return view
 
 
 def _merged_copy(model_dir: Path, base_name: str, texts: list[str], work: Path) -> Path:
