@@ -131,8 +131,26 @@ def test_fast_generation_compares_both_backends_and_their_perplexity(scratch, ca
     for case in ("torch.prompt", "ctranslate2.prompt", "torch.no_prompt", "ctranslate2.no_prompt"):
         assert out[case]["p50_s"] <= out[case]["p95_s"]
     assert out["warm_p50_s"] == out["ctranslate2.prompt"]["p50_s"]
-    assert out["torch_fp32_ppl"] > 1 and out["fast_int8_ppl"] > 1
+    assert out["torch_fp32_ppl"] > 1 and out["fast_ppl"] > 1
     assert out["scored_tokens"] > 0
+    types = out["compute_types"]
+    assert {"int8", "float32"} <= set(types) and out["fast_quantization"] == out["setting_default"]
+    # float32 is exact: the check that both backends score the same tokens the same way.
+    assert abs(types["float32"]["ppl_delta_pct"]) < 0.1
+    for stats in types.values():
+        assert stats["warm_p50_s"] > 0 and stats["batch5_s"] > 0 and stats["artifact_mb"] > 0
+    assert out["chosen_default"] in {None, *types}
+
+
+def test_the_default_rule_takes_the_fastest_type_within_the_bound() -> None:
+    types = {
+        "int8": {"ppl_delta_pct": 4.0, "warm_p50_s": 0.5},
+        "float32": {"ppl_delta_pct": 0.0, "warm_p50_s": 1.0},
+        "int16": {"ppl_delta_pct": 2.0, "warm_p50_s": 0.8},
+    }
+    assert bench_generation_fast.choose_quantization(types, torch_p50_s=2.0) == "int16"
+    assert bench_generation_fast.choose_quantization(types, torch_p50_s=0.9) == "int16"
+    assert bench_generation_fast.choose_quantization(types, torch_p50_s=0.7) is None
 
 
 def test_run_all_merges_scripts_that_share_a_key_without_losing_either() -> None:

@@ -242,3 +242,96 @@ def test_the_stop_rule_is_the_same_token_by_token(tiny_dir: Path) -> None:
         if done:
             break
     assert done
+
+
+@pytest.fixture
+def quantization(monkeypatch: pytest.MonkeyPatch):
+    """Sets ``DOPPELTWEET_FAST_QUANTIZATION`` for the process (the settings are read once)."""
+    from training.config import get_settings
+
+    def use(value: str) -> None:
+        monkeypatch.setenv("DOPPELTWEET_FAST_QUANTIZATION", value)
+        get_settings.cache_clear()
+
+    yield use
+    monkeypatch.delenv("DOPPELTWEET_FAST_QUANTIZATION", raising=False)
+    get_settings.cache_clear()
+
+
+def _recorded(folder: Path) -> dict:
+    import json
+
+    return json.loads((folder / FAST_DIR / "doppeltweet-source.json").read_text())
+
+
+def test_the_artifact_records_its_weight_type_and_is_rebuilt_for_another(
+    tiny_dir: Path, quantization
+) -> None:
+    quantization("int8")
+    first = TweetGenerator.load(tiny_dir, device="cpu")
+    assert _recorded(tiny_dir)["quantization"] == "int8"
+    assert first._backend.quantization == "int8"
+    int8_bytes = (tiny_dir / FAST_DIR / "model.bin").stat().st_size
+    assert fast_artifact(tiny_dir, "float32") is None
+    quantization("float32")
+    assert fast_artifact(tiny_dir) is None  # made with another type: stale
+    second = TweetGenerator.load(tiny_dir, device="cpu")
+    assert second.backend == "ctranslate2" and second._backend.quantization == "float32"
+    assert _recorded(tiny_dir)["quantization"] == "float32"
+    assert fast_artifact(tiny_dir) == tiny_dir / FAST_DIR
+    assert (tiny_dir / FAST_DIR / "model.bin").stat().st_size > 2 * int8_bytes
+    assert second.generate(n=1, settings=SHORT).candidates >= 1
+
+
+def test_an_artifact_without_a_recorded_type_is_an_int8_one(tiny_dir: Path, quantization) -> None:
+    import json
+
+    quantization("int8")
+    TweetGenerator.load(tiny_dir, device="cpu")
+    record = _recorded(tiny_dir)
+    del record["quantization"]  # what artifacts made before the setting existed hold
+    (tiny_dir / FAST_DIR / "doppeltweet-source.json").write_text(json.dumps(record))
+    assert fast_artifact(tiny_dir) == tiny_dir / FAST_DIR
+    quantization("float32")
+    assert fast_artifact(tiny_dir) is None
+
+
+def test_a_weight_type_this_cpu_lacks_means_torch_without_a_failure_note(
+    tiny_dir: Path, quantization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctranslate2
+
+    monkeypatch.setattr(ctranslate2, "get_supported_compute_types", lambda device: {"float32"})
+    quantization("int8")
+    assert TweetGenerator.load(tiny_dir, device="cpu").backend == "torch"
+    assert not (tiny_dir / FAST_DIR).exists() and not (tiny_dir / FAST_FAILED).exists()
+    quantization("float32")  # another setting is tried at once
+    assert TweetGenerator.load(tiny_dir, device="cpu").backend == "ctranslate2"
+
+
+def test_an_unknown_weight_type_is_refused_by_the_settings(quantization) -> None:
+    from pydantic import ValidationError
+
+    from training.config import get_settings
+
+    quantization("int4")
+    with pytest.raises(ValidationError, match="fast_quantization"):
+        get_settings()
+
+
+def test_an_embedding_larger_than_the_tokenizer_is_still_converted(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = build_tiny_model(GENERIC_TWEETS, tmp_path / "padded")
+    write_records(folder, GENERIC_TWEETS)
+    tokens = len(AutoTokenizer.from_pretrained(folder))
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    model.resize_token_embeddings(tokens + 13)  # rows no token reaches, as padded models have
+    model.save_pretrained(folder)
+    tokenizer_files = {f.name: f.read_bytes() for f in folder.iterdir() if "token" in f.name}
+    generator = TweetGenerator.load(folder, device="cpu")
+    assert generator.backend == "ctranslate2" and not (folder / FAST_FAILED).exists()
+    assert {f.name: f.read_bytes() for f in folder.iterdir() if "token" in f.name} == (
+        tokenizer_files
+    )  # the model's own tokenizer is untouched
+    assert generator.generate(n=2, settings=SHORT).candidates >= 1

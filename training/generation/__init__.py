@@ -13,7 +13,7 @@ One concern per module:
 * :mod:`~training.generation.settings` — limits, :class:`GenerationSettings`, the result;
 * :mod:`~training.generation.text` — tidying a candidate and the copy filter;
 * :mod:`~training.generation.pool` — torch models, LoRA adapters on one shared base;
-* :mod:`~training.generation.backends` — what samples token rows (torch, CTranslate2 int8);
+* :mod:`~training.generation.backends` — what samples token rows (torch, CTranslate2);
 * :mod:`~training.generation.stop` — the stop rule (a row ends once its tweet is settled);
 * :mod:`~training.generation.sharing` — tokenizers shared between models;
 * :mod:`~training.generation.generator` — :class:`TweetGenerator`;

@@ -2,7 +2,7 @@
 
 A backend turns ``EOS + prompt`` into sampled rows of token ids; everything else (healing the
 prompt, the filters, rounds, the result) is the generator's, so every backend gives tweets under
-the same rules. :mod:`training.generation.fast` is the CTranslate2 int8 backend; a new backend is
+the same rules. :mod:`training.generation.fast` is the CTranslate2 backend; a new backend is
 a new module with a class like :class:`TorchBackend`.
 """
 

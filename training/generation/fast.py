@@ -1,9 +1,10 @@
-"""The fast CPU backend: CTranslate2 with int8 weights (FACTS §7: ~2.8× HF ``generate`` fp32).
+"""The fast CPU backend: CTranslate2 (int8 weights: FACTS §7, ~2.8× HF ``generate`` fp32).
 
 CTranslate2 has no run-time LoRA, so a model is converted once — a LoRA adapter merged into a
 fresh copy of its base first — into ``fast/`` inside the model folder (the *fast artifact*,
-~136 MB for SmolLM2-135M). The artifact records which training it was made from; a retrained
-model is a new folder (the store replaces it whole), so an artifact never outlives its weights.
+~136 MB for SmolLM2-135M in int8). The artifact records which training it was made from and its
+weight type (``DOPPELTWEET_FAST_QUANTIZATION``); a retrained model is a new folder (the store
+replaces it whole), and an artifact of other weights or another weight type is made again.
 When the conversion is impossible (an architecture CTranslate2 does not know) a ``fast.failed``
 note keeps later loads from trying again; a missing or damaged artifact means the torch backend.
 
@@ -44,6 +45,8 @@ FAST_DIR = "fast"
 FAST_FAILED = "fast.failed"
 #: Inside ``fast/``: what the artifact was made from.
 _SOURCE_FILE = "doppeltweet-source.json"
+#: What an artifact made before the weight type was recorded holds.
+_LEGACY_QUANTIZATION = "int8"
 #: CTranslate2's "no seed set" value (a random seed per worker thread).
 _RANDOM_SEED = 0xFFFFFFFF
 #: The files a model's weights are read from; their sizes and times are part of the source stamp.
@@ -90,14 +93,37 @@ def source_stamp(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def fast_artifact(model_dir: Path) -> Path | None:
-    """``model_dir/fast`` when it holds an artifact made from this model's current weights."""
+def fast_quantization() -> str:
+    """The weight type fast artifacts are made with (``DOPPELTWEET_FAST_QUANTIZATION``)."""
+    from training.config import get_settings
+
+    return get_settings().fast_quantization
+
+
+def artifact_quantization(folder: Path) -> str | None:
+    """The weight type the artifact in ``folder`` was made with; None when it has no record."""
+    try:
+        source = json.loads((folder / _SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(source, dict):
+        return None
+    quantization = source.get("quantization", _LEGACY_QUANTIZATION)
+    return quantization if isinstance(quantization, str) else None
+
+
+def fast_artifact(model_dir: Path, quantization: str | None = None) -> Path | None:
+    """``model_dir/fast`` when it holds an artifact made from this model's current weights with
+    ``quantization`` (default: the setting's weight type)."""
     folder = model_dir / FAST_DIR
     try:
         source = json.loads((folder / _SOURCE_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(source, dict) or source.get("stamp") != source_stamp(model_dir):
+        return None
+    wanted = quantization or fast_quantization()
+    if source.get("quantization", _LEGACY_QUANTIZATION) != wanted:
         return None
     return folder if (folder / "model.bin").is_file() else None
 
@@ -112,8 +138,14 @@ def conversion_failed(model_dir: Path) -> bool:
         return False
 
 
-def build_fast_artifact(model_dir: Path, *, base_name: str | None, texts: list[str]) -> Path:
-    """Convert ``model_dir`` to int8 CTranslate2 in ``model_dir/fast`` and return that folder.
+def build_fast_artifact(
+    model_dir: Path, *, base_name: str | None, texts: list[str], quantization: str | None = None
+) -> Path:
+    """Convert ``model_dir`` to CTranslate2 in ``model_dir/fast`` and return that folder.
+
+    ``quantization`` is the weight type (default: ``DOPPELTWEET_FAST_QUANTIZATION``); one this
+    CPU cannot compute in raises :class:`FastUnavailable` without noting a failure, so another
+    setting is tried again.
 
     A LoRA model (``base_name`` names its base) is merged into a fresh copy of the base first;
     the shared base other models use is never touched. Written beside the model and renamed into
@@ -122,16 +154,22 @@ def build_fast_artifact(model_dir: Path, *, base_name: str | None, texts: list[s
     """
     if not fast_installed():
         raise FastUnavailable("ctranslate2 is not installed")
+    quantization = quantization or fast_quantization()
+    _check_quantization(quantization)
     stamp = source_stamp(model_dir)
     work = model_dir / f".fast-{secrets.token_hex(4)}"
     try:
         work.mkdir()
         source = _merged_copy(model_dir, base_name, texts, work) if base_name else model_dir
         max_positions = _max_positions(source)
+        source = _with_full_vocabulary(source, work)
         out = work / FAST_DIR
-        _convert(source, out)
+        _convert(source, out, quantization)
         (out / _SOURCE_FILE).write_text(
-            json.dumps({"stamp": stamp, "max_positions": max_positions}), encoding="utf-8"
+            json.dumps(
+                {"stamp": stamp, "max_positions": max_positions, "quantization": quantization}
+            ),
+            encoding="utf-8",
         )
         final = model_dir / FAST_DIR
         if final.exists():
@@ -151,6 +189,18 @@ def build_fast_artifact(model_dir: Path, *, base_name: str | None, texts: list[s
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _check_quantization(quantization: str) -> None:
+    """Refuse a weight type CTranslate2 does not know or this CPU cannot compute in."""
+    import ctranslate2
+
+    supported = ctranslate2.get_supported_compute_types("cpu")
+    if quantization not in supported:
+        raise FastUnavailable(
+            f"this CPU cannot compute in {quantization!r} with CTranslate2 "
+            f"(it can: {', '.join(sorted(supported))}); set DOPPELTWEET_FAST_QUANTIZATION"
+        )
+
+
 def _note_failure(model_dir: Path, stamp: str, reason: str) -> None:
     try:
         (model_dir / FAST_FAILED).write_text(f"{stamp}\n{reason[:500]}\n", encoding="utf-8")
@@ -164,6 +214,31 @@ def _max_positions(folder: Path) -> int:
     from training.generation.backends import max_positions_of
 
     return max_positions_of(AutoConfig.from_pretrained(folder))
+
+
+def _with_full_vocabulary(source: Path, work: Path) -> Path:
+    """``source``, or a view of it whose tokenizer names every embedding row.
+
+    CTranslate2 wants one vocabulary entry per embedding row; a model whose embedding has more
+    rows than its tokenizer has tokens (padded to a round size, or a tokenizer from another
+    model) gets placeholder tokens for the rows no text reaches. The weights are linked, not
+    copied; ``source`` itself is never changed.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    rows = int(getattr(AutoConfig.from_pretrained(source), "vocab_size", 0) or 0)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    missing = rows - len(tokenizer)
+    if missing <= 0:
+        return source
+    view = work / "full-vocabulary"
+    view.mkdir()
+    for file in source.iterdir():
+        if file.is_file() and file.name not in _TOKENIZER_FILES:
+            (view / file.name).symlink_to(file.resolve())
+    tokenizer.add_tokens([f"<doppeltweet_unused_{i}>" for i in range(missing)])
+    tokenizer.save_pretrained(view)
+    return view
 
 
 def _merged_copy(model_dir: Path, base_name: str, texts: list[str], work: Path) -> Path:
@@ -188,14 +263,14 @@ def _merged_copy(model_dir: Path, base_name: str, texts: list[str], work: Path) 
     return folder
 
 
-def _convert(source: Path, out: Path) -> None:
+def _convert(source: Path, out: Path, quantization: str) -> None:
     from ctranslate2.converters import TransformersConverter
 
-    TransformersConverter(str(source)).convert(str(out), quantization="int8", force=True)
+    TransformersConverter(str(source)).convert(str(out), quantization=quantization, force=True)
 
 
 class FastBackend:
-    """Samples with CTranslate2 (int8 weights, CPU); see the module docstring."""
+    """Samples with CTranslate2 (CPU, in the artifact's weight type); see the module docstring."""
 
     kind = "ctranslate2"
 
@@ -208,6 +283,7 @@ class FastBackend:
         try:
             source = json.loads((folder / _SOURCE_FILE).read_text(encoding="utf-8"))
             self.max_positions = int(source["max_positions"])
+            self.quantization = str(source.get("quantization", _LEGACY_QUANTIZATION))
             self.generator: Any = self._open()
         except Exception as error:  # a damaged artifact: torch serves the model instead
             raise FastUnavailable(
@@ -225,8 +301,13 @@ class FastBackend:
     def _open(self) -> Any:
         import ctranslate2
 
+        # The recorded type, not "default": CTranslate2 would silently compute in another one.
         return ctranslate2.Generator(
-            str(self.folder), device="cpu", inter_threads=1, intra_threads=self.threads
+            str(self.folder),
+            device="cpu",
+            compute_type=self.quantization,
+            inter_threads=1,
+            intra_threads=self.threads,
         )
 
     @contextmanager
