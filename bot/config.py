@@ -76,8 +76,11 @@ class BotSettings(BaseSettings):
     cache_fast_models: int = Field(
         default=2,
         ge=0,
-        description="Most LoRA models kept on the fast backend, each its own int8 model (~121 MB "
-        "for SmolLM2); further LoRA models are served from their shared base (~10 MB each).",
+        description=(
+            "Most LoRA models kept on the fast backend, each its own merged CTranslate2 model "
+            "(SmolLM2: ~540 MB in float32, ~121 MB in int8); further LoRA models are served "
+            "from their shared base (~10 MB each)."
+        ),
     )
     progress_edit_interval_s: float = Field(
         default=5,

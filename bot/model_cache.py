@@ -18,15 +18,15 @@ folder), a delete or :meth:`ModelCache.invalidate` drops it with the model.
 Unseeded requests for the same model, prompt and ``exclude`` that wait for a worker at the same
 time are answered by one generate call for all their tweets.
 
-Fast generators and cold handles: a LoRA model on the fast backend is its own merged int8 model
-(~121 MB resident for SmolLM2), while on the torch backend it is a ~10 MB adapter on a base that
-every LoRA model of that base shares. With ``fast_models`` set, at most that many LoRA models are
-held on the fast backend; a LoRA model loaded while those slots are full is served from the shared
-base (``backend="torch"``). When a fast one is evicted, its slot goes to the next LoRA model
-loaded or to the first cold one used again: that one is loaded on the fast backend in the
-background (while no live request waits) and replaces its torch handle once ready, so the fast
-slots follow the recently used models. Models with their own weights always take the loader's
-default (the fast backend is the smaller of the two for them).
+Fast generators and cold handles: a LoRA model on the fast backend is its own merged CTranslate2
+model (SmolLM2: ~540 MB resident in float32, the default; ~121 MB in int8), while on the torch
+backend it is a ~10 MB adapter on a base that every LoRA model of that base shares. With
+``fast_models`` set, at most that many LoRA models are held on the fast backend; a LoRA model loaded
+while those slots are full is served from the shared base (``backend="torch"``). When a fast one is
+evicted, its slot goes to the next LoRA model loaded or to the first cold one used again: that one
+is loaded on the fast backend in the background (while no live request waits) and replaces its torch
+handle once ready, so the fast slots follow the recently used models. Models with their own weights
+always take the loader's default (the fast backend is the smaller of the two for them).
 """
 
 from __future__ import annotations

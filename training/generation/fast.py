@@ -1,12 +1,12 @@
-"""The fast CPU backend: CTranslate2 (int8 weights: FACTS §7, ~2.8× HF ``generate`` fp32).
+"""The fast CPU backend: CTranslate2 (float32 by default, exact; int8 optional: FACTS §7).
 
-CTranslate2 has no run-time LoRA, so a model is converted once — a LoRA adapter merged into a
-fresh copy of its base first — into ``fast/`` inside the model folder (the *fast artifact*,
-~136 MB for SmolLM2-135M in int8). The artifact records which training it was made from and its
-weight type (``DOPPELTWEET_FAST_QUANTIZATION``); a retrained model is a new folder (the store
-replaces it whole), and an artifact of other weights or another weight type is made again.
-When the conversion is impossible (an architecture CTranslate2 does not know) a ``fast.failed``
-note keeps later loads from trying again; a missing or damaged artifact means the torch backend.
+CTranslate2 has no run-time LoRA, so a model is converted once — a LoRA adapter merged into a fresh
+copy of its base first — into ``fast/`` inside the model folder (the *fast artifact*, ~540 MB for
+SmolLM2-135M in float32, ~136 MB in int8). The artifact records which training it was made from and
+its weight type (``DOPPELTWEET_FAST_QUANTIZATION``); a retrained model is a new folder (the store
+replaces it whole), and an artifact of other weights or another weight type is made again. When the
+conversion is impossible (an architecture CTranslate2 does not know) a ``fast.failed`` note keeps
+later loads from trying again; a missing or damaged artifact means the torch backend.
 
 Randomness: CTranslate2 samples with a per-thread generator seeded once when its worker thread
 first samples. An unseeded call uses the model's long-lived generator (a fresh stream every

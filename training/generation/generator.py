@@ -100,11 +100,11 @@ class TweetGenerator:
         """Load a model folder: full weights, or a LoRA adapter attached to its shared base.
 
         ``backend`` is ``"auto"`` (the default, from ``DOPPELTWEET_GENERATION_BACKEND``): the
-        CTranslate2 int8 backend on a CPU, its artifact converted on first use
-        (:mod:`training.generation.fast`), else torch; ``"ctranslate2"`` the same; ``"torch"``
-        always torch. A model the fast backend cannot serve (its artifact damaged, its
-        architecture unknown to CTranslate2) is served by torch. Also reads ``dataset.jsonl``
-        (the cleaned training tweets) for the copy filter. A missing or broken folder raises
+        CTranslate2 backend on a CPU (``DOPPELTWEET_FAST_QUANTIZATION``), its artifact converted on
+        first use (:mod:`training.generation.fast`), else torch; ``"ctranslate2"`` the same;
+        ``"torch"`` always torch. A model the fast backend cannot serve (its artifact damaged, its
+        architecture unknown to CTranslate2) is served by torch. Also reads ``dataset.jsonl`` (the
+        cleaned training tweets) for the copy filter. A missing or broken folder raises
         :class:`ModelError`.
         """
         path = Path(model_dir).expanduser().resolve()
