@@ -145,3 +145,20 @@ def test_stream_blocks_stay_huggingtweets_fixed_cuts(gpt2_style_tokenizer, long_
     assert fixed.lengths is None
     assert set(fixed[0]) == {"input_ids", "labels"}
     assert build_eval_blocks(split, gpt2_style_tokenizer, block_size=16).lengths is None
+
+
+# --- what training records ---------------------------------------------------------------------
+
+
+def test_a_trained_model_records_its_separator_and_aligned_blocks(tiny_model_dir) -> None:
+    import json
+
+    from transformers import AutoTokenizer
+
+    record = json.loads((tiny_model_dir / "training.json").read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert record["separator"] == {"id": tokenizer.eos_token_id, "token": "<|endoftext|>"}
+    assert record["config"]["align_blocks"] is True
+    # Padding is not counted as trained text.
+    metrics = record["metrics"]
+    assert metrics["train_tokens"] < metrics["train_blocks"] * record["config"]["block_size"]
