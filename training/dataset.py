@@ -127,7 +127,8 @@ class PackedBlocks(Dataset):
     """Fixed-size token blocks, each a causal-LM example whose labels are its inputs.
 
     ``lengths`` (tweet-aligned blocks): how many leading tokens of each block are text; the rest
-    is padding, masked out of attention and of the loss.
+    is padding, masked out of the loss. It needs no attention mask: it comes after every text
+    token, and causal attention never looks ahead (so the fast causal kernels stay in use).
     """
 
     def __init__(self, blocks: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
@@ -145,12 +146,8 @@ class PackedBlocks(Dataset):
         block = self.blocks[index]
         if self.lengths is None:
             return {"input_ids": block, "labels": block}
-        keep = torch.arange(block.shape[0]) < self.lengths[index]
-        return {
-            "input_ids": block,
-            "attention_mask": keep.long(),
-            "labels": block.masked_fill(~keep, -100),
-        }
+        pad = torch.arange(block.shape[0]) >= self.lengths[index]
+        return {"input_ids": block, "labels": block.masked_fill(pad, -100)}
 
     @property
     def num_tokens(self) -> int:
@@ -196,8 +193,9 @@ def _eos_stream(tok: _Tokenized, order: torch.Tensor) -> torch.Tensor:
 
 def _pack_aligned(tok: _Tokenized, order: torch.Tensor, block_size: int) -> PackedBlocks:
     """Tweet-aligned blocks: each starts with EOS and a tweet's first token, holds whole tweets
-    (``EOS t EOS t … EOS``) and is padded after its closing EOS; a tweet that does not fit starts
-    the next block. A tweet longer than a block gets a block of its own, cut at the block's end.
+    (``EOS t EOS t … EOS``) and is padded after its closing EOS (the padding is left out of the
+    loss); a tweet that does not fit starts the next block. A tweet longer than a block gets a
+    block of its own, cut at the block's end.
 
     So every block trains exactly what prompt-less generation asks (a tweet's opening after EOS
     at the head of the text), where fixed blocks of the stream start mid-tweet, and EOS is

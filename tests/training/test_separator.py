@@ -111,16 +111,31 @@ def test_aligned_blocks_start_every_block_at_a_tweet_and_hold_whole_tweets(
     assert blocks.num_tokens == int(blocks.lengths.sum()) < blocks.blocks.numel()
 
 
-def test_aligned_blocks_mask_the_padding_out_of_attention_and_loss(gpt2_style_tokenizer) -> None:
+def test_aligned_blocks_leave_the_padding_out_of_the_loss(gpt2_style_tokenizer) -> None:
     split = split_tweets(_table(["one two three", "four five six seven"]), val_fraction=0.0)
     blocks = build_train_blocks(
         split, gpt2_style_tokenizer, block_size=64, epochs=1, seed=0, align=True
     )
     item = blocks[0]
     length = int(blocks.lengths[0])
-    assert item["attention_mask"].tolist() == [1] * length + [0] * (64 - length)
+    assert set(item) == {"input_ids", "labels"}  # right padding: causal attention never sees it
     assert item["labels"][:length].tolist() == item["input_ids"][:length].tolist()
     assert (item["labels"][length:] == -100).all()
+
+
+def test_right_padding_does_not_change_what_the_text_tokens_see(tmp_path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from training.basemodels import build_tiny_model
+
+    folder = build_tiny_model(["hello there friend", "another tweet here"] * 20, tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    text = torch.tensor([[5, 6, 7, 8, 9]])
+    padded = torch.cat([text, torch.zeros((1, 4), dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        alone = model(text).logits
+        with_pad = model(padded).logits[:, :5]
+    assert torch.allclose(alone, with_pad, atol=1e-5)
 
 
 def test_a_tweet_longer_than_a_block_gets_its_own_block_cut_at_the_end(
