@@ -89,8 +89,9 @@ def separator_token_id(tokenizer: Any) -> int:
     if callable(added):
         special |= set(added())
     if GPT2_EOS in special:
+        # SmolLM2 names it its unknown token as well: still the token, so checked by its text.
         token_id = tokenizer.convert_tokens_to_ids(GPT2_EOS)
-        if isinstance(token_id, int) and token_id != getattr(tokenizer, "unk_token_id", None):
+        if isinstance(token_id, int) and tokenizer.convert_ids_to_tokens(token_id) == GPT2_EOS:
             return token_id
     return eos_token_id(tokenizer)
 

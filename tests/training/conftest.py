@@ -62,6 +62,8 @@ def chat_tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=_train_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
         eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        unk_token="<|endoftext|>",  # as SmolLM2's tokenizer says
     )
 
 
