@@ -92,6 +92,19 @@ RECIPES: tuple[Recipe, ...] = (
         },
     ),
     Recipe(
+        "lora-all-80-fixed-blocks",
+        "LoRA r16 on every linear layer, lr 1e-3, 80 steps, huggingtweets' fixed cuts of the "
+        "stream (blocks start mid-tweet) instead of tweet-aligned blocks",
+        {
+            **_SHAPE,
+            "lora": True,
+            "lora_targets": "all-linear",
+            "learning_rate": 1e-3,
+            "max_steps": 80,
+            "align_blocks": False,
+        },
+    ),
+    Recipe(
         "full-80",
         "full fine-tune, lr 1e-4, 80 steps",
         {**_SHAPE, "lora": False, "learning_rate": 1e-4, "max_steps": 80},

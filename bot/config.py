@@ -93,13 +93,18 @@ class BotSettings(BaseSettings):
         description="Seconds a cancelled or stopped training process gets to exit before it is "
         "killed.",
     )
+    # SmolLM2 + LoRA: offline (no Hub needed, unlike `gpt2`), and better per minute of CPU than
+    # huggingtweets' full GPT-2 fine-tune (docs/training.md, *Choosing the recipe*).
     base_model: str = Field(
-        default="gpt2",
+        default="smollm2-135m",
         min_length=1,
-        description="Base model `!train` fine-tunes: a Hugging Face id, a folder, "
-        "`smollm2-135m` or `tiny`.",
+        description="Base model `!train` fine-tunes: a Hugging Face id (`gpt2` is huggingtweets' "
+        "original), a folder, `smollm2-135m` (built in, offline) or `tiny`.",
     )
-    lora: bool = Field(default=False, description="Train LoRA adapters instead of every weight.")
+    lora: bool = Field(
+        default=True,
+        description="Train LoRA adapters (every linear layer) instead of every weight.",
+    )
     train_max_steps: int | None = Field(
         default=None, ge=1, description="Cap on optimizer steps per training (unset: no cap)."
     )

@@ -74,25 +74,88 @@ def eos_token_id(tokenizer: Any) -> int:
     )
 
 
-class PackedBlocks(Dataset):
-    """Fixed-size token blocks, each a causal-LM example whose labels are its inputs."""
+def separator_token_id(tokenizer: Any) -> int:
+    """The id training puts between tweets (and generation starts a tweet after).
 
-    def __init__(self, blocks: torch.Tensor) -> None:
+    ``<|endoftext|>`` when the tokenizer has it as a special token: GPT-2's EOS, and the document
+    separator SmolLM2 and Qwen were pretrained with. A chat model's EOS is an end of turn
+    (SmolLM2-Instruct's ``<|im_end|>``, after which it expects ``<|im_start|>``), so starting a
+    tweet after it starts from a context the base never saw at the head of a text. Any other
+    tokenizer: its own EOS (:func:`eos_token_id`). ``training.json`` records the choice
+    (:func:`separator_record`) and generation reads it back (:func:`recorded_separator_id`).
+    """
+    special = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    added = getattr(tokenizer, "get_added_vocab", None)
+    if callable(added):
+        special |= set(added())
+    if GPT2_EOS in special:
+        # SmolLM2 names it its unknown token as well: still the token, so checked by its text.
+        token_id = tokenizer.convert_tokens_to_ids(GPT2_EOS)
+        if isinstance(token_id, int) and tokenizer.convert_ids_to_tokens(token_id) == GPT2_EOS:
+            return token_id
+    return eos_token_id(tokenizer)
+
+
+def separator_record(tokenizer: Any, separator_id: int) -> dict[str, Any]:
+    """What ``training.json`` keeps about the separator: its id and its token's text."""
+    return {"id": separator_id, "token": tokenizer.convert_ids_to_tokens(separator_id)}
+
+
+def recorded_separator_id(record: dict[str, Any], tokenizer: Any) -> int:
+    """The separator a model was trained with: ``record["separator"]`` (what ``training.json``
+    says), or, for a model trained before it was recorded, the tokenizer's EOS (what training
+    used then). ModelError when the record names a token the tokenizer does not have."""
+    entry = record.get("separator")
+    if entry is None:
+        return eos_token_id(tokenizer)
+    token_id = entry.get("id") if isinstance(entry, dict) else None
+    token = entry.get("token") if isinstance(entry, dict) else None
+    if (
+        isinstance(token_id, bool)
+        or not isinstance(token_id, int)
+        or not isinstance(token, str)
+        or not 0 <= token_id < len(tokenizer)
+        or tokenizer.convert_ids_to_tokens(token_id) != token
+    ):
+        raise ModelError(
+            f"The tweet separator in training.json ({entry!r}) is not a token of this model's "
+            "tokenizer; train the model again."
+        )
+    return token_id
+
+
+class PackedBlocks(Dataset):
+    """Fixed-size token blocks, each a causal-LM example whose labels are its inputs.
+
+    ``lengths`` (tweet-aligned blocks): how many leading tokens of each block are text; the rest
+    is padding, masked out of the loss. It needs no attention mask: it comes after every text
+    token, and causal attention never looks ahead (so the fast causal kernels stay in use).
+    """
+
+    def __init__(self, blocks: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
         if blocks.dim() != 2 or blocks.dtype != torch.long:
             raise ValueError("blocks must be a 2-D LongTensor [n_blocks, block_size].")
+        if lengths is not None and lengths.shape != (blocks.shape[0],):
+            raise ValueError("lengths must hold one length per block.")
         self.blocks = blocks
+        self.lengths = lengths
 
     def __len__(self) -> int:
         return self.blocks.shape[0]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         block = self.blocks[index]
-        return {"input_ids": block, "labels": block}
+        if self.lengths is None:
+            return {"input_ids": block, "labels": block}
+        pad = torch.arange(block.shape[0]) >= self.lengths[index]
+        return {"input_ids": block, "labels": block.masked_fill(pad, -100)}
 
     @property
     def num_tokens(self) -> int:
-        """Tokens the blocks hold (what one pass over them trains on)."""
-        return self.blocks.numel()
+        """Text tokens the blocks hold (what one pass over them trains on; padding not counted)."""
+        if self.lengths is None:
+            return self.blocks.numel()
+        return int(self.lengths.sum())
 
 
 @dataclass
@@ -106,7 +169,7 @@ class _Tokenized:
 
 
 def _tokenize(tokenizer: Any, texts: Sequence[str]) -> _Tokenized:
-    eos = eos_token_id(tokenizer)
+    eos = separator_token_id(tokenizer)
     # split_special_tokens: a tweet that literally says "<|endoftext|>" must not forge a separator.
     ids = tokenizer(
         list(texts),
@@ -127,6 +190,47 @@ def _eos_stream(tok: _Tokenized, order: torch.Tensor) -> torch.Tensor:
     shift = torch.repeat_interleave(tok.offsets[order] - (torch.cumsum(counts, 0) - counts), counts)
     body = tok.units[shift + torch.arange(total)]
     return torch.cat([body, torch.tensor([tok.eos], dtype=torch.long)])
+
+
+def _pack_aligned(tok: _Tokenized, order: torch.Tensor, block_size: int) -> PackedBlocks:
+    """Tweet-aligned blocks: each starts with EOS and a tweet's first token, holds whole tweets
+    (``EOS t EOS t … EOS``) and is padded after its closing EOS (the padding is left out of the
+    loss); a tweet that does not fit starts the next block. A tweet longer than a block gets a
+    block of its own, cut at the block's end.
+
+    So every block trains exactly what prompt-less generation asks (a tweet's opening after EOS
+    at the head of the text), where fixed blocks of the stream start mid-tweet, and EOS is
+    first in only ~1 block of 25.
+    """
+    blocks: list[torch.Tensor] = []
+    lengths: list[int] = []
+    current: list[torch.Tensor] = []
+    used = 0
+
+    def close() -> None:
+        nonlocal current, used
+        if not current:
+            return
+        body = torch.cat([*current, torch.tensor([tok.eos], dtype=torch.long)])[:block_size]
+        lengths.append(len(body))
+        pad = torch.full((block_size - len(body),), tok.eos, dtype=torch.long)
+        blocks.append(torch.cat([body, pad]))
+        current, used = [], 0
+
+    for index in order.tolist():
+        start, length = int(tok.offsets[index]), int(tok.lengths[index])
+        if current and used + length + 1 > block_size:
+            close()
+        current.append(tok.units[start : start + length])
+        used += length
+        if used + 1 >= block_size:
+            close()
+    close()
+    if not blocks:
+        return PackedBlocks(
+            torch.zeros((0, block_size), dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        )
+    return PackedBlocks(torch.stack(blocks), torch.tensor(lengths, dtype=torch.long))
 
 
 def _check_block_size(block_size: int) -> None:
@@ -158,12 +262,20 @@ def _oversampled(chars: torch.Tensor, target: int, generator: torch.Generator) -
 
 
 def build_train_blocks(
-    split: DatasetSplit, tokenizer: Any, *, block_size: int, epochs: int, seed: int
+    split: DatasetSplit,
+    tokenizer: Any,
+    *,
+    block_size: int,
+    epochs: int,
+    seed: int,
+    align: bool = False,
 ) -> PackedBlocks:
     """All epochs of training text as blocks, in epoch order (iterate them sequentially).
 
     Per epoch every handle is cycled up to the largest handle's character count, then the pooled
     tweets get a fresh shuffle seeded with ``seed + epoch``: the same seed gives the same blocks.
+    ``align``: tweet-aligned, padded blocks (:func:`_pack_aligned`) instead of huggingtweets'
+    fixed cuts of the stream.
     """
     _check_block_size(block_size)
     if epochs < 1:
@@ -191,6 +303,8 @@ def build_train_blocks(
             ]
         )
         orders.append(picked[torch.randperm(len(picked), generator=generator)])
+    if align:
+        return _pack_aligned(tok, torch.cat(orders), block_size)
     return _pack(_eos_stream(tok, torch.cat(orders)), block_size)
 
 

@@ -111,6 +111,11 @@ class TrainConfig:
     lora_dropout: float = 0.05
     #: ``attention`` (every attention projection) or ``all-linear`` (attention and MLP).
     lora_targets: str = "all-linear"
+    #: Tweet-aligned blocks (each starts with EOS and a tweet's opening, padded after its last
+    #: whole tweet) instead of huggingtweets' fixed cuts of the stream, which start mid-tweet:
+    #: prompt-less generation opens a tweet after EOS at the head of the text, which fixed cuts
+    #: almost never train (docs/training.md, *Choosing the recipe*).
+    align_blocks: bool = True
     #: Stop when the validation loss has not improved for this many evaluations (0: never) and
     #: keep the best weights seen; the loss is measured every ``eval_steps`` steps.
     early_stopping_patience: int = 0
@@ -226,7 +231,13 @@ def _train_model(
         import torch
 
         from training.basemodels import load_base_model, pick_device
-        from training.dataset import build_eval_blocks, build_train_blocks, split_tweets
+        from training.dataset import (
+            build_eval_blocks,
+            build_train_blocks,
+            separator_record,
+            separator_token_id,
+            split_tweets,
+        )
 
         device = pick_device()
         reporter.phase("loading", f"loading base model {config.base_model}")
@@ -254,7 +265,12 @@ def _train_model(
             model = _wrap_lora(model, config)
         split = split_tweets(table, config.val_fraction, seed=config.seed)
         train_blocks = build_train_blocks(
-            split, tokenizer, block_size=block_size, epochs=config.epochs, seed=config.seed
+            split,
+            tokenizer,
+            block_size=block_size,
+            epochs=config.epochs,
+            seed=config.seed,
+            align=config.align_blocks,
         )
         eval_blocks = build_eval_blocks(split, tokenizer, block_size=block_size)
         timings["load_s"] = time.monotonic() - t0
@@ -297,12 +313,18 @@ def _train_model(
         t0 = time.monotonic()
         steps = len(recorder.losses)
         # The last batch may be short: count the blocks actually read, not steps × batch size.
-        train_tokens = min(steps * config.batch_size, len(train_blocks)) * block_size
+        read = min(steps * config.batch_size, len(train_blocks))
+        train_tokens = (
+            read * block_size
+            if train_blocks.lengths is None
+            else int(train_blocks.lengths[:read].sum())
+        )
         record = _training_record(
             table,
             config,
             block_size=block_size,
             base_path=base_for_record,
+            separator=separator_record(tokenizer, separator_token_id(tokenizer)),
             device=device,
             dtype="bfloat16" if use_bf16 else "float32",
             metrics={
@@ -732,6 +754,7 @@ def _training_record(
     *,
     block_size: int,
     base_path: str | None,
+    separator: dict[str, Any],
     device: torch.device,
     dtype: str,
     metrics: dict[str, Any],
@@ -748,6 +771,8 @@ def _training_record(
         "base_model": config.base_model,
         "base_model_path": base_path,
         "lora": config.lora,
+        # The token between tweets in training; generation starts and ends a tweet with it.
+        "separator": separator,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": resolved,
         "seeds": {"seed": config.seed, "data_seed": config.seed, "split_seed": config.seed},

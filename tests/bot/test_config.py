@@ -31,7 +31,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert settings.max_attachment_bytes == 10 * 1024 * 1024
     assert (settings.tweet_cooldown_s, settings.cache_max_models) == (10, 4)
     assert settings.cache_max_bytes == 4096 * 1024 * 1024
-    assert (settings.base_model, settings.lora, settings.timezone) == ("gpt2", False, "UTC")
+    assert (settings.base_model, settings.lora, settings.timezone) == ("smollm2-135m", True, "UTC")
     assert settings.discord_token is None and not settings.x_posting_configured
 
 

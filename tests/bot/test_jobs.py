@@ -148,19 +148,20 @@ async def test_a_submitted_job_runs_the_training_process_and_records_the_model(
     assert result.table == {"alice": {"tweets_downloaded": 100, "tweets_kept": 90}}
     assert (result.perplexity_before, result.perplexity_after) == (80.5, 20.25)
     assert result.loss_plot == models_dir / "alice" / "loss.png"
-    assert result.record["base_model"] == "gpt2"
+    assert result.record["base_model"] == "smollm2-135m"  # the default: SmolLM2 + LoRA
 
     record = await store.get_model(GUILD, "alice")
     assert record is not None
     assert record.path == models_dir / "alice"
     assert record.sources == job.sources and record.trained_by == USER
-    assert record.base_model == "gpt2" and record.lora is False
+    assert record.base_model == "smollm2-135m" and record.lora is True
 
     argv = json.loads(argv_log.read_text().splitlines()[0])
     assert argv[:4] == ["-m", "training", "train", "alice"]
     assert argv[argv.index("--from") + 1] == job.sources[0]
     assert argv[argv.index("--models-dir") + 1] == str(models_dir)
     assert "--progress-json" in argv
+    assert argv[argv.index("--base-model") + 1] == "smollm2-135m" and "--lora" in argv
     stored = await store.get_job(GUILD, job.id)
     assert stored is not None and stored.state == "succeeded" and stored.pid is not None
 

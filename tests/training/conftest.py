@@ -53,6 +53,20 @@ def own_eos_tokenizer():
     )
 
 
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    """Like SmolLM2-Instruct: EOS is the end of a chat turn (``<|im_end|>``), and
+    ``<|endoftext|>``, the pretraining document separator, is a special token too."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=_train_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        unk_token="<|endoftext|>",  # as SmolLM2's tokenizer says
+    )
+
+
 @pytest.fixture
 def make_tweet() -> Callable[..., RawTweet]:
     """Build a RawTweet with only the fields a test cares about."""

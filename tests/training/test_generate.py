@@ -756,6 +756,46 @@ def test_a_prompt_less_candidate_opening_mid_sentence_is_rejected(tiny_model_dir
     assert reason != "fragment"  # a prompt the member typed is theirs
 
 
+def test_a_degenerate_candidate_is_rejected_on_every_backend(tiny_model_dir: Path) -> None:
+    # The rule is the generator's (its _judge), not a backend's: rows from any backend meet it.
+    generator = get_generator(tiny_model_dir, device="cpu")
+    eos = generator._eos_id
+    for text in ("()).SOTU", "President", "2016 !!!"):
+        ids = generator._tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert generator._judge([eos, *ids, eos], 1, "", FAST, set(), set()) == (
+            "degenerate",
+            text,
+        )
+    ids = generator._tokenizer(" vote today", add_special_tokens=False)["input_ids"]
+    prompt_ids = generator._tokenizer("Go", add_special_tokens=False)["input_ids"]
+    reason, tweet = generator._judge(
+        [eos, *prompt_ids, *ids], 1 + len(prompt_ids), "Go", FAST, set(), set()
+    )
+    assert (reason, tweet) == (None, "Go vote today")
+
+
+def test_generation_starts_and_ends_tweets_with_the_recorded_separator(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    folder = shutil.copytree(tiny_dir, tmp_path / "alice")
+    record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    tokenizer = TweetGenerator.load(folder, device="cpu", backend="torch")._tokenizer
+    assert TweetGenerator.load(folder, device="cpu", backend="torch")._eos_id == (
+        tokenizer.eos_token_id  # no record: a model trained before it, with the EOS
+    )
+    other = 7
+    record["separator"] = {"id": other, "token": tokenizer.convert_ids_to_tokens(other)}
+    (folder / "training.json").write_text(json.dumps(record), encoding="utf-8")
+    generator = TweetGenerator.load(folder, device="cpu", backend="torch")
+    assert generator._eos_id == other
+    result = generator.generate(n=1, seed=0, settings=FAST)
+    assert result.candidates >= 1
+    record["separator"] = {"id": other, "token": "<|not a token|>"}
+    (folder / "training.json").write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(ModelError, match="tweet separator"):
+        TweetGenerator.load(folder, device="cpu", backend="torch")
+
+
 def test_a_trained_tiny_lora_runs_on_the_base_it_was_trained_on(
     trained_lora_dir: Path, sample_table
 ) -> None:

@@ -33,6 +33,7 @@ from training.generation.settings import (
     GENERATION_BACKENDS,
     MIN_NEW_TOKENS,
     REJECT_COPY,
+    REJECT_DEGENERATE,
     REJECT_EMPTY,
     REJECT_EXCLUDED,
     REJECT_FRAGMENT,
@@ -45,7 +46,13 @@ from training.generation.settings import (
 )
 from training.generation.sharing import _shared_tokenizer, _token_texts
 from training.generation.stop import _TweetEnd
-from training.generation.text import CopyFilter, _has_content, normalize, tidy_candidate
+from training.generation.text import (
+    CopyFilter,
+    _has_content,
+    is_degenerate,
+    normalize,
+    tidy_candidate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +123,13 @@ class TweetGenerator:
         torch_device = _resolve_device(device)
         _purge_released()
 
-        from training.dataset import eos_token_id
+        from training.dataset import recorded_separator_id
 
         tokenizer = _shared_tokenizer(path)
-        # The token training put between tweets, so a prompt starts where a tweet starts.
-        eos_id = eos_token_id(tokenizer)
+        # The token training put between tweets (training.json says which; a model trained
+        # before it did used the tokenizer's EOS), so a prompt starts where a tweet starts and a
+        # tweet ends where the model ends one.
+        eos_id = recorded_separator_id(record, tokenizer)
 
         lora = (path / ADAPTER_CONFIG).is_file()
         base_name = _recorded_base(record) if lora else None
@@ -356,6 +365,8 @@ class TweetGenerator:
             return REJECT_EMPTY, tweet
         if not prompt and tweet[0] in FRAGMENT_OPENINGS:
             return REJECT_FRAGMENT, tweet
+        if is_degenerate(tweet):
+            return REJECT_DEGENERATE, tweet
         if self.copy_filter.is_copy(tweet):
             return REJECT_COPY, tweet
         key = normalize(tweet)

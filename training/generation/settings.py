@@ -28,6 +28,9 @@ REJECT_REPEAT = "repeat"
 REJECT_EXCLUDED = "excluded"
 #: A prompt-less candidate that opens mid-sentence (". and so", ", then"): no tweet starts so.
 REJECT_FRAGMENT = "fragment"
+#: A candidate no one would post: a single word ("President", "()).SOTU"), no letter at all
+#: ("2016 🔥"), or fewer than two words that hold a letter, digit or emoji ("() SOTU").
+REJECT_DEGENERATE = "degenerate"
 #: What a tweet never starts with: the middle of a sentence.
 FRAGMENT_OPENINGS = frozenset(".,;:!?)]}-–—_/|")
 

@@ -96,6 +96,17 @@ def _has_content(text: str) -> bool:
     return any(unicodedata.category(ch)[0] in "LNS" for ch in text)
 
 
+def is_degenerate(tweet: str) -> bool:
+    """Whether a tidied candidate is no tweet anyone would post, whatever the model: a single word
+    ("President", "()).SOTU"), no letter at all ("2016 🔥", "!!! ..."), or fewer than two words
+    that hold a letter, digit or emoji ("() SOTU"). The rule reads the text only, so every
+    backend's candidates are judged alike."""
+    words = tweet.split()
+    if len(words) < 2 or not any(ch.isalpha() for ch in tweet):
+        return True
+    return sum(1 for word in words if _has_content(word)) < 2
+
+
 class CopyFilter:
     """Rejects candidates that reproduce a training tweet verbatim or nearly.
 
