@@ -53,6 +53,8 @@ class Archive:
 ARCHIVES: tuple[Archive, ...] = (
     Archive("BarackObama", common.ROOT / "examples" / "BarackObama.csv", "en"),
     Archive("realDonaldTrump", common.ROOT / "examples" / "realDonaldTrump.csv", "en"),
+    # The second language: German maxims (aphorisms, not tweets; see examples/README.md).
+    Archive("Goethe", common.ROOT / "examples" / "Goethe.csv", "de"),
 )
 
 
