@@ -236,14 +236,21 @@ class BackendLoader:
         return generator
 
 
-async def test_lora_models_beyond_the_fast_slots_are_served_from_the_shared_base(
-    models: Callable[[str], Path],
-) -> None:
-    def lora(name: str) -> Path:
+@pytest.fixture
+def lora(models: Callable[[str], Path]) -> Callable[[str], Path]:
+    """A model folder that holds a LoRA adapter (its ``adapter_config.json``)."""
+
+    def make(name: str) -> Path:
         folder = models(name)
         (folder / "adapter_config.json").write_text("{}")
         return folder
 
+    return make
+
+
+async def test_lora_models_beyond_the_fast_slots_are_served_from_the_shared_base(
+    models: Callable[[str], Path], lora: Callable[[str], Path]
+) -> None:
     loader = BackendLoader()
     cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
     try:
@@ -278,13 +285,9 @@ async def test_lora_models_beyond_the_fast_slots_are_served_from_the_shared_base
 
 
 async def test_concurrent_lora_loads_take_one_fast_slot_each(
-    models: Callable[[str], Path],
+    lora: Callable[[str], Path],
 ) -> None:
-    folders = []
-    for name in ("a", "b", "c"):
-        folder = models(name)
-        (folder / "adapter_config.json").write_text("{}")
-        folders.append(folder)
+    folders = [lora(name) for name in ("a", "b", "c")]
     loader = BackendLoader()
     cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=2)
     try:
@@ -308,13 +311,8 @@ async def test_without_fast_slots_the_loader_chooses(
 
 
 async def test_a_cold_handle_used_again_moves_to_a_free_fast_slot(
-    models: Callable[[str], Path],
+    lora: Callable[[str], Path],
 ) -> None:
-    def lora(name: str) -> Path:
-        folder = models(name)
-        (folder / "adapter_config.json").write_text("{}")
-        return folder
-
     loader = BackendLoader()
     cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
     try:
