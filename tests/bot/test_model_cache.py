@@ -338,13 +338,12 @@ async def test_a_cold_handle_used_again_moves_to_a_free_fast_slot(
 
 
 async def test_a_promotion_is_dropped_when_the_model_is_invalidated_meanwhile(
-    models: Callable[[str], Path],
+    lora: Callable[[str], Path],
 ) -> None:
     loader = BackendLoader()
     cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=0)
     try:
-        folder = models("cold")
-        (folder / "adapter_config.json").write_text("{}")
+        folder = lora("cold")
         await cache.generate(folder, "hi")
         cache.fast_models = 1  # a slot frees up
         await cache.generate(folder, "hi")
