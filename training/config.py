@@ -79,12 +79,23 @@ class TrainingSettings(BaseSettings):
             "or ctranslate2 (falls back to torch for a model it cannot serve)."
         ),
     )
-    fast_quantization: Literal["int8", "int8_float32", "int16", "float32"] = Field(
-        default="float32",
+    fast_quantization: Literal["auto", "int8", "int8_float32", "int16", "float32"] = Field(
+        default="auto",
         description=(
-            "Weight type of the CTranslate2 fast path: float32 (exact), int8 or int8_float32 "
-            "(faster, +4 to +19 % perplexity), int16 (Intel CPUs only); an artifact made with "
-            "another type is made again."
+            "Weight type of the CTranslate2 fast path: auto (int8 after SmoothQuant-style "
+            "scaling when it measures within DOPPELTWEET_FAST_MAX_PPL_INCREASE_PCT of float32 "
+            "on the model's validation tweets, else float32), float32 (exact), int8 or "
+            "int8_float32 (unchecked: +3 to +19 % perplexity), int16 (Intel CPUs only); an "
+            "artifact made with another type is made again."
+        ),
+    )
+    fast_max_ppl_increase_pct: float = Field(
+        default=3.0,
+        ge=0,
+        le=100,
+        description=(
+            "With DOPPELTWEET_FAST_QUANTIZATION=auto: the most validation perplexity int8 may "
+            "add over float32, in percent, to be chosen."
         ),
     )
     generation_threads: int = Field(

@@ -335,3 +335,80 @@ def test_an_embedding_larger_than_the_tokenizer_is_still_converted(tmp_path: Pat
         tokenizer_files
     )  # the model's own tokenizer is untouched
     assert generator.generate(n=2, settings=SHORT).candidates >= 1
+
+
+@pytest.fixture
+def bound(monkeypatch: pytest.MonkeyPatch):
+    """Sets ``DOPPELTWEET_FAST_MAX_PPL_INCREASE_PCT`` (auto's perplexity bound)."""
+    from training.config import get_settings
+
+    def use(value: float) -> None:
+        monkeypatch.setenv("DOPPELTWEET_FAST_MAX_PPL_INCREASE_PCT", str(value))
+        get_settings.cache_clear()
+
+    yield use
+    monkeypatch.delenv("DOPPELTWEET_FAST_MAX_PPL_INCREASE_PCT", raising=False)
+    get_settings.cache_clear()
+
+
+def test_auto_is_the_default_and_keeps_int8_within_the_bound(tiny_dir: Path, bound) -> None:
+    from training.config import get_settings
+
+    assert get_settings().fast_quantization == "auto"
+    bound(100)
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    record = _recorded(tiny_dir)
+    assert record["quantization"] == "int8" and generator._backend.quantization == "int8"
+    check = record["auto"]
+    assert check["bound_pct"] == 100 and check["scored_tokens"] > 0
+    assert check["smoothed_layers"] == 3 * 2  # the tiny GPT-2's two blocks
+    assert check["int8_ppl"] > 0 and check["float32_ppl"] > 0
+    assert abs(check["int8_ppl_increase_pct"]) < 100
+    assert not any(p.name.startswith(".fast-") for p in tiny_dir.iterdir())  # no work left
+    assert generator.generate(n=1, settings=SHORT).candidates >= 1
+    bound(50)  # another bound: the choice is made again
+    assert fast_artifact(tiny_dir) is None
+
+
+def test_auto_makes_float32_when_int8_costs_more_than_the_bound(
+    tiny_dir: Path, bound, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.generation import fast
+
+    measured = fast._int8_check
+
+    def costly(*args, **kwargs):
+        return {**measured(*args, **kwargs), "int8_ppl_increase_pct": 7.5}
+
+    monkeypatch.setattr(fast, "_int8_check", costly)
+    bound(3)
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    record = _recorded(tiny_dir)
+    assert record["quantization"] == "float32" and generator._backend.quantization == "float32"
+    assert record["auto"]["int8_ppl_increase_pct"] == 7.5
+    assert fast_artifact(tiny_dir) == tiny_dir / FAST_DIR  # reused, not measured again
+    assert fast_artifact(tiny_dir, "int8") is None
+
+
+def test_auto_makes_float32_on_a_cpu_without_int8(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctranslate2
+
+    monkeypatch.setattr(ctranslate2, "get_supported_compute_types", lambda device: {"float32"})
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    assert generator.backend == "ctranslate2" and generator._backend.quantization == "float32"
+    assert _recorded(tiny_dir)["auto"]["reason"] == "this CPU cannot compute in int8"
+
+
+def test_auto_measures_on_the_training_s_own_held_out_tweets(lora_dir: Path) -> None:
+    from training.cleaning import DataTable
+    from training.dataset import split_tweets
+    from training.generation.fast import _check_texts
+
+    split = split_tweets(DataTable.load(lora_dir))
+    calibration, held_out = _check_texts(lora_dir, ["unused"])
+    assert held_out == split.validation and held_out
+    assert not set(held_out) & set(calibration)
+    record = _recorded(lora_dir)  # made right after training, with the default setting
+    assert record["quantization"] in {"int8", "float32"} and record["auto"]["scored_tokens"] > 0

@@ -1,12 +1,20 @@
-"""The fast CPU backend: CTranslate2 (float32 by default, exact; int8 optional: FACTS §7).
+"""The fast CPU backend: CTranslate2, in int8 where it measures close enough to float32.
 
 CTranslate2 has no run-time LoRA, so a model is converted once — a LoRA adapter merged into a fresh
-copy of its base first — into ``fast/`` inside the model folder (the *fast artifact*, ~540 MB for
-SmolLM2-135M in float32, ~136 MB in int8). The artifact records which training it was made from and
+copy of its base first — into ``fast/`` inside the model folder (the *fast artifact*, ~136 MB for
+SmolLM2-135M in int8, ~540 MB in float32). The artifact records which training it was made from and
 its weight type (``DOPPELTWEET_FAST_QUANTIZATION``); a retrained model is a new folder (the store
 replaces it whole), and an artifact of other weights or another weight type is made again. When the
 conversion is impossible (an architecture CTranslate2 does not know) a ``fast.failed`` note keeps
 later loads from trying again; a missing or damaged artifact means the torch backend.
+
+The default weight type, ``auto``, is chosen per model by measurement (:func:`_convert_auto`): the
+merged model is smoothed (:mod:`training.generation.smoothing`) and converted to int8, and the
+int8 artifact's perplexity on the model's own validation tweets is compared with the float32
+model's in torch; int8 is kept when it adds at most ``DOPPELTWEET_FAST_MAX_PPL_INCREASE_PCT``
+(3 %), float32 is made otherwise. int8's loss depends on the CPU's kernels (+2 % after smoothing
+with VNNI, +15 % or more with AVX2 only: benchmarks/README.md), so no fixed type is right for
+every machine. The measurement is recorded in the artifact's ``doppeltweet-source.json``.
 
 Randomness: CTranslate2 samples with a per-thread generator seeded once when its worker thread
 first samples. An unseeded call uses the model's long-lived generator (a fresh stream every
@@ -47,6 +55,11 @@ FAST_FAILED = "fast.failed"
 _SOURCE_FILE = "doppeltweet-source.json"
 #: What an artifact made before the weight type was recorded holds.
 _LEGACY_QUANTIZATION = "int8"
+#: The setting's value that chooses the weight type per model by measurement.
+AUTO = "auto"
+#: The auto check: at most this many blocks of held-out tweets are scored, and at most this many
+#: training blocks calibrate the smoothing (of min(128, the model's context) tokens each).
+_CHECK_BLOCKS, _CALIBRATION_BLOCKS, _CHECK_BLOCK_TOKENS = 16, 8, 128
 #: CTranslate2's "no seed set" value (a random seed per worker thread).
 _RANDOM_SEED = 0xFFFFFFFF
 #: The files a model's weights are read from; their sizes and times are part of the source stamp.
@@ -100,6 +113,12 @@ def fast_quantization() -> str:
     return get_settings().fast_quantization
 
 
+def _max_increase_pct() -> float:
+    from training.config import get_settings
+
+    return float(get_settings().fast_max_ppl_increase_pct)
+
+
 def artifact_quantization(folder: Path) -> str | None:
     """The weight type the artifact in ``folder`` was made with; None when it has no record."""
     try:
@@ -123,7 +142,12 @@ def fast_artifact(model_dir: Path, quantization: str | None = None) -> Path | No
     if not isinstance(source, dict) or source.get("stamp") != source_stamp(model_dir):
         return None
     wanted = quantization or fast_quantization()
-    if source.get("quantization", _LEGACY_QUANTIZATION) != wanted:
+    if wanted == AUTO:
+        # Chosen by the check, against the bound that is set now.
+        check = source.get(AUTO)
+        if not isinstance(check, dict) or check.get("bound_pct") != _max_increase_pct():
+            return None
+    elif source.get("quantization", _LEGACY_QUANTIZATION) != wanted:
         return None
     return folder if (folder / "model.bin").is_file() else None
 
@@ -143,9 +167,10 @@ def build_fast_artifact(
 ) -> Path:
     """Convert ``model_dir`` to CTranslate2 in ``model_dir/fast`` and return that folder.
 
-    ``quantization`` is the weight type (default: ``DOPPELTWEET_FAST_QUANTIZATION``); one this
-    CPU cannot compute in raises :class:`FastUnavailable` without noting a failure, so another
-    setting is tried again.
+    ``quantization`` is the weight type (default: ``DOPPELTWEET_FAST_QUANTIZATION``; ``auto``
+    measures int8 against float32 first, see the module docstring); one this CPU cannot compute
+    in raises :class:`FastUnavailable` without noting a failure, so another setting is tried
+    again.
 
     A LoRA model (``base_name`` names its base) is merged into a fresh copy of the base first;
     the shared base other models use is never touched. Written beside the model and renamed into
@@ -155,22 +180,22 @@ def build_fast_artifact(
     if not fast_installed():
         raise FastUnavailable("ctranslate2 is not installed")
     quantization = quantization or fast_quantization()
-    _check_quantization(quantization)
+    if quantization != AUTO:
+        _check_quantization(quantization)
     stamp = source_stamp(model_dir)
     work = model_dir / f".fast-{secrets.token_hex(4)}"
     try:
         work.mkdir()
         source = _merged_copy(model_dir, base_name, texts, work) if base_name else model_dir
         max_positions = _max_positions(source)
-        source = _with_full_vocabulary(source, work)
         out = work / FAST_DIR
-        _convert(source, out, quantization)
-        (out / _SOURCE_FILE).write_text(
-            json.dumps(
-                {"stamp": stamp, "max_positions": max_positions, "quantization": quantization}
-            ),
-            encoding="utf-8",
-        )
+        record: dict[str, Any] = {"stamp": stamp, "max_positions": max_positions}
+        if quantization == AUTO:
+            record.update(_convert_auto(model_dir, source, work, out, texts, max_positions))
+        else:
+            _convert(_with_full_vocabulary(source, work), out, quantization)
+            record["quantization"] = quantization
+        (out / _SOURCE_FILE).write_text(json.dumps(record), encoding="utf-8")
         final = model_dir / FAST_DIR
         if final.exists():
             stale = model_dir / f".fast-stale-{secrets.token_hex(4)}"
@@ -216,7 +241,7 @@ def _max_positions(folder: Path) -> int:
     return max_positions_of(AutoConfig.from_pretrained(folder))
 
 
-def _with_full_vocabulary(source: Path, work: Path) -> Path:
+def _with_full_vocabulary(source: Path, work: Path, name: str = "full-vocabulary") -> Path:
     """``source``, or a view of it whose tokenizer names every embedding row.
 
     CTranslate2 wants one vocabulary entry per embedding row; a model whose embedding has more
@@ -231,7 +256,7 @@ def _with_full_vocabulary(source: Path, work: Path) -> Path:
     missing = rows - len(tokenizer)
     if missing <= 0:
         return source
-    view = work / "full-vocabulary"
+    view = work / name
     view.mkdir()
     for file in source.iterdir():
         if file.is_file() and file.name not in _TOKENIZER_FILES:
@@ -267,6 +292,116 @@ def _convert(source: Path, out: Path, quantization: str) -> None:
     from ctranslate2.converters import TransformersConverter
 
     TransformersConverter(str(source)).convert(str(out), quantization=quantization, force=True)
+
+
+def _convert_auto(
+    model_dir: Path, source: Path, work: Path, out: Path, texts: list[str], max_positions: int
+) -> dict[str, Any]:
+    """Convert ``source`` (a full float32 model folder) into ``out`` in int8 when, smoothed, it
+    adds at most the bound to the validation perplexity, else in float32; returns the record's
+    ``quantization`` and ``auto`` (the measurement) entries."""
+    import ctranslate2
+
+    bound = _max_increase_pct()
+    check: dict[str, Any] = {"bound_pct": bound}
+    if "int8" not in ctranslate2.get_supported_compute_types("cpu"):
+        check["reason"] = "this CPU cannot compute in int8"
+    else:
+        check.update(_int8_check(model_dir, source, work, texts, max_positions))
+        increase = check.get("int8_ppl_increase_pct")
+        if isinstance(increase, float) and increase <= bound:
+            os.replace(work / "int8", out)
+            return {"quantization": "int8", AUTO: check}
+    shutil.rmtree(work / "int8", ignore_errors=True)
+    _convert(_with_full_vocabulary(source, work), out, "float32")
+    return {"quantization": "float32", AUTO: check}
+
+
+def _int8_check(
+    model_dir: Path, source: Path, work: Path, texts: list[str], max_positions: int
+) -> dict[str, Any]:
+    """Smooth and convert ``source`` to int8 in ``work/int8``; measure its perplexity on held-out
+    tweets against the float32 model's (torch, the same tokens)."""
+    import math
+
+    import ctranslate2
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.generation.smoothing import DEFAULT_ALPHA, smooth
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    calibration, held_out = _check_texts(model_dir, texts)
+    size = min(_CHECK_BLOCK_TOKENS, max_positions)
+    rows = _blocks(held_out, tokenizer, size)[:_CHECK_BLOCKS]
+    if not rows:
+        return {"reason": "no tweets to measure int8 on"}
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        reference = sum(
+            float(
+                torch.nn.functional.cross_entropy(
+                    model(input_ids=row[None]).logits[0, :-1], row[1:], reduction="sum"
+                )
+            )
+            for row in rows
+        )
+    smoothed = smooth(model, _blocks(calibration, tokenizer, size)[:_CALIBRATION_BLOCKS])
+    folder = work / "smoothed"
+    model.save_pretrained(folder)
+    del model
+    for name in _TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
+    _convert(_with_full_vocabulary(folder, work, "smoothed-full-vocabulary"), work / "int8", "int8")
+    shutil.rmtree(folder, ignore_errors=True)
+    generator = ctranslate2.Generator(str(work / "int8"), device="cpu", compute_type="int8")
+    scored = generator.score_batch([tokenizer.convert_ids_to_tokens(row.tolist()) for row in rows])
+    del generator
+    count = sum(len(row) - 1 for row in rows)
+    if count == 0:
+        return {"reason": "no tweets to measure int8 on"}
+    if [len(result.log_probs) for result in scored] != [len(row) - 1 for row in rows]:
+        return {"reason": "CTranslate2 scored other tokens than torch"}
+    nll = -sum(sum(result.log_probs) for result in scored)
+    return {
+        "int8_ppl_increase_pct": round(100 * math.expm1((nll - reference) / count), 3),
+        "float32_ppl": round(math.exp(reference / count), 3),
+        "int8_ppl": round(math.exp(nll / count), 3),
+        "scored_tokens": count,
+        "smoothed_layers": smoothed,
+        "smoothing_alpha": DEFAULT_ALPHA,
+    }
+
+
+def _check_texts(model_dir: Path, texts: list[str]) -> tuple[list[str], list[str]]:
+    """(calibration, held-out) tweets: the training's own split when the folder has its data
+    table and record, else ``texts`` for both."""
+    from training.cleaning import DataTable
+    from training.dataset import split_tweets
+    from training.errors import DoppeltweetError
+    from training.generation.folder import _read_training_record
+
+    try:
+        config = _read_training_record(model_dir).get("config") or {}
+        split = split_tweets(
+            DataTable.load(model_dir),
+            float(config.get("val_fraction", 0.1)),
+            seed=int(config.get("seed", 42)),
+        )
+    except (DoppeltweetError, OSError, ValueError, TypeError):
+        return texts, texts
+    train = [text for tweets in split.train.values() for text in tweets]
+    return (train, split.validation) if train and split.validation else (texts, texts)
+
+
+def _blocks(texts: list[str], tokenizer: PreTrainedTokenizerBase, size: int) -> list[Any]:
+    """``texts`` in training's separator-joined stream, cut into blocks of ``size`` tokens."""
+    from training.dataset import DatasetSplit, build_eval_blocks
+
+    if not texts:
+        return []
+    return list(build_eval_blocks(DatasetSplit({}, list(texts)), tokenizer, block_size=size).blocks)
 
 
 class FastBackend:
