@@ -134,7 +134,10 @@ def test_fast_generation_compares_both_backends_and_their_perplexity(scratch, ca
     assert out["torch_fp32_ppl"] > 1 and out["fast_ppl"] > 1
     assert out["scored_tokens"] > 0
     types = out["compute_types"]
-    assert {"int8", "float32"} <= set(types) and out["fast_quantization"] == out["setting_default"]
+    assert {"auto", "int8", "float32"} <= set(types)
+    assert out["fast_quantization"] == out["setting_default"] == "auto"
+    assert types["auto"]["chosen"] in {"int8", "float32"}
+    assert types["auto"]["check"]["bound_pct"] == out["ppl_bound_pct"]
     # float32 is exact: the check that both backends score the same tokens the same way.
     assert abs(types["float32"]["ppl_delta_pct"]) < 0.1
     for stats in types.values():
