@@ -19,7 +19,7 @@ Unseeded requests for the same model, prompt and ``exclude`` that wait for a wor
 time are answered by one generate call for all their tweets.
 
 Fast generators and cold handles: a LoRA model on the fast backend is its own merged CTranslate2
-model (SmolLM2: ~540 MB resident in float32, the default; ~121 MB in int8), while on the torch
+model (SmolLM2: ~121 MB resident in int8, ~540 MB in float32), while on the torch
 backend it is a ~10 MB adapter on a base that every LoRA model of that base shares. With
 ``fast_models`` set, at most that many LoRA models are held on the fast backend; a LoRA model loaded
 while those slots are full is served from the shared base (``backend="torch"``). When a fast one is
