@@ -5,7 +5,8 @@ Loading a model takes seconds and generating takes CPU time, and neither may blo
 a worker process behind it (:mod:`bot.model_process`: a load's garbage collections and tokenizer
 parse hold the GIL, which a thread cannot avoid). Concurrent requests
 for a model that is still loading wait for that one load instead of starting their own. The cache
-is bounded by a count and by the models' total ``memory_bytes``; a model is also reloaded when its
+is bounded by a count and by the models' total ``memory_bytes`` (plus a LoRA base's
+``shared_bytes`` once per base); a model is also reloaded when its
 folder was replaced by a retrain (the folder's identity is checked on every use), and
 :meth:`ModelCache.invalidate` drops it at once.
 
@@ -98,6 +99,10 @@ class _Entry:
     uses: int = 0
     lora: bool = False
     backend: str = ""
+    #: The weights the model shares with others (a LoRA base: its key and bytes; "" for none),
+    #: counted once per key in the memory bound.
+    shared_key: str = ""
+    shared_bytes: int = 0
     #: Ready prompt-less tweets, oldest first.
     pool: list[str] = field(default_factory=list)
     refill: asyncio.Task[None] | None = None
@@ -367,6 +372,7 @@ class ModelCache:
                 self._executor, functools.partial(self._loader, key)
             )
             memory = int(await loop.run_in_executor(self._executor, lambda: generator.memory_bytes))
+            shared = await loop.run_in_executor(self._executor, _shared, generator)
         except Exception:  # the torch handle keeps serving the model
             log.exception("moving model %s to the fast backend failed", key)
             return
@@ -379,6 +385,7 @@ class ModelCache:
         entry.generator = generator
         entry.backend = backend
         entry.memory_bytes = memory
+        entry.shared_key, entry.shared_bytes = shared
         log.info("model %s moved to the fast backend", key)
         self._evict(keep=key)
 
@@ -398,6 +405,7 @@ class ModelCache:
         finally:
             self._fast_loading.discard(key)
         memory = int(await loop.run_in_executor(self._executor, lambda: generator.memory_bytes))
+        shared_key, shared_bytes = await loop.run_in_executor(self._executor, _shared, generator)
         now = datetime.now(UTC)
         entry = _Entry(
             generator=generator,
@@ -408,6 +416,8 @@ class ModelCache:
             load_seconds=time.perf_counter() - started,
             lora=lora,
             backend=str(getattr(generator, "backend", "") or ""),
+            shared_key=shared_key,
+            shared_bytes=shared_bytes,
         )
         if cold:
             log.info("model %s served from its shared base: the fast slots are full", key)
@@ -436,8 +446,13 @@ class ModelCache:
 
     @property
     def total_bytes(self) -> int:
-        """Memory the cached models take together."""
-        return sum(e.memory_bytes for e in self._entries.values())
+        """Memory the cached models take together: each model's own bytes, and the weights they
+        share (a LoRA base) once per base."""
+        shared: dict[str, int] = {}
+        for e in self._entries.values():
+            if e.shared_key:
+                shared[e.shared_key] = max(shared.get(e.shared_key, 0), e.shared_bytes)
+        return sum(e.memory_bytes for e in self._entries.values()) + sum(shared.values())
 
     def invalidate(self, model_dir: Path | str) -> bool:
         """Forget a model (retrained or deleted); True if it was cached or loading."""
@@ -486,6 +501,13 @@ class ModelCache:
         close = getattr(self._loader, "close", None)
         if callable(close):
             await loop.run_in_executor(None, close)
+
+
+def _shared(generator: Generator) -> tuple[str, int]:
+    """The weights ``generator`` shares with other models and their bytes (("", 0): none, or a
+    loader whose models do not say)."""
+    key = str(getattr(generator, "shared_key", "") or "")
+    return (key, int(getattr(generator, "shared_bytes", 0) or 0)) if key else ("", 0)
 
 
 def _pooled_result(tweet: str) -> GenerationResult:

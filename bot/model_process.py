@@ -155,10 +155,19 @@ class ProcessGenerator:
     """A model loaded in the worker process; what :class:`bot.model_cache.ModelCache` needs."""
 
     def __init__(
-        self, worker: _Worker, handle: int, path: Path, memory_bytes: int, backend: str
+        self,
+        worker: _Worker,
+        handle: int,
+        path: Path,
+        memory_bytes: int,
+        backend: str,
+        shared: tuple[str, int] = ("", 0),
     ) -> None:
         self.path = path
         self.backend = backend
+        #: Names the weights this model shares with others (a LoRA base; empty: none), and
+        #: their bytes, as :class:`~training.generation.TweetGenerator` reports them.
+        self.shared_key, self.shared_bytes = shared
         self._worker = worker
         self._handle = handle
         self._memory_bytes = memory_bytes
@@ -215,8 +224,8 @@ class ProcessLoader:
     def __call__(self, path: Path, *, backend: str | None = None) -> ProcessGenerator:
         """Load ``path`` in the worker (``backend`` as :meth:`TweetGenerator.load` takes it)."""
         worker = self._current()
-        handle, memory_bytes, kind = worker.call("load", str(path), backend)
-        return ProcessGenerator(worker, handle, Path(path), memory_bytes, kind)
+        handle, memory_bytes, kind, shared = worker.call("load", str(path), backend)
+        return ProcessGenerator(worker, handle, Path(path), memory_bytes, kind, shared)
 
     @property
     def pid(self) -> int | None:
@@ -264,7 +273,8 @@ def serve(conn: Connection, threads: int) -> None:
                 generator = TweetGenerator.load(Path(path), backend=backend)
                 number = next(ids)
                 models[number] = generator
-                value: Any = (number, int(generator.memory_bytes), generator.backend)
+                shared = (generator.shared_key, int(generator.shared_bytes))
+                value: Any = (number, int(generator.memory_bytes), generator.backend, shared)
             elif op == "generate":
                 number, prompt, n, seed, exclude = args
                 model = models.get(number)

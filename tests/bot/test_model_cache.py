@@ -354,3 +354,37 @@ async def test_a_promotion_is_dropped_when_the_model_is_invalidated_meanwhile(
         assert folder not in cache and cache.fast_lora_models() == 0
     finally:
         await cache.close()
+
+
+class SharedBaseLoader(BackendLoader):
+    """Cold LoRA handles on one shared base of ``BASE_BYTES``, as the torch backend reports it."""
+
+    BASE_BYTES = 500_000_000
+
+    def __call__(self, path: Path, *, backend: str | None = None) -> FakeGenerator:
+        generator = super().__call__(path, backend=backend)
+        on_base = backend == "torch" and (path / "adapter_config.json").is_file()
+        generator.shared_key = "smollm2" if on_base else ""  # type: ignore[attr-defined]
+        generator.shared_bytes = self.BASE_BYTES if on_base else 0  # type: ignore[attr-defined]
+        return generator
+
+
+async def test_the_memory_bound_counts_a_shared_base_once(
+    lora: Callable[[str], Path],
+) -> None:
+    adapter, base = SharedBaseLoader.ADAPTER_BYTES, SharedBaseLoader.BASE_BYTES
+    # Room for the base and three adapters, not four.
+    cache = ModelCache(
+        max_models=8, max_bytes=base + 3 * adapter, loader=SharedBaseLoader(), fast_models=0
+    )
+    try:
+        await cache.generate(lora("a"), "hi")
+        assert cache.total_bytes == base + adapter
+        for name in ("b", "c"):
+            await cache.generate(lora(name), "hi")
+        assert cache.total_bytes == base + 3 * adapter  # one base for three handles
+        await cache.generate(lora("d"), "hi")
+        assert [m.path.name for m in cache.loaded()] == ["d", "c", "b"]  # "a" made room
+        assert cache.total_bytes == base + 3 * adapter
+    finally:
+        await cache.close()

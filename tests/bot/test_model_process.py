@@ -169,3 +169,29 @@ async def test_a_cold_lora_handle_is_served_from_the_shared_base_in_the_worker(
     assert results[0].backend == "torch"
     # The cold handle holds its adapter only; the fast one its whole merged int8 model.
     assert 0 < results[0].memory_bytes < results[1].memory_bytes
+
+
+async def test_the_worker_reports_the_shared_base_the_cache_counts_once(
+    lora_model_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    twin = tmp_path / lora_model_dir.name
+    shutil.copytree(lora_model_dir, twin, ignore=shutil.ignore_patterns("fast*"))
+    loader = ProcessLoader(threads=2)
+    cache = ModelCache(4, 1 << 40, loader=loader, fast_models=0)
+    try:
+        await cache.generate(lora_model_dir, "My dream is", seed=1)
+        first = cache.total_bytes
+        await cache.generate(twin, "My dream is", seed=1)
+        both = cache.total_bytes
+        generators = [entry.generator for entry in cache._entries.values()]
+    finally:
+        await cache.close()
+    keys = {g.shared_key for g in generators}
+    assert len(keys) == 1 and "" not in keys  # both adapters sit on one base
+    base = generators[0].shared_bytes
+    adapters = [g.memory_bytes for g in generators]
+    assert base > max(adapters) > 0
+    assert first == adapters[0] + base
+    assert both == sum(adapters) + base  # the second handle adds its adapter, not a second base

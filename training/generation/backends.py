@@ -63,6 +63,11 @@ class Backend(Protocol):
         """Bytes shared with other models (a LoRA base), counted once per base by a cache."""
         ...
 
+    def shared_key(self) -> str:
+        """Which shared weights :meth:`shared_bytes` counts (the same for every model sharing
+        them); empty when the model shares nothing."""
+        ...
+
     def close(self) -> None:
         """Free what only this model holds."""
         ...
@@ -175,6 +180,9 @@ class TorchBackend:
 
     def shared_bytes(self) -> int:
         return self.loaded.pool.base_bytes() if isinstance(self.loaded, _LoraModel) else 0
+
+    def shared_key(self) -> str:
+        return "\0".join(self.loaded.pool.key) if isinstance(self.loaded, _LoraModel) else ""
 
     def close(self) -> None:
         if self._finalizer is not None:

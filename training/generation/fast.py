@@ -480,6 +480,9 @@ class FastBackend:
     def shared_bytes(self) -> int:
         return 0
 
+    def shared_key(self) -> str:
+        return ""
+
     def close(self) -> None:
         self.generator = None
 

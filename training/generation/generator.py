@@ -202,6 +202,13 @@ class TweetGenerator:
         with self._lock:
             return 0 if self._closed else self._backend.shared_bytes()
 
+    @property
+    def shared_key(self) -> str:
+        """Names the shared weights :attr:`shared_bytes` counts: models with the same key share
+        them (one LoRA base); empty for a model that shares nothing."""
+        with self._lock:
+            return "" if self._closed else self._backend.shared_key()
+
     def close(self) -> None:
         """Free now what only this model holds (a LoRA adapter; the base with its last adapter).
 
