@@ -122,12 +122,24 @@ async def store(bot_settings: BotSettings) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-def fake_training(tmp_path: Path) -> Path:
-    """An executable that stands in for the Python interpreter running the training CLI."""
+def fake_training(tmp_path: Path) -> Iterator[Path]:
+    """An executable that stands in for the Python interpreter running the training CLI.
+
+    Any copy still running when the test ends is killed: a job whose supervisor died with it (a
+    Ray head stopped mid-job) leaves its training process behind, as a real one would.
+    """
+    import psutil
+
     script = tmp_path / "fake-python"
     script.write_text(FAKE_TRAINING.format(python=sys.executable), encoding="utf-8")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return script
+    yield script
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if str(script) in " ".join(process.info["cmdline"] or ()):
+                process.kill()
+        except psutil.Error:
+            pass
 
 
 # -- simcord: the real bot, store and job runner against a simulated Discord ---------------------
