@@ -5,7 +5,9 @@ with the real library (``training.pipeline.collect`` → ``training.train.train_
 ``doppeltweet train`` runs, with its 90/10 train/validation split by tweet) and reports:
 
 * wall minutes and process CPU minutes (all threads of this process) of the whole run;
-* held-out validation perplexity before → after;
+* held-out validation perplexity before → after, on huggingtweets' fixed cuts of the validation
+  tweets (blocks start mid-tweet) and on tweet-aligned blocks of them (each opens a tweet after
+  the separator, as aligned training practises; padding left out);
 * the style table of the held-out real tweets against 20 prompt-less generated ones
   (``training.style``: length, replies, @mentions, hashtags, emoji, lower-case, languages) and its
   one-number summary ``style_gap`` (percentage points; 0 = the same style);
@@ -304,6 +306,8 @@ def run_one(
         "best_step": metrics.get("best_step"),
         "perplexity_before": _round(metrics.get("perplexity_before")),
         "perplexity_after": _round(metrics.get("perplexity_after")),
+        "tweet_perplexity_before": _round(metrics.get("tweet_perplexity_before")),
+        "tweet_perplexity_after": _round(metrics.get("tweet_perplexity_after")),
         "style_real": likeness.get("real"),
         "style_generated": likeness.get("generated"),
         "style_gap": likeness.get("style_gap"),
@@ -327,17 +331,23 @@ def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
     """One row per run: the figures the README's quality section shows."""
     lines = [
         "| Recipe | Archive | Wall min | CPU min | Steps | Perplexity before → after | "
-        "Style gap | Lower-case real / gen | Replies real / gen | Languages gen | Copies | "
-        "Glued | Broken emoji |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Tweet perplexity before → after | Style gap | Lower-case real / gen | "
+        "Replies real / gen | Languages gen | Copies | Glued | Broken emoji |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
         real, gen = run.get("style_real") or {}, run.get("style_generated") or {}
+        tweet = (
+            f"{run['tweet_perplexity_before']} → {run['tweet_perplexity_after']}"
+            if run.get("tweet_perplexity_after") is not None
+            else "—"  # runs from before it was measured
+        )
         languages = ", ".join(f"{c} {v:g} %" for c, v in list(gen.get("languages", {}).items())[:2])
         lines.append(
             f"| {run['recipe']} | @{run['archive']} | {run['wall_minutes']:g} | "
             f"{run['cpu_minutes']:g} | {run['steps']} | "
-            f"{run['perplexity_before']} → {run['perplexity_after']} | {run['style_gap']} | "
+            f"{run['perplexity_before']} → {run['perplexity_after']} | {tweet} | "
+            f"{run['style_gap']} | "
             f"{real.get('lowercase_pct', '?')} / {gen.get('lowercase_pct', '?')} % | "
             f"{real.get('replies_pct', '?')} / {gen.get('replies_pct', '?')} % | "
             f"{languages or '—'} | {run['copy_rate_pct']} % | {run['glued_prompts_pct']} % | "

@@ -76,6 +76,16 @@ def render_card(table: DataTable, record: dict[str, Any], *, model_ref: str) -> 
         ("Seed", record.get("seeds", {}).get("seed", config.get("seed"))),
         ("Validation loss before → after", _arrow(metrics, "val_loss")),
         ("Validation perplexity before → after", _arrow(metrics, "perplexity")),
+        *(
+            [
+                (
+                    "Validation perplexity (tweet-aligned blocks) before → after",
+                    _arrow(metrics, "tweet_perplexity"),
+                )
+            ]
+            if "tweet_perplexity_before" in metrics  # models trained before it was measured
+            else []
+        ),
         ("Training time", _duration(timings.get("train_s"))),
         ("Device", f"{record.get('device', '?')} ({record.get('dtype', '?')})"),
     ]

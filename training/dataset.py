@@ -308,10 +308,22 @@ def build_train_blocks(
     return _pack(_eos_stream(tok, torch.cat(orders)), block_size)
 
 
-def build_eval_blocks(split: DatasetSplit, tokenizer: Any, *, block_size: int) -> PackedBlocks:
-    """The validation tweets once, in the training format; no tweets gives no blocks."""
+def build_eval_blocks(
+    split: DatasetSplit, tokenizer: Any, *, block_size: int, align: bool = False
+) -> PackedBlocks:
+    """The validation tweets once, in order; no tweets gives no blocks.
+
+    Default: huggingtweets' fixed cuts of the stream (blocks start mid-tweet; the same for every
+    recipe). ``align``: tweet-aligned blocks packed exactly as training packs them
+    (:func:`_pack_aligned`: each starts with the separator and a tweet's opening, the padding is
+    left out of the loss), so the loss measures what aligned training optimises.
+    """
     _check_block_size(block_size)
     if not split.validation:
-        return PackedBlocks(torch.zeros((0, block_size), dtype=torch.long))
+        empty = torch.zeros((0, block_size), dtype=torch.long)
+        return PackedBlocks(empty, torch.zeros(0, dtype=torch.long) if align else None)
     tok = _tokenize(tokenizer, split.validation)
-    return _pack(_eos_stream(tok, torch.arange(len(split.validation))), block_size)
+    order = torch.arange(len(split.validation))
+    if align:
+        return _pack_aligned(tok, order, block_size)
+    return _pack(_eos_stream(tok, order), block_size)

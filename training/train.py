@@ -7,8 +7,9 @@ The steps, top to bottom in :func:`train_model`:
    blocks (``training.dataset``); the blocks are already in epoch order, so the Trainer makes ONE
    sequential pass over them (a random sampler would undo the per-epoch shuffles and the
    oversampling);
-3. measure validation loss / perplexity, train (AdamW, cosine, no warmup; fp32 on CPU, bf16 on
-   CUDA), measure again;
+3. measure validation loss / perplexity (on fixed cuts of the validation tweets and on
+   tweet-aligned blocks of them), train (AdamW, cosine, no warmup; fp32 on CPU, bf16 on CUDA),
+   measure again;
 4. write weights, tokenizer, dataset, ``training.json``, ``loss.png`` and the model card into a
    staging folder and swap it in atomically (``training.store``).
 
@@ -273,6 +274,11 @@ def _train_model(
             align=config.align_blocks,
         )
         eval_blocks = build_eval_blocks(split, tokenizer, block_size=block_size)
+        # The validation tweets packed as aligned training packs them (each block opens a tweet
+        # after the separator, padding left out of the loss): measured whatever the recipe.
+        tweet_eval_blocks = build_eval_blocks(split, tokenizer, block_size=block_size, align=True)
+        # Early stopping watches the loss of the blocks training optimises.
+        stopping_blocks = tweet_eval_blocks if config.align_blocks else eval_blocks
         timings["load_s"] = time.monotonic() - t0
         stop.check()
 
@@ -283,7 +289,7 @@ def _train_model(
                 model,
                 config,
                 train_blocks,
-                eval_blocks,
+                stopping_blocks,
                 output_dir=output_dir,
                 device=device,
                 bf16=use_bf16,
@@ -293,7 +299,10 @@ def _train_model(
             )
             t0 = time.monotonic()
             reporter.phase("evaluating", "validation loss before training")
-            val_before = _evaluate(trainer, eval_blocks)
+            val_before = _evaluate(trainer, eval_blocks, recorder, stopping_blocks is eval_blocks)
+            tweet_before = _evaluate(
+                trainer, tweet_eval_blocks, recorder, stopping_blocks is tweet_eval_blocks
+            )
             timings["evaluate_before_s"] = time.monotonic() - t0
             stop.check()
 
@@ -305,7 +314,10 @@ def _train_model(
 
             t0 = time.monotonic()
             reporter.phase("evaluating", "validation loss after training")
-            val_after = _evaluate(trainer, eval_blocks)
+            val_after = _evaluate(trainer, eval_blocks, recorder, stopping_blocks is eval_blocks)
+            tweet_after = _evaluate(
+                trainer, tweet_eval_blocks, recorder, stopping_blocks is tweet_eval_blocks
+            )
             timings["evaluate_after_s"] = time.monotonic() - t0
             stop.check()
 
@@ -332,6 +344,10 @@ def _train_model(
                 "val_loss_after": val_after,
                 "perplexity_before": _perplexity(val_before),
                 "perplexity_after": _perplexity(val_after),
+                "tweet_val_loss_before": tweet_before,
+                "tweet_val_loss_after": tweet_after,
+                "tweet_perplexity_before": _perplexity(tweet_before),
+                "tweet_perplexity_after": _perplexity(tweet_after),
                 "train_loss_first": recorder.losses[0] if steps else None,
                 "stopped_early": recorder.stopped_early,
                 "best_step": recorder.best_step,
@@ -341,6 +357,7 @@ def _train_model(
                 "train_tokens": train_tokens,
                 "train_blocks": len(train_blocks),
                 "validation_blocks": len(eval_blocks),
+                "tweet_validation_blocks": len(tweet_eval_blocks),
                 "tokens_per_s": (
                     train_tokens / timings["train_s"] if timings["train_s"] > 0 else None
                 ),
@@ -559,6 +576,8 @@ class _LossRecorder:
         self.eval_losses: list[tuple[int, float]] = []
         self.best_step: int | None = None
         self.stopped_early = False
+        #: Set while an evaluation of another set than early stopping's runs: not counted.
+        self.muted = False
 
     def add(self, loss: Any) -> None:
         self._pending.append(loss.detach())
@@ -657,6 +676,8 @@ def _make_trainer(
             self.waited = 0
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+            if recorder.muted:  # a validation set early stopping does not watch
+                return control
             loss = (metrics or {}).get("eval_loss")
             seen = recorder.eval_losses and recorder.eval_losses[-1][0] == state.global_step
             if loss is None or seen:  # the Trainer may evaluate the last step twice
@@ -732,10 +753,18 @@ def _make_trainer(
     return trainer, recorder
 
 
-def _evaluate(trainer: Any, eval_blocks: Any) -> float | None:
-    if not len(eval_blocks):
+def _evaluate(
+    trainer: Any, blocks: Any, recorder: _LossRecorder, counted: bool = True
+) -> float | None:
+    """The validation loss on ``blocks`` (``None`` for no blocks); ``counted``: early stopping
+    sees it (only the set it watches)."""
+    if not len(blocks):
         return None
-    loss = trainer.evaluate()["eval_loss"]
+    recorder.muted = not counted
+    try:
+        loss = trainer.evaluate(eval_dataset=blocks)["eval_loss"]
+    finally:
+        recorder.muted = False
     return float(loss)
 
 

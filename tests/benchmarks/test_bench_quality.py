@@ -55,6 +55,8 @@ def _run(**overrides: object) -> dict:
         "steps": 80,
         "perplexity_before": 40.1,
         "perplexity_after": 20.2,
+        "tweet_perplexity_before": 45.3,
+        "tweet_perplexity_after": 18.4,
         "style_gap": 7.5,
         "style_real": {"lowercase_pct": 1.0, "replies_pct": 2.0, "languages": {"en": 99.0}},
         "style_generated": {"lowercase_pct": 3.0, "replies_pct": 0.0, "languages": {"en": 90.0}},
@@ -67,12 +69,15 @@ def _run(**overrides: object) -> dict:
 
 
 def test_the_markdown_table_has_one_row_per_run_with_matching_columns() -> None:
-    table = markdown_table([_run(), _run(recipe="s", archive="bob")])
+    old = _run(recipe="s", archive="bob", tweet_perplexity_before=None)
+    del old["tweet_perplexity_after"]  # a run from before the aligned perplexity was measured
+    table = markdown_table([_run(), old])
     lines = table.strip().splitlines()
     assert len(lines) == 4
-    assert {line.count("|") for line in lines} == {14}
-    assert "| r | @alice | 1.5 | 2.9 | 80 | 40.1 → 20.2 | 7.5 |" in lines[2]
+    assert {line.count("|") for line in lines} == {15}
+    assert "| r | @alice | 1.5 | 2.9 | 80 | 40.1 → 20.2 | 45.3 → 18.4 | 7.5 |" in lines[2]
     assert "en 90 %" in lines[2] and "12.5 %" in lines[2]
+    assert "| s | @bob | 1.5 | 2.9 | 80 | 40.1 → 20.2 | — | 7.5 |" in lines[3]
 
 
 def test_an_unknown_recipe_is_refused_in_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,6 +111,7 @@ def test_quick_run_trains_the_tiny_model_and_reports_every_measure(
     assert run["recipe"] == "tiny-lora-es" and run["archive"] == "BarackObama"
     assert run["cpu_minutes"] > 0 and run["wall_minutes"] > 0
     assert run["perplexity_after"] < run["perplexity_before"]
+    assert run["tweet_perplexity_after"] < run["tweet_perplexity_before"]
     assert run["config"]["lora_targets"] == "all-linear"
     assert run["config"]["early_stopping_patience"] == 1
     assert run["style_real"]["tweets"] > 0 and run["style_generated"]["tweets"] > 0

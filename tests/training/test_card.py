@@ -44,6 +44,8 @@ _RECORD = {
         "val_loss_after": 3.25,
         "perplexity_before": 90.0171,
         "perplexity_after": 25.7903,
+        "tweet_perplexity_before": 101.5,
+        "tweet_perplexity_after": 30.25,
     },
     "timings": {"train_s": 185.2},
     "device": "cuda",
@@ -119,9 +121,19 @@ def test_card_has_every_section_with_the_real_training_numbers() -> None:
     assert rows["Optimizer steps"] == ["120"]
     assert rows["Seed"] == ["42"]
     assert rows["Validation perplexity before → after"] == ["90.017 → 25.790"]
+    tweet_row = "Validation perplexity (tweet-aligned blocks) before → after"
+    assert rows[tweet_row] == ["101.500 → 30.250"]
     assert rows["Training time"] == ["3 min 5 s"]
     assert rows["Device"] == ["cuda (bfloat16)"]
     assert "pipeline('text-generation', model='alice/doppeltweet')" in card
+
+
+def test_a_model_trained_before_the_tweet_aligned_perplexity_has_no_such_row() -> None:
+    metrics = {k: v for k, v in _RECORD["metrics"].items() if not k.startswith("tweet_perplexity")}
+    card = render_card(_pipeline_table(), {**_RECORD, "metrics": metrics}, model_ref="x")
+    rows = _markdown_rows(card)
+    assert rows["Validation perplexity before → after"] == ["90.017 → 25.790"]
+    assert not any("tweet-aligned" in label for label in rows)
 
 
 def test_trained_models_card_matches_its_data_table(tiny_model_dir: Path) -> None:

@@ -273,6 +273,40 @@ def test_eval_blocks_without_validation_tweets_are_empty(gpt2_style_tokenizer) -
     assert len(blocks) == 0 and blocks.blocks.shape == (0, 8)
 
 
+def test_aligned_eval_blocks_open_every_block_with_a_tweet_and_mask_the_padding(
+    gpt2_style_tokenizer,
+) -> None:
+    tweets = [f"tea {i} and" + " biscuits" * (i % 4) for i in range(12)]
+    split = DatasetSplit(train={"a": ["ignored"]}, validation=tweets)
+    eos = eos_token_id(gpt2_style_tokenizer)
+    blocks = build_eval_blocks(split, gpt2_style_tokenizer, block_size=40, align=True)
+    assert blocks.lengths is not None and len(blocks) > 1
+    assert (blocks.blocks[:, 0] == eos).all()  # every block opens a tweet after the separator
+    # Every validation tweet once, whole, in order (none starts or ends in another block).
+    text_only = PackedBlocks(
+        torch.stack(
+            [
+                b.masked_fill(torch.arange(40) >= n, eos)
+                for b, n in zip(blocks.blocks, blocks.lengths, strict=True)
+            ]
+        )
+    )
+    assert _tweets_in(text_only, gpt2_style_tokenizer) == tweets
+    for index in range(len(blocks)):
+        labels = blocks[index]["labels"]
+        n = int(blocks.lengths[index])
+        assert (labels[n:] == -100).all() and (labels[:n] != -100).all()
+    # The fixed cuts of the same split start mid-tweet.
+    fixed = build_eval_blocks(split, gpt2_style_tokenizer, block_size=40)
+    assert fixed.lengths is None and not (fixed.blocks[:, 0] == eos).all()
+
+
+def test_aligned_eval_blocks_without_validation_tweets_are_empty(gpt2_style_tokenizer) -> None:
+    split = DatasetSplit(train={"a": ["x"]})
+    blocks = build_eval_blocks(split, gpt2_style_tokenizer, block_size=8, align=True)
+    assert len(blocks) == 0 and blocks.num_tokens == 0
+
+
 def test_packed_blocks_work_with_a_dataloader(gpt2_style_tokenizer) -> None:
     split = DatasetSplit(train={"a": [f"tweet {i} about tea" for i in range(40)]})
     blocks = build_train_blocks(split, gpt2_style_tokenizer, block_size=8, epochs=1, seed=0)

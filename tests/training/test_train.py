@@ -16,21 +16,28 @@ from training.store import ModelStore
 from training.train import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_SIZE, TrainConfig, train_model
 
 
-def _validation_loss(model, tokenizer, table: DataTable, record: dict) -> float:
-    """The validation loss recomputed from a reloaded model, the way the Trainer averages it."""
+def _validation_loss(
+    model, tokenizer, table: DataTable, record: dict, *, align: bool = False
+) -> float:
+    """The validation loss recomputed from a reloaded model, the way the Trainer averages it
+    (``align``: on tweet-aligned blocks, the padding left out of the loss)."""
     import torch
 
     from training.dataset import build_eval_blocks, split_tweets
 
     config = record["config"]
     split = split_tweets(table, config["val_fraction"], seed=config["seed"])
-    blocks = build_eval_blocks(split, tokenizer, block_size=config["block_size"]).blocks
+    packed = build_eval_blocks(split, tokenizer, block_size=config["block_size"], align=align)
     model.eval()
     losses = []
     with torch.no_grad():
-        for start in range(0, len(blocks), config["batch_size"]):
-            batch = blocks[start : start + config["batch_size"]]
-            losses.append(model(input_ids=batch, labels=batch).loss.item())
+        for start in range(0, len(packed), config["batch_size"]):
+            items = [
+                packed[i] for i in range(start, min(start + config["batch_size"], len(packed)))
+            ]
+            batch = torch.stack([item["input_ids"] for item in items])
+            labels = torch.stack([item["labels"] for item in items])
+            losses.append(model(input_ids=batch, labels=labels).loss.item())
     return sum(losses) / len(losses)
 
 
@@ -72,6 +79,62 @@ def test_trained_model_folder_has_everything_and_reloads(
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     reloaded = _validation_loss(model, tokenizer, saved, record)
     assert reloaded == pytest.approx(record["metrics"]["val_loss_after"], abs=1e-4)
+    aligned = _validation_loss(model, tokenizer, saved, record, align=True)
+    assert aligned == pytest.approx(record["metrics"]["tweet_val_loss_after"], abs=1e-4)
+
+
+def test_the_tweet_aligned_perplexity_is_recorded_before_and_after(tiny_model_dir: Path) -> None:
+    metrics = json.loads((tiny_model_dir / "training.json").read_text())["metrics"]
+    before, after = metrics["tweet_perplexity_before"], metrics["tweet_perplexity_after"]
+    assert math.isfinite(before) and math.isfinite(after) and after < before
+    assert math.isclose(after, math.exp(metrics["tweet_val_loss_after"]))
+    assert metrics["tweet_validation_blocks"] > 0
+    # A different measure from the fixed cuts of the stream (blocks starting mid-tweet).
+    assert metrics["tweet_val_loss_after"] != pytest.approx(metrics["val_loss_after"], abs=1e-3)
+
+
+def test_the_tweet_aligned_validation_loss_leaves_the_padding_out(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    import torch
+
+    from training.basemodels import load_base_model
+    from training.dataset import PackedBlocks, build_eval_blocks, split_tweets
+    from training.train import _evaluate, _make_trainer, _StopFlag
+
+    model, tokenizer = load_base_model(
+        "tiny", texts=sample_table.handles[0].kept, models_dir=tmp_path
+    )
+    split = split_tweets(sample_table)
+    aligned = build_eval_blocks(split, tokenizer, block_size=32, align=True)
+    fixed = build_eval_blocks(split, tokenizer, block_size=32)
+    assert aligned.lengths is not None and aligned.num_tokens < aligned.blocks.numel()
+    trainer, recorder = _make_trainer(
+        model,
+        TrainConfig(base_model="tiny", batch_size=4),
+        fixed,
+        aligned,
+        output_dir=tmp_path / "out",
+        device=torch.device("cpu"),
+        bf16=False,
+        reporter=JsonProgress(io.StringIO()),
+        stop=_StopFlag(),
+        tokens_per_step=32 * 4,
+    )
+    loss = _evaluate(trainer, aligned, recorder)
+    assert loss is not None and math.isfinite(loss)
+    # Other tokens where the padding is: the same loss, as padding is out of it.
+    pad = torch.arange(32) >= aligned.lengths.unsqueeze(1)
+    noise = torch.randint(
+        0, len(tokenizer), aligned.blocks.shape, generator=torch.Generator().manual_seed(0)
+    )
+    noisy = aligned.blocks.masked_scatter(pad, noise[pad])
+    assert _evaluate(trainer, PackedBlocks(noisy, aligned.lengths), recorder) == pytest.approx(
+        loss, abs=1e-5
+    )
+    # Counted in the loss, that padding would change it; and the fixed cuts measure another thing.
+    assert _evaluate(trainer, PackedBlocks(noisy), recorder) != pytest.approx(loss, abs=1e-3)
+    assert _evaluate(trainer, fixed, recorder) != pytest.approx(loss, abs=1e-3)
 
 
 def test_lora_saves_only_the_adapter_and_reloads_on_its_recorded_base(
@@ -318,9 +381,14 @@ def test_all_linear_lora_adapts_the_mlp_too(tmp_path: Path, sample_table: DataTa
     assert {"c_attn", "c_proj", "c_fc"} <= adapted("all-linear")
 
 
+@pytest.mark.parametrize(
+    ("align_blocks", "watched"), [(True, "tweet_val_loss"), (False, "val_loss")]
+)
 def test_early_stopping_stops_when_validation_loss_rises_and_keeps_the_best_weights(
-    tmp_path: Path, sample_table: DataTable
+    tmp_path: Path, sample_table: DataTable, align_blocks: bool, watched: str
 ) -> None:
+    # Early stopping watches the validation loss of the blocks training reads: tweet-aligned
+    # ones with aligned training, the fixed cuts without.
     # A rate far too high makes the validation loss climb after the first evaluations.
     config = TrainConfig(
         base_model="tiny",
@@ -332,6 +400,7 @@ def test_early_stopping_stops_when_validation_loss_rises_and_keeps_the_best_weig
         early_stopping_patience=1,
         eval_steps=2,
         likeness_samples=0,
+        align_blocks=align_blocks,
     )
     info = train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(io.StringIO()))
     metrics = json.loads((info.path / "training.json").read_text())["metrics"]
@@ -340,5 +409,7 @@ def test_early_stopping_stops_when_validation_loss_rises_and_keeps_the_best_weig
     best = min(losses.values())
     assert losses[metrics["best_step"]] == best
     # The saved model is the best one, not the last one trained.
-    assert metrics["val_loss_after"] == pytest.approx(best, abs=1e-4)
-    assert metrics["val_loss_after"] < losses[max(losses)]
+    assert metrics[f"{watched}_after"] == pytest.approx(best, abs=1e-4)
+    assert metrics[f"{watched}_after"] < losses[max(losses)]
+    # Only the watched set is recorded: the first entry is its loss before training.
+    assert losses[0] == pytest.approx(metrics[f"{watched}_before"], abs=1e-6)
