@@ -54,16 +54,11 @@ def _eval_rows(torch_gen: Any, table: Any, blocks: int) -> tuple[Any, list[Any]]
 
 
 def _torch_nll(torch_gen: Any, rows: list[Any]) -> float:
-    import torch
+    from training.generation.fast import torch_nll
 
     backend = torch_gen._backend
     backend.loaded.activate()
-    nll = 0.0
-    with torch.inference_mode():
-        for row in rows:
-            logits = backend.model(input_ids=row[None]).logits[0, :-1]
-            nll += float(torch.nn.functional.cross_entropy(logits, row[1:], reduction="sum"))
-    return nll
+    return torch_nll(backend.model, rows)
 
 
 def _fast_nll(fast_gen: Any, rows: list[Any]) -> float:

@@ -100,3 +100,11 @@ def test_an_unknown_architecture_is_left_alone() -> None:
 def test_the_migration_strength_must_be_between_0_and_1() -> None:
     with pytest.raises(ValueError, match="alpha"):
         smooth(_gpt2(), _blocks(), alpha=1.0)
+
+
+def test_a_llama_shaped_model_without_a_head_count_is_left_alone() -> None:
+    model = _llama()
+    from types import SimpleNamespace
+
+    model.__dict__["config"] = SimpleNamespace()  # no head count: v -> o cannot be grouped
+    assert smooth(model, _blocks()) == 0

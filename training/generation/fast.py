@@ -281,11 +281,32 @@ def _merged_copy(model_dir: Path, base_name: str, texts: list[str], work: Path) 
     merged = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
     folder = work / "merged"
     merged.save_pretrained(folder)
-    for name in _TOKENIZER_FILES:
-        if (model_dir / name).is_file():
-            shutil.copyfile(model_dir / name, folder / name)
+    _copy_tokenizer(model_dir, folder)
     del merged, base
     return folder
+
+
+def _copy_tokenizer(source: Path, folder: Path) -> None:
+    """The tokenizer files of ``source`` into ``folder`` (a saved model the converter reads)."""
+    for name in _TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
+
+
+def torch_nll(model: Any, rows: list[Any]) -> float:
+    """A torch model's negative log-likelihood of each row's tokens after its first (what
+    CTranslate2's ``score_batch`` of the same rows scores)."""
+    import torch
+
+    with torch.inference_mode():
+        return sum(
+            float(
+                torch.nn.functional.cross_entropy(
+                    model(input_ids=row[None]).logits[0, :-1], row[1:], reduction="sum"
+                )
+            )
+            for row in rows
+        )
 
 
 def _convert(source: Path, out: Path, quantization: str) -> None:
@@ -337,22 +358,12 @@ def _int8_check(
     if not rows:
         return {"reason": "no tweets to measure int8 on"}
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
-    with torch.inference_mode():
-        reference = sum(
-            float(
-                torch.nn.functional.cross_entropy(
-                    model(input_ids=row[None]).logits[0, :-1], row[1:], reduction="sum"
-                )
-            )
-            for row in rows
-        )
+    reference = torch_nll(model, rows)
     smoothed = smooth(model, _blocks(calibration, tokenizer, size)[:_CALIBRATION_BLOCKS])
     folder = work / "smoothed"
     model.save_pretrained(folder)
     del model
-    for name in _TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copyfile(source / name, folder / name)
+    _copy_tokenizer(source, folder)
     _convert(_with_full_vocabulary(folder, work, "smoothed-full-vocabulary"), work / "int8", "int8")
     shutil.rmtree(folder, ignore_errors=True)
     generator = ctranslate2.Generator(str(work / "int8"), device="cpu", compute_type="int8")

@@ -135,7 +135,8 @@ def _divide_rows(linear: Any) -> Callable[[Any], None]:
 
 def _llama_folds(model: Any) -> list[_Fold]:
     layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None:
+    heads = getattr(getattr(model, "config", None), "num_attention_heads", None)
+    if layers is None or not isinstance(heads, int) or heads <= 0:
         return []
     folds: list[_Fold] = []
     for layer in layers:
@@ -160,7 +161,7 @@ def _llama_folds(model: Any) -> list[_Fold]:
         folds.append(
             _Fold(down, _linear_columns_max((down,)), _divide_rows(up), _scale_columns((down,)))
         )
-        head_dim = o_proj.weight.shape[1] // _heads(attn, model)
+        head_dim = o_proj.weight.shape[1] // heads
         kv_heads = attn.v_proj.weight.shape[0] // head_dim
         per_kv = o_proj.weight.shape[1] // (kv_heads * head_dim)
         # o_proj's input channel (kv head j, repeat r, d) comes from v_proj's output (j, d):
@@ -180,13 +181,6 @@ def _llama_folds(model: Any) -> list[_Fold]:
             )
         )
     return folds
-
-
-def _heads(attn: Any, model: Any) -> int:
-    heads = getattr(getattr(model, "config", None), "num_attention_heads", None)
-    if not isinstance(heads, int) or heads <= 0:
-        raise AttributeError("the model's config has no num_attention_heads")
-    return heads
 
 
 def _gpt2_folds(model: Any) -> list[_Fold]:
