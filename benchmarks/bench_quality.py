@@ -151,6 +151,31 @@ RECIPES: tuple[Recipe, ...] = (
             "max_steps": 80,
         },
     ),
+    Recipe(
+        "lora-all-80-seed7",
+        "LoRA r16 on every linear layer, lr 1e-3, 80 steps, seed 7 (another split, shuffle and "
+        "adapter initialisation: the default's run-to-run spread)",
+        {
+            **_SHAPE,
+            "lora": True,
+            "lora_targets": "all-linear",
+            "learning_rate": 1e-3,
+            "max_steps": 80,
+            "seed": 7,
+        },
+    ),
+    Recipe(
+        "lora-all-80-lr2e-3-seed7",
+        "LoRA r16 on every linear layer, lr 2e-3, 80 steps, seed 7",
+        {
+            **_SHAPE,
+            "lora": True,
+            "lora_targets": "all-linear",
+            "learning_rate": 2e-3,
+            "max_steps": 80,
+            "seed": 7,
+        },
+    ),
 )
 
 #: ``--quick``: the tiny model, a few steps, on part of one archive.
