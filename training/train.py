@@ -378,7 +378,7 @@ def _train_model(
     # The fast CPU generation artifact, built once now; a failure only means "convert later".
     from training.generation.fast import prepare_fast_artifact
 
-    prepare_fast_artifact(Path(info.path))
+    prepare_fast_artifact(Path(info.path), lambda sentence: reporter.phase("saving", sentence))
     return info
 
 

@@ -171,7 +171,7 @@ def lora_pair(tmp_path_factory: pytest.TempPathFactory, sample_table: Any) -> tu
 
     store = ModelStore(tmp_path_factory.mktemp("concurrent-lora"))
     with pytest.MonkeyPatch.context() as patch:  # torch serves them here: no fast artifact
-        patch.setattr(fast, "prepare_fast_artifact", lambda folder: None)
+        patch.setattr(fast, "prepare_fast_artifact", lambda folder, announce=None: None)
         first = _train_lora(store, sample_table, 1)
         second = _train_lora(store, sample_table, 3)
     return first, second

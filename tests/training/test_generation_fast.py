@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 import shutil
 from pathlib import Path
@@ -64,7 +65,8 @@ def parrot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lora_dir(tmp_path_factory: pytest.TempPathFactory, sample_table) -> Path:
+def lora_training(tmp_path_factory: pytest.TempPathFactory, sample_table) -> tuple[Path, str]:
+    """A trained LoRA model's folder and the progress lines its training wrote."""
     from training.progress import JsonProgress
     from training.store import ModelStore
     from training.train import TrainConfig, train_model
@@ -73,7 +75,13 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory, sample_table) -> Path:
     config = TrainConfig(
         base_model="tiny", lora=True, epochs=1, block_size=64, batch_size=8, max_steps=2
     )
-    return train_model(sample_table, config, store, JsonProgress(io.StringIO())).path
+    stream = io.StringIO()
+    return train_model(sample_table, config, store, JsonProgress(stream)).path, stream.getvalue()
+
+
+@pytest.fixture(scope="module")
+def lora_dir(lora_training: tuple[Path, str]) -> Path:
+    return lora_training[0]
 
 
 def test_the_fast_artifact_is_made_on_first_load_and_reused(tiny_dir: Path) -> None:
@@ -103,6 +111,43 @@ def test_training_builds_the_fast_artifact_once_the_model_is_stored(lora_dir: Pa
     folder = fast_artifact(lora_dir)
     assert folder is not None and (folder / "model.bin").is_file()
     assert not list(lora_dir.glob(".fast-*"))  # no work folder left beside it
+
+
+def _phases(progress: str) -> list[tuple[str, str | None]]:
+    events = [json.loads(line) for line in progress.splitlines() if line.strip()]
+    return [(e["phase"], e["message"]) for e in events if e["step"] is None]
+
+
+def test_training_says_when_it_prepares_fast_generation(lora_training: tuple[Path, str]) -> None:
+    phases = _phases(lora_training[1])
+    fast_lines = [i for i, (_, m) in enumerate(phases) if m and "fast CPU generation" in m]
+    assert len(fast_lines) == 1, phases
+    index = fast_lines[0]
+    assert phases[index][0] == "saving"
+    assert "checking int8 against float32" in phases[index][1]  # auto, the default
+    writing = [i for i, (_, m) in enumerate(phases) if m and m.startswith("writing the model")]
+    assert writing and writing[0] < index  # announced after the model is stored, not before
+
+
+def test_no_fast_generation_phase_when_torch_serves(
+    tmp_path: Path, sample_table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.config import get_settings
+    from training.progress import JsonProgress
+    from training.store import ModelStore
+    from training.train import TrainConfig, train_model
+
+    monkeypatch.setenv("DOPPELTWEET_GENERATION_BACKEND", "torch")
+    get_settings.cache_clear()
+    try:
+        stream = io.StringIO()
+        config = TrainConfig(base_model="tiny", epochs=1, block_size=64, batch_size=8, max_steps=1)
+        info = train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(stream))
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert fast_artifact(info.path) is None
+    assert not [m for _, m in _phases(stream.getvalue()) if m and "fast CPU" in m]
 
 
 def test_a_failed_conversion_after_training_leaves_the_model_trained(
@@ -259,8 +304,6 @@ def quantization(monkeypatch: pytest.MonkeyPatch):
 
 
 def _recorded(folder: Path) -> dict:
-    import json
-
     return json.loads((folder / FAST_DIR / "doppeltweet-source.json").read_text())
 
 

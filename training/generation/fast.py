@@ -34,7 +34,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -565,10 +565,25 @@ class _FastSampler:
         return [int(ids[i]) for i in self.rng.choice(order, size=batch, p=probs)]
 
 
-def prepare_fast_artifact(model_dir: Path) -> Path | None:
+def _conversion_sentence(quantization: str) -> str:
+    """What a conversion is doing, for a progress display."""
+    if quantization == "auto":
+        return (
+            "preparing fast CPU generation: converting the model and checking int8 against "
+            "float32 on held-out tweets"
+        )
+    return f"preparing fast CPU generation: converting the model to {quantization}"
+
+
+def prepare_fast_artifact(
+    model_dir: Path, announce: Callable[[str], None] | None = None
+) -> Path | None:
     """Build ``model_dir``'s fast artifact now (right after training), when the fast backend
     would serve it; None when it is not wanted or cannot be made.
 
+    ``announce`` is called with one sentence just before a conversion starts (it takes seconds
+    to a minute: merging, converting and, under ``auto``, checking int8 against float32), so a
+    progress display can say what the run is doing; it is not called when nothing is built.
     Never raises: training has succeeded whatever happens here, and a model without an artifact
     is converted on its first load instead (or served by torch).
     """
@@ -585,6 +600,8 @@ def prepare_fast_artifact(model_dir: Path) -> Path | None:
         record = _read_training_record(model_dir)
         texts = [text for _, text in _read_dataset(model_dir)]
         base_name = _recorded_base(record) if (model_dir / ADAPTER_CONFIG).is_file() else None
+        if announce is not None:
+            announce(_conversion_sentence(get_settings().fast_quantization))
         return build_fast_artifact(model_dir, base_name=base_name, texts=texts)
     except Exception as error:  # any failure only means: convert on first load
         log.warning("The fast artifact of %s was not built: %s", model_dir.name, error)
