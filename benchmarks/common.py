@@ -301,6 +301,7 @@ def ready_folder(
     lora: bool,
     max_steps: int,
     block_size: int,
+    batch_size: int = 1,
 ) -> Path:
     """The model folder ``name`` in ``store_root``, trained once and then reused."""
     from training.store import ModelStore
@@ -315,6 +316,7 @@ def ready_folder(
         lora=lora,
         max_steps=max_steps,
         block_size=block_size,
+        batch_size=batch_size,
     )
 
 
