@@ -1,0 +1,100 @@
+"""The bases docs/training.md recommends per budget, by architecture: a folder of a Llama-shaped
+(SmolLM2-360M / 1.7B) or Qwen2-shaped (Qwen2.5) model trains with LoRA on every linear layer,
+is converted to the fast path under ``auto`` (smoothed, int8 checked) and writes tweets through
+both backends with the same filters.
+
+The weights are random and tiny (the Hub is not reachable here), so this tests the code path a
+real user's ``--base-model Qwen/Qwen2.5-0.5B`` takes, not the quality such a base reaches.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from training.basemodels import build_tiny_model
+from training.generation.fast import FAST_DIR, fast_artifact
+
+
+def _base(kind: str, folder: Path, texts: list[str]) -> Path:
+    """A random ``kind`` model with the tiny model's byte-level tokenizer, saved in ``folder``."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    build_tiny_model(texts, folder)  # writes the tokenizer (and a GPT-2, replaced below)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    shape = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": True,
+        "bos_token_id": tokenizer.eos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.eos_token_id,
+    }
+    torch.manual_seed(0)
+    if kind == "qwen2":  # Qwen2.5's layout: biases on q/k/v
+        model = Qwen2ForCausalLM(Qwen2Config(**shape))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**shape))
+    for name in ("model.safetensors", "config.json", "generation_config.json"):
+        (folder / name).unlink(missing_ok=True)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_a_recommended_architecture_trains_with_lora_and_serves_fast(
+    kind: str, tmp_path: Path, sample_table
+) -> None:
+    from training.generate import TweetGenerator
+    from training.progress import JsonProgress
+    from training.store import ModelStore
+    from training.train import TrainConfig, train_model
+
+    base = _base(kind, tmp_path / f"{kind}-base", list(sample_table.handles[0].kept))
+    config = TrainConfig(
+        base_model=str(base),
+        lora=True,
+        lora_targets="all-linear",
+        epochs=1,
+        block_size=64,
+        batch_size=8,
+        max_steps=2,
+    )
+    info = train_model(
+        sample_table, config, ModelStore(tmp_path / "store"), JsonProgress(io.StringIO())
+    )
+    record = json.loads((info.path / "training.json").read_text())
+    assert record["metrics"]["steps"] == 2
+    assert (info.path / "adapter_config.json").is_file()
+
+    artifact = fast_artifact(info.path)
+    assert artifact is not None and artifact == info.path / FAST_DIR
+    source = json.loads((artifact / "doppeltweet-source.json").read_text())
+    assert source["quantization"] in {"int8", "float32"}
+    auto = source["auto"]
+    assert "reason" not in auto, auto  # int8 was measured against float32
+    assert auto["smoothed_layers"] == 4 * 2  # per layer: norm→qkv, norm→mlp, v→o, up→down
+
+    fast = TweetGenerator.load(info.path, device="cpu")
+    torch_generator = TweetGenerator.load(info.path, device="cpu", backend="torch")
+    assert fast.backend == "ctranslate2" and torch_generator.backend == "torch"
+    for generator in (fast, torch_generator):
+        result = generator.generate(n=3, seed=1)
+        assert result.candidates >= 1
+        for tweet in result.tweets:
+            assert 0 < len(tweet) <= 280 and tweet == tweet.strip()
