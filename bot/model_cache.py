@@ -26,8 +26,12 @@ backend it is a ~10 MB adapter on a base that every LoRA model of that base shar
 while those slots are full is served from the shared base (``backend="torch"``). When a fast one is
 evicted, its slot goes to the next LoRA model loaded or to the first cold one used again: that one
 is loaded on the fast backend in the background (while no live request waits) and replaces its torch
-handle once ready, so the fast slots follow the recently used models. Models with their own weights
-always take the loader's default (the fast backend is the smaller of the two for them).
+handle once ready, so the fast slots follow the recently used models. A cold model also takes a slot
+from a fast one that has gone quiet: once its last :data:`DISPLACE_AFTER_USES` uses all came after
+the last use of the least recently used fast LoRA model, it is loaded on the fast backend in the
+background and that model is evicted (its next use loads it as a cold handle) — unless it was used
+again meanwhile, when both stay as they are. Models with their own weights always take the loader's
+default (the fast backend is the smaller of the two for them).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,6 +58,10 @@ log = logging.getLogger(__name__)
 #: Worker threads for loading and generating: two models generate at once (CTranslate2 uses one
 #: core per generation; torch generations take turns, each using every core).
 DEFAULT_WORKERS = 2
+#: A cold LoRA model used this many times since the least recently used fast one was last used
+#: takes that one's fast slot (see the module docstring): enough that two models used in turn do
+#: not swap slots at every request.
+DISPLACE_AFTER_USES = 3
 #: The file that makes a model folder a LoRA adapter (``training.generation.ADAPTER_CONFIG``).
 _ADAPTER_CONFIG = "adapter_config.json"
 
@@ -108,6 +116,17 @@ class _Entry:
     refill: asyncio.Task[None] | None = None
     #: Loading this cold LoRA model on the fast backend, to replace its torch handle.
     promotion: asyncio.Task[None] | None = None
+    #: ``time.monotonic()`` of the latest use, and of the last few (oldest first).
+    used_at: float = 0.0
+    recent_uses: deque[float] = field(default_factory=lambda: deque(maxlen=DISPLACE_AFTER_USES))
+
+    def touch(self) -> None:
+        """Count one use of the model, now."""
+        self.uses += 1
+        self.last_used_at = datetime.now(UTC)
+        self.used_at = time.monotonic()
+        self.recent_uses.append(self.used_at)
+
     #: Live requests waiting for a worker, by (prompt, exclude): joined into one call.
     batches: dict[tuple[str, tuple[str, ...]], _Batch] = field(default_factory=dict)
 
@@ -322,8 +341,7 @@ class ModelCache:
             entry = None
         if entry is not None and entry.stamp == stamp:
             self._entries.move_to_end(key)
-            entry.uses += 1
-            entry.last_used_at = datetime.now(UTC)
+            entry.touch()
             self._maybe_promote(key, entry)
             return entry
         if entry is not None:
@@ -335,8 +353,7 @@ class ModelCache:
             self._loading[key] = pending
             pending.add_done_callback(lambda _f: self._finish_load(key, pending))
         entry = await asyncio.shield(pending)
-        entry.uses += 1
-        entry.last_used_at = datetime.now(UTC)
+        entry.touch()
         return entry
 
     def _finish_load(self, key: Path, future: asyncio.Future[_Entry]) -> None:
@@ -349,20 +366,40 @@ class ModelCache:
         return cached + len(self._fast_loading)
 
     def _maybe_promote(self, key: Path, entry: _Entry) -> None:
-        """Start moving a cold LoRA model to a free fast slot (once per loaded model)."""
+        """Start moving a cold LoRA model to a free fast slot, or to the slot of a fast one that
+        has gone quiet (see the module docstring); one move at a time per model."""
         if (
             self.fast_models is None
             or not entry.lora
             or entry.backend != "torch"
             or entry.promotion is not None
             or self._closed
-            or self.fast_lora_models() >= self.fast_models
         ):
             return
+        displaced: Path | None = None
+        if self.fast_lora_models() >= self.fast_models:
+            displaced = self._quiet_fast_model(entry)
+            if displaced is None:
+                return
         self._fast_loading.add(key)
-        entry.promotion = asyncio.ensure_future(self._promote(key, entry))
+        entry.promotion = asyncio.ensure_future(
+            self._promote(key, entry, displaced, time.monotonic())
+        )
 
-    async def _promote(self, key: Path, entry: _Entry) -> None:
+    def _quiet_fast_model(self, entry: _Entry) -> Path | None:
+        """The least recently used fast LoRA model, if ``entry``'s last few uses all came after
+        its last one (and no slot is being filled already); else None."""
+        if self._fast_loading or len(entry.recent_uses) < DISPLACE_AFTER_USES:
+            return None
+        fast = [(k, e) for k, e in self._entries.items() if e.lora and e.backend == "ctranslate2"]
+        if not fast:
+            return None
+        key, quietest = min(fast, key=lambda item: item[1].used_at)
+        return key if entry.recent_uses[0] > quietest.used_at else None
+
+    async def _promote(
+        self, key: Path, entry: _Entry, displaced: Path | None = None, decided_at: float = 0.0
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
             await self._idle.wait()
@@ -382,6 +419,14 @@ class ModelCache:
         # Only if the model is still cached as it was (not invalidated, evicted or reloaded).
         if backend != "ctranslate2" or self._closed or self._entries.get(key) is not entry:
             return
+        if displaced is not None:
+            quiet = self._entries.get(displaced)
+            if quiet is not None and quiet.backend == "ctranslate2":
+                if quiet.used_at > decided_at:  # used again meanwhile: both are in use
+                    entry.promotion = None  # a later use may decide again
+                    return
+                del self._entries[displaced]
+                log.info("model %s gave its fast slot to %s", displaced, key)
         entry.generator = generator
         entry.backend = backend
         entry.memory_bytes = memory

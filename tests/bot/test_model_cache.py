@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.model_cache import ModelCache
+from bot.model_cache import DISPLACE_AFTER_USES, ModelCache
 from training.errors import ModelError
 from training.generate import GenerationResult
 
@@ -236,6 +236,20 @@ class BackendLoader:
         return generator
 
 
+class GatedBackendLoader(BackendLoader):
+    """A BackendLoader whose fast loads wait for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, path: Path, *, backend: str | None = None) -> FakeGenerator:
+        if backend is None:
+            assert self.gate.wait(10), "the test never opened the gate"
+        return super().__call__(path, backend=backend)
+
+
 @pytest.fixture
 def lora(models: Callable[[str], Path]) -> Callable[[str], Path]:
     """A model folder that holds a LoRA adapter (its ``adapter_config.json``)."""
@@ -333,6 +347,61 @@ async def test_a_cold_handle_used_again_moves_to_a_free_fast_slot(
         # Once only: a model on the fast backend is not loaded again.
         await cache.generate(cold, "hi")
         assert loader.calls.count(("cold", None)) == 1
+    finally:
+        await cache.close()
+
+
+async def test_a_cold_handle_used_more_takes_the_slot_of_a_quiet_fast_one(
+    lora: Callable[[str], Path],
+) -> None:
+    loader = BackendLoader()
+    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
+    try:
+        hot, cold = lora("hot"), lora("cold")
+        await cache.generate(hot, "hi")
+        await cache.generate(cold, "hi")  # use 1 (its load): served from the shared base
+        await cache.generate(cold, "hi")  # use 2
+        assert cache._entries[cold].promotion is None
+        await cache.generate(hot, "hi")  # the fast one is used again: cold's count starts over
+        for _ in range(DISPLACE_AFTER_USES - 1):
+            await cache.generate(cold, "hi")
+        assert cache._entries[cold].promotion is None
+        await cache.generate(cold, "hi")  # its last 3 uses all came after hot's last one
+        promotion = cache._entries[cold].promotion
+        assert promotion is not None
+        await promotion
+        assert hot not in cache  # evicted: its next use loads it as a cold handle
+        assert {m.path.name: m.backend for m in cache.loaded()} == {"cold": "ctranslate2"}
+        assert cache.fast_lora_models() == 1
+        await cache.generate(hot, "hi")
+        assert loader.calls[-1] == ("hot", "torch")
+        assert cache.fast_lora_models() == 1
+    finally:
+        await cache.close()
+
+
+async def test_a_quiet_fast_model_used_again_during_the_move_keeps_its_slot(
+    lora: Callable[[str], Path],
+) -> None:
+    loader = GatedBackendLoader()
+    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
+    try:
+        hot, cold = lora("hot"), lora("cold")
+        await cache.generate(hot, "hi")
+        loader.gate.clear()  # hold fast loads back: the promotion's, below
+        for _ in range(DISPLACE_AFTER_USES):
+            await cache.generate(cold, "hi")  # torch loads are not held
+        promotion = cache._entries[cold].promotion
+        assert promotion is not None
+        await asyncio.sleep(0.05)
+        assert not promotion.done()
+        await cache.generate(hot, "hi")  # served by the fast handle at once
+        loader.gate.set()
+        await promotion
+        backends = {m.path.name: m.backend for m in cache.loaded()}
+        assert backends == {"hot": "ctranslate2", "cold": "torch"}
+        assert cache.fast_lora_models() == 1
+        assert cache._entries[cold].promotion is None  # a later run of uses may try again
     finally:
         await cache.close()
 
