@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 #: huggingtweets' learning rate, found by their sweep for GPT-2 on tweets (full fine-tunes).
 HUGGINGTWEETS_LR = 1.372e-4
 #: The learning rate of a LoRA adapter when none is given: adapters start at zero and train only
-#: a few million weights, so they need a rate ~10x a full fine-tune's (docs/training.md compares).
-DEFAULT_LORA_LR = 1e-3
+#: a few million weights, so they need a rate >10x a full fine-tune's (docs/training.md compares).
+DEFAULT_LORA_LR = 2e-3
 #: Which layers a LoRA adapter trains: every attention projection, or every linear layer.
 LORA_TARGETS = ("attention", "all-linear")
 #: GPT-2's window, used when a model's config does not say its own.
