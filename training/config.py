@@ -99,10 +99,13 @@ class TrainingSettings(BaseSettings):
         ),
     )
     generation_threads: int = Field(
-        default=1,
-        ge=1,
+        default=0,
+        ge=0,
         le=64,
-        description="CPU threads one CTranslate2 generation uses (1 is fastest on 2 cores).",
+        description=(
+            "CPU threads one CTranslate2 generation uses; 0: 1 for an int8 model, 2 for a "
+            "float32 one (the fastest on 2 cores for each)."
+        ),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -324,6 +325,51 @@ def test_the_artifact_records_its_weight_type_and_is_rebuilt_for_another(
     assert fast_artifact(tiny_dir) == tiny_dir / FAST_DIR
     assert (tiny_dir / FAST_DIR / "model.bin").stat().st_size > 2 * int8_bytes
     assert second.generate(n=1, settings=SHORT).candidates >= 1
+
+
+def test_threads_follow_the_weight_type_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.generation.fast import generation_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    assert generation_threads("int8") == 1
+    assert generation_threads("int8_float32") == 1
+    assert generation_threads("float32") == 2  # capped at 2 on a bigger machine
+    assert generation_threads("float32", 3) == 3 and generation_threads("int8", 2) == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0})
+    assert generation_threads("float32") == 1  # never more than this process may use
+
+
+def test_a_loaded_model_takes_its_weight_type_s_threads(tiny_dir: Path, quantization) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    quantization("float32")
+    assert TweetGenerator.load(tiny_dir, device="cpu")._backend.threads == min(2, cores)
+    quantization("int8")
+    assert TweetGenerator.load(tiny_dir, device="cpu")._backend.threads == 1
+
+
+def test_open_generators_are_closed_before_the_interpreter_exits(tiny_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    from training.generation import fast
+
+    backend = TweetGenerator.load(tiny_dir, device="cpu")._backend
+    assert backend in fast._OPEN and fast._CLOSE_AT_EXIT == [True]  # _close_all is registered
+    fast._close_all()
+    assert backend.generator is None
+    # A CLI-like run with two threads per generation ends with status 0, not an abort.
+    code = (
+        "import sys; from pathlib import Path; from training.generate import TweetGenerator\n"
+        f"g = TweetGenerator.load(Path({str(tiny_dir)!r}), device='cpu')\n"
+        "assert g.backend == 'ctranslate2', g.backend\n"
+        "[g.generate(n=2, seed=None) for _ in range(5)]\n"
+    )
+    env = {**os.environ, "DOPPELTWEET_GENERATION_THREADS": "2"}
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 def test_an_artifact_without_a_recorded_type_is_an_int8_one(tiny_dir: Path, quantization) -> None:
