@@ -2,7 +2,9 @@
 
 Each model is trained by the real trainer (so its folder is exactly what the bot
 serves), then asked for one tweet the way ``!tweet`` asks: ``ModelCache.generate(path, "My dream
-is", n=1)`` with the default ``GenerationSettings()`` (huggingtweets' top-p 0.95, top-k 50, up to
+is", n=1)``, unseeded (the bot never seeds; a seeded CTranslate2 call, the CLI's ``--seed``, opens
+its own generator: about a second more for a float32 SmolLM2), with the default
+``GenerationSettings()`` (huggingtweets' top-p 0.95, top-k 50, up to
 160 tokens, rounds of 10 candidates, of which a CPU's first round samples only the one asked
 for). *Cold* is the first call on a fresh cache (load from disk + the first generation; imports
 already paid, page cache warm); *warm* is every later call. A forward hook counts the decoding
@@ -81,15 +83,15 @@ async def _measure(path: Path, calls: int, backend: str = "torch") -> dict[str, 
     cache = ModelCache(max_models=4, max_bytes=2**40, loader=loader)
     try:
         t0 = time.perf_counter()
-        first = await cache.generate(path, PROMPT, n=1, seed=0)
+        first = await cache.generate(path, PROMPT, n=1)
         cold = time.perf_counter() - t0
         load_s = cache.loaded()[0].load_seconds
         latencies: list[float] = []
         candidates = 0
         forwards0, sampled0 = counter.forwards, counter.sampled
-        for seed in range(1, calls + 1):
+        for _ in range(calls):
             t0 = time.perf_counter()
-            result = await cache.generate(path, PROMPT, n=1, seed=seed)
+            result = await cache.generate(path, PROMPT, n=1)
             latencies.append(time.perf_counter() - t0)
             candidates += result.candidates
         sampled = counter.sampled - sampled0
