@@ -70,7 +70,12 @@ class Recipe:
 
 
 #: The demo's shape: 4 blocks of 64 tokens per step (about a second a step on 2 idle cores).
-_SHAPE = {"base_model": "smollm2-135m", "block_size": 64, "batch_size": 4, "epochs": 1}
+_SHAPE = {
+    "base_model": "smollm2-135m",
+    "block_size": common.DEMO_BLOCK_SIZE,
+    "batch_size": common.DEMO_BATCH_SIZE,
+    "epochs": 1,
+}
 
 RECIPES: tuple[Recipe, ...] = (
     Recipe(

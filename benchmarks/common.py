@@ -264,6 +264,12 @@ class TrainedModel:
     lora: bool
 
 
+#: ``make demo``'s training shape (scripts/demo.sh): steps of 4 blocks of 64 tokens, 80 of them.
+DEMO_BLOCK_SIZE = 64
+DEMO_BATCH_SIZE = 4
+DEMO_STEPS = 80
+
+
 def train_folder(
     store_root: Path,
     table: Any,

@@ -116,19 +116,21 @@ class _Entry:
     refill: asyncio.Task[None] | None = None
     #: Loading this cold LoRA model on the fast backend, to replace its torch handle.
     promotion: asyncio.Task[None] | None = None
-    #: ``time.monotonic()`` of the latest use, and of the last few (oldest first).
-    used_at: float = 0.0
+    #: ``time.monotonic()`` of the last few uses, oldest first.
     recent_uses: deque[float] = field(default_factory=lambda: deque(maxlen=DISPLACE_AFTER_USES))
+    #: Live requests waiting for a worker, by (prompt, exclude): joined into one call.
+    batches: dict[tuple[str, tuple[str, ...]], _Batch] = field(default_factory=dict)
+
+    @property
+    def used_at(self) -> float:
+        """``time.monotonic()`` of the latest use (0 before the first)."""
+        return self.recent_uses[-1] if self.recent_uses else 0.0
 
     def touch(self) -> None:
         """Count one use of the model, now."""
         self.uses += 1
         self.last_used_at = datetime.now(UTC)
-        self.used_at = time.monotonic()
-        self.recent_uses.append(self.used_at)
-
-    #: Live requests waiting for a worker, by (prompt, exclude): joined into one call.
-    batches: dict[tuple[str, tuple[str, ...]], _Batch] = field(default_factory=dict)
+        self.recent_uses.append(time.monotonic())
 
 
 class _Batch:
@@ -398,7 +400,7 @@ class ModelCache:
         return key if entry.recent_uses[0] > quietest.used_at else None
 
     async def _promote(
-        self, key: Path, entry: _Entry, displaced: Path | None = None, decided_at: float = 0.0
+        self, key: Path, entry: _Entry, displaced: Path | None, decided_at: float
     ) -> None:
         loop = asyncio.get_running_loop()
         try:

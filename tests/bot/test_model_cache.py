@@ -7,6 +7,7 @@ import os
 import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -220,15 +221,20 @@ async def test_the_default_loader_serves_a_real_tiny_model(tiny_model_dir: Path)
 
 
 class BackendLoader:
-    """Loads fakes that say their backend: the fast one unless ``backend="torch"`` is asked."""
+    """Loads fakes that say their backend: the fast one unless ``backend="torch"`` is asked;
+    fast loads wait for ``gate``."""
 
     FAST_BYTES = 121_000_000
     ADAPTER_BYTES = 10_000_000
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str | None]] = []
+        self.gate = threading.Event()
+        self.gate.set()
 
     def __call__(self, path: Path, *, backend: str | None = None) -> FakeGenerator:
+        if backend is None:
+            assert self.gate.wait(10), "the test never opened the gate"
         self.calls.append((path.name, backend))
         lora_on_torch = backend == "torch" and (path / "adapter_config.json").is_file()
         generator = FakeGenerator(path, self.ADAPTER_BYTES if lora_on_torch else self.FAST_BYTES)
@@ -236,18 +242,14 @@ class BackendLoader:
         return generator
 
 
-class GatedBackendLoader(BackendLoader):
-    """A BackendLoader whose fast loads wait for ``gate``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def __call__(self, path: Path, *, backend: str | None = None) -> FakeGenerator:
-        if backend is None:
-            assert self.gate.wait(10), "the test never opened the gate"
-        return super().__call__(path, backend=backend)
+@asynccontextmanager
+async def slotted(loader: BackendLoader, fast_models: int) -> AsyncIterator[ModelCache]:
+    """A roomy cache with ``fast_models`` fast slots, closed afterwards."""
+    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=fast_models)
+    try:
+        yield cache
+    finally:
+        await cache.close()
 
 
 @pytest.fixture
@@ -266,8 +268,7 @@ async def test_lora_models_beyond_the_fast_slots_are_served_from_the_shared_base
     models: Callable[[str], Path], lora: Callable[[str], Path]
 ) -> None:
     loader = BackendLoader()
-    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
-    try:
+    async with slotted(loader, 1) as cache:
         for folder in (lora("hot"), lora("cold1"), models("full"), lora("cold2")):
             await cache.generate(folder, "hi")
         assert loader.calls == [
@@ -294,8 +295,6 @@ async def test_lora_models_beyond_the_fast_slots_are_served_from_the_shared_base
         await cache.generate(lora("next"), "hi")
         assert loader.calls[-2:] == [("new", "torch"), ("next", None)]
         assert cache.fast_lora_models() == 1
-    finally:
-        await cache.close()
 
 
 async def test_concurrent_lora_loads_take_one_fast_slot_each(
@@ -303,14 +302,11 @@ async def test_concurrent_lora_loads_take_one_fast_slot_each(
 ) -> None:
     folders = [lora(name) for name in ("a", "b", "c")]
     loader = BackendLoader()
-    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=2)
-    try:
+    async with slotted(loader, 2) as cache:
         await asyncio.gather(*(cache.generate(f, "hi") for f in folders))
         chosen = [b for _, b in loader.calls]
         assert len(chosen) == 3 and chosen.count(None) == 2 and chosen.count("torch") == 1
         assert cache.fast_lora_models() == 2
-    finally:
-        await cache.close()
 
 
 async def test_without_fast_slots_the_loader_chooses(
@@ -328,8 +324,7 @@ async def test_a_cold_handle_used_again_moves_to_a_free_fast_slot(
     lora: Callable[[str], Path],
 ) -> None:
     loader = BackendLoader()
-    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
-    try:
+    async with slotted(loader, 1) as cache:
         hot, cold = lora("hot"), lora("cold")
         await cache.generate(hot, "hi")
         await cache.generate(cold, "hi")
@@ -347,16 +342,13 @@ async def test_a_cold_handle_used_again_moves_to_a_free_fast_slot(
         # Once only: a model on the fast backend is not loaded again.
         await cache.generate(cold, "hi")
         assert loader.calls.count(("cold", None)) == 1
-    finally:
-        await cache.close()
 
 
 async def test_a_cold_handle_used_more_takes_the_slot_of_a_quiet_fast_one(
     lora: Callable[[str], Path],
 ) -> None:
     loader = BackendLoader()
-    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
-    try:
+    async with slotted(loader, 1) as cache:
         hot, cold = lora("hot"), lora("cold")
         await cache.generate(hot, "hi")
         await cache.generate(cold, "hi")  # use 1 (its load): served from the shared base
@@ -376,16 +368,13 @@ async def test_a_cold_handle_used_more_takes_the_slot_of_a_quiet_fast_one(
         await cache.generate(hot, "hi")
         assert loader.calls[-1] == ("hot", "torch")
         assert cache.fast_lora_models() == 1
-    finally:
-        await cache.close()
 
 
 async def test_a_quiet_fast_model_used_again_during_the_move_keeps_its_slot(
     lora: Callable[[str], Path],
 ) -> None:
-    loader = GatedBackendLoader()
-    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=1)
-    try:
+    loader = BackendLoader()
+    async with slotted(loader, 1) as cache:
         hot, cold = lora("hot"), lora("cold")
         await cache.generate(hot, "hi")
         loader.gate.clear()  # hold fast loads back: the promotion's, below
@@ -402,16 +391,13 @@ async def test_a_quiet_fast_model_used_again_during_the_move_keeps_its_slot(
         assert backends == {"hot": "ctranslate2", "cold": "torch"}
         assert cache.fast_lora_models() == 1
         assert cache._entries[cold].promotion is None  # a later run of uses may try again
-    finally:
-        await cache.close()
 
 
 async def test_a_promotion_is_dropped_when_the_model_is_invalidated_meanwhile(
     lora: Callable[[str], Path],
 ) -> None:
     loader = BackendLoader()
-    cache = ModelCache(max_models=4, max_bytes=1 << 40, loader=loader, fast_models=0)
-    try:
+    async with slotted(loader, 0) as cache:
         folder = lora("cold")
         await cache.generate(folder, "hi")
         cache.fast_models = 1  # a slot frees up
@@ -421,8 +407,6 @@ async def test_a_promotion_is_dropped_when_the_model_is_invalidated_meanwhile(
         cache.invalidate(folder)
         await promotion
         assert folder not in cache and cache.fast_lora_models() == 0
-    finally:
-        await cache.close()
 
 
 class SharedBaseLoader(BackendLoader):

@@ -340,8 +340,6 @@ def test_threads_follow_the_weight_type_unless_set(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_loaded_model_takes_its_weight_type_s_threads(tiny_dir: Path, quantization) -> None:
-    import os
-
     cores = len(os.sched_getaffinity(0))
     quantization("float32")
     assert TweetGenerator.load(tiny_dir, device="cpu")._backend.threads == min(2, cores)
@@ -356,7 +354,7 @@ def test_open_generators_are_closed_before_the_interpreter_exits(tiny_dir: Path)
     from training.generation import fast
 
     backend = TweetGenerator.load(tiny_dir, device="cpu")._backend
-    assert backend in fast._OPEN and fast._CLOSE_AT_EXIT == [True]  # _close_all is registered
+    assert backend in fast._OPEN and fast._closing_at_exit  # _close_all is registered
     fast._close_all()
     assert backend.generator is None
     # A CLI-like run with two threads per generation ends with status 0, not an abort.
@@ -373,8 +371,6 @@ def test_open_generators_are_closed_before_the_interpreter_exits(tiny_dir: Path)
 
 
 def test_an_artifact_without_a_recorded_type_is_an_int8_one(tiny_dir: Path, quantization) -> None:
-    import json
-
     quantization("int8")
     TweetGenerator.load(tiny_dir, device="cpu")
     record = _recorded(tiny_dir)

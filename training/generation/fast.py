@@ -433,7 +433,8 @@ def generation_threads(quantization: str, threads: int = 0) -> int:
 
 #: Every open fast backend, closed before the interpreter shuts down (see :func:`_close_all`).
 _OPEN: weakref.WeakSet[FastBackend] = weakref.WeakSet()
-_CLOSE_AT_EXIT: list[bool] = []
+#: Whether :func:`_close_all` is registered with ``atexit`` (on the first open backend).
+_closing_at_exit = False
 
 
 def _close_all() -> None:
@@ -443,6 +444,15 @@ def _close_all() -> None:
     for backend in list(_OPEN):
         backend.close()
     gc.collect()
+
+
+def _close_all_at_exit() -> None:
+    """Register :func:`_close_all` once, on the first open backend: after ctranslate2's import,
+    so it runs before anything ctranslate2 registered."""
+    global _closing_at_exit
+    if not _closing_at_exit:
+        atexit.register(_close_all)
+        _closing_at_exit = True
 
 
 class FastBackend:
@@ -474,9 +484,7 @@ class FastBackend:
         self._eos_token = self._tokens[eos_id]
         self._bytes = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
         _OPEN.add(self)
-        if not _CLOSE_AT_EXIT:  # registered after ctranslate2's import, so it runs first
-            atexit.register(_close_all)
-            _CLOSE_AT_EXIT.append(True)
+        _close_all_at_exit()
 
     def _open(self) -> Any:
         import ctranslate2
@@ -635,7 +643,7 @@ def prepare_fast_artifact(
         texts = [text for _, text in _read_dataset(model_dir)]
         base_name = _recorded_base(record) if (model_dir / ADAPTER_CONFIG).is_file() else None
         if announce is not None:
-            announce(_conversion_sentence(get_settings().fast_quantization))
+            announce(_conversion_sentence(fast_quantization()))
         return build_fast_artifact(model_dir, base_name=base_name, texts=texts)
     except Exception as error:  # any failure only means: convert on first load
         log.warning("The fast artifact of %s was not built: %s", model_dir.name, error)
