@@ -98,8 +98,11 @@ def main(argv: Sequence[str]) -> int:
 
     import discord
 
+    from bot.endpoints import log_discord_endpoints
+
     # discord.py's handler; discord.py never logs the token.
     discord.utils.setup_logging(level=logging.INFO, root=True)
+    log_discord_endpoints()
 
     try:
         asyncio.run(_serve(settings, token))

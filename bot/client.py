@@ -5,6 +5,9 @@ cogs under :mod:`bot.exts` only parse commands and format replies; everything th
 the bot. Services can be handed in ready-made (tests, or an embedding application). The bot always
 starts the job runner in :meth:`DoppeltweetBot.setup_hook` and stops it in
 :meth:`DoppeltweetBot.close`; the store and cache it closes only when it created them.
+
+A gateway event discord.py cannot read is skipped instead of ending the bot, and a gateway that
+refuses the first connection is one sentence (:mod:`bot.gateway_guard`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import discord
 from discord.ext import commands
 
 from bot.config import BotSettings
+from bot.endpoints import current_discord_endpoints, uses_custom_gateway
 from bot.formatting import escape_mentions
+from bot.gateway_guard import GatewayError, first_connection_error, guard_parsers
 from bot.jobs import JobRunner
 from bot.model_cache import ModelCache
 from bot.public_errors import public_error
@@ -77,6 +82,8 @@ class DoppeltweetBot(commands.Bot):
         self._owned: list[str] = []
         self._services_closed = False
         self._autoposter: AutoPoster | None = None
+        #: Gateway events skipped because discord.py could not read them, per event type.
+        self.skipped_events = guard_parsers(self._connection.parsers)
 
     # ------------------------------------------------------------------ services
 
@@ -157,6 +164,41 @@ class DoppeltweetBot(commands.Bot):
             self._owned.clear()
             await super().close()
 
+    # ------------------------------------------------------------------ gateway
+
+    async def connect(self, *, reconnect: bool = True) -> None:
+        """discord.py's connection loop; a gateway that refuses the very first connection is a
+        :class:`~bot.gateway_guard.GatewayError` sentence instead of discord.py's traceback."""
+        quiet = _NoRetryTracebackBeforeFirstConnection(self)
+        client_log = logging.getLogger("discord.client")
+        client_log.addFilter(quiet)
+        try:
+            await super().connect(reconnect=reconnect)
+        except AttributeError as error:
+            # discord.py 2.7.1 reads ``self.ws.sequence`` after a failed first handshake while
+            # ``self.ws`` is still None; the handshake's own error is the context.
+            cause = error.__context__
+            if self.ws is not None or cause is None:
+                raise
+            _, gateway = current_discord_endpoints()
+            sentence = first_connection_error(cause, gateway, custom=uses_custom_gateway())
+            if sentence is None:
+                raise
+            raise GatewayError(sentence) from None
+        finally:
+            client_log.removeFilter(quiet)
+
+    async def on_ready(self) -> None:
+        """Say in the log that the bot is connected, as whom, and in how many servers."""
+        user = self.user
+        log.info(
+            "Ready as %s (id %s) in %d server%s.",
+            user.name if user else "?",
+            user.id if user else "?",
+            len(self.guilds),
+            "" if len(self.guilds) == 1 else "s",
+        )
+
     # ------------------------------------------------------------------ errors
 
     async def on_command_error(  # type: ignore[override]
@@ -166,8 +208,17 @@ class DoppeltweetBot(commands.Bot):
         if isinstance(error, commands.CommandNotFound):
             return
         sentence = error_sentence(ctx, error)
+        original = _unwrap(error)
+        if isinstance(original, discord.HTTPException):
+            # Whatever the command did before Discord refused its answer still stands (a queued
+            # job runs), so the user is told that, not that something went wrong.
+            log.warning(
+                "command %s: Discord refused a request (HTTP %s, code %s)",
+                ctx.command.qualified_name if ctx.command else "?",
+                original.status,
+                original.code,
+            )
         if sentence is None:
-            original = _unwrap(error)
             log.error(
                 "command %s failed",
                 ctx.command.qualified_name if ctx.command else "?",
@@ -178,6 +229,18 @@ class DoppeltweetBot(commands.Bot):
             await ctx.send(sentence, allowed_mentions=NO_MENTIONS, ephemeral=True)
         except discord.HTTPException:
             log.warning("could not report a command error in channel %s", ctx.channel.id)
+
+
+class _NoRetryTracebackBeforeFirstConnection(logging.Filter):
+    """Drops discord.py's "Attempting a reconnect" traceback while the bot has never been
+    connected: that failure ends in a :class:`GatewayError` sentence instead."""
+
+    def __init__(self, bot: DoppeltweetBot) -> None:
+        super().__init__()
+        self.bot = bot
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.bot.ws is None and str(record.msg).startswith("Attempting a reconnect"))
 
 
 def _unwrap(error: BaseException) -> BaseException:
@@ -226,6 +289,11 @@ def _sentence(ctx: commands.Context[Any], error: BaseException) -> str | None:
     if isinstance(error, commands.UserInputError):
         detail = str(error).strip().rstrip(".")
         return f"{detail}; see `{prefix}help` for how to use `{prefix}{name}`."
+    if isinstance(error, discord.HTTPException):
+        return (
+            f"Discord refused my answer to `{prefix}{name}` (HTTP {error.status}); what the "
+            "command did up to then still stands."
+        )
     return None
 
 

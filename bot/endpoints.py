@@ -92,10 +92,21 @@ def apply_discord_endpoints(api_base: str | None, gateway_url: str | None) -> No
     )
     Route.BASE = base
     DiscordWebSocket.DEFAULT_GATEWAY = gateway
-    if base != DISCORD_API_BASE or gateway != DISCORD_GATEWAY_URL:
-        log.info("Using a Discord-compatible server: REST %s, gateway %s", base, gateway)
 
 
 def current_discord_endpoints() -> tuple[str, str]:
     """The REST base and gateway URL discord.py will use now (for logs and tests)."""
     return Route.BASE, str(DiscordWebSocket.DEFAULT_GATEWAY)
+
+
+def uses_custom_gateway() -> bool:
+    """Whether discord.py dials a gateway set by DISCORD_GATEWAY_URL instead of Discord's."""
+    return DiscordWebSocket.DEFAULT_GATEWAY != DISCORD_GATEWAY_URL
+
+
+def log_discord_endpoints() -> None:
+    """Log which server the bot talks to when it is not discord.com (call it once logging is
+    configured: :func:`apply_discord_endpoints` runs before, to refuse a bad value first)."""
+    base, gateway = current_discord_endpoints()
+    if base != DISCORD_API_BASE or uses_custom_gateway():
+        log.info("Using a Discord-compatible server: REST %s, gateway %s", base, gateway)

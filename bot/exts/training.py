@@ -57,6 +57,9 @@ ME_WORD = "me"
 SAMPLE_TWEETS = 3
 
 
+#: The report's last line when Discord refused its image.
+LOSS_CURVE_MISSING = "_The loss curve could not be uploaded._"
+
 #: Discord lets a message carry at most ten attachments.
 MAX_ATTACHMENTS = 10
 _MB = 1024 * 1024
@@ -303,11 +306,32 @@ class Training(commands.Cog):
             await self._announce_queued(ctx, job)
 
     async def _announce_queued(self, ctx: commands.Context[Any], job: Job) -> None:
+        """Post the job's first status. The job is queued whatever Discord answers: a refused
+        reply falls back to a plain message, and when that is refused too the job's first
+        progress posts its status (and ``!jobs`` shows it meanwhile)."""
+        text = queued_text(job)
         # The status message answers the command (a reply, which pings nobody), so in a busy
         # channel it stays next to the request.
-        message = await ctx.reply(
-            queued_text(job), mention_author=False, allowed_mentions=NO_MENTIONS
-        )
+        try:
+            message: discord.Message = await ctx.reply(
+                text, mention_author=False, allowed_mentions=NO_MENTIONS
+            )
+        except discord.HTTPException as error:
+            log.warning(
+                "job %s: Discord refused its status reply (HTTP %s); posting it plainly",
+                job.id,
+                error.status,
+            )
+            try:
+                message = await self._channel(job).send(text, allowed_mentions=NO_MENTIONS)
+            except discord.HTTPException as again:
+                log.warning(
+                    "job %s: Discord refused its status message too (HTTP %s); the job is "
+                    "queued and its progress will post one",
+                    job.id,
+                    again.status,
+                )
+                return
         self._status[job.id] = message
         try:
             await self.bot.store.set_job_status_message(job.guild_id, job.id, message.id)
@@ -425,18 +449,40 @@ class Training(commands.Cog):
         self._last_edit.pop(job.id, None)
         # A retrain replaced the folder: the next !tweet must load the new weights.
         self.bot.cache.invalidate(result.path)
-        await self._edit_status(job, f"**{job_title(job)}** — Done")
+        try:
+            await self._edit_status(job, f"**{job_title(job)}** — Done")
+        except discord.HTTPException as error:  # the report below says it all the same
+            log.warning("job %s: could not mark its status done (HTTP %s)", job.id, error.status)
         self._status.pop(job.id, None)
-        text = summary_text(job, result)
-        file = (
-            discord.File(result.loss_plot, filename="loss.png")
-            if result.loss_plot is not None
-            else discord.utils.MISSING
-        )
-        report = await self._channel(job).send(text, file=file, allowed_mentions=NO_MENTIONS)
+        report, text = await self._post_report(job, result)
         task = asyncio.get_running_loop().create_task(self._add_samples(job, result, report, text))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _post_report(self, job: Job, result: JobResult) -> tuple[discord.Message, str]:
+        """Post the report with its loss curve; when Discord refuses the image, the text alone
+        (which says so). Returns the message and its text."""
+        text = summary_text(job, result)
+        channel = self._channel(job)
+        if result.loss_plot is not None:
+            try:
+                file = discord.File(result.loss_plot, filename="loss.png")
+                report = await channel.send(text, file=file, allowed_mentions=NO_MENTIONS)
+            except (discord.HTTPException, OSError) as error:
+                why = (
+                    f"HTTP {error.status}"
+                    if isinstance(error, discord.HTTPException)
+                    else type(error).__name__
+                )
+                log.warning(
+                    "job %s: could not post its loss curve (%s); posting the report without it",
+                    job.id,
+                    why,
+                )
+                text = f"{text}\n{LOSS_CURVE_MISSING}"
+            else:
+                return report, text
+        return await channel.send(text, allowed_mentions=NO_MENTIONS), text
 
     async def _add_samples(
         self, job: Job, result: JobResult, report: discord.Message, text: str

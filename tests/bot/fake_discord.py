@@ -19,6 +19,11 @@ messages:
   ``compress=zlib-stream`` is honoured (one zlib stream per connection, each message ending with a
   Z_SYNC_FLUSH), as discord.py always asks for it when no zstd module is installed.
 
+A test can make the fake answer badly: ``refuse(method, path, status=...)`` answers matching REST
+requests with an error (every time, or the next ``times``; optionally only those a predicate
+picks), ``dispatch`` injects any gateway event (a malformed one too), and
+``gateway_answers_http = True`` makes ``/gateway`` answer a plain HTTP 200 instead of upgrading.
+
 Every request is recorded (``requests``), so a test asserts the exact wire payloads, e.g.
 ``allowed_mentions == {"parse": []}``. Waiting is always bounded by a timeout, and ``close()`` ends
 every websocket, so nothing outlives the test.
@@ -98,6 +103,33 @@ class RecordedRequest:
     json: Any
     files: tuple[RecordedFile, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Refusal:
+    """REST requests the fake answers with ``status`` instead of serving them."""
+
+    method: str
+    path: re.Pattern[str]
+    status: int
+    when: Callable[[RecordedRequest], bool] | None = None
+    #: How many more requests to refuse; None: every matching one.
+    times: int | None = None
+    #: The requests refused so far.
+    refused: list[RecordedRequest] = field(default_factory=list)
+
+    def applies(self, request: RecordedRequest) -> bool:
+        """Whether ``request`` is refused now (and counted as such)."""
+        if self.times is not None and self.times <= 0:
+            return False
+        if request.method != self.method or not self.path.fullmatch(request.path):
+            return False
+        if self.when is not None and not self.when(request):
+            return False
+        if self.times is not None:
+            self.times -= 1
+        self.refused.append(request)
+        return True
 
 
 @dataclass(frozen=True)
@@ -207,6 +239,9 @@ class FakeDiscord:
         self._originals: dict[str, int | None] = {}
         self._blobs: dict[str, tuple[str, bytes]] = {}
         self._sessions: list[_GatewaySession] = []
+        self._refusals: list[Refusal] = []
+        #: When true, ``/gateway`` answers a plain HTTP 200 page instead of a websocket upgrade.
+        self.gateway_answers_http = False
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -407,6 +442,31 @@ class FakeDiscord:
         return message
 
     # ----------------------------------------------------------------------------- test API
+    def refuse(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int,
+        when: Callable[[RecordedRequest], bool] | None = None,
+        times: int | None = None,
+    ) -> Refusal:
+        """Answer ``method`` requests whose path (relative to ``/api/v10``) fully matches the
+        regular expression ``path`` with ``status`` and a JSON error, instead of serving them.
+
+        ``when`` picks among those requests; ``times`` limits how many are refused (default:
+        all). A 5xx makes discord.py retry the request (five tries in all, about 25 s of
+        backoff), so every try is refused while the refusal lasts. Refusals are checked in the
+        order they were made; the first that applies answers.
+        """
+        refusal = Refusal(method.upper(), re.compile(path), status, when, times)
+        self._refusals.append(refusal)
+        return refusal
+
+    def messages_path(self, channel_id: int | None = None) -> str:
+        """``/channels/{id}/messages`` as a regular expression for :meth:`refuse`."""
+        return re.escape(f"/channels/{channel_id or self.channel_id}/messages")
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a DISPATCH (op 0) to every connected client."""
         if not self._sessions:
@@ -590,6 +650,12 @@ class FakeDiscord:
             webhook = path.startswith(("/interactions/", "/webhooks/"))
             if not webhook and request.headers.get("Authorization") != f"Bot {self.token}":
                 return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+            for refusal in self._refusals:
+                if refusal.applies(recorded):
+                    return _json(
+                        {"message": f"{refusal.status}: refused by the test", "code": 0},
+                        status=refusal.status,
+                    )
             try:
                 response = self._route(request.method, path, payload, files)
             except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -753,8 +819,11 @@ class FakeDiscord:
         return web.Response(body=data, headers={"Content-Type": content_type})
 
     # ----------------------------------------------------------------------------- gateway
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
         self.gateway_queries.append(dict(request.query))
+        if self.gateway_answers_http:  # a web server where a websocket gateway should be
+            await self._notify()
+            return web.Response(text="<html><body>Hello</body></html>", content_type="text/html")
         compress = request.query.get("compress")
         ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)
         await ws.prepare(request)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -12,11 +14,12 @@ import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import discord
 import pytest
 from discord.ext import commands
+from discord_world import CSV
 from fake_discord import FakeDiscord
 
 from bot.endpoints import apply_discord_endpoints
@@ -284,6 +287,27 @@ async def _start_bot(env: dict[str, str], cwd: Path, log_path: Path) -> asyncio.
         )
 
 
+async def _sigterm(process: asyncio.subprocess.Process) -> int | None:
+    """Stop the bot as a service manager does; its exit code (None when it had to be killed)."""
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(process.wait(), timeout=60)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return None
+
+
+async def _wait_for_line(log_path: Path, text: str, timeout: float = 30) -> None:
+    """Wait (at most ``timeout`` seconds) until the bot's output contains ``text``."""
+    for _ in range(int(timeout / 0.1)):
+        if text in log_path.read_text(encoding="utf-8", errors="replace"):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the bot never logged {text!r}")
+
+
 async def _unless_exited(process: asyncio.subprocess.Process, awaitable: Awaitable[T]) -> T:
     """Await ``awaitable``, but fail at once if the bot process exits in the meantime."""
     step = asyncio.ensure_future(awaitable)
@@ -384,3 +408,277 @@ async def test_doppeltweet_bot_with_a_token_discord_rejects_exits_with_one_sente
     assert TOKEN not in output
     assert [(r.method, r.path) for r in fake.requests] == [("GET", "/users/@me")]
     assert fake.identifies == []
+
+
+# --------------------------------------------------------------------------- a server answering badly
+# The real bot, store, job runner and model cache in this process (the training process is the
+# stand-in from conftest.py, the model the scripted one), against the fake over loopback; the
+# fake refuses chosen requests or sends a malformed event.
+
+SECRET = "secret-payload-text-7f3a"
+
+
+def _bot_messages(fake: FakeDiscord) -> list[dict[str, Any]]:
+    """The messages the bot has in #general now, oldest first."""
+    return [
+        m
+        for m in sorted(fake.messages.values(), key=lambda m: int(m["id"]))
+        if m["author"]["id"] == str(fake.bot_user.id) and m["channel_id"] == str(fake.channel_id)
+    ]
+
+
+def _bot_message(fake: FakeDiscord, start: str) -> dict[str, Any] | None:
+    return next((m for m in _bot_messages(fake) if m["content"].startswith(start)), None)
+
+
+def _said(fake: FakeDiscord) -> str:
+    """Everything the bot ever tried to say, refused requests included."""
+    return "\n".join(
+        str((r.json or {}).get("content") or (r.json or {}).get("data", {}).get("content"))
+        for r in fake.requests
+        if r.method in ("POST", "PATCH")
+    )
+
+
+@pytest.fixture
+async def loopback_bot(
+    fake: FakeDiscord,
+    bot_settings: Any,
+    store: Any,
+    fake_training: Path,
+    scripted_generator: Any,
+    reset_cooldowns: None,
+) -> AsyncIterator[tuple[Any, asyncio.Task[None]]]:
+    """The doppeltweet bot connected to the fake, and the task that runs it."""
+    from bot.client import create_bot
+    from bot.jobs import JobRunner
+    from bot.model_cache import ModelCache
+
+    apply_discord_endpoints(fake.api_base, fake.gateway_url)
+    cache = ModelCache(2, 1 << 30, loader=lambda path: scripted_generator)
+    runner = JobRunner(store, bot_settings, python=str(fake_training))
+    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache, guild_ready_timeout=0.2)
+    task = asyncio.create_task(bot.start(fake.token))
+    try:
+        ready = asyncio.ensure_future(bot.wait_until_ready())
+        await asyncio.wait({ready, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            raise AssertionError(f"the bot did not get ready: {task}")
+        yield bot, task
+    finally:
+        if not task.done():
+            await asyncio.wait_for(bot.close(), timeout=30)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=10)
+        await cache.close()
+
+
+async def _answer(fake: FakeDiscord, command: dict[str, Any]) -> dict[str, Any]:
+    """The bot's first message after ``command`` that is not a training report."""
+    return await fake.wait_for(
+        lambda: next(
+            (
+                m
+                for m in _bot_messages(fake)
+                if int(m["id"]) > int(command["id"]) and "is trained." not in m["content"]
+            ),
+            None,
+        ),
+        what=f"the answer to {command['content']}",
+    )
+
+
+async def _train(fake: FakeDiscord) -> dict[str, Any]:
+    return await fake.send_user_message("!train @jack", files={"tweets.csv": CSV})
+
+
+async def _report(fake: FakeDiscord, *, timeout: float = 60) -> dict[str, Any]:
+    """The finished job's report, once its samples are in."""
+    return await fake.wait_for(
+        lambda: (
+            (m := _bot_message(fake, "**jack** is trained."))
+            and "**Samples**" in m["content"]
+            and m
+        ),
+        timeout=timeout,
+        what="the training report with its samples",
+    )
+
+
+async def test_a_malformed_gateway_event_while_a_training_edits_its_status_is_skipped(
+    fake: FakeDiscord,
+    loopback_bot: tuple[Any, asyncio.Task[None]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A MESSAGE_UPDATE whose member.roles holds role objects makes discord.py's parser raise;
+    the bot logs the event type once, skips the event and carries on with the training."""
+    bot, task = loopback_bot
+    monkeypatch.setenv("FAKE_TRAINING_STEPS", "15")
+    monkeypatch.setenv("FAKE_TRAINING_DELAY", "0.2")
+    command = await _train(fake)
+    status = await fake.wait_for(
+        lambda: _bot_message(fake, "**Job #1 · jack**"), what="the status message"
+    )
+    await fake.wait_for(
+        lambda: any(
+            r.method == "PATCH" and r.path.endswith(f"/messages/{status['id']}")
+            for r in fake.requests
+        ),
+        what="a progress edit of the status message",
+    )
+    role_objects = [r for r in fake.guild_payload()["roles"] if r["name"] == "admins"]
+    malformed = dict(command, content=SECRET, edited_timestamp=command["timestamp"])
+    malformed["member"] = dict(command["member"], roles=role_objects)
+    with caplog.at_level(logging.DEBUG, logger="bot.gateway_guard"):
+        await fake.dispatch("MESSAGE_UPDATE", malformed)
+        await fake.dispatch("MESSAGE_UPDATE", malformed)
+        jobs = await _answer(fake, await fake.send_user_message("!jobs"))
+        report = await _report(fake)
+
+    assert not task.done(), "the bot must keep running"
+    assert bot.skipped_events == {"MESSAGE_UPDATE": 2}
+    assert "Job #1" in jobs["content"] or jobs["content"].startswith("No training jobs")
+    assert fake.messages[int(status["id"])]["content"] == "**Job #1 · jack** — Done"
+    assert "Validation perplexity: 80.5 → 20.2" in report["content"]
+    assert [a["filename"] for a in report["attachments"]] == ["loss.png"]
+    errors = [r for r in caplog.records if r.name == "bot.gateway_guard" and r.levelname == "ERROR"]
+    assert len(errors) == 1, "logged once per event type"
+    assert "MESSAGE_UPDATE" in errors[0].getMessage()
+    assert "TypeError" in errors[0].getMessage()
+    assert SECRET not in caplog.text
+    assert "went wrong" not in _said(fake)
+
+
+async def test_a_status_reply_refused_with_400_falls_back_to_a_plain_message(
+    fake: FakeDiscord, loopback_bot: tuple[Any, asyncio.Task[None]]
+) -> None:
+    _, task = loopback_bot
+    replies = fake.refuse(
+        "POST",
+        fake.messages_path(),
+        status=400,
+        when=lambda r: "message_reference" in (r.json or {}),
+    )
+    await _train(fake)
+    report = await _report(fake)
+
+    assert len(replies.refused) == 1
+    assert replies.refused[0].json["content"] == "**Job #1 · jack** — Starting."
+    first = _bot_messages(fake)[0]
+    assert "message_reference" not in first
+    assert first["content"] == "**Job #1 · jack** — Done"  # the plain status, edited to the end
+    assert report["content"].startswith("**jack** is trained.")
+    assert "went wrong" not in _said(fake)
+    assert "refused" not in _said(fake)
+    assert not task.done()
+
+
+async def test_a_job_whose_reply_and_plain_status_are_refused_still_runs_and_jobs_shows_it(
+    fake: FakeDiscord,
+    loopback_bot: tuple[Any, asyncio.Task[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, task = loopback_bot
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "hang")
+    both = fake.refuse("POST", fake.messages_path(), status=400, times=2)
+    await _train(fake)
+    await fake.wait_for(lambda: len(both.refused) == 2, what="the reply and the plain message")
+    # The job's progress posts its status once Discord takes messages again.
+    status = await fake.wait_for(
+        lambda: _bot_message(fake, "**Job #1 · jack**"), what="the status from the job's progress"
+    )
+    jobs = await _answer(fake, await fake.send_user_message("!jobs"))
+
+    assert [r.json["content"] for r in both.refused] == ["**Job #1 · jack** — Starting."] * 2
+    assert "message_reference" not in status
+    assert jobs["content"].startswith("**Job #1 · jack** — ")
+    assert "went wrong" not in _said(fake)
+    assert not task.done()
+
+
+async def test_a_report_whose_loss_curve_is_refused_with_500_is_posted_as_text(
+    fake: FakeDiscord, loopback_bot: tuple[Any, asyncio.Task[None]]
+) -> None:
+    """discord.py retries a 500 with backoff (about 25 s in all) before giving up on the upload."""
+    from bot.exts.training import LOSS_CURVE_MISSING
+
+    _, task = loopback_bot
+    uploads = fake.refuse("POST", fake.messages_path(), status=500, when=lambda r: bool(r.files))
+    await _train(fake)
+    report = await _report(fake, timeout=120)
+
+    assert uploads.refused, "the upload was tried"
+    assert {f.filename for r in uploads.refused for f in r.files} == {"loss.png"}
+    assert uploads.refused[0].json["content"].startswith("**jack** is trained.")
+    lines = report["content"].splitlines()
+    assert lines[0] == "**jack** is trained."
+    assert "Validation perplexity: 80.5 → 20.2" in report["content"]
+    assert LOSS_CURVE_MISSING in lines
+    assert "**Samples** (AI-generated)\n> just setting up my twttr" in report["content"]
+    assert report["attachments"] == []
+    assert _bot_messages(fake)[0]["content"] == "**Job #1 · jack** — Done"
+    assert not task.done()
+
+
+async def test_doppeltweet_bot_skips_a_malformed_event_logs_ready_and_keeps_answering(
+    tmp_path: Path,
+) -> None:
+    """The process itself: a malformed MESSAGE_UPDATE is one log line, not an exit."""
+    async with FakeDiscord(token=TOKEN) as fake:
+        log_path = tmp_path / "bot.log"
+        process = await _start_bot(_bot_environment(fake, tmp_path / "data"), tmp_path, log_path)
+        failure: Exception | None = None
+        try:
+            await _unless_exited(process, fake.wait_until_identified(timeout=120))
+            command = await fake.send_user_message("!help")
+            await _unless_exited(process, fake.wait_for_sent_messages(1))
+            malformed = dict(command, content=SECRET)
+            malformed["member"] = dict(command["member"], roles=fake.guild_payload()["roles"])
+            await fake.dispatch("MESSAGE_UPDATE", malformed)
+            await fake.send_user_message("!help")
+            await _unless_exited(process, fake.wait_for_sent_messages(2))
+            # discord.py reports ready once no more servers arrive (guild_ready_timeout).
+            await _unless_exited(process, _wait_for_line(log_path, "Ready as "))
+        except Exception as error:
+            failure = error
+        finally:
+            code = await _sigterm(process)
+        output = log_path.read_text(encoding="utf-8", errors="replace")
+    if failure is not None:
+        raise AssertionError(f"{failure}\n--- doppeltweet bot ---\n{output[-4000:]}") from failure
+
+    assert code == 0, output[-4000:]
+    assert f"Using a Discord-compatible server: REST {fake.api_base}, gateway" in output
+    assert "Ready as doppeltweet" in output and "in 1 server." in output
+    assert output.count("Skipped a MESSAGE_UPDATE gateway event") == 1, output[-4000:]
+    assert SECRET not in output
+    assert TOKEN not in output
+    assert "Traceback" not in output, output[-4000:]
+
+
+async def test_doppeltweet_bot_with_a_gateway_url_that_answers_http_200_exits_with_one_sentence(
+    tmp_path: Path,
+) -> None:
+    async with FakeDiscord(token=TOKEN) as fake:
+        fake.gateway_answers_http = True
+        log_path = tmp_path / "bot.log"
+        process = await _start_bot(_bot_environment(fake, tmp_path / "data"), tmp_path, log_path)
+        try:
+            code = await asyncio.wait_for(process.wait(), timeout=120)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        output = log_path.read_text(encoding="utf-8", errors="replace")
+    assert code == 2, output[-4000:]
+    assert output.rstrip().endswith(
+        f"error: The gateway at DISCORD_GATEWAY_URL ({fake.gateway_url}) answered HTTP 200 "
+        "instead of accepting a websocket connection; set DISCORD_GATEWAY_URL to the server's "
+        "websocket gateway (ws:// or wss://), or leave it empty for Discord's."
+    ), output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    assert "Using a Discord-compatible server" in output
+    assert fake.gateway_queries, "the bot dialled the gateway"
+    assert TOKEN not in output

@@ -1,0 +1,123 @@
+"""Two gateway failures discord.py 2.7.1 does not survive, and how the bot survives them.
+
+* **An event its parser cannot read.** discord.py looks every dispatch up in
+  ``ConnectionState.parsers`` (``DiscordWebSocket.from_client`` hands that very dict to the
+  websocket as ``_discord_parsers``) and calls the parser inside ``received_message``; an exception
+  there ends ``Client.connect`` and with it the bot. Discord changes payloads from time to time, and
+  Discord-compatible servers send shapes of their own, so :func:`guard_parsers` wraps each entry of
+  that dict: an event that fails is skipped and logged once per event type — the type, the error's
+  class and where discord.py raised it, never the payload or the error's text, which may quote it
+  (an interaction carries its token).
+* **A first connection the gateway refuses.** When the very first websocket handshake fails,
+  ``Client.connect`` reads ``self.ws.sequence`` while ``self.ws`` is still None and dies with an
+  ``AttributeError`` (discord.py issue #10520). :func:`first_connection_error` turns the handshake's
+  own error into one sentence naming DISCORD_GATEWAY_URL.
+
+Both rest on discord.py internals that ``pyproject.toml`` pins (``discord.py==2.7.1``);
+tests/bot/test_gateway_guard.py and the loopback smoke tests check them against the installed
+version.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import aiohttp
+
+from training.errors import DoppeltweetError
+
+log = logging.getLogger(__name__)
+
+Parser = Callable[[Any], None]
+
+#: Marks a parser already wrapped, so guarding twice wraps once.
+_GUARDED = "__doppeltweet_guarded__"
+
+
+class GatewayError(DoppeltweetError):
+    """The gateway refused the bot's first connection; ``doppeltweet bot`` prints the sentence."""
+
+    exit_code = 2
+
+
+class _GuardedParser:
+    """One event's parser; a failure is logged (once per event type) and the event skipped."""
+
+    def __init__(self, event: str, parser: Parser, failures: dict[str, int]) -> None:
+        self.event = event
+        self.parser = parser
+        self.failures = failures
+        setattr(self, _GUARDED, True)
+
+    def __call__(self, data: Any) -> None:
+        try:
+            self.parser(data)
+        except Exception as error:
+            count = self.failures.get(self.event, 0) + 1
+            self.failures[self.event] = count
+            if count == 1:
+                log.error(
+                    "Skipped a %s gateway event that discord.py could not read (%s at %s); "
+                    "the bot carries on, and logs further ones at debug level.",
+                    self.event,
+                    type(error).__name__,
+                    _where(error),
+                )
+            else:
+                log.debug(
+                    "Skipped another unreadable %s gateway event (%d so far).", self.event, count
+                )
+
+
+def guard_parsers(parsers: MutableMapping[str, Parser]) -> dict[str, int]:
+    """Wrap every gateway event parser in ``parsers`` (a ``ConnectionState.parsers``) in place.
+
+    Returns the live count of skipped events per event type (for logs and tests).
+    """
+    failures: dict[str, int] = {}
+    for event, parser in list(parsers.items()):
+        if getattr(parser, _GUARDED, False):
+            continue
+        parsers[event] = _GuardedParser(event, parser, failures)
+    return failures
+
+
+def _where(error: BaseException) -> str:
+    """``member.py:123 in _update_roles`` — the innermost frame, which names no payload value."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "an unknown place"
+    frame = frames[-1]
+    file_name = frame.filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"{file_name}:{frame.lineno} in {frame.name}"
+
+
+def first_connection_error(error: BaseException, gateway: str, *, custom: bool) -> str | None:
+    """One sentence for a first gateway connection that failed with ``error``, or None when
+    ``error`` is not a failed connection.
+
+    ``gateway`` is the URL discord.py dialled (without its query), ``custom`` whether it came from
+    DISCORD_GATEWAY_URL rather than being discord.com's own.
+    """
+    if isinstance(error, aiohttp.WSServerHandshakeError):
+        why = f"answered HTTP {error.status} instead of accepting a websocket connection"
+    elif isinstance(error, aiohttp.ClientConnectorError):
+        why = f"could not be reached ({error.os_error.strerror or type(error.os_error).__name__})"
+    elif isinstance(error, aiohttp.ClientError | OSError):
+        why = f"could not be reached ({type(error).__name__})"
+    elif isinstance(error, TimeoutError):
+        why = "did not answer within 60 s"
+    else:
+        return None
+    if custom:
+        return (
+            f"The gateway at DISCORD_GATEWAY_URL ({gateway}) {why}; set DISCORD_GATEWAY_URL to "
+            "the server's websocket gateway (ws:// or wss://), or leave it empty for Discord's."
+        )
+    return (
+        f"Discord's gateway ({gateway}) {why}; check the network, or set DISCORD_GATEWAY_URL "
+        "when the bot uses a Discord-compatible server."
+    )
