@@ -104,12 +104,11 @@ def first_connection_error(error: BaseException, gateway: str, *, custom: bool) 
     """
     if isinstance(error, aiohttp.WSServerHandshakeError):
         why = f"answered HTTP {error.status} instead of accepting a websocket connection"
-    elif isinstance(error, aiohttp.ClientConnectorError):
-        why = f"could not be reached ({error.os_error.strerror or type(error.os_error).__name__})"
-    elif isinstance(error, aiohttp.ClientError | OSError):
-        why = f"could not be reached ({type(error).__name__})"
-    elif isinstance(error, TimeoutError):
+    elif isinstance(error, TimeoutError):  # before OSError, of which it is a kind
         why = "did not answer within 60 s"
+    elif isinstance(error, aiohttp.ClientError | OSError):
+        detail = error.strerror if isinstance(error, OSError) else None
+        why = f"could not be reached ({detail or type(error).__name__})"
     else:
         return None
     if custom:

@@ -163,6 +163,15 @@ async def test_an_unknown_command_gets_no_answer(world: World) -> None:
     assert world.bot_messages() == []
 
 
+class _Response:
+    """What discord.HTTPException reads from an aiohttp response."""
+
+    reason = "Bad Request"
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
 class _Ctx:
     """The two attributes error_sentence reads from a Context."""
 
@@ -197,10 +206,20 @@ class _Ctx:
             commands.BadArgument('Converting to "int" failed.'),
             'Converting to "int" failed; see `!help` for how to use `!tweet`.',
         ),
+        (
+            commands.CommandInvokeError(
+                discord.HTTPException(_Response(400), {"message": "Bad", "code": 50035})
+            ),
+            "Discord refused my answer to `!tweet` (HTTP 400); what the command did up to then "
+            "still stands.",
+        ),
         (commands.CommandInvokeError(KeyError("oops")), None),
     ],
-    ids=["doppeltweet", "wrapped", "cooldown", "owner", "dm", "permissions", "bad-arg", "bug"],
-)
+    ids=[
+        "doppeltweet", "wrapped", "cooldown", "owner", "dm", "permissions", "bad-arg",
+        "refused-reply", "bug",
+    ],
+)  # fmt: skip
 def test_each_command_error_becomes_one_sentence(error: Exception, sentence: str | None) -> None:
     assert error_sentence(_Ctx("tweet"), error) == sentence  # type: ignore[arg-type]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from bot.endpoints import (
     DISCORD_GATEWAY_URL,
     apply_discord_endpoints,
     current_discord_endpoints,
+    log_discord_endpoints,
+    uses_custom_gateway,
 )
 from training.errors import InputError
 
@@ -150,3 +153,24 @@ def test_doppeltweet_bot_refuses_a_bad_endpoint_before_connecting(
     assert err == f"error: {sentence}\n"
     assert "not-a-real-token" not in err
     assert current_discord_endpoints() == (DISCORD_API_BASE, str(DISCORD_GATEWAY_URL))
+
+
+def test_the_endpoints_are_logged_only_when_not_discord_com(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`doppeltweet bot` logs them once logging is set up; applying them logs nothing."""
+    with caplog.at_level(logging.INFO, logger="bot.endpoints"):
+        apply_discord_endpoints(None, None)
+        log_discord_endpoints()
+        apply_discord_endpoints(None, "ws://127.0.0.1:8080/gateway")
+        applied = len(caplog.records)
+        log_discord_endpoints()
+    assert applied == 0
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "Using a Discord-compatible server: REST https://discord.com/api/v10, "
+        "gateway ws://127.0.0.1:8080/gateway"
+    )
+    assert uses_custom_gateway()
+    apply_discord_endpoints(None, None)
+    assert not uses_custom_gateway()

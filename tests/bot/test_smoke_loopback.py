@@ -410,7 +410,7 @@ async def test_doppeltweet_bot_with_a_token_discord_rejects_exits_with_one_sente
     assert fake.identifies == []
 
 
-# --------------------------------------------------------------------------- a server answering badly
+# ---------------------------------------------------------------- a server that answers badly
 # The real bot, store, job runner and model cache in this process (the training process is the
 # stand-in from conftest.py, the model the scripted one), against the fake over loopback; the
 # fake refuses chosen requests or sends a malformed event.
@@ -572,6 +572,31 @@ async def test_a_status_reply_refused_with_400_falls_back_to_a_plain_message(
     assert report["content"].startswith("**jack** is trained.")
     assert "went wrong" not in _said(fake)
     assert "refused" not in _said(fake)
+    assert not task.done()
+
+
+async def test_a_slash_train_whose_interaction_answer_is_refused_posts_its_status_plainly(
+    fake: FakeDiscord, loopback_bot: tuple[Any, asyncio.Task[None]]
+) -> None:
+    _, task = loopback_bot
+    callbacks = fake.refuse("POST", r"/interactions/\d+/[^/]+/callback", status=400)
+    await fake.send_slash_command("train", {"handles": "bluesky:jack.bsky.social"})
+    report = await fake.wait_for(
+        lambda: (
+            (m := _bot_message(fake, "**jack.bsky.social** is trained."))
+            and "**Samples**" in m["content"]
+            and m
+        ),
+        timeout=60,
+        what="the training report",
+    )
+
+    assert [r.json["data"]["content"] for r in callbacks.refused] == [
+        "**Job #1 · jack.bsky.social** — Starting."
+    ]
+    assert _bot_messages(fake)[0]["content"] == "**Job #1 · jack.bsky.social** — Done"
+    assert "went wrong" not in _said(fake)
+    assert report["attachments"][0]["filename"] == "loss.png"
     assert not task.done()
 
 
