@@ -22,7 +22,8 @@ messages:
 A test can make the fake answer badly: ``refuse(method, path, status=...)`` answers matching REST
 requests with an error (every time, or the next ``times``; optionally only those a predicate
 picks), ``dispatch`` injects any gateway event (a malformed one too), and
-``gateway_answers_http = True`` makes ``/gateway`` answer a plain HTTP 200 instead of upgrading.
+``gateway_answers_http = True`` makes ``/gateway`` answer a plain HTTP 200 instead of upgrading,
+and ``echo_edits`` dispatches every message edit back as a MESSAGE_UPDATE in the shape it makes.
 
 Every request is recorded (``requests``), so a test asserts the exact wire payloads, e.g.
 ``allowed_mentions == {"parse": []}``. Waiting is always bounded by a timeout, and ``close()`` ends
@@ -242,6 +243,9 @@ class FakeDiscord:
         self._refusals: list[Refusal] = []
         #: When true, ``/gateway`` answers a plain HTTP 200 page instead of a websocket upgrade.
         self.gateway_answers_http = False
+        #: When set, every message edit is dispatched as MESSAGE_UPDATE, as Discord does, after
+        #: this function has shaped the payload (a test makes it malformed).
+        self.echo_edits: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -663,6 +667,9 @@ class FakeDiscord:
                 return _json({"message": "400: Bad Request", "code": 50035}, status=400)
             if response.status == 404:
                 self.unknown_requests.append(recorded)
+            elif self.echo_edits is not None and request.method == "PATCH" and self._sessions:
+                edited = json.loads(response.body)  # type: ignore[arg-type]
+                await self.dispatch("MESSAGE_UPDATE", self.echo_edits(edited))
             return response
         finally:
             await self._notify()
