@@ -19,9 +19,8 @@ import discord
 from discord.ext import commands
 
 from bot.config import BotSettings
-from bot.endpoints import current_discord_endpoints, uses_custom_gateway
 from bot.formatting import escape_mentions
-from bot.gateway_guard import GatewayError, first_connection_error, guard_parsers
+from bot.gateway_guard import first_connection_explained, guard_parsers
 from bot.jobs import JobRunner
 from bot.model_cache import ModelCache
 from bot.public_errors import public_error
@@ -169,24 +168,8 @@ class DoppeltweetBot(commands.Bot):
     async def connect(self, *, reconnect: bool = True) -> None:
         """discord.py's connection loop; a gateway that refuses the very first connection is a
         :class:`~bot.gateway_guard.GatewayError` sentence instead of discord.py's traceback."""
-        quiet = _NoRetryTracebackBeforeFirstConnection(self)
-        client_log = logging.getLogger("discord.client")
-        client_log.addFilter(quiet)
-        try:
+        with first_connection_explained(self):
             await super().connect(reconnect=reconnect)
-        except AttributeError as error:
-            # discord.py 2.7.1 reads ``self.ws.sequence`` after a failed first handshake while
-            # ``self.ws`` is still None; the handshake's own error is the context.
-            cause = error.__context__
-            if self.ws is not None or cause is None:
-                raise
-            _, gateway = current_discord_endpoints()
-            sentence = first_connection_error(cause, gateway, custom=uses_custom_gateway())
-            if sentence is None:
-                raise
-            raise GatewayError(sentence) from None
-        finally:
-            client_log.removeFilter(quiet)
 
     async def on_ready(self) -> None:
         """Say in the log that the bot is connected, as whom, and in how many servers."""
@@ -229,18 +212,6 @@ class DoppeltweetBot(commands.Bot):
             await ctx.send(sentence, allowed_mentions=NO_MENTIONS, ephemeral=True)
         except discord.HTTPException:
             log.warning("could not report a command error in channel %s", ctx.channel.id)
-
-
-class _NoRetryTracebackBeforeFirstConnection(logging.Filter):
-    """Drops discord.py's "Attempting a reconnect" traceback while the bot has never been
-    connected: that failure ends in a :class:`GatewayError` sentence instead."""
-
-    def __init__(self, bot: DoppeltweetBot) -> None:
-        super().__init__()
-        self.bot = bot
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (self.bot.ws is None and str(record.msg).startswith("Attempting a reconnect"))
 
 
 def _unwrap(error: BaseException) -> BaseException:

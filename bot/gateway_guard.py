@@ -1,40 +1,35 @@
 """Two gateway failures discord.py 2.7.1 does not survive, and how the bot survives them.
 
-* **An event its parser cannot read.** discord.py looks every dispatch up in
-  ``ConnectionState.parsers`` (``DiscordWebSocket.from_client`` hands that very dict to the
-  websocket as ``_discord_parsers``) and calls the parser inside ``received_message``; an exception
-  there ends ``Client.connect`` and with it the bot. Discord changes payloads from time to time, and
-  Discord-compatible servers send shapes of their own, so :func:`guard_parsers` wraps each entry of
-  that dict: an event that fails is skipped and logged once per event type — the type, the error's
-  class and where discord.py raised it, never the payload or the error's text, which may quote it
-  (an interaction carries its token).
-* **A first connection the gateway refuses.** When the very first websocket handshake fails,
-  ``Client.connect`` reads ``self.ws.sequence`` while ``self.ws`` is still None and dies with an
-  ``AttributeError`` (discord.py issue #10520). :func:`first_connection_error` turns the handshake's
-  own error into one sentence naming DISCORD_GATEWAY_URL.
+* An event its parser cannot read: discord.py calls ``ConnectionState.parsers[event]`` (the dict
+  ``DiscordWebSocket.from_client`` hands the websocket as ``_discord_parsers``) inside
+  ``received_message``, and an exception there ends ``Client.connect``. :func:`guard_parsers`
+  wraps each entry: the event is skipped and logged once per event type, with the error's class
+  and place but never the payload or the error's text (which may quote it).
+* A first handshake that fails: ``Client.connect`` then reads ``self.ws.sequence`` while
+  ``self.ws`` is None and dies with an ``AttributeError`` (discord.py issue #10520).
+  :func:`first_connection_explained` turns that into one sentence naming DISCORD_GATEWAY_URL.
 
-Both rest on discord.py internals that ``pyproject.toml`` pins (``discord.py==2.7.1``);
-tests/bot/test_gateway_guard.py and the loopback smoke tests check them against the installed
-version.
+Both rest on internals of the pinned ``discord.py==2.7.1``; tests/bot/test_gateway_guard.py and
+the loopback smoke tests check them against the installed version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import aiohttp
+import discord
 
+from bot.endpoints import current_discord_endpoints, uses_custom_gateway
 from training.errors import DoppeltweetError
 
 log = logging.getLogger(__name__)
 
 Parser = Callable[[Any], None]
-
-#: Marks a parser already wrapped, so guarding twice wraps once.
-_GUARDED = "__doppeltweet_guarded__"
 
 
 class GatewayError(DoppeltweetError):
@@ -50,7 +45,6 @@ class _GuardedParser:
         self.event = event
         self.parser = parser
         self.failures = failures
-        setattr(self, _GUARDED, True)
 
     def __call__(self, data: Any) -> None:
         try:
@@ -79,7 +73,7 @@ def guard_parsers(parsers: MutableMapping[str, Parser]) -> dict[str, int]:
     """
     failures: dict[str, int] = {}
     for event, parser in list(parsers.items()):
-        if getattr(parser, _GUARDED, False):
+        if isinstance(parser, _GuardedParser):  # guarding twice wraps once
             continue
         parsers[event] = _GuardedParser(event, parser, failures)
     return failures
@@ -120,3 +114,38 @@ def first_connection_error(error: BaseException, gateway: str, *, custom: bool) 
         f"Discord's gateway ({gateway}) {why}; check the network, or set DISCORD_GATEWAY_URL "
         "when the bot uses a Discord-compatible server."
     )
+
+
+class _QuietBeforeFirstConnection(logging.Filter):
+    """Drops discord.py's "Attempting a reconnect" traceback while ``client`` has never been
+    connected: that failure ends in a :class:`GatewayError` sentence instead."""
+
+    def __init__(self, client: discord.Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        never_connected = self.client.ws is None
+        return not (never_connected and str(record.msg).startswith("Attempting a reconnect"))
+
+
+@contextlib.contextmanager
+def first_connection_explained(client: discord.Client) -> Iterator[None]:
+    """Around ``Client.connect``: a failed first handshake raises :class:`GatewayError`."""
+    quiet = _QuietBeforeFirstConnection(client)
+    client_log = logging.getLogger("discord.client")
+    client_log.addFilter(quiet)
+    try:
+        yield
+    except AttributeError as error:
+        # discord.py's AttributeError comes while handling the handshake's own error.
+        cause = error.__context__
+        if client.ws is not None or cause is None:
+            raise
+        _, gateway = current_discord_endpoints()
+        sentence = first_connection_error(cause, gateway, custom=uses_custom_gateway())
+        if sentence is None:
+            raise
+        raise GatewayError(sentence) from None
+    finally:
+        client_log.removeFilter(quiet)

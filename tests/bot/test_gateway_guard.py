@@ -3,6 +3,7 @@ sentences. The loopback smoke tests show both on a real connection."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -115,3 +116,29 @@ def test_an_error_that_is_no_failed_connection_gets_no_sentence() -> None:
 
 def test_a_gateway_error_exits_like_a_bad_setting() -> None:
     assert GatewayError("x").exit_code == 2
+
+
+async def test_the_bot_against_a_gateway_answering_http_200_raises_the_sentence_quietly(
+    bot_settings: BotSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fake_discord import FakeDiscord
+
+    from bot.endpoints import apply_discord_endpoints
+
+    async with FakeDiscord() as fake:
+        fake.gateway_answers_http = True
+        apply_discord_endpoints(fake.api_base, fake.gateway_url)
+        bot = create_bot(bot_settings)
+        try:
+            with caplog.at_level(logging.INFO), pytest.raises(GatewayError) as caught:
+                await asyncio.wait_for(bot.start(fake.token), timeout=60)
+        finally:
+            await bot.close()
+            apply_discord_endpoints(None, None)
+    assert str(caught.value).startswith(
+        f"The gateway at DISCORD_GATEWAY_URL ({fake.gateway_url}) answered HTTP 200 "
+    )
+    assert caught.value.__cause__ is None
+    assert not [r for r in caplog.records if r.exc_info], "no traceback is logged"
+    assert not [r for r in caplog.records if "Attempting a reconnect" in r.getMessage()]
+    assert logging.getLogger("discord.client").filters == []
