@@ -262,8 +262,8 @@ def _sentence(ctx: commands.Context[Any], error: BaseException) -> str | None:
         return f"{detail}; see `{prefix}help` for how to use `{prefix}{name}`."
     if isinstance(error, discord.HTTPException):
         return (
-            f"Discord refused my answer to `{prefix}{name}` (HTTP {error.status}); what the "
-            "command did up to then still stands."
+            f"Discord refused one of my requests for `{prefix}{name}` (HTTP {error.status}); "
+            "anything the command did before that still stands."
         )
     return None
 

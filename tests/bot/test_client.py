@@ -210,8 +210,8 @@ class _Ctx:
             commands.CommandInvokeError(
                 discord.HTTPException(_Response(400), {"message": "Bad", "code": 50035})
             ),
-            "Discord refused my answer to `!tweet` (HTTP 400); what the command did up to then "
-            "still stands.",
+            "Discord refused one of my requests for `!tweet` (HTTP 400); anything the command "
+            "did before that still stands.",
         ),
         (commands.CommandInvokeError(KeyError("oops")), None),
     ],
