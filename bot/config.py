@@ -245,6 +245,11 @@ class BotSettings(BaseSettings):
         description="Base URL of a `doppeltweet serve` (or other OpenAI-compatible) completions "
         "server, e.g. `http://ray-head:8000`: set, `!tweet` generates there; unset, in the bot.",
     )
+    generation_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the generation server: `doppeltweet serve` requires it "
+        "(and refuses to listen beyond loopback without it), the bot sends it.",
+    )
     generation_timeout_s: float = Field(
         default=120,
         gt=0,
