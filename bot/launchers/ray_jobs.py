@@ -21,12 +21,10 @@ import shlex
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
-from pydantic import SecretStr
-
+from bot.child_env import training_env_names
 from bot.config import BotSettings
 from bot.launchers.base import Attempt, LauncherUnavailable, Outcome
 from bot.store import Job
-from training.config import TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +51,12 @@ def submission_id(job: Job) -> str:
     return f"doppeltweet-{job.id}-{created}-{job.restarts}"
 
 
-def _training_env_names() -> set[str]:
-    """Environment names of the training settings that are not secrets (passed to the job)."""
-    names: set[str] = set()
-    for name, field in TrainingSettings.model_fields.items():
-        if SecretStr in getattr(field.annotation, "__args__", (field.annotation,)):
-            continue
-        names.add(f"DOPPELTWEET_{name.upper()}")
-    return names
-
-
 def job_env(env: Mapping[str, str], extra: Collection[str] = ()) -> dict[str, str]:
     """What of the bot's environment travels with a Ray Job: unbuffered output, the training
     settings that are not secrets and the ``extra`` names (the workers keep their own PATH,
     HOME and credentials)."""
-    wanted = _training_env_names() | set(extra)
-    out = {k: v for k, v in env.items() if k in wanted}
+    wanted = training_env_names() | {name.upper() for name in extra}
+    out = {k: v for k, v in env.items() if k.upper() in wanted}
     out["PYTHONUNBUFFERED"] = "1"
     return out
 
