@@ -217,7 +217,8 @@ class BotSettings(BaseSettings):
         default="python",
         min_length=1,
         description="The Python interpreter on the Ray workers that runs `-m training train` "
-        "(it must have doppeltweet installed).",
+        "(it must have doppeltweet installed; unset, a head on this machine uses the bot's own "
+        "interpreter).",
     )
     ray_num_cpus: float = Field(
         default=1, ge=0, description="CPUs each training's Ray Job reserves (entrypoint_num_cpus)."
