@@ -8,6 +8,10 @@ header names a model goes to a replica that already holds it. The HTTP contract 
 completions (``POST /v1/completions``), so a client written for it works, and on GPUs a vLLM
 server with multi-LoRA can stand in for Llama-architecture bases (docs/deployment.md).
 
+Every request but ``/health`` carries the bearer token ``DOPPELTWEET_GENERATION_TOKEN`` when one
+is set, and one must be set to listen beyond loopback; every field is range-checked and every
+failure is one sentence in OpenAI's error shape (:func:`respond`, which the deployment calls).
+
 The filters are the ones local generation applies, server-side: the choices are whole tweets
 (prompt included) cut at the first line, without links, within 280 characters, never a copy of a
 training tweet. The bot's side is :mod:`bot.remote_generation`.
