@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -346,9 +347,10 @@ def build_app(settings: BotSettings) -> Any:
         "num_cpus": settings.serve_num_cpus,
         "num_gpus": settings.serve_num_gpus,
     }
-    if settings.serve_host in _LOOPBACK:
-        # The variable Ray's worker_process_setup_hook sets; Serve does not pass the option
-        # itself on to the replicas it starts (checked with Ray 2.60).
+    if settings.serve_host in _LOOPBACK or settings.serve_ray_address == "local":
+        # The hook acts only on a node whose address is loopback (a local head's is). The
+        # variable Ray's worker_process_setup_hook sets; Serve does not pass the option itself
+        # on to the replicas it starts (checked with Ray 2.60).
         hook = f"{__name__}.bind_replicas_to_loopback"
         actor_options["runtime_env"] = {"env_vars": {_SETUP_HOOK_VAR: hook}}
 
@@ -402,8 +404,9 @@ def local_head_options() -> dict[str, Any]:
     port on loopback (GCS, raylet, dashboard, workers), where no other machine can send it work.
 
     Ray 2.60 binds its GCS and raylet to the machine's network address, even when told
-    127.0.0.1, unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is 0. A head other machines must
-    join is started with ``ray start`` and token authentication instead (docs/deployment.md).
+    127.0.0.1, unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is 0, which Ray reads when it is
+    imported: call this first. A head other machines must join is started with ``ray start``
+    and token authentication instead (docs/deployment.md).
     """
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     return {"address": "local", "_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}
@@ -411,14 +414,17 @@ def local_head_options() -> dict[str, Any]:
 
 def run(settings: BotSettings, stop: threading.Event) -> None:
     """Deploy the application, wait until ``stop`` is set, then shut Serve down."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Before Ray is imported: it reads its environment once, at import.
+    options = (
+        local_head_options()
+        if settings.serve_ray_address == "local"
+        else {"address": settings.serve_ray_address}
+    )
     import ray
     from ray import serve
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if settings.serve_ray_address == "local":
-        ray.init(**local_head_options(), log_to_driver=False)
-    else:
-        ray.init(address=settings.serve_ray_address, log_to_driver=False)
+    ray.init(**options, log_to_driver=False)
     try:
         serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
         serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
@@ -452,9 +458,7 @@ def main(argv: Sequence[str]) -> int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        import ray  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("ray") is None:
         print(
             "error: doppeltweet serve needs Ray: pip install 'doppeltweet[ray]'.", file=sys.stderr
         )
