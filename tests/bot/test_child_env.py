@@ -33,6 +33,7 @@ PLAIN = {
     "HOME": "/home/bot",
     "doppeltweet_max_tweets": "5000",
     "DOPPELTWEET_MODELS_DIR": "/models",
+    "doppeltweet_allow_private_servers": "true",
 }
 
 
@@ -92,6 +93,7 @@ def test_a_ray_job_gets_training_settings_only_whatever_their_case(environment: 
     env = job_env(dict(os.environ), extra=["home"])
     assert _leaks(env) == set() and "x_bearer_token" not in env
     assert env["doppeltweet_max_tweets"] == "5000" and env["HOME"] == "/home/bot"
+    assert env["doppeltweet_allow_private_servers"] == "true"
 
 
 def test_every_secret_field_is_known_by_every_name_it_is_read_from() -> None:
