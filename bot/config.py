@@ -217,7 +217,8 @@ class BotSettings(BaseSettings):
         default="python",
         min_length=1,
         description="The Python interpreter on the Ray workers that runs `-m training train` "
-        "(it must have doppeltweet installed).",
+        "(it must have doppeltweet installed; unset, a head on this machine uses the bot's own "
+        "interpreter).",
     )
     ray_num_cpus: float = Field(
         default=1, ge=0, description="CPUs each training's Ray Job reserves (entrypoint_num_cpus)."
@@ -244,6 +245,11 @@ class BotSettings(BaseSettings):
         default=None,
         description="Base URL of a `doppeltweet serve` (or other OpenAI-compatible) completions "
         "server, e.g. `http://ray-head:8000`: set, `!tweet` generates there; unset, in the bot.",
+    )
+    generation_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the generation server: `doppeltweet serve` requires it "
+        "(and refuses to listen beyond loopback without it), the bot sends it.",
     )
     generation_timeout_s: float = Field(
         default=120,

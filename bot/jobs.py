@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.child_env import TRAINING_SECRETS, child_environment
 from bot.config import BotSettings
 from bot.launchers.base import Attempt, Launcher, LauncherUnavailable, Outcome
 from bot.launchers.local import LocalLauncher
@@ -75,23 +76,6 @@ LISTENER_TIMEOUT_S = 30.0
 STDERR_TAIL_LINES = 40
 STDERR_LINE_CHARS = 500
 
-#: Environment variables the training process has no use for: secrets stay in the bot.
-_PRIVATE_ENV = (
-    "DISCORD_TOKEN",
-    "DOPPELTWEET_DISCORD_TOKEN",
-    "X_CONSUMER_KEY",
-    "X_CONSUMER_SECRET",
-    "X_ACCESS_TOKEN",
-    "X_ACCESS_TOKEN_SECRET",
-    "DOPPELTWEET_X_CONSUMER_KEY",
-    "DOPPELTWEET_X_CONSUMER_SECRET",
-    "DOPPELTWEET_X_ACCESS_TOKEN",
-    "DOPPELTWEET_X_ACCESS_TOKEN_SECRET",
-    "BLUESKY_APP_PASSWORD",
-    "DOPPELTWEET_BLUESKY_APP_PASSWORD",
-    "MASTODON_ACCESS_TOKEN",
-    "DOPPELTWEET_MASTODON_ACCESS_TOKEN",
-)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _BASE_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 
@@ -682,7 +666,7 @@ class JobRunner:
 
     @staticmethod
     def _environment() -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        env = child_environment(os.environ, secrets_kept=TRAINING_SECRETS)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

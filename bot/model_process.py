@@ -54,10 +54,10 @@ class _Worker:
     """One child process and the two threads that send to and read from it."""
 
     def __init__(self, threads: int) -> None:
-        from bot.jobs import _PRIVATE_ENV
+        from bot.child_env import GENERATION_SECRETS, child_environment
 
         ours, theirs = socket.socketpair()
-        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        env = child_environment(os.environ, secrets_kept=GENERATION_SECRETS)
         # The child imports this package the way the bot did, wherever it was run from.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:

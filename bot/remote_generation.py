@@ -48,13 +48,23 @@ def _version(path: Path) -> str:
 class RemoteGenerator:
     """A model served by a generation server; what :class:`bot.model_cache.ModelCache` needs."""
 
-    def __init__(self, base_url: str, model: str, version: str, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        version: str,
+        *,
+        timeout_s: float,
+        token: str | None = None,
+    ) -> None:
         self.url = base_url.rstrip("/") + "/v1/completions"
         self.base_url = base_url
         self.model = model
         self.version = version
         self.timeout_s = timeout_s
         self._session = requests.Session()
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
 
     @property
     def memory_bytes(self) -> int:
@@ -85,6 +95,11 @@ class RemoteGenerator:
             data = response.json()
         except ValueError:
             data = None
+        if response.status_code == 401:
+            raise ModelError(
+                f"The generation server at {self.base_url} refused the bot's token; set "
+                "DOPPELTWEET_GENERATION_TOKEN to the server's."
+            )
         if response.status_code != 200 or not isinstance(data, dict):
             error = data.get("error") if isinstance(data, dict) else None
             message = error.get("message") if isinstance(error, dict) else None
@@ -117,10 +132,17 @@ def remote_loader(settings: BotSettings) -> Callable[[Path], RemoteGenerator]:
         raise ValueError("remote generation needs DOPPELTWEET_GENERATION_URL")
     url = settings.generation_url
     data_dir = settings.data_dir
+    token = (
+        settings.generation_token.get_secret_value().strip() if settings.generation_token else ""
+    )
 
     def load(path: Path) -> RemoteGenerator:
         return RemoteGenerator(
-            url, model_id(data_dir, path), _version(path), timeout_s=settings.generation_timeout_s
+            url,
+            model_id(data_dir, path),
+            _version(path),
+            timeout_s=settings.generation_timeout_s,
+            token=token or None,
         )
 
     return load

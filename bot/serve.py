@@ -8,6 +8,10 @@ header names a model goes to a replica that already holds it. The HTTP contract 
 completions (``POST /v1/completions``), so a client written for it works, and on GPUs a vLLM
 server with multi-LoRA can stand in for Llama-architecture bases (docs/deployment.md).
 
+Every request but ``/health`` carries the bearer token ``DOPPELTWEET_GENERATION_TOKEN`` when one
+is set, and one must be set to listen beyond loopback; every field is range-checked and every
+failure is one sentence in OpenAI's error shape (:func:`respond`, which the deployment calls).
+
 The filters are the ones local generation applies, server-side: the choices are whole tweets
 (prompt included) cut at the first line, without links, within 280 characters, never a copy of a
 training tweet. The bot's side is :mod:`bot.remote_generation`.
@@ -18,14 +22,21 @@ Registered in the ``doppeltweet.commands`` entry-point group, so ``training`` ne
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
+import hmac
+import importlib.util
+import ipaddress
+import json
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +45,9 @@ from pydantic import ValidationError
 from training.errors import DoppeltweetError, InputError, ModelError
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
     from bot.config import BotSettings
 
 log = logging.getLogger(__name__)
@@ -43,6 +57,19 @@ APP_NAME = "doppeltweet"
 MODEL_HEADER = "serve_multiplexed_model_id"
 #: Most tweets one request may ask for.
 MAX_N = 10
+#: The sampling values a request may set, each a closed range of finite numbers.
+TEMPERATURE_RANGE = (0.1, 2.0)
+TOP_P_RANGE = (0.05, 1.0)
+#: ``max_tokens`` counts the whole sequence; a tweet needs more than 16 tokens of room.
+MAX_TOKENS_RANGE = (17, 1024)
+#: Most strings in ``exclude``, and most characters in each.
+MAX_EXCLUDE = 1000
+MAX_EXCLUDE_CHARS = 1000
+#: Largest request body read.
+MAX_BODY_BYTES = 1024 * 1024
+#: The setting that holds the bearer token (the server requires it, the bot sends it).
+TOKEN_SETTING = "DOPPELTWEET_GENERATION_TOKEN"
+UNAUTHORIZED = f"A valid bearer token is required ({TOKEN_SETTING})."
 #: Files that make a folder a model (a completed training writes both).
 _MODEL_FILES = ("training.json", "dataset.jsonl")
 
@@ -77,6 +104,21 @@ def _int_field(body: dict[str, Any], key: str, default: int | None, low: int, hi
     return value
 
 
+def _number_field(body: dict[str, Any], key: str, low: float, high: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    # Whole numbers are compared before any float(): 10**400 must not overflow.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or not low <= value <= high
+    ):
+        raise InputError(f"{key} must be a number from {low:g} to {high:g}.")
+    return float(value)
+
+
 def parse_request(body: Any) -> dict[str, Any]:
     """The checked fields of an OpenAI completions request (``model``, ``prompt``, ``n``, …)."""
     if not isinstance(body, dict):
@@ -89,16 +131,21 @@ def parse_request(body: Any) -> dict[str, Any]:
     if not isinstance(prompt, str):
         raise InputError("prompt must be one string.")
     exclude = body.get("exclude", [])
-    if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
-        raise InputError("exclude must be a list of strings.")
+    if (
+        not isinstance(exclude, list)
+        or len(exclude) > MAX_EXCLUDE
+        or not all(isinstance(e, str) and len(e) <= MAX_EXCLUDE_CHARS for e in exclude)
+    ):
+        raise InputError(
+            f"exclude must be a list of at most {MAX_EXCLUDE} strings of at most "
+            f"{MAX_EXCLUDE_CHARS} characters."
+        )
     sampling: dict[str, Any] = {}
-    for key in ("temperature", "top_p"):
-        if key in body and body[key] is not None:
-            value = body[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InputError(f"{key} must be a number.")
-            sampling[key] = float(value)
-    max_tokens = _int_field(body, "max_tokens", None, 16, 1024)
+    for key, (low, high) in (("temperature", TEMPERATURE_RANGE), ("top_p", TOP_P_RANGE)):
+        value = _number_field(body, key, low, high)
+        if value is not None:
+            sampling[key] = value
+    max_tokens = _int_field(body, "max_tokens", None, *MAX_TOKENS_RANGE)
     if max_tokens is not None:
         sampling["max_length"] = max_tokens
     return {
@@ -106,7 +153,7 @@ def parse_request(body: Any) -> dict[str, Any]:
         "prompt": prompt,
         "n": _int_field(body, "n", 1, 1, MAX_N),
         "seed": _int_field(body, "seed", None, 0, 2**32 - 1),
-        "exclude": exclude[:1000],
+        "exclude": exclude,
         "sampling": sampling,
     }
 
@@ -137,6 +184,123 @@ def completion_body(model: str, result: Any) -> dict[str, Any]:
 def error_body(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:
     """OpenAI's error shape."""
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def token_digest(token: str) -> bytes:
+    """What the server keeps of the token: its SHA-256, so the secret itself never travels to
+    the replicas."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def authorized(header: str | None, digest: bytes | None) -> bool:
+    """Whether an ``Authorization`` header carries the bearer token (always, with no token set);
+    compared in constant time."""
+    if digest is None:
+        return True
+    scheme, _, presented = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        presented = ""
+    return hmac.compare_digest(token_digest(presented.strip()), digest)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a listen address keeps the server on this machine."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, token: str | None) -> None:
+    """Refuse to listen beyond loopback without a token: anyone who reaches the port could
+    generate from every model of every server."""
+    if not is_loopback_host(host) and not (token and token.strip()):
+        raise InputError(
+            f"Set {TOKEN_SETTING} before serving on {host}: beyond loopback every request must "
+            "carry that bearer token."
+        )
+
+
+def generate_with(generator: Any, fields: dict[str, Any]) -> Any:
+    """One checked request's tweets from a loaded generator."""
+    from dataclasses import replace
+
+    from training.generate import GenerationSettings
+
+    sampling = replace(GenerationSettings(), **fields["sampling"])
+    return generator.generate(
+        fields["prompt"],
+        n=fields["n"],
+        seed=fields["seed"],
+        exclude=fields["exclude"],
+        settings=sampling,
+    )
+
+
+async def respond(
+    request: Request,
+    *,
+    digest: bytes | None,
+    header_model: str | None,
+    load: Callable[[str], Awaitable[Any]],
+) -> JSONResponse:
+    """One HTTP request, answered: health, the token, the checked fields, then the tweets;
+    every failure is JSON with one sentence, never a bare 500."""
+    from starlette.responses import JSONResponse
+
+    path = request.url.path.rstrip("/")
+    if path in ("", "/health", "/v1/health"):
+        return JSONResponse({"status": "ok"})
+    if not authorized(request.headers.get("authorization"), digest):
+        return JSONResponse(
+            error_body(UNAUTHORIZED, "authentication_error"),
+            401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if path != "/v1/completions" or request.method != "POST":
+        return JSONResponse(
+            error_body("Only POST /v1/completions is served here.", "not_found"), 404
+        )
+    too_big = JSONResponse(
+        error_body(f"The request body must be at most {MAX_BODY_BYTES // 1024} KB."), 413
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return too_big
+    try:
+        fields = parse_request(json.loads(body))
+    except (ValueError, RecursionError):
+        return JSONResponse(error_body("The request body must be JSON."), 400)
+    except InputError as error:
+        return JSONResponse(error_body(str(error)), 400)
+    model_id = header_model or fields["model"]
+    if model_id.split("@", 1)[0] != fields["model"].split("@", 1)[0]:
+        return JSONResponse(
+            error_body(f"The {MODEL_HEADER} header and model name different models."), 400
+        )
+    try:
+        generator = await load(model_id)
+        result = await asyncio.to_thread(generate_with, generator, fields)
+    except InputError as error:
+        return JSONResponse(error_body(str(error)), 400)
+    except ModelError as error:
+        return JSONResponse(error_body(str(error), "model_not_found"), 404)
+    except DoppeltweetError as error:
+        return JSONResponse(error_body(str(error), "server_error"), 500)
+    except Exception:
+        log.exception("generation failed for %s", fields["model"])
+        return JSONResponse(
+            error_body("The model failed while generating; try again.", "server_error"), 500
+        )
+    return JSONResponse(completion_body(fields["model"], result))
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -173,20 +337,20 @@ def bind_replicas_to_loopback() -> None:
 
 def build_app(settings: BotSettings) -> Any:
     """The Ray Serve application (a bound deployment) for ``serve.run``."""
-    import asyncio
-
     from ray import serve
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
 
     data_dir = str(settings.data_dir.resolve())
+    token = (
+        settings.generation_token.get_secret_value().strip() if settings.generation_token else ""
+    )
     actor_options: dict[str, Any] = {
         "num_cpus": settings.serve_num_cpus,
         "num_gpus": settings.serve_num_gpus,
     }
-    if settings.serve_host in _LOOPBACK:
-        # The variable Ray's worker_process_setup_hook sets; Serve does not pass the option
-        # itself on to the replicas it starts (checked with Ray 2.60).
+    if settings.serve_host in _LOOPBACK or settings.serve_ray_address == "local":
+        # The hook acts only on a node whose address is loopback (a local head's is). The
+        # variable Ray's worker_process_setup_hook sets; Serve does not pass the option itself
+        # on to the replicas it starts (checked with Ray 2.60).
         hook = f"{__name__}.bind_replicas_to_loopback"
         actor_options["runtime_env"] = {"env_vars": {_SETUP_HOOK_VAR: hook}}
 
@@ -198,8 +362,9 @@ def build_app(settings: BotSettings) -> Any:
     class TweetGenerators:
         """Generates tweets from any model under the data folder, a few kept loaded per replica."""
 
-        def __init__(self, data_dir: str) -> None:
+        def __init__(self, data_dir: str, digest: bytes | None) -> None:
             self.data_dir = Path(data_dir)
+            self.digest = digest
 
         @serve.multiplexed(max_num_models_per_replica=settings.serve_models_per_replica)
         async def get_model(self, model_id: str) -> Any:
@@ -209,51 +374,14 @@ def build_app(settings: BotSettings) -> Any:
             return await asyncio.to_thread(TweetGenerator.load, path)
 
         async def __call__(self, request: Request) -> JSONResponse:
-            if request.url.path.rstrip("/") in ("", "/health", "/v1/health"):
-                return JSONResponse({"status": "ok"})
-            if request.url.path.rstrip("/") != "/v1/completions" or request.method != "POST":
-                return JSONResponse(
-                    error_body("Only POST /v1/completions is served here.", "not_found"), 404
-                )
-            try:
-                fields = parse_request(await request.json())
-            except ValueError:
-                return JSONResponse(error_body("The request body must be JSON."), 400)
-            except InputError as error:
-                return JSONResponse(error_body(str(error)), 400)
-            model_id = serve.get_multiplexed_model_id() or fields["model"]
-            if model_id.split("@", 1)[0] != fields["model"].split("@", 1)[0]:
-                return JSONResponse(
-                    error_body(f"The {MODEL_HEADER} header and model name different models."),
-                    400,
-                )
-            try:
-                generator = await self.get_model(model_id)
-                result = await asyncio.to_thread(self._generate, generator, fields)
-            except InputError as error:
-                return JSONResponse(error_body(str(error)), 400)
-            except ModelError as error:
-                return JSONResponse(error_body(str(error), "model_not_found"), 404)
-            except DoppeltweetError as error:
-                return JSONResponse(error_body(str(error), "server_error"), 500)
-            return JSONResponse(completion_body(fields["model"], result))
-
-        @staticmethod
-        def _generate(generator: Any, fields: dict[str, Any]) -> Any:
-            from dataclasses import replace
-
-            from training.generate import GenerationSettings
-
-            sampling = replace(GenerationSettings(), **fields["sampling"])
-            return generator.generate(
-                fields["prompt"],
-                n=fields["n"],
-                seed=fields["seed"],
-                exclude=fields["exclude"],
-                settings=sampling,
+            return await respond(
+                request,
+                digest=self.digest,
+                header_model=serve.get_multiplexed_model_id() or None,
+                load=self.get_model,
             )
 
-    return TweetGenerators.bind(data_dir)
+    return TweetGenerators.bind(data_dir, token_digest(token) if token else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,20 +392,39 @@ def build_parser() -> argparse.ArgumentParser:
             "Serve the bot's models over HTTP (OpenAI completions: POST /v1/completions) as a "
             "Ray Serve application, until SIGTERM or Ctrl-C. Settings: DOPPELTWEET_DATA_DIR, "
             "DOPPELTWEET_SERVE_HOST, DOPPELTWEET_SERVE_PORT, DOPPELTWEET_SERVE_RAY_ADDRESS, "
-            "DOPPELTWEET_SERVE_REPLICAS, DOPPELTWEET_SERVE_NUM_CPUS, DOPPELTWEET_SERVE_NUM_GPUS "
-            "and DOPPELTWEET_SERVE_MODELS_PER_REPLICA (docs/deployment.md)."
+            "DOPPELTWEET_SERVE_REPLICAS, DOPPELTWEET_SERVE_NUM_CPUS, DOPPELTWEET_SERVE_NUM_GPUS, "
+            "DOPPELTWEET_SERVE_MODELS_PER_REPLICA and DOPPELTWEET_GENERATION_TOKEN (the bearer "
+            "token every request must carry; required beyond loopback) (docs/deployment.md)."
         ),
     )
 
 
+def local_head_options() -> dict[str, Any]:
+    """``ray.init`` options of the head ``DOPPELTWEET_SERVE_RAY_ADDRESS=local`` starts: every
+    port on loopback (GCS, raylet, dashboard, workers), where no other machine can send it work.
+
+    Ray 2.60 binds its GCS and raylet to the machine's network address, even when told
+    127.0.0.1, unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is 0, which Ray reads when it is
+    imported: call this first. A head other machines must join is started with ``ray start``
+    and token authentication instead (docs/deployment.md).
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    return {"address": "local", "_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}
+
+
 def run(settings: BotSettings, stop: threading.Event) -> None:
     """Deploy the application, wait until ``stop`` is set, then shut Serve down."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Before Ray is imported: it reads its environment once, at import.
+    options = (
+        local_head_options()
+        if settings.serve_ray_address == "local"
+        else {"address": settings.serve_ray_address}
+    )
     import ray
     from ray import serve
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = None if settings.serve_ray_address == "local" else settings.serve_ray_address
-    ray.init(address=address, log_to_driver=False)
+    ray.init(**options, log_to_driver=False)
     try:
         serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
         serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
@@ -305,9 +452,13 @@ def main(argv: Sequence[str]) -> int:
     except ValidationError as error:
         print(f"error: {_settings_error(error)}", file=sys.stderr)
         return 2
+    token = settings.generation_token.get_secret_value() if settings.generation_token else None
     try:
-        import ray  # noqa: F401
-    except ImportError:
+        check_exposure(settings.serve_host, token)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("ray") is None:
         print(
             "error: doppeltweet serve needs Ray: pip install 'doppeltweet[ray]'.", file=sys.stderr
         )

@@ -72,6 +72,14 @@ class TrainingSettings(BaseSettings):
         gt=0,
         description="Most seconds one Mastodon fetch (the lookup and every page) may take.",
     )
+    allow_private_servers: bool = Field(
+        default=False,
+        description=(
+            "Let the Mastodon and Bluesky sources reach servers on loopback, private, "
+            "link-local and other non-public addresses (only for tests and private deployments: "
+            "on, any member can make the bot read the bot's own network)."
+        ),
+    )
     generation_backend: Literal["auto", "torch", "ctranslate2"] = Field(
         default="auto",
         description=(

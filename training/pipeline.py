@@ -56,6 +56,7 @@ def open_source(spec: str, handle: Handle, settings: TrainingSettings) -> TweetS
             base_url=settings.bluesky_api_base,
             max_response_bytes=int(settings.bluesky_max_response_mb * _MB),
             deadline_s=settings.bluesky_deadline_s,
+            allow_private_servers=settings.allow_private_servers,
         )
     if spec == MASTODON_SPEC:
         if handle.platform != "mastodon":
@@ -71,6 +72,7 @@ def open_source(spec: str, handle: Handle, settings: TrainingSettings) -> TweetS
             limit=min(API_TWEET_CAP, settings.max_tweets),
             max_response_bytes=int(settings.mastodon_max_response_mb * _MB),
             deadline_s=settings.mastodon_deadline_s,
+            allow_private_servers=settings.allow_private_servers,
         )
     return _open_path(spec, settings)
 

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import shlex
+import sys
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import SecretStr
-
+from bot.child_env import training_env_names
 from bot.config import BotSettings
 from bot.launchers.base import Attempt, LauncherUnavailable, Outcome
 from bot.store import Job
-from training.config import TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ TAIL_RETRIES = 5
 #: Consecutive failed status polls after which a job counts as lost with its head.
 LOST_AFTER_POLLS = 6
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+#: Why a job failed when the workers' Python lacks a module (Ray's message holds the log tail).
+MISSING_MODULE = (
+    "the Ray workers' Python lacks a module doppeltweet needs: set DOPPELTWEET_RAY_PYTHON to an "
+    "interpreter that has doppeltweet installed"
+)
 
 T = TypeVar("T")
 
@@ -53,22 +59,23 @@ def submission_id(job: Job) -> str:
     return f"doppeltweet-{job.id}-{created}-{job.restarts}"
 
 
-def _training_env_names() -> set[str]:
-    """Environment names of the training settings that are not secrets (passed to the job)."""
-    names: set[str] = set()
-    for name, field in TrainingSettings.model_fields.items():
-        if SecretStr in getattr(field.annotation, "__args__", (field.annotation,)):
-            continue
-        names.add(f"DOPPELTWEET_{name.upper()}")
-    return names
+def is_local_address(address: str) -> bool:
+    """Whether a Jobs API address is a head on this machine (loopback)."""
+    host = (urlsplit(address if "://" in address else f"http://{address}").hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def job_env(env: Mapping[str, str], extra: Collection[str] = ()) -> dict[str, str]:
     """What of the bot's environment travels with a Ray Job: unbuffered output, the training
     settings that are not secrets and the ``extra`` names (the workers keep their own PATH,
     HOME and credentials)."""
-    wanted = _training_env_names() | set(extra)
-    out = {k: v for k, v in env.items() if k in wanted}
+    wanted = training_env_names() | {name.upper() for name in extra}
+    out = {k: v for k, v in env.items() if k.upper() in wanted}
     out["PYTHONUNBUFFERED"] = "1"
     return out
 
@@ -163,6 +170,9 @@ class RayAttempt:
             if status == "STOPPED":
                 return Outcome("stopped", None)
             if status == "FAILED":
+                message = str(info.message or "")
+                if "ModuleNotFoundError" in message or "No module named" in message:
+                    return Outcome("exited", None, MISSING_MODULE)
                 code = getattr(info, "driver_exit_code", None)
                 return Outcome(
                     "exited", code if isinstance(code, int) and code != 0 else None, info.message
@@ -196,7 +206,12 @@ class RayJobLauncher:
             raise ValueError("the Ray launcher needs DOPPELTWEET_RAY_ADDRESS")
         self.settings = settings
         self.address = settings.ray_address
-        self.default_python = settings.ray_python
+        # A head on this machine runs the jobs beside the bot: the bot's own interpreter has
+        # doppeltweet installed, a bare `python` on the PATH may not.
+        chosen = "ray_python" in settings.model_fields_set
+        self.default_python = (
+            settings.ray_python if chosen or not is_local_address(self.address) else sys.executable
+        )
         self.pass_env = frozenset(pass_env)
         self._client: Any = None
 

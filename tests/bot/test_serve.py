@@ -223,6 +223,69 @@ async def test_the_serve_deployment_answers_tweet_for_two_models_like_local_gene
         await bot.close()
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(400)
+def test_a_head_serve_starts_itself_listens_on_loopback_only(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """``DOPPELTWEET_SERVE_RAY_ADDRESS=local``: the head serve starts (GCS, raylet, dashboard,
+    workers, replicas) has every port on loopback, without the tests' Ray variables."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    data_dir = tmp_path / "data"
+    make_model(data_dir, 1001, "alice", tiny_model_dir)
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("RAY_") and not key.startswith("DOPPELTWEET_")
+    }
+    env.update(
+        {
+            "HOME": str(tmp_path),  # Ray keeps the local head's token under ~/.ray
+            "DOPPELTWEET_DATA_DIR": str(data_dir),
+            "DOPPELTWEET_SERVE_RAY_ADDRESS": "local",
+            "DOPPELTWEET_SERVE_PORT": str(port),
+            "DOPPELTWEET_SERVE_NUM_CPUS": "0.5",
+        }
+    )
+    doppeltweet = Path(sys.executable).with_name("doppeltweet")
+    proc = subprocess.Popen(
+        [str(doppeltweet), "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                output = proc.stdout.read() if proc.stdout else ""
+                raise RuntimeError(f"doppeltweet serve did not come up:\n{output[-4000:]}")
+            time.sleep(0.5)
+        status, _ = _post(f"{url}/v1/completions", {"model": "guilds/1001/models/alice", "n": 1})
+        assert status == 200
+        addresses = _listening_addresses()
+        assert addresses and set(addresses) <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
 def test_serve_is_a_doppeltweet_subcommand_with_help(capsys: pytest.CaptureFixture[str]) -> None:
     from training.cli import main
 

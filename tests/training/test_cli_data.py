@@ -307,7 +307,11 @@ def test_bluesky_end_to_end_against_a_loopback_appview(tmp_path, monkeypatch, ca
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         monkeypatch.setattr(
-            config, "get_settings", lambda: TrainingSettings(_env_file=None, bluesky_api_base=base)
+            config,
+            "get_settings",
+            lambda: TrainingSettings(
+                _env_file=None, bluesky_api_base=base, allow_private_servers=True
+            ),
         )
         assert main(["data", "@alice.bsky.social", "--bluesky", "--json"]) == 0
     finally:

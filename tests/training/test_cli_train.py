@@ -354,3 +354,26 @@ def test_each_from_file_trains_the_handle_typed_in_the_same_position(
         "tweets_kept": 250,
     }
     assert table["alice"]["tweets_downloaded"] == 330
+
+
+def test_a_missing_python_module_names_what_to_fix(
+    tmp_path: Path,
+    sample_csv: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker whose Python lacks a dependency: the sentence says which and what to set."""
+    from training.commands import train
+
+    def missing(*args: object) -> int:
+        raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
+
+    monkeypatch.setattr(train, "_run", missing)
+    argv = ["train", "@alice", "--from", str(sample_csv), "--models-dir", str(tmp_path)]
+    with pytest.raises(ModuleNotFoundError):
+        main([*argv, "--progress-json"])
+    assert _events(capsys.readouterr().out)[-1]["message"] == (
+        "Training needs the Python module 'transformers', which the interpreter running it "
+        "lacks; install doppeltweet there (for Ray Jobs, set DOPPELTWEET_RAY_PYTHON to an "
+        "interpreter that has it)."
+    )

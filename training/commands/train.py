@@ -138,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
                 reporter.error(str(error), table=refused_table(error.table))
             elif isinstance(error, DoppeltweetError):
                 reporter.error(str(error))
+            elif isinstance(error, ModuleNotFoundError):
+                reporter.error(
+                    f"Training needs the Python module {error.name!r}, which the interpreter "
+                    "running it lacks; install doppeltweet there (for Ray Jobs, set "
+                    "DOPPELTWEET_RAY_PYTHON to an interpreter that has it)."
+                )
             else:
                 reporter.error(
                     f"Training failed unexpectedly ({type(error).__name__}); the previous model "

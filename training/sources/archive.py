@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import bisect
 import html
+import io
 import json
 import re
 import zipfile
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from training.errors import InputError
 from training.handles import Handle
@@ -369,6 +370,38 @@ def _unsafe_member(name: str) -> bool:
     if normalised.startswith("/") or re.match(r"[A-Za-z]:", normalised):
         return True
     return ".." in PurePosixPath(normalised).parts
+
+
+class InflationBudget(io.RawIOBase):
+    """A decompressing stream that stops at the first byte over ``limit``.
+
+    It counts every byte the decompressor gives, whether the reader keeps it or skips past it,
+    so a small compressed file cannot make a reader unpack more than ``limit``, whatever its
+    members' headers claim.
+    """
+
+    def __init__(self, stream: BinaryIO, limit: int, label: str) -> None:
+        super().__init__()
+        self._stream = stream
+        self.limit = limit
+        self.label = label
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        room = self.limit - self.total + 1
+        view = memoryview(buffer).cast("B")
+        data = self._stream.read(min(len(view), room))
+        self.total += len(data)
+        if self.total > self.limit:
+            raise InputError(
+                f"{self.label} looks like an archive bomb: it unpacks to more than "
+                f"{_mb(self.limit)} MB."
+            )
+        view[: len(data)] = data
+        return len(data)
 
 
 def _check_ratio(info: zipfile.ZipInfo, label: str) -> None:

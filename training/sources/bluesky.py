@@ -29,7 +29,7 @@ import requests
 from training.errors import InputError, SourceError
 from training.handles import PLATFORM_NAMES, Handle
 from training.sources.base import API_TWEET_CAP, RawTweet
-from training.sources.http import Answer, BoundedHttp, check_base_url, load_json
+from training.sources.http import Answer, BoundedHttp, Resolver, check_base_url, load_json
 
 DEFAULT_BASE_URL = "https://public.api.bsky.app"
 FEED_ENDPOINT = "/xrpc/app.bsky.feed.getAuthorFeed"
@@ -62,6 +62,8 @@ class BlueskySource:
         timeout: float = 20.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        allow_private_servers: bool = False,
+        resolver: Resolver | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url, "Bluesky", DEFAULT_BASE_URL)
         if not 1 <= limit <= MAX_LIMIT:
@@ -78,6 +80,8 @@ class BlueskySource:
             reading="the Bluesky feed",
             size_setting="DOPPELTWEET_BLUESKY_MAX_RESPONSE_MB",
             deadline_setting="DOPPELTWEET_BLUESKY_DEADLINE_S",
+            allow_private_servers=allow_private_servers,
+            resolver=resolver,
         )
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
@@ -126,10 +130,10 @@ class BlueskySource:
         if cursor is not None:
             params["cursor"] = cursor
         url = self.base_url + FEED_ENDPOINT
-        response = self._http.get(url, params, where=self.base_url)
+        response = self._http.get(url, params)
         if response.status_code >= 500:
             self._http.pause(SERVER_ERROR_RETRY_DELAY_S)
-            response = self._http.get(url, params, where=self.base_url)
+            response = self._http.get(url, params)
         if response.status_code != 200:
             raise _status_sentence(handle, response, self.base_url)
         return load_json(response, "Bluesky")

@@ -3,22 +3,163 @@
 A source names the service (for its sentences) and the settings that set its bounds; each
 response is read as it arrives, refused past the size cap, and the whole fetch (every page)
 ends at one deadline however slowly a server answers, even one byte at a time.
+
+The servers are named by users (``mastodon:@alice@some.host``), so every connection goes
+through :class:`ServerGuard`: the host name is resolved once, every address it resolves to must
+be public (``ipaddress``'s ``is_global``, IPv4 inside IPv6 included, cloud metadata names
+refused), and the connection goes to the address that was checked, with TLS still verifying the
+certificate for the name. A redirect is followed only through the same check, and every way a
+server cannot be reached is the one sentence :data:`UNREACHABLE`, so the errors tell a user
+nothing about the bot's network. ``DOPPELTWEET_ALLOW_PRIVATE_SERVERS`` lifts the address rule
+for tests and private deployments.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from training.errors import InputError, SourceError
 
 _CHUNK = 64 * 1024
 _USER_AGENT = "doppeltweet"
+#: The one sentence for a server that cannot be reached, whatever the reason.
+UNREACHABLE = "That server cannot be reached from this bot."
+#: Most redirects one request follows (each hop checked like the first).
+MAX_REDIRECTS = 3
+#: Names of cloud metadata services, refused before any lookup (their addresses are link-local,
+#: refused too, but a resolver may map them anywhere).
+METADATA_NAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata.azure.internal",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+#: ``(host, port)`` to the addresses it resolves to; :func:`system_resolver` unless a test says.
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+class ServerUnreachable(requests.ConnectionError):
+    """A server the guard refuses or cannot resolve; its text is always :data:`UNREACHABLE`."""
+
+    def __init__(self) -> None:
+        super().__init__(UNREACHABLE)
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address the system's resolver gives for ``host`` (one lookup)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def is_public_address(address: str) -> bool:
+    """Whether an address is on the public internet: not loopback, private, link-local, shared,
+    reserved or multicast, also when an IPv4 address hides inside an IPv6 one."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner: ipaddress.IPv4Address | None = ip.ipv4_mapped or ip.sixtofour
+        if inner is None and ip in _NAT64:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if inner is None and ip.teredo is not None:
+            inner = ip.teredo[1]
+        if inner is not None and not is_public_address(str(inner)):
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
+class ServerGuard:
+    """Resolves a host once and answers the address to connect to, or refuses it.
+
+    With ``allow_private`` (``DOPPELTWEET_ALLOW_PRIVATE_SERVERS``) any address is accepted, for
+    tests and private deployments; the lookup still happens once and is still pinned.
+    """
+
+    def __init__(self, *, allow_private: bool = False, resolver: Resolver | None = None) -> None:
+        self.allow_private = allow_private
+        self.resolver = resolver or system_resolver
+
+    def address(self, host: str, port: int) -> str:
+        """The checked address of ``host``; :class:`ServerUnreachable` for anything else."""
+        name = host.strip("[]").rstrip(".").lower()
+        if not name:
+            raise ServerUnreachable()
+        if not self.allow_private and name in METADATA_NAMES:
+            raise ServerUnreachable()
+        try:
+            addresses = [str(ipaddress.ip_address(name.split("%", 1)[0]))]
+        except ValueError:
+            try:
+                addresses = list(self.resolver(name, port))
+            except (OSError, UnicodeError, ValueError):
+                raise ServerUnreachable() from None
+        if not addresses:
+            raise ServerUnreachable()
+        if not self.allow_private and not all(is_public_address(a) for a in addresses):
+            raise ServerUnreachable()
+        return addresses[0]
+
+
+class PinnedAdapter(HTTPAdapter):
+    """A transport that connects to the address :class:`ServerGuard` checked, never to a second
+    lookup of the name; the ``Host`` header, TLS's server name and the certificate check keep
+    the name. Proxies are not used: a proxy would look the name up again."""
+
+    def __init__(self, guard: ServerGuard) -> None:
+        super().__init__(max_retries=0)
+        self.guard = guard
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        parts = urlsplit(request.url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ServerUnreachable()
+        pinned = request.copy()
+        pinned.headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
+        kwargs["proxies"] = {}
+        return super().send(pinned, **kwargs)
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        name = host_params["host"]
+        port = host_params["port"] or (443 if host_params["scheme"] == "https" else 80)
+        host_params["host"] = self.guard.address(name, port)
+        host_params["port"] = port
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = name
+            pool_kwargs["assert_hostname"] = name
+        return host_params, pool_kwargs
+
+
+def guarded_session(guard: ServerGuard) -> requests.Session:
+    """A session whose every connection, redirects included, goes through ``guard``."""
+    session = requests.Session()
+    session.trust_env = False
+    session.max_redirects = MAX_REDIRECTS
+    adapter = PinnedAdapter(guard)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def check_base_url(base_url: str, service: str, example: str) -> str:
@@ -62,7 +203,10 @@ class BoundedHttp:
         reading: str,
         size_setting: str,
         deadline_setting: str,
+        allow_private_servers: bool = False,
+        resolver: Resolver | None = None,
     ) -> None:
+        """``session`` (tests) replaces the guarded session; every other fetch is guarded."""
         if not timeout > 0:
             raise InputError(f"The {service} request timeout must be positive, not {timeout}.")
         if not max_response_bytes > 0 or not deadline_s > 0:
@@ -74,7 +218,13 @@ class BoundedHttp:
         self.reading = reading
         self.size_setting = size_setting
         self.deadline_setting = deadline_setting
-        self._session = session if session is not None else requests.Session()
+        self._session = (
+            session
+            if session is not None
+            else guarded_session(
+                ServerGuard(allow_private=allow_private_servers, resolver=resolver)
+            )
+        )
         self._deadline = 0.0
 
     def start(self) -> None:
@@ -95,8 +245,8 @@ class BoundedHttp:
             f"set by {self.deadline_setting}; try again later."
         )
 
-    def get(self, url: str, params: dict[str, str], *, where: str) -> Answer:
-        """One GET, read in full within the bounds; ``where`` names the server in sentences."""
+    def get(self, url: str, params: dict[str, str]) -> Answer:
+        """One GET, read in full within the bounds."""
         remaining = self.remaining()
         if remaining <= 0:
             raise self.past_deadline()
@@ -115,10 +265,9 @@ class BoundedHttp:
             raise SourceError(
                 f"{self.service} did not answer within {self.timeout:g} seconds; try again later."
             ) from None
-        except requests.ConnectionError:
-            raise SourceError(
-                f"Could not reach {self.service} at {where}; check the connection."
-            ) from None
+        except (requests.ConnectionError, requests.TooManyRedirects):
+            # Refused, unresolvable, closed or a broken TLS: one sentence, so no error is an oracle.
+            raise SourceError(UNREACHABLE) from None
         except requests.RequestException:
             raise SourceError(
                 f"The request to {self.service} failed before {self.service} answered."

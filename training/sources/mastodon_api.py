@@ -36,7 +36,7 @@ from training.sources.fediverse import (
     is_content_warned,
     parse_time,
 )
-from training.sources.http import Answer, BoundedHttp, check_base_url, load_json
+from training.sources.http import Answer, BoundedHttp, Resolver, check_base_url, load_json
 
 KIND = "mastodon"
 LOOKUP_ENDPOINT = "/api/v1/accounts/lookup"
@@ -72,6 +72,8 @@ class MastodonApiSource:
         timeout: float = 20.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        allow_private_servers: bool = False,
+        resolver: Resolver | None = None,
         include_sensitive: bool = False,
     ) -> None:
         self.base_url = (
@@ -94,6 +96,8 @@ class MastodonApiSource:
             reading="the Mastodon posts",
             size_setting="DOPPELTWEET_MASTODON_MAX_RESPONSE_MB",
             deadline_setting="DOPPELTWEET_MASTODON_DEADLINE_S",
+            allow_private_servers=allow_private_servers,
+            resolver=resolver,
         )
         self._skipped = SkipCounts()
 
@@ -197,10 +201,10 @@ class MastodonApiSource:
     def _get(
         self, handle: Handle, base: str, path: str, params: dict[str, str], *, lookup: bool
     ) -> Any:
-        answer = self._http.get(base + path, params, where=base)
+        answer = self._http.get(base + path, params)
         if answer.status_code >= 500:
             self._http.pause(SERVER_ERROR_RETRY_DELAY_S)
-            answer = self._http.get(base + path, params, where=base)
+            answer = self._http.get(base + path, params)
         if answer.status_code != 200:
             raise _status_sentence(handle, answer, lookup=lookup)
         return load_json(answer, "Mastodon")

@@ -10,22 +10,34 @@ and the HTML-to-text conversion are shared with the public API source
 
 Like the X archive, the file is untrusted: it is never extracted; only ``outbox.json`` and
 ``actor.json`` are read, in memory, after checking every member name, the declared sizes and the
-compression ratio (the X archive source's guards are reused).
+compression ratio (the X archive source's guards are reused). A tarball must be compressed the way
+its name says, and everything it unpacks, members skipped included, counts against one budget
+(:class:`~training.sources.archive.InflationBudget`).
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from training.errors import InputError
 from training.handles import Handle
-from training.sources.archive import _check_ratio, _mb, _unsafe_member
+from training.sources.archive import (
+    MAX_TOTAL_RATIO,
+    TOTAL_RATIO_FLOOR,
+    InflationBudget,
+    _check_ratio,
+    _mb,
+    _unsafe_member,
+)
 from training.sources.base import RawTweet
 from training.sources.fediverse import SkipCounts, html_to_text, is_content_warned, parse_time
 
@@ -180,31 +192,45 @@ class MastodonArchiveSource:
         return result
 
     def _read_tar(self) -> dict[str, bytes]:
+        """``outbox.json`` and ``actor.json`` from a tarball, read as one stream.
+
+        The compression must be the one the name says (a ``.tar.gz`` holding bzip2 is refused),
+        every byte decompressed counts against a budget (members skipped too), and reading stops
+        as soon as both files were found at the top of the archive.
+        """
         label = self.path.name
+        budget = max(TOTAL_RATIO_FLOOR, MAX_TOTAL_RATIO * self.path.stat().st_size)
         result: dict[str, bytes] = {}
-        total = 0
+        depth: dict[str, int] = {}
         try:
-            with tarfile.open(self.path, mode="r:*") as archive:
-                members = []
-                for info in archive:  # streams; a bomb is stopped by the size checks below
-                    if _unsafe_member(info.name):
-                        raise InputError(
-                            f"{label} is unsafe: its member {info.name[:80]!r} would be written "
-                            "outside the archive folder."
+            with self.path.open("rb") as raw:
+                stream: BinaryIO = raw
+                if _compression(raw, label) == "gzip":
+                    stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+                counted = io.BufferedReader(InflationBudget(stream, budget, label))
+                with tarfile.open(fileobj=counted, mode="r|") as archive:
+                    for info in archive:
+                        if _unsafe_member(info.name):
+                            raise InputError(
+                                f"{label} is unsafe: its member {info.name[:80]!r} would be "
+                                "written outside the archive folder."
+                            )
+                        name = _base(info.name)
+                        level = info.name.replace("\\", "/").strip("/").count("/")
+                        if not info.isfile() or name not in (OUTBOX, ACTOR):
+                            continue
+                        if name in depth and depth[name] <= level:
+                            continue
+                        self._check_total(
+                            info.size + sum(len(v) for k, v in result.items() if k != name)
                         )
-                    if info.isfile() and _base(info.name) in (OUTBOX, ACTOR):
-                        members.append(info)
-                for name, info in _shallowest(members, lambda i: i.name).items():
-                    total += info.size
-                    self._check_total(total)
-                    extracted = archive.extractfile(info)
-                    if extracted is None:
-                        continue
-                    data = extracted.read(info.size + 1)
-                    if len(data) > info.size:
-                        raise InputError(f"{name} in {label} is larger than its entry declares.")
-                    result[name] = data
-        except (tarfile.TarError, OSError, EOFError) as error:
+                        extracted = archive.extractfile(info)
+                        if extracted is None:
+                            continue
+                        result[name], depth[name] = extracted.read(info.size), level
+                        if depth.get(OUTBOX) == depth.get(ACTOR) == 0:
+                            break  # nothing shallower can follow: the rest is never unpacked
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
             raise InputError(f"{label} is not a readable .tar.gz archive.") from error
         return result
 
@@ -214,6 +240,32 @@ class MastodonArchiveSource:
                 f"The post files in {self.path.name} would unpack to {_mb(total)} MB, over the "
                 f"{_mb(self.max_uncompressed_bytes)} MB limit."
             )
+
+
+#: How each compression a tarball may come in begins.
+_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\x5d\x00\x00": "lzma",
+}
+
+
+def _compression(raw: BinaryIO, label: str) -> str:
+    """``gzip`` for a ``.tar.gz``/``.tgz`` holding gzip data, ``none`` for a ``.tar`` holding a
+    plain tarball; a file whose bytes are another compression than its name says is refused."""
+    head = raw.read(8)
+    raw.seek(0)
+    found = next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), "none")
+    wanted = "none" if label.lower().endswith(".tar") else "gzip"
+    if found != wanted:
+        shown = "uncompressed" if found == "none" else f"{found}-compressed"
+        raise InputError(
+            f"{label} holds {shown} data, not the "
+            f"{'plain tar' if wanted == 'none' else 'gzip'} its name says."
+        )
+    return found
 
 
 def is_public_or_unlisted(activity: Any) -> bool:

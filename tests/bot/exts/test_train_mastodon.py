@@ -63,6 +63,7 @@ def mastodon(timeline: Timeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ma
     """The loopback Mastodon server every Mastodon handle is read from in these tests."""
     with MastodonServer(timeline.route) as server:
         monkeypatch.setenv("DOPPELTWEET_MASTODON_API_BASE", server.base_url)
+        monkeypatch.setenv("DOPPELTWEET_ALLOW_PRIVATE_SERVERS", "true")
         yield server
 
 

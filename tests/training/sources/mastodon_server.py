@@ -109,6 +109,8 @@ class MastodonServer:
     def __init__(self, route: Callable[[str, dict[str, str]], Reply]) -> None:
         self.route = route
         self.requests: list[tuple[str, dict[str, str]]] = []
+        #: The Host header of every request.
+        self.hosts: list[str | None] = []
         self.drip = 0.0
         server = self
 
@@ -117,6 +119,7 @@ class MastodonServer:
                 url = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 server.requests.append((url.path, query))
+                server.hosts.append(self.headers.get("Host"))
                 code, headers, body = server.route(url.path, query)
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -348,7 +348,9 @@ def dripping_server() -> Iterator[_RawServer]:
 def test_a_server_dripping_bytes_is_stopped_by_the_overall_deadline(
     dripping_server: _RawServer,
 ) -> None:
-    source = BlueskySource(base_url=dripping_server.base_url, timeout=5, deadline_s=0.5)
+    source = BlueskySource(
+        allow_private_servers=True, base_url=dripping_server.base_url, timeout=5, deadline_s=0.5
+    )
     started = time.monotonic()
     with pytest.raises(SourceError, match=r"longer than 0\.5 seconds.*BLUESKY_DEADLINE_S"):
         source.fetch(ALICE)
@@ -372,7 +374,9 @@ def flooding_server() -> Iterator[_RawServer]:
 
 
 def test_a_response_over_the_size_cap_is_one_sentence(flooding_server: _RawServer) -> None:
-    source = BlueskySource(base_url=flooding_server.base_url, max_response_bytes=MB)
+    source = BlueskySource(
+        allow_private_servers=True, base_url=flooding_server.base_url, max_response_bytes=MB
+    )
     with pytest.raises(SourceError, match=r"over 1 MB.*BLUESKY_MAX_RESPONSE_MB"):
         source.fetch(ALICE)
 
@@ -382,7 +386,9 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n{}")
 
     with _RawServer(declare) as server:
-        source = BlueskySource(base_url=server.base_url, max_response_bytes=MB)
+        source = BlueskySource(
+            allow_private_servers=True, base_url=server.base_url, max_response_bytes=MB
+        )
         with pytest.raises(SourceError, match="over 1 MB"):
             source.fetch(ALICE)
 

@@ -143,6 +143,99 @@ def test_tar_gz_archive_reads_the_same(tmp_path) -> None:
     assert len(source(path).fetch(ALICE)) == 4
 
 
+class _Zeros(io.RawIOBase):
+    """``size`` zero bytes, streamed (a bomb's media member is never held in memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def write_tar(path: Path, mode: str, members: list[tuple[str, int | bytes]]) -> Path:
+    """A tarball of ``(name, bytes or a count of zero bytes)``, compressed as ``mode`` says."""
+    with tarfile.open(path, mode) as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(data, int):
+                info.size = data
+                archive.addfile(info, _Zeros(data))
+            else:
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def budgets(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every decompression budget a tarball read opens, to see how much it unpacked."""
+    from training.sources import archive, mastodon_archive
+
+    opened: list = []
+
+    class Recorded(archive.InflationBudget):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(mastodon_archive, "InflationBudget", Recorded)
+    return opened
+
+
+POSTS = [("outbox.json", outbox_bytes(items())), ("actor.json", actor_bytes())]
+
+
+def test_a_bzip2_bomb_named_tar_gz_is_refused_before_unpacking(tmp_path, budgets) -> None:
+    path = write_tar(tmp_path / "archive.tar.gz", "w:bz2", [("media/big.bin", 64 * MB), *POSTS])
+    assert path.stat().st_size < 64 * 1024
+    with pytest.raises(InputError) as raised:
+        source(path).fetch(ALICE)
+    assert str(raised.value) == (
+        "archive.tar.gz holds bzip2-compressed data, not the gzip its name says."
+    )
+    assert budgets == []
+    plain = write_tar(tmp_path / "archive.tar", "w:bz2", POSTS)
+    with pytest.raises(InputError, match="holds bzip2-compressed data, not the plain tar"):
+        source(plain).fetch(ALICE)
+
+
+def test_a_gzip_bomb_stops_at_the_first_byte_over_the_budget(tmp_path, budgets) -> None:
+    """A media member that claims nothing unusual but unpacks 64 MB from ~64 KB, before the
+    post files: the members skipped count, and unpacking stops at the budget."""
+    path = write_tar(tmp_path / "archive.tar.gz", "w:gz", [("media/big.bin", 64 * MB), *POSTS])
+    size = path.stat().st_size
+    with pytest.raises(InputError, match=r"^archive\.tar\.gz looks like an archive bomb"):
+        source(path).fetch(ALICE)
+    (budget,) = budgets
+    assert budget.limit == max(4 * MB, 100 * size) < 64 * MB
+    assert budget.total == budget.limit + 1
+
+
+def test_members_after_the_post_files_are_never_unpacked(tmp_path, budgets) -> None:
+    path = write_tar(tmp_path / "archive.tgz", "w:gz", [*POSTS, ("media/big.bin", 64 * MB)])
+    assert len(source(path).fetch(ALICE)) == 4
+    (budget,) = budgets
+    assert budget.total < 1 * MB
+
+
+def test_a_plain_tar_is_read_and_a_truncated_one_is_one_sentence(tmp_path) -> None:
+    path = write_tar(tmp_path / "archive.tar", "w", POSTS)
+    assert len(source(path).fetch(ALICE)) == 4
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes((write_tar(tmp_path / "x.tar.gz", "w:gz", POSTS)).read_bytes()[:200])
+    with pytest.raises(
+        InputError, match=r"^broken\.tar\.gz is not a readable \.tar\.gz archive\.$"
+    ):
+        source(broken).fetch(ALICE)
+
+
 def test_owner_is_checked_against_actor_json(tmp_path) -> None:
     path = write_zip(tmp_path / "a.zip", owner="mallory")
     with pytest.raises(InputError, match="belongs to @mallory, not @alice"):
