@@ -193,7 +193,7 @@ class DataTable:
 
     @property
     def model_name(self) -> str:
-        """The name given, else huggingtweets' model name: the handles, sorted, joined with ``-``."""
+        """The name given, else huggingtweets' name: the handles, sorted, joined with ``-``."""
         return self.name or _model_name(data.handle for data in self.handles)
 
     def to_dict(self) -> dict[str, dict[str, int]]:

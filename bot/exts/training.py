@@ -43,7 +43,7 @@ from bot.store import Job
 from training.config import get_settings as training_settings
 from training.errors import DoppeltweetError, InputError
 from training.generate import DEFAULT_PROMPT
-from training.handles import Handle, model_name
+from training.handles import Handle
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
