@@ -88,19 +88,62 @@ def strip_removed_link_residue(raw: str, cleaned: str) -> str:
     return strip_link_residue(cleaned) if _LINK_AT_END.search(raw) else cleaned
 
 
-#: An @mention as X, Mastodon and Bluesky link it: an @ not glued to a word, then a handle.
-_MENTION = regex.compile(r"(?<![\w@＠])([@＠])(?=[A-Za-z0-9_])")
+#: Latin letters with accents (twitter-text's ``latinAccentChars``): a name followed by one is no
+#: mention on X.
+_LATIN_ACCENTS = (
+    "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff\u0100-\u024f\u0253\u0254\u0256\u0257\u0259"
+    "\u025b\u0263\u0268\u026f\u0272\u0289\u028b\u02bb\u0300-\u036f\u1e00-\u1eff"
+)
+#: X's mention, as twitter-text extracts it (``validMentionOrList`` and ``endMentionMatch``): an
+#: ``@`` or ``＠`` at the start, after any character but an ASCII letter, digit or one of
+#: ``_!#$%&*@＠`` (so ``日本語@jack`` and ``café@jack`` link), or after ``RT``/``rt`` with an
+#: optional ``:`` (``RT@jack``); then 1 to 20 letters, digits or ``_`` and an optional
+#: ``/list``, not followed by another at sign, an accented Latin letter or ``://``.
+_X_MENTION = regex.compile(
+    r"(?:(?<=^|[^a-zA-Z0-9_!#$%&*@\uff20])|(?<=(?:^|[^a-zA-Z0-9_+~.\-])[rR][tT]:?))"
+    r"[@\uff20]([a-zA-Z0-9_]{1,20}+)(?:/[a-zA-Z][a-zA-Z0-9_\-]{0,24})?+"
+    rf"(?![@\uff20{_LATIN_ACCENTS}]|://)"
+)
+#: Mastodon's mention (``Account::MENTION_RE`` in app/models/account.rb): an ``@`` not after a
+#: word character, ``=`` or ``/`` — so the second ``@`` of ``@@name`` or ``＠@name`` links —
+#: then a username and an optional ``@domain``.
+_MASTODON_MENTION = regex.compile(
+    r"(?<![=/\w])@((?:[a-z0-9_]+(?:[.\-]+[a-z0-9_]+)*)(?:@\w+(?:[.\-]+\w+)*)?)",
+    regex.IGNORECASE,
+)
+
+
+def x_mentions(text: str) -> list[str]:
+    """The accounts X links (and notifies) in ``text``, in order."""
+    return [match.group(1) for match in _X_MENTION.finditer(text)]
+
+
+def mastodon_mentions(text: str) -> list[str]:
+    """The accounts (``name`` or ``name@domain``) Mastodon links in ``text``, in order."""
+    return [match.group(1) for match in _MASTODON_MENTION.finditer(text)]
+
+
+def _mention_signs(text: str) -> set[int]:
+    """Where the at sign of every mention X or Mastodon would link stands."""
+    signs = {match.start() for match in _X_MENTION.finditer(text)}
+    return signs | {match.start() for match in _MASTODON_MENTION.finditer(text)}
 
 
 def has_mentions(text: str) -> bool:
     """Whether ``text`` holds an @mention a public network would turn into a link (and a ping)."""
-    return bool(_MENTION.search(text))
+    return bool(_mention_signs(text))
 
 
 def neutralise_mentions(text: str) -> str:
-    """``text`` with every @mention made plain text: a zero-width space after the ``@`` looks
-    the same to a reader, but no network links it or notifies the account it names."""
-    return _MENTION.sub("\\1\u200b", text)
+    """``text`` with every @mention made plain text: a zero-width space after the at sign looks
+    the same to a reader, but neither X nor Mastodon links it or notifies the account it names
+    (Bluesky links nothing the bot posts: its posts carry no facets)."""
+    for _ in range(len(text) + 1):  # each pass breaks at least one mention; bounded all the same
+        signs = _mention_signs(text)
+        if not signs:
+            return text
+        text = "".join(ch + "\u200b" if i in signs else ch for i, ch in enumerate(text))
+    return text
 
 
 def fit_tweet(text: str, max_chars: int) -> str:
