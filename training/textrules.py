@@ -17,6 +17,8 @@ are taken, so the data table stays exactly huggingtweets').
 
 from __future__ import annotations
 
+import functools
+
 import regex
 
 #: A grapheme cluster (extended, UAX #29).
@@ -144,6 +146,59 @@ def neutralise_mentions(text: str) -> str:
             return text
         text = "".join(ch + "\u200b" if i in signs else ch for i, ch in enumerate(text))
     return text
+
+
+#: A domain X links without a scheme (twitter-text's ``validAsciiDomain`` after
+#: ``validUrlPrecedingChars``): dot-joined labels of ASCII letters, digits, ``-``, ``_`` and
+#: accented Latin letters, not glued to a letter, digit, ``@``, ``$``, ``#`` or one of ``-_./``
+#: before it, ending in a top-level domain that no letter, digit, ``@``, ``+`` or ``-`` follows;
+#: then maybe a path. Whether that last label is a top-level domain is the Public Suffix List's
+#: call (:func:`_top_level_domains`), not this pattern's.
+_BARE_DOMAIN = regex.compile(
+    rf"(?<![a-z0-9@\uff20$#\uff03\u202a-\u202e\-_./{_LATIN_ACCENTS}])"
+    rf"((?:[a-z0-9_\-{_LATIN_ACCENTS}]+\.)+)([a-z]{{2,63}}|xn--[a-z0-9\-]{{1,59}})"
+    r"(?![a-z0-9@+\-])(/)?",
+    regex.IGNORECASE,
+)
+#: Country-code domains X links without a path although they are a name and the code only.
+_SHORT_CC_LINKED = frozenset({"co", "tv"})
+
+
+@functools.cache
+def _top_level_domains() -> frozenset[str]:
+    """The ICANN top-level domains of the Public Suffix List snapshot that ``tldextract`` ships
+    (read from the installed package, never fetched: the bot may run offline)."""
+    import tldextract
+
+    extractor = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())
+    return frozenset(suffix for suffix in extractor.tlds if "." not in suffix)
+
+
+def _tld_of(label: str) -> str:
+    label = label.lower()
+    if label.startswith("xn--"):
+        try:
+            return label.encode("ascii").decode("idna")
+        except UnicodeError:
+            return label
+    return label
+
+
+def bare_links(text: str) -> list[str]:
+    """The domains X links in ``text`` without a scheme, in order: ``bit.ly`` of ``bit.ly/3xY``,
+    ``WH.gov``, ``irs-refund-now.com``, ``foo.co.jp`` — but not ``foo.baz`` (no such top-level
+    domain), nor a country code's ``name.cc`` such as ``foo.jp`` without a path (X leaves those
+    unlinked, ``t.co`` and ``MLB.tv`` excepted)."""
+    found = []
+    for match in _BARE_DOMAIN.finditer(text):
+        labels, tld, path = match.group(1), match.group(2), match.group(3)
+        if _tld_of(tld) not in _top_level_domains():
+            continue
+        country = len(tld) == 2
+        if country and not path and labels.count(".") == 1 and tld.lower() not in _SHORT_CC_LINKED:
+            continue
+        found.append(labels + tld)
+    return found
 
 
 def fit_tweet(text: str, max_chars: int) -> str:
