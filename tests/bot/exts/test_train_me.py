@@ -7,6 +7,7 @@ messages into the job's upload as plain text, and the real job runner trains fro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import discord
 import pytest
@@ -248,3 +249,17 @@ async def test_forgetme_without_an_own_model_says_there_is_nothing(
     assert world.handled_errors() == []
     assert world.last_text().startswith("I keep no model of your own messages in this server")
     assert [m.name for m in await store.list_models(world.guild.id)] == ["alice"]
+
+
+async def test_tweet_with_a_members_mention_uses_their_own_model(
+    world: World, store: Store, scripted_generator: Any
+) -> None:
+    await world.bob.send(world.channel, "!train @alice", attachments=[("tweets.csv", CSV)])
+    await world.alice.send(world.channel, "words only alice wrote")
+    await world.alice.send(world.channel, "!train me")
+    # Discord turns a typed @alice into a mention of the member: that names her own model.
+    await world.bob.send(world.channel, f"!tweet {world.alice.mention} My dream is")
+    assert world.handled_errors() == []
+    [logged] = await store.recent_tweets(world.guild.id, "alice+discord")
+    assert logged.prompt == "My dream is" and scripted_generator.prompts[-1] == "My dream is"
+    assert await store.recent_tweets(world.guild.id, "alice") == []
