@@ -6,6 +6,7 @@ messages into the job's upload as plain text, and the real job runner trains fro
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,29 @@ async def test_tweet_with_a_members_mention_uses_their_own_model(
     [logged] = await store.recent_tweets(world.guild.id, "alice+discord")
     assert logged.prompt == "My dream is" and scripted_generator.prompts[-1] == "My dream is"
     assert await store.recent_tweets(world.guild.id, "alice") == []
+
+
+async def test_forgetting_a_member_during_the_training_cancels_it_and_deletes_the_messages(
+    world: World, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "hang")
+    seen: list[Path] = []
+
+    async def forget_when_running() -> tuple[list[Any], int]:
+        async with asyncio.timeout(20):
+            while not (running := await store.running_jobs(None)):
+                await asyncio.sleep(0.05)
+        [job] = running
+        assert job.owner_id == world.alice.id
+        seen.append(Path(job.sources[0]))
+        assert seen[0].is_file()
+        runner = world.env.bot.runner  # type: ignore[attr-defined]
+        return await runner.forget_member(world.guild.id, world.alice.id)
+
+    forgetting = asyncio.get_running_loop().create_task(forget_when_running())
+    await world.alice.send(world.channel, "words only alice wrote")
+    await world.alice.send(world.channel, "!train me")
+    assert await forgetting == ([], 1)
+    assert not seen[0].exists()
+    assert await store.recent_jobs(world.guild.id) == []
+    assert await store.list_models(world.guild.id) == []
