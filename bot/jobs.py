@@ -474,8 +474,15 @@ class JobRunner:
         handles: Sequence[Handle],
         sources: Sequence[str],
         options: dict[str, Any] | None = None,
+        *,
+        owner_id: int | None = None,
+        name: str | None = None,
     ) -> Job:
         """Queue a training job; it starts at once when a slot is free.
+
+        ``owner_id`` marks a job that trains on that member's own messages (``!train me``, or a
+        retrain of such a model) and ``name`` stores its model under a name of its own instead
+        of the handles' name; the model records both.
 
         ``sources`` are ``["api"]``, ``["bluesky"]``, ``["mastodon"]``, each handle's network
         (:func:`network_sources`), or paths from :meth:`upload_path`: one for
@@ -490,7 +497,12 @@ class JobRunner:
             raise InputError("Name at least one handle, e.g. @jack.")
         if len(set(handle_list)) != len(handle_list) or len(handle_list) > MAX_HANDLES:
             raise InputError(f"Name 1 to {MAX_HANDLES} different handles.")
-        name = model_name(handle_list)
+        if name is None:
+            name = model_name(handle_list)
+        else:
+            from training.store import check_model_name
+
+            check_model_name(name)
         checked_sources = self._check_sources(guild_id, handle_list, sources)
         merged = dict(options or {})
         for key in sorted(OPTION_KEYS - set(merged)):
@@ -527,12 +539,14 @@ class JobRunner:
                 handles=handle_list,
                 sources=checked_sources,
                 options=checked_options,
+                owner_id=owner_id,
             )
         await self._pump()
         return await self.store.get_job(guild_id, job.id) or job
 
     async def retrain(self, guild_id: int, channel_id: int, user_id: int, name: str) -> Job:
-        """Train a model again from the sources it was last trained from (API/Bluesky refetched)."""
+        """Train a model again from the sources it was last trained from (API/Bluesky refetched);
+        a member's own model stays theirs, whoever asks."""
         record = await self.store.get_model(guild_id, name)
         if record is None:
             raise InputError(await self._unknown_model(guild_id, name))
@@ -541,7 +555,15 @@ class JobRunner:
                 f"The bot does not know what {name} was trained from; train it again with "
                 f"{self.settings.prefix}train and an attachment."
             )
-        return await self.submit(guild_id, channel_id, user_id, record.handles, record.sources)
+        return await self.submit(
+            guild_id,
+            channel_id,
+            user_id,
+            record.handles,
+            record.sources,
+            owner_id=record.owner_id,
+            name=record.name,
+        )
 
     async def delete_model(self, guild_id: int, name: str) -> ModelRecord:
         """Delete a server's model: its folder, its uploads, its record and its schedules."""
@@ -566,6 +588,39 @@ class JobRunner:
             if source not in (API_SOURCE, BLUESKY_SOURCE) and _is_relative_to(folder, uploads):
                 await asyncio.to_thread(_remove_tree, folder, uploads)
         return record
+
+    async def forget_member(self, guild_id: int, member_id: int) -> tuple[list[ModelRecord], int]:
+        """Remove everything the bot keeps of a member's own messages in a server: their own
+        jobs (queued or running ones are cancelled), their own models' folders, the uploads they
+        were trained from, the tweets they generated and the records of all of it. Returns the
+        models removed (the caller drops their cached copies) and how many jobs were cancelled."""
+        cancelled = 0
+        active = [
+            *await self.store.queued_jobs(guild_id),
+            *await self.store.running_jobs(guild_id),
+        ]
+        for job in active:
+            if job.owner_id == member_id:
+                with contextlib.suppress(InputError):  # it ended meanwhile
+                    await self.cancel(job.id, guild_id=guild_id, user_id=member_id, is_admin=True)
+                    cancelled += 1
+        from training.store import ModelStore
+
+        records = await self.store.models_owned_by(guild_id, member_id)
+        store = ModelStore(self.models_dir(guild_id))
+        for record in records:
+            if store.path(record.name).exists():
+                await asyncio.to_thread(store.delete, record.name)
+        # Files first: if the database then fails, asking again finds the records and ends it.
+        sources = await self.store.forget_member(
+            guild_id, member_id, [record.name for record in records]
+        )
+        uploads = self.settings.guild_uploads_dir(guild_id)
+        for source in {*sources, *(s for record in records for s in record.sources)}:
+            folder = Path(source).parent
+            if source not in REMOTE_SOURCES and _is_relative_to(folder, uploads):
+                await asyncio.to_thread(_remove_tree, folder, uploads)
+        return records, cancelled
 
     async def _unknown_model(self, guild_id: int, name: str) -> str:
         known = [m.name for m in await self.store.list_models(guild_id)]
@@ -651,6 +706,8 @@ class JobRunner:
         else:
             for source in job.sources:  # a network per handle is named as training reads it
                 argv += ["--from", source]
+        if job.model_name != model_name(job.handles):
+            argv += ["--name", job.model_name]
         argv += ["--models-dir", str(self.models_dir(job.guild_id)), "--progress-json"]
         argv += ["--base-model", str(options.get("base_model") or self.settings.base_model)]
         if options.get("lora", self.settings.lora):
@@ -862,6 +919,7 @@ class JobRunner:
             lora=info.lora,
             path=info.path,
             trained_by=job.user_id,
+            owner_id=job.owner_id,
         )
         finished = await self.store.finish_job(job.id, "succeeded")
         if previous is not None:  # the files the replaced model was trained from

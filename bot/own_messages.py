@@ -18,8 +18,11 @@ import discord
 from training.errors import InputError
 from training.handles import Handle
 
-#: The upload ``!train me`` writes; its name marks a model as someone's own-messages model.
+#: The upload ``!train me`` writes (only a file name: who owns a model is recorded by member id).
 OWN_MESSAGES_FILE = "discord-messages.txt"
+#: Ends the name of every own-messages model; no set of handles gives a name with a ``+`` but
+#: no ``.`` (see :func:`training.handles.model_name`), so ``!train @name`` cannot take it.
+OWN_MODEL_SUFFIX = "+discord"
 #: The per-server setting (a JSON boolean) admins use to switch ``!train me`` off.
 TRAIN_ME_SETTING = "train_me"
 #: At most this many messages are looked at for every message that may be kept.
@@ -58,6 +61,12 @@ def own_handle(member: discord.abc.User) -> Handle:
     """The handle a member's own model gets: their username in X handle characters."""
     name = re.sub(r"[^a-z0-9_]", "_", member.name.lower()).strip("_")[:15].strip("_")
     return Handle(name or f"member{member.id % 10**9}", "x")
+
+
+def own_model_name(member: discord.abc.User) -> str:
+    """The name of a member's own model, ``alice+discord``: its own namespace, apart from every
+    model ``!train @handle`` can name, so nobody claims a member's name before they train."""
+    return own_handle(member).name + OWN_MODEL_SUFFIX
 
 
 def readable_channels(

@@ -117,6 +117,8 @@ class ModelRecord:
     created_at: datetime
     updated_at: datetime
     trained_by: int | None
+    #: The member whose own messages the model is made of (``!train me``); None otherwise.
+    owner_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,8 @@ class Job:
     status_message_id: int | None
     progress: dict[str, Any] | None = field(compare=False)
     position: int | None = None
+    #: The member whose own messages the job trains on (``!train me``); None otherwise.
+    owner_id: int | None = None
 
     @property
     def active(self) -> bool:
@@ -210,6 +214,7 @@ def _model(row: sqlite3.Row) -> ModelRecord:
         created_at=cast(datetime, _dt(row["created_at"])),
         updated_at=cast(datetime, _dt(row["updated_at"])),
         trained_by=row["trained_by"],
+        owner_id=row["owner_id"],
     )
 
 
@@ -233,6 +238,7 @@ def _job(row: sqlite3.Row, position: int | None = None) -> Job:
         status_message_id=row["status_message_id"],
         progress=None if row["progress"] is None else json.loads(row["progress"]),
         position=position,
+        owner_id=row["owner_id"],
     )
 
 
@@ -500,17 +506,24 @@ class Store:
         lora: bool,
         path: Path,
         trained_by: int | None,
+        owner_id: int | None = None,
     ) -> ModelRecord:
-        """Record a freshly trained model (a retrain keeps ``created_at``, bumps ``updated_at``)."""
+        """Record a freshly trained model (a retrain keeps ``created_at``, bumps ``updated_at``).
+
+        ``owner_id`` is the member a ``!train me`` model is made of; a model that has an owner
+        keeps it whoever trains it again.
+        """
         now = _ts(_now())
         async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO models (guild_id, name, handles, sources, base_model, lora, path, "
-                "created_at, updated_at, trained_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "created_at, updated_at, trained_by, owner_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (guild_id, name) DO UPDATE SET handles = excluded.handles, "
                 "sources = excluded.sources, base_model = excluded.base_model, "
                 "lora = excluded.lora, path = excluded.path, updated_at = excluded.updated_at, "
-                "trained_by = excluded.trained_by",
+                "trained_by = excluded.trained_by, "
+                "owner_id = coalesce(models.owner_id, excluded.owner_id)",
                 (
                     guild_id,
                     name,
@@ -522,6 +535,7 @@ class Store:
                     now,
                     now,
                     trained_by,
+                    owner_id,
                 ),
             )
             async with db.execute(
@@ -562,6 +576,35 @@ class Store:
         )
         return [_model(r) for r in rows]
 
+    async def models_owned_by(self, guild_id: int, owner_id: int) -> list[ModelRecord]:
+        """The server's models made of that member's own messages, most recent first."""
+        rows = await self._fetchall(
+            "SELECT * FROM models WHERE guild_id = ? AND owner_id = ? "
+            "ORDER BY updated_at DESC, rowid DESC",
+            (guild_id, owner_id),
+        )
+        return [_model(r) for r in rows]
+
+    async def forget_member(self, guild_id: int, owner_id: int, names: Sequence[str]) -> list[str]:
+        """Remove, in one transaction, what the server's records keep of a member's own
+        messages: the models ``names`` (their schedules go with them), every tweet they
+        generated, and the member's finished ``!train me`` jobs. Returns those jobs' sources
+        (the uploads they read), for the caller to delete."""
+        async with self._transaction() as db:
+            for name in names:
+                await db.execute(
+                    "DELETE FROM generated_tweets WHERE guild_id = ? AND model_name = ?",
+                    (guild_id, name),
+                )
+                await db.execute(
+                    "DELETE FROM models WHERE guild_id = ? AND name = ?", (guild_id, name)
+                )
+            where = "WHERE guild_id = ? AND owner_id = ? AND state NOT IN ('queued', 'running')"
+            async with db.execute(f"SELECT sources FROM jobs {where}", (guild_id, owner_id)) as cur:
+                sources = [s for row in await cur.fetchall() for s in json.loads(row["sources"])]
+            await db.execute(f"DELETE FROM jobs {where}", (guild_id, owner_id))
+        return sources
+
     async def delete_model(self, guild_id: int, name: str) -> bool:
         """Forget a model and its schedules; True if it existed. Its files are the caller's."""
         return (
@@ -583,14 +626,17 @@ class Store:
         handles: Sequence[Handle],
         sources: Sequence[str],
         options: dict[str, Any] | None = None,
+        owner_id: int | None = None,
     ) -> Job:
-        """Queue a job; InputError if that model already has a queued or running job here."""
+        """Queue a job; InputError if that model already has a queued or running job here.
+
+        ``owner_id``: the member whose own messages the job trains on (``!train me``)."""
         try:
             async with self._transaction() as db:
                 async with db.execute(
                     "INSERT INTO jobs (guild_id, channel_id, user_id, model_name, handles, "
-                    "sources, options, state, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+                    "sources, options, state, created_at, owner_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
                     (
                         guild_id,
                         channel_id,
@@ -600,6 +646,7 @@ class Store:
                         json.dumps(list(sources)),
                         json.dumps(options or {}),
                         _ts(_now()),
+                        owner_id,
                     ),
                 ) as cursor:
                     job_id = cursor.lastrowid

@@ -179,6 +179,8 @@ class DataTable:
     """The cleaned data of one model (1–3 handles): the seed's table and the tweets to train on."""
 
     handles: list[HandleData]
+    #: The name to store the model under instead of the handles' (the bot's own-messages models).
+    name: str | None = None
 
     def __post_init__(self) -> None:
         self.handles = sorted(self.handles, key=lambda data: data.handle)
@@ -191,8 +193,8 @@ class DataTable:
 
     @property
     def model_name(self) -> str:
-        """huggingtweets' model name: the handles, sorted, joined with ``-``."""
-        return _model_name(data.handle for data in self.handles)
+        """The name given, else huggingtweets' name: the handles, sorted, joined with ``-``."""
+        return self.name or _model_name(data.handle for data in self.handles)
 
     def to_dict(self) -> dict[str, dict[str, int]]:
         """The ``--json`` shape: ``{"<handle>": {"tweets_downloaded": N, ...}}``."""

@@ -17,6 +17,8 @@ are taken, so the data table stays exactly huggingtweets').
 
 from __future__ import annotations
 
+import functools
+
 import regex
 
 #: A grapheme cluster (extended, UAX #29).
@@ -88,19 +90,115 @@ def strip_removed_link_residue(raw: str, cleaned: str) -> str:
     return strip_link_residue(cleaned) if _LINK_AT_END.search(raw) else cleaned
 
 
-#: An @mention as X, Mastodon and Bluesky link it: an @ not glued to a word, then a handle.
-_MENTION = regex.compile(r"(?<![\w@＠])([@＠])(?=[A-Za-z0-9_])")
+#: Latin letters with accents (twitter-text's ``latinAccentChars``): a name followed by one is no
+#: mention on X.
+_LATIN_ACCENTS = (
+    "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff\u0100-\u024f\u0253\u0254\u0256\u0257\u0259"
+    "\u025b\u0263\u0268\u026f\u0272\u0289\u028b\u02bb\u0300-\u036f\u1e00-\u1eff"
+)
+#: X's mention, as twitter-text extracts it (``validMentionOrList`` and ``endMentionMatch``): an
+#: ``@`` or ``＠`` at the start, after any character but an ASCII letter, digit or one of
+#: ``_!#$%&*@＠`` (so ``日本語@jack`` and ``café@jack`` link), or after ``RT``/``rt`` with an
+#: optional ``:`` (``RT@jack``); then 1 to 20 letters, digits or ``_`` and an optional
+#: ``/list``, not followed by another at sign, an accented Latin letter or ``://``.
+_X_MENTION = regex.compile(
+    r"(?:(?<=^|[^a-zA-Z0-9_!#$%&*@\uff20])|(?<=(?:^|[^a-zA-Z0-9_+~.\-])[rR][tT]:?))"
+    r"[@\uff20]([a-zA-Z0-9_]{1,20}+)(?:/[a-zA-Z][a-zA-Z0-9_\-]{0,24})?+"
+    rf"(?![@\uff20{_LATIN_ACCENTS}]|://)"
+)
+#: Mastodon's mention (``Account::MENTION_RE`` in app/models/account.rb): an ``@`` not after a
+#: word character, ``=`` or ``/`` — so the second ``@`` of ``@@name`` or ``＠@name`` links —
+#: then a username and an optional ``@domain``.
+_MASTODON_MENTION = regex.compile(
+    r"(?<![=/\w])@((?:[a-z0-9_]+(?:[.\-]+[a-z0-9_]+)*)(?:@\w+(?:[.\-]+\w+)*)?)",
+    regex.IGNORECASE,
+)
+
+
+def x_mentions(text: str) -> list[str]:
+    """The accounts X links (and notifies) in ``text``, in order."""
+    return [match.group(1) for match in _X_MENTION.finditer(text)]
+
+
+def mastodon_mentions(text: str) -> list[str]:
+    """The accounts (``name`` or ``name@domain``) Mastodon links in ``text``, in order."""
+    return [match.group(1) for match in _MASTODON_MENTION.finditer(text)]
+
+
+def _mention_signs(text: str) -> set[int]:
+    """Where the at sign of every mention X or Mastodon would link stands."""
+    signs = {match.start() for match in _X_MENTION.finditer(text)}
+    return signs | {match.start() for match in _MASTODON_MENTION.finditer(text)}
 
 
 def has_mentions(text: str) -> bool:
     """Whether ``text`` holds an @mention a public network would turn into a link (and a ping)."""
-    return bool(_MENTION.search(text))
+    return bool(_mention_signs(text))
 
 
 def neutralise_mentions(text: str) -> str:
-    """``text`` with every @mention made plain text: a zero-width space after the ``@`` looks
-    the same to a reader, but no network links it or notifies the account it names."""
-    return _MENTION.sub("\\1\u200b", text)
+    """``text`` with every @mention made plain text: a zero-width space after the at sign looks
+    the same to a reader, but neither X nor Mastodon links it or notifies the account it names
+    (Bluesky links nothing the bot posts: its posts carry no facets)."""
+    for _ in range(len(text) + 1):  # each pass breaks at least one mention; bounded all the same
+        signs = _mention_signs(text)
+        if not signs:
+            return text
+        text = "".join(ch + "\u200b" if i in signs else ch for i, ch in enumerate(text))
+    return text
+
+
+#: A domain X links without a scheme (twitter-text's ``validAsciiDomain`` after
+#: ``validUrlPrecedingChars``): dot-joined labels of ASCII letters, digits, ``-``, ``_`` and
+#: accented Latin letters, not glued to a letter, digit, ``@``, ``$``, ``#`` or one of ``-_./``
+#: before it, ending in a top-level domain that no letter, digit, ``@``, ``+`` or ``-`` follows;
+#: then maybe a path. Whether that last label is a top-level domain is the Public Suffix List's
+#: call (:func:`_top_level_domains`), not this pattern's.
+_BARE_DOMAIN = regex.compile(
+    rf"(?<![a-z0-9@\uff20$#\uff03\u202a-\u202e\-_./{_LATIN_ACCENTS}])"
+    rf"((?:[a-z0-9_\-{_LATIN_ACCENTS}]+\.)+)([a-z]{{2,63}}|xn--[a-z0-9\-]{{1,59}})"
+    r"(?![a-z0-9@+\-])(/)?",
+    regex.IGNORECASE,
+)
+#: Country-code domains X links without a path although they are a name and the code only.
+_SHORT_CC_LINKED = frozenset({"co", "tv"})
+
+
+@functools.cache
+def _top_level_domains() -> frozenset[str]:
+    """The ICANN top-level domains of the Public Suffix List snapshot that ``tldextract`` ships
+    (read from the installed package, never fetched: the bot may run offline)."""
+    import tldextract
+
+    extractor = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())
+    return frozenset(suffix for suffix in extractor.tlds if "." not in suffix)
+
+
+def _tld_of(label: str) -> str:
+    label = label.lower()
+    if label.startswith("xn--"):
+        try:
+            return label.encode("ascii").decode("idna")
+        except UnicodeError:
+            return label
+    return label
+
+
+def bare_links(text: str) -> list[str]:
+    """The domains X links in ``text`` without a scheme, in order: ``bit.ly`` of ``bit.ly/3xY``,
+    ``WH.gov``, ``irs-refund-now.com``, ``foo.co.jp`` — but not ``foo.baz`` (no such top-level
+    domain), nor a country code's ``name.cc`` such as ``foo.jp`` without a path (X leaves those
+    unlinked, ``t.co`` and ``MLB.tv`` excepted)."""
+    found = []
+    for match in _BARE_DOMAIN.finditer(text):
+        labels, tld, path = match.group(1), match.group(2), match.group(3)
+        if _tld_of(tld) not in _top_level_domains():
+            continue
+        country = len(tld) == 2
+        if country and not path and labels.count(".") == 1 and tld.lower() not in _SHORT_CC_LINKED:
+            continue
+        found.append(labels + tld)
+    return found
 
 
 def fit_tweet(text: str, max_chars: int) -> str:

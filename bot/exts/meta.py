@@ -27,6 +27,11 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
         "Train a model of yourself from your own messages in this server's channels.",
         False,
     ),
+    (
+        "forgetme",
+        "Delete your own `train me` model and every copy of your messages the bot kept.",
+        False,
+    ),
     ("tweet [@handle] [prompt]", "Generate a tweet with a model of this server.", False),
     ("models", "List this server's models.", False),
     ("jobs", "Show the training queue and the running job's progress.", False),

@@ -35,6 +35,7 @@ from bot.own_messages import (
     TRAIN_ME_SETTING,
     collect_own_messages,
     own_handle,
+    own_model_name,
     refuse_if_nothing,
 )
 from bot.public_errors import public_error, public_message
@@ -42,7 +43,7 @@ from bot.store import Job
 from training.config import get_settings as training_settings
 from training.errors import DoppeltweetError, InputError
 from training.generate import DEFAULT_PROMPT
-from training.handles import Handle, model_name
+from training.handles import Handle
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
@@ -159,7 +160,6 @@ class Training(commands.Cog):
             return
         use_api = any(t.lower() in API_WORDS for t in tokens)
         parsed = parse_handle_list([t for t in tokens if t.lower() not in API_WORDS])
-        await self._refuse_foreign_model(guild_id, parsed, ctx.author.id, own=False)
         upload: list[Path] = []
         attachments = _attachments(ctx, archive)
         if attachments:
@@ -209,8 +209,8 @@ class Training(commands.Cog):
         guild, member = ctx.guild, ctx.author
         if guild is None or not isinstance(member, discord.Member):
             raise commands.NoPrivateMessage()
-        handle = own_handle(member)
-        await self._refuse_foreign_model(guild_id, [handle], member.id, own=True)
+        handle, name = own_handle(member), own_model_name(member)
+        await self._refuse_foreign_model(guild_id, name, member.id)
         collected = await collect_own_messages(
             guild,
             member,
@@ -228,32 +228,29 @@ class Training(commands.Cog):
             raise
         async with self._announcing:
             try:
-                job = await self.submit(ctx, guild_id, [handle], [str(upload[0])])
+                job = await self.bot.runner.submit(
+                    guild_id,
+                    ctx.channel.id,
+                    member.id,
+                    [handle],
+                    [str(upload[0])],
+                    {},
+                    owner_id=member.id,
+                    name=name,
+                )
             except BaseException:
                 _remove_upload(upload)
                 raise
             await self._announce_queued(ctx, job)
 
-    async def _refuse_foreign_model(
-        self, guild_id: int, handles: list[Handle], user_id: int, *, own: bool
-    ) -> None:
-        """A member's own-messages model is theirs alone: ``!train me`` never replaces another
-        model of that name, and nobody else's training replaces it."""
-        record = await self.bot.store.get_model(guild_id, model_name(handles))
-        if record is None:
-            return
-        name = escape_user_text(record.name)
-        is_own_model = any(Path(s).name == OWN_MESSAGES_FILE for s in record.sources)
-        if own and not (is_own_model and record.trained_by == user_id):
+    async def _refuse_foreign_model(self, guild_id: int, name: str, member_id: int) -> None:
+        """An own model's name holds its member's username: a member who took the username of
+        someone who trained a model of themselves never trains over that one."""
+        record = await self.bot.store.get_model(guild_id, name)
+        if record is not None and record.owner_id != member_id:
             raise InputError(
-                f"This server already has a model named {name} that is not your own "
-                f"`{self.bot.settings.prefix}train me` model; an admin can "
-                f"`{self.bot.settings.prefix}delete {handles[0].display}` it first."
-            )
-        if not own and is_own_model and record.trained_by != user_id:
-            raise InputError(
-                f"The model {name} is a member's own `{self.bot.settings.prefix}train me` "
-                "model; only they can train it again (an admin can delete it)."
+                f"The model {escape_user_text(name)} is the own model of a member who had your "
+                f"username before; an admin can `{self.bot.settings.prefix}delete` it first."
             )
 
     def _check_attachments(self, attachments: list[discord.Attachment]) -> None:
@@ -358,6 +355,30 @@ class Training(commands.Cog):
             "messages in this server.",
             allowed_mentions=NO_MENTIONS,
         )
+
+    @commands.hybrid_command(name="forgetme")
+    @app_commands.guild_only()
+    async def forgetme(self, ctx: commands.Context[Any]) -> None:
+        """Delete your own `!train me` models and every copy of your messages the bot kept."""
+        guild_id = require_guild_id(ctx)
+        prefix = self.bot.settings.prefix
+        records, cancelled = await self.bot.runner.forget_member(guild_id, ctx.author.id)
+        for record in records:
+            self.bot.cache.invalidate(record.path)
+        if records:
+            names = ", ".join(f"**{escape_user_text(r.name)}**" for r in records)
+            text = (
+                f"Deleted your own model {names} with every copy of your messages I kept (the "
+                "model's files, your messages file and the tweets it wrote)."
+            )
+        elif cancelled:
+            text = "Cancelled your `train me` training and deleted the copy of your messages."
+        else:
+            text = (
+                f"I keep no model of your own messages in this server (`{prefix}train me` makes "
+                "one), and no copy of them."
+            )
+        await ctx.send(text, allowed_mentions=NO_MENTIONS)
 
     @commands.hybrid_command(name="jobs")
     @app_commands.guild_only()

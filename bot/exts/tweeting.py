@@ -7,6 +7,7 @@ tweet-style embed, escaped, sent with ``AllowedMentions.none()``, and logged to 
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from discord import app_commands
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
 
 log = logging.getLogger(__name__)
+
+#: A mention of one member (``<@123>`` or ``<@!123>``), as Discord writes a typed ``@alice``.
+_MEMBER_MENTION = re.compile(r"<@!?(\d{1,20})>")
 
 
 def _tweet_cooldown(ctx: commands.Context[Any]) -> commands.Cooldown | None:
@@ -83,9 +87,21 @@ class Tweeting(commands.Cog):
     ) -> None:
         """Generate a tweet in the style of a model trained in this server."""
         guild_id = require_guild_id(ctx)
+        model = None
         if prompt.strip().startswith("<@"):
-            reject_mentions(prompt.split()[0])
-        model = await self.find_model(guild_id, handle)
+            # A member's mention names their own `train me` model, found by their id.
+            first, _, rest = prompt.strip().partition(" ")
+            mentioned = _MEMBER_MENTION.fullmatch(first)
+            owned = (
+                await self.bot.store.models_owned_by(guild_id, int(mentioned.group(1)))
+                if mentioned
+                else []
+            )
+            if not owned:
+                reject_mentions(first)
+            model, prompt = owned[0], rest
+        if model is None:
+            model = await self.find_model(guild_id, handle)
         text_prompt = prompt.strip() or DEFAULT_PROMPT
         async with ctx.typing():
             result = await self.bot.cache.generate(model.path, text_prompt, n=1)

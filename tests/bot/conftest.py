@@ -31,7 +31,7 @@ while rest and not rest[0].startswith("--"):
     handles.append(rest.pop(0).split(":")[-1])
 models_dir = rest[rest.index("--models-dir") + 1]
 base = rest[rest.index("--base-model") + 1]
-name = "-".join(sorted(handles))
+name = rest[rest.index("--name") + 1] if "--name" in rest else "-".join(sorted(handles))
 mode = os.environ.get("FAKE_TRAINING_MODE", "succeed")
 steps = int(os.environ.get("FAKE_TRAINING_STEPS", "3"))
 delay = float(os.environ.get("FAKE_TRAINING_DELAY", "0.01"))

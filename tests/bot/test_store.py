@@ -363,10 +363,14 @@ async def test_migration_0002_upgrades_a_database_made_by_0001(
     assert known[1][1] == "0002_schedule_targets_and_prompt.sql"
     monkeypatch.setattr(store_module, "migrations", lambda: known[:1])
     old = await Store.open(path)
-    await add_model(old, "alice")
     await old.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        db.execute(
+            "INSERT INTO models (guild_id, name, handles, sources, base_model, path, created_at, "
+            "updated_at) VALUES (?, 'alice', '[]', '[]', 'tiny', '/m/alice', ?, ?)",
+            (GUILD, datetime.now(UTC).isoformat(), datetime.now(UTC).isoformat()),
+        )
         made_id = db.execute(
             "INSERT INTO schedules (guild_id, model_name, channel_id, kind, spec, created_by, "
             "created_at) VALUES (?, 'alice', 5, 'cron', '09:00', 7, ?)",
@@ -405,3 +409,47 @@ async def test_schedules_keep_their_networks_and_prompt(store: Store) -> None:
     )  # fmt: skip
     [again] = await store.recent_tweets(GUILD, "alice")
     assert again.posted_to == logged.posted_to == {"bluesky": "https://bsky.app/profile/a/post/1"}
+
+
+# -- migration 0003: who a model is made of ---------------------------------------------------
+
+
+async def test_migration_0003_gives_no_model_an_owner_by_its_upload_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bot.db"
+    known = migrations()
+    assert known[2][1] == "0003_model_owner.sql"
+    monkeypatch.setattr(store_module, "migrations", lambda: known[:2])
+    old = await Store.open(path)
+    await old.close()
+    now = datetime.now(UTC).isoformat()
+    with sqlite3.connect(path) as db:
+        # Before, a model was "own" when its upload was called discord-messages.txt: anyone's
+        # upload could be.
+        db.execute(
+            "INSERT INTO models (guild_id, name, handles, sources, base_model, path, created_at, "
+            'updated_at, trained_by) VALUES (?, \'alice\', \'[{"name": "alice", '
+            "\"platform\": \"x\"}]', '[\"/up/1/discord-messages.txt\"]', 'tiny', '/m/alice', "
+            "?, ?, 7)",
+            (GUILD, now, now),
+        )
+    monkeypatch.setattr(store_module, "migrations", lambda: known)
+    store = await Store.open(path)
+    try:
+        model = await store.get_model(GUILD, "alice")
+        assert model is not None and model.trained_by == 7 and model.owner_id is None
+        assert await store.models_owned_by(GUILD, 7) == []
+    finally:
+        await store.close()
+
+
+async def test_a_models_owner_stays_whoever_trains_it_again(store: Store) -> None:
+    fields = {"handles": parse_handles(["alice"]), "sources": ["api"], "base_model": "gpt2"}
+    path = Path("/models/alice+discord")
+    await store.upsert_model(GUILD, "alice+discord", **fields, lora=False, path=path,
+                             trained_by=7, owner_id=7)  # fmt: skip
+    await store.upsert_model(GUILD, "alice+discord", **fields, lora=False, path=path,
+                             trained_by=1, owner_id=None)  # fmt: skip
+    model = await store.get_model(GUILD, "alice+discord")
+    assert model is not None and (model.trained_by, model.owner_id) == (1, 7)

@@ -101,6 +101,21 @@ def test_terminal_mode_prints_the_table_and_where_the_model_and_card_are(
     assert f"Model card: {tmp_path / 'alice' / 'README.md'}" in out
 
 
+def test_name_stores_the_model_under_that_name_instead_of_the_handles(
+    tmp_path: Path, sample_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "alice", "--from", str(sample_csv), *FAST, "--max-steps", "1"]
+    code = main([*argv, "--name", "alice+discord", "--models-dir", str(tmp_path)])
+    assert code == 0
+    [info] = ModelStore(tmp_path).list()
+    assert info.name == "alice+discord" and info.path == tmp_path / "alice+discord"
+    assert not (tmp_path / "alice").exists()
+    capsys.readouterr()
+    assert main([*argv, "--name", "../escape", "--models-dir", str(tmp_path)]) == 2
+    assert "is not a model name" in capsys.readouterr().err
+    assert [i.name for i in ModelStore(tmp_path).list()] == ["alice+discord"]
+
+
 def test_too_little_data_shows_the_table_and_ends_with_an_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from training.generate import CopyFilter, fold_lookalikes, normalize, tidy_candidate
@@ -22,6 +25,40 @@ TRAINING = ["the quick brown fox jumps over the lazy dog near the river bank tod
 )
 def test_url_filter_sees_through_invisible_and_lookalike_characters(link: str) -> None:
     assert tidy_candidate(f"read this {link} now") == "read this now"
+
+
+@pytest.mark.parametrize(
+    "link", ["bit.ly/3xYzAbC", "WH.gov/health", "irs-refund-now.com/login", "ＷＨ.gov", "t.co"]
+)
+def test_url_filter_removes_domains_x_links_without_a_scheme(link: str) -> None:
+    assert tidy_candidate(f"read this {link} now") == "read this now"
+
+
+def test_url_filter_keeps_what_x_does_not_link() -> None:
+    text = "it was late.So I left, e.g. main.py and foo.jp, mail a@example.com or foo.baz"
+    assert tidy_candidate(text) == text
+
+
+_TWITTER_TEXT_URLS = (
+    Path(__file__).parents[1] / "fixtures/twitter_text/extract_urls_without_protocol.yml"
+)
+
+
+def _twitter_text_url_cases() -> list[dict[str, Any]]:
+    import yaml
+
+    return yaml.safe_load(_TWITTER_TEXT_URLS.read_text(encoding="utf-8"))["tests"]["urls"]
+
+
+@pytest.mark.parametrize("case", _twitter_text_url_cases(), ids=lambda case: case["description"])
+def test_domains_without_a_scheme_follow_twitter_texts_conformance_cases(
+    case: dict[str, Any],
+) -> None:
+    from training.textrules import bare_links
+
+    # The cases list whole links; a link without a scheme is found by its domain.
+    expected = [url.split("/")[0] for url in case["expected"] if "://" not in url]
+    assert bare_links(case["text"]) == expected
 
 
 def test_url_filter_keeps_ordinary_words_and_emoji_joiners() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from training.textrules import (
@@ -134,3 +137,53 @@ def test_mentions_are_made_plain_but_look_the_same() -> None:
     assert has_mentions(text) and not has_mentions(plain)
     assert not has_mentions("a@example.com and a lone @ sign")
     assert has_mentions("\uff20jack")  # X links the full-width at sign too
+
+
+_TWITTER_TEXT_CASES = Path(__file__).parents[1] / "fixtures/twitter_text/extract_mentions.yml"
+
+
+def _twitter_text_mention_cases() -> list[dict[str, Any]]:
+    import yaml
+
+    return yaml.safe_load(_TWITTER_TEXT_CASES.read_text(encoding="utf-8"))["tests"]["mentions"]
+
+
+@pytest.mark.parametrize(
+    "case", _twitter_text_mention_cases(), ids=lambda case: case["description"]
+)
+def test_x_mentions_follow_twitter_texts_conformance_cases(case: dict[str, Any]) -> None:
+    from training.textrules import has_mentions, neutralise_mentions, x_mentions
+
+    assert x_mentions(case["text"]) == case["expected"]
+    plain = neutralise_mentions(case["text"])
+    assert x_mentions(plain) == [] and not has_mentions(plain)
+
+
+@pytest.mark.parametrize(
+    ("text", "x", "mastodon"),
+    [
+        # Mastodon links an @ after another at sign; X does not.
+        ("@@name", [], ["name"]),
+        ("\uff20@name", [], ["name"]),
+        ("so@@name", [], ["name"]),
+        ("@@alice@mastodon.social", [], ["alice@mastodon.social"]),
+        # X links after RT and after letters outside ASCII; Mastodon does not.
+        ("RT@jack", ["jack"], []),
+        ("日本語@jack", ["jack"], []),
+        ("café@jack", ["jack"], []),
+        # Neither links an address; Mastodon links no name glued to = or /, X does.
+        ("mail a@example.com", [], []),
+        ("key=@jack path/@jack", ["jack", "jack"], []),
+        ("hi @jack and @bob@example.social", ["jack"], ["jack", "bob@example.social"]),
+    ],
+)
+def test_each_networks_own_mention_rule_is_followed_and_neutralised(
+    text: str, x: list[str], mastodon: list[str]
+) -> None:
+    from training.textrules import has_mentions, mastodon_mentions, neutralise_mentions, x_mentions
+
+    assert x_mentions(text) == x and mastodon_mentions(text) == mastodon
+    plain = neutralise_mentions(text)
+    assert plain.replace("\u200b", "") == text
+    assert x_mentions(plain) == [] and mastodon_mentions(plain) == []
+    assert has_mentions(text) == bool(x or mastodon) and not has_mentions(plain)

@@ -90,6 +90,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the model store (default: DOPPELTWEET_MODELS_DIR or ./models)",
     )
     out.add_argument(
+        "--name",
+        default=None,
+        metavar="NAME",
+        help="store the model under NAME instead of the handles' name (lower-case letters, "
+        "digits and _ . + -)",
+    )
+    out.add_argument(
         "--progress-json",
         action="store_true",
         help="print progress as one JSON object per line on stdout (for programs)",
@@ -156,7 +163,13 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
     from training.cleaning import TooLittleData
     from training.config import get_settings
     from training.pipeline import collect, handles_and_specs
-    from training.store import ModelStore, check_hub_repo, check_hub_token, push_to_hub
+    from training.store import (
+        ModelStore,
+        check_hub_repo,
+        check_hub_token,
+        check_model_name,
+        push_to_hub,
+    )
     from training.train import TrainConfig, train_model
 
     settings = get_settings()
@@ -188,9 +201,11 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
         check_hub_repo(args.push_to_hub)
         check_hub_token(token)
     store = ModelStore(args.models_dir or settings.models_dir)
+    name = None if args.name is None else check_model_name(args.name)
 
     reporter.phase("fetching", "reading tweets of " + ", ".join(h.display for h in handles))
     table = collect(handles, specs, settings)
+    table.name = name
     kept = sum(data.tweets_kept for data in table.handles)
     reporter.phase("cleaning", f"{kept} tweets kept after cleaning")
     try:

@@ -12,6 +12,7 @@ from typing import Any
 from training.errors import InputError
 from training.generation.settings import TWEET_CHARS
 from training.textrules import (
+    bare_links,
     collapse_punctuation,
     drop_broken_emoji,
     fit_tweet,
@@ -87,8 +88,10 @@ def tidy_candidate(text: str, max_chars: int = TWEET_CHARS) -> str:
 
 
 def _is_link(word: str) -> bool:
-    """Whether ``word`` is (or holds) a link, read through invisible and look-alike characters."""
-    return bool(_URL.search(word) or _URL.search(fold_lookalikes(word, joined=True)))
+    """Whether ``word`` is (or holds) a link, read through invisible and look-alike characters:
+    with a scheme or ``www.``, or a domain X links without one (``bit.ly/x``, ``wh.gov``)."""
+    folded = fold_lookalikes(word, joined=True)
+    return any(_URL.search(form) or bare_links(form) for form in (word, folded))
 
 
 def _has_content(text: str) -> bool:

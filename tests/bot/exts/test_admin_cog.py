@@ -97,9 +97,9 @@ async def test_sync_by_the_owner_publishes_the_slash_commands(
 ) -> None:
     simcord_env.bot.owner_ids.add(world.bob.id)  # type: ignore[attr-defined]
     await world.bob.send(world.channel, "!sync")
-    assert world.last_text() == "Synced 12 slash commands."
+    assert world.last_text() == "Synced 13 slash commands."
     visible = set(world.alice.available_commands(world.channel))
-    assert {"train", "tweet", "models", "jobs", "cancel", "help"} <= visible
+    assert {"train", "tweet", "models", "jobs", "cancel", "forgetme", "help"} <= visible
     # Admin commands are hidden from members without Manage Server by default permissions.
     assert not {"retrain", "delete"} & visible
     assert not any(name.startswith("autopost") for name in visible)

@@ -6,7 +6,9 @@ messages into the job's upload as plain text, and the real job runner trains fro
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import discord
 import pytest
@@ -65,14 +67,15 @@ async def test_train_me_learns_only_from_the_members_own_messages(
 
     assert world.handled_errors() == []
     [model] = await store.list_models(world.guild.id)
-    assert model.name == "alice" and model.trained_by == world.alice.id
+    assert model.name == "alice+discord" and model.trained_by == world.alice.id
+    assert model.owner_id == world.alice.id
     assert upload_lines(model.sources) == [
         "a spoiler and inline code over two lines",
         "hey @bob look at this",
         "first thought of the day",
     ]
     status = world.bot_messages()[before]
-    assert status.content == "**Job #1 · alice** — Done"
+    assert status.content == "**Job #1 · alice+discord** — Done"
     # The training reads the upload with its plain-text source, one message per post.
     source = open_source(model.sources[0], Handle("alice"), TrainingSettings(_env_file=None))
     assert [t.text for t in source.fetch(Handle("alice"))] == upload_lines(model.sources)
@@ -117,37 +120,80 @@ async def test_admins_can_switch_train_me_off_and_on(world: World, store: Store)
 
     await world.admin.send(world.channel, "!trainme on")
     await world.alice.send(world.channel, "!train me")
-    assert [m.name for m in await store.list_models(world.guild.id)] == ["alice"]
+    assert [m.name for m in await store.list_models(world.guild.id)] == ["alice+discord"]
 
 
-async def test_nobody_replaces_someone_elses_own_model_and_delete_removes_it(
+async def test_an_upload_named_like_the_own_messages_file_makes_nobodys_own_model(
     world: World, store: Store
 ) -> None:
+    await world.bob.send(
+        world.channel, "!train @alice", attachments=[(OWN_MESSAGES_FILE, b"bob pretends\n")]
+    )
+    assert world.handled_errors() == []
+    [model] = await store.list_models(world.guild.id)
+    assert model.name == "alice" and model.owner_id is None
+    # Nobody is locked out of that model: the admin trains it again from another file ...
+    await world.admin.send(world.channel, "!train @alice", attachments=[("tweets.csv", CSV)])
+    assert world.handled_errors() == []
+    # ... and alice's own model is another one, hers.
     await world.alice.send(world.channel, "my own words")
     await world.alice.send(world.channel, "!train me")
-    # bob cannot put other words under alice's own model ...
+    assert world.handled_errors() == []
+    owners = {m.name: m.owner_id for m in await store.list_models(world.guild.id)}
+    assert owners == {"alice": None, "alice+discord": world.alice.id}
+
+
+async def test_another_members_train_of_a_username_does_not_claim_it(
+    world: World, store: Store
+) -> None:
     await world.bob.send(world.channel, "!train @alice", attachments=[("tweets.csv", CSV)])
-    assert world.handled_errors() == [InputError]
-    assert "only they can train it again" in world.channel.last_message.content
+    await world.alice.send(world.channel, "my own words")
+    await world.alice.send(world.channel, "!train me")
+    assert world.handled_errors() == []
+    [own] = await store.models_owned_by(world.guild.id, world.alice.id)
+    assert own.name == "alice+discord" and own.trained_by == world.alice.id
+    # bob's model of the X handle alice is still his.
+    other = await store.get_model(world.guild.id, "alice")
+    assert other is not None and other.trained_by == world.bob.id and other.owner_id is None
+
+
+async def test_an_admins_retrain_keeps_the_members_ownership(world: World, store: Store) -> None:
+    await world.alice.send(world.channel, "my own words")
+    await world.alice.send(world.channel, "!train me")
+    await world.admin.send(world.channel, "!retrain @alice")
+    assert world.handled_errors() == []
     [model] = await store.list_models(world.guild.id)
+    assert model.name == "alice+discord"
+    assert model.trained_by == world.admin.id and model.owner_id == world.alice.id
+    # alice can still train it again herself.
+    await world.alice.send(world.channel, "!train me")
+    assert world.handled_errors() == []
+    [model] = await store.models_owned_by(world.guild.id, world.alice.id)
     assert model.trained_by == world.alice.id
-    # ... and alice training herself again replaces it.
-    await world.alice.send(world.channel, "!train me")
-    assert world.handled_errors() == []
-
-    await world.admin.send(world.channel, "!delete @alice")
-    assert world.handled_errors() == []
-    assert await store.list_models(world.guild.id) == []
 
 
-async def test_train_me_never_replaces_a_model_of_the_same_name(world: World, store: Store) -> None:
-    await world.bob.send(world.channel, "!train @alice", attachments=[("tweets.csv", CSV)])
+async def test_an_own_model_of_someone_else_under_the_same_username_is_never_replaced(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    # A member who left had the username alice and trained a model of themselves.
+    path = bot_settings.guild_models_dir(world.guild.id) / "alice+discord"
+    await store.upsert_model(
+        world.guild.id,
+        "alice+discord",
+        handles=[Handle("alice")],
+        sources=["bluesky"],
+        base_model="tiny",
+        lora=False,
+        path=path,
+        trained_by=999,
+        owner_id=999,
+    )
     await world.alice.send(world.channel, "my own words")
     await world.alice.send(world.channel, "!train me")
     assert world.handled_errors() == [InputError]
-    assert "`!delete @alice` it first" in world.channel.last_message.content
+    assert "own model of a member who had your username" in world.last_text()
     [model] = await store.list_models(world.guild.id)
-    assert model.trained_by == world.bob.id
+    assert model.owner_id == 999
 
 
 async def test_train_me_reads_only_messages_within_the_age_bound(
@@ -160,3 +206,87 @@ async def test_train_me_reads_only_messages_within_the_age_bound(
     await world.alice.send(world.channel, "!train me")
     [model] = await store.list_models(world.guild.id)
     assert upload_lines(model.sources) == ["said today"]
+
+
+async def test_forgetme_removes_the_own_model_and_every_copy_of_the_messages(
+    world: World, store: Store, bot_settings: BotSettings, simcord_env: simcord.Env
+) -> None:
+    await world.alice.send(world.channel, "words only alice wrote")
+    await world.alice.send(world.channel, "!train me")
+    await world.bob.send(world.channel, "!train @bob", attachments=[("tweets.csv", CSV)])
+    await world.alice.send(world.channel, "!tweet @alice")
+    await world.bob.send(world.channel, "!tweet @bob")
+    assert world.handled_errors() == []
+    [own] = await store.models_owned_by(world.guild.id, world.alice.id)
+    upload = Path(own.sources[0])
+    cache = simcord_env.bot.cache
+    assert own.path.is_dir() and upload.is_file() and own.path in cache
+    assert await store.recent_tweets(world.guild.id, own.name)
+
+    await world.alice.send(world.channel, "!forgetme")
+
+    assert world.handled_errors() == []
+    assert world.last_text() == (
+        "Deleted your own model **alice+discord** with every copy of your messages I kept (the "
+        "model's files, your messages file and the tweets it wrote)."
+    )
+    assert not own.path.exists() and not upload.exists() and not upload.parent.exists()
+    assert own.path not in cache
+    assert await store.get_model(world.guild.id, own.name) is None
+    assert await store.recent_tweets(world.guild.id, own.name) == []
+    jobs = await store.recent_jobs(world.guild.id)
+    assert [j.model_name for j in jobs] == ["bob"]
+    # bob's model and what it wrote are untouched.
+    bob = await store.get_model(world.guild.id, "bob")
+    assert bob is not None and bob.path.is_dir()
+    assert len(await store.recent_tweets(world.guild.id, "bob")) == 1
+
+
+async def test_forgetme_without_an_own_model_says_there_is_nothing(
+    world: World, store: Store
+) -> None:
+    await world.bob.send(world.channel, "!train @alice", attachments=[("tweets.csv", CSV)])
+    await world.alice.send(world.channel, "!forgetme")
+    assert world.handled_errors() == []
+    assert world.last_text().startswith("I keep no model of your own messages in this server")
+    assert [m.name for m in await store.list_models(world.guild.id)] == ["alice"]
+
+
+async def test_tweet_with_a_members_mention_uses_their_own_model(
+    world: World, store: Store, scripted_generator: Any
+) -> None:
+    await world.bob.send(world.channel, "!train @alice", attachments=[("tweets.csv", CSV)])
+    await world.alice.send(world.channel, "words only alice wrote")
+    await world.alice.send(world.channel, "!train me")
+    # Discord turns a typed @alice into a mention of the member: that names her own model.
+    await world.bob.send(world.channel, f"!tweet {world.alice.mention} My dream is")
+    assert world.handled_errors() == []
+    [logged] = await store.recent_tweets(world.guild.id, "alice+discord")
+    assert logged.prompt == "My dream is" and scripted_generator.prompts[-1] == "My dream is"
+    assert await store.recent_tweets(world.guild.id, "alice") == []
+
+
+async def test_forgetting_a_member_during_the_training_cancels_it_and_deletes_the_messages(
+    world: World, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "hang")
+    seen: list[Path] = []
+
+    async def forget_when_running() -> tuple[list[Any], int]:
+        async with asyncio.timeout(20):
+            while not (running := await store.running_jobs(None)):
+                await asyncio.sleep(0.05)
+        [job] = running
+        assert job.owner_id == world.alice.id
+        seen.append(Path(job.sources[0]))
+        assert seen[0].is_file()
+        runner = world.env.bot.runner  # type: ignore[attr-defined]
+        return await runner.forget_member(world.guild.id, world.alice.id)
+
+    forgetting = asyncio.get_running_loop().create_task(forget_when_running())
+    await world.alice.send(world.channel, "words only alice wrote")
+    await world.alice.send(world.channel, "!train me")
+    assert await forgetting == ([], 1)
+    assert not seen[0].exists()
+    assert await store.recent_jobs(world.guild.id) == []
+    assert await store.list_models(world.guild.id) == []
