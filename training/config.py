@@ -72,6 +72,15 @@ class TrainingSettings(BaseSettings):
         gt=0,
         description="Most seconds one Mastodon fetch (the lookup and every page) may take.",
     )
+    train_budget_s: float = Field(
+        default=300,
+        ge=0,
+        description=(
+            "Wall-clock seconds a training takes from start to saved model when neither epochs "
+            "nor a step cap are asked for: the steps that fit are measured on the first ones, "
+            "at most 4 epochs (0: no budget, every epoch is trained)."
+        ),
+    )
     generation_backend: Literal["auto", "torch", "ctranslate2"] = Field(
         default="auto",
         description=(
