@@ -54,6 +54,8 @@ class StepBudget:
     cap: int
     clock: Callable[[], float]
     reserve_s: float = 0.0
+    #: Waits for the device's queued work (CUDA runs ahead of the host) before a timing reading.
+    sync: Callable[[], None] | None = None
     warmup_steps: int = WARMUP_STEPS
     measured_steps: int = MEASURED_STEPS
     #: The planned number of steps, once measured (``None`` until then).
@@ -79,6 +81,9 @@ class StepBudget:
 
     def after_step(self, step: int) -> bool:
         """Record that ``step`` steps are done; True when training should stop now."""
+        timing = step in (self.warmup_steps, self.warmup_steps + self.measured_steps)
+        if timing and self.planned is None and self.sync is not None:
+            self.sync()
         now = self.clock()
         if step == self.warmup_steps:
             self._timing_from = now

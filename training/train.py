@@ -310,7 +310,7 @@ def _train_model(
         stop.check()
 
         use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        budget = _budget(config, train_blocks, clock)
+        budget = _budget(config, train_blocks, clock, device)
         with tempfile.TemporaryDirectory(prefix="doppeltweet-trainer-") as scratch:
             output_dir = _output_dir(config, store, name, Path(scratch))
             trainer, recorder = _make_trainer(
@@ -488,7 +488,7 @@ def trainer_steps(trainer: Any, train_blocks: Any) -> int:
 
 
 def _budget(
-    config: TrainConfig, train_blocks: Any, clock: Callable[[], float]
+    config: TrainConfig, train_blocks: Any, clock: Callable[[], float], device: Any
 ) -> StepBudget | None:
     """The step budget of a run with a time budget; its deadline is set once the evaluation
     before training has been timed."""
@@ -497,7 +497,14 @@ def _budget(
     cap = math.ceil(len(train_blocks) / config.batch_size)
     if config.max_steps is not None:
         cap = min(cap, config.max_steps)
-    return StepBudget(seconds=config.time_budget_s, deadline=math.inf, cap=max(1, cap), clock=clock)
+    sync = None
+    if device.type == "cuda":  # CUDA runs ahead of the host: time what the device has done
+        import torch
+
+        sync = torch.cuda.synchronize
+    return StepBudget(
+        seconds=config.time_budget_s, deadline=math.inf, cap=max(1, cap), clock=clock, sync=sync
+    )
 
 
 def _training_sentence(trainer: Any, train_blocks: Any, budget: StepBudget | None) -> str:

@@ -169,3 +169,13 @@ def test_a_budget_that_is_not_a_positive_number_is_refused() -> None:
     for bad in (0.0, -5.0, math.nan):
         with pytest.raises(InputError, match=r"^The time budget must be a positive number"):
             TrainConfig(time_budget_s=bad).validate()
+
+
+def test_the_device_is_waited_for_only_at_the_two_timing_readings() -> None:
+    synced: list[int] = []
+    clock = TickingClock(1.0)
+    budget = StepBudget(
+        seconds=60, deadline=50, cap=1000, clock=clock, sync=lambda: synced.append(int(clock.now))
+    )
+    _run_steps(budget)
+    assert synced == [0, 3]  # before the readings that end step 1 and step 4

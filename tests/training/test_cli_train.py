@@ -377,7 +377,9 @@ def test_a_negative_time_budget_is_one_sentence(
 ) -> None:
     argv = ["train", "@alice", "--from", str(sample_csv), *FAST, "--time-budget", "-5"]
     assert main([*argv, "--models-dir", str(tmp_path)]) != 0
-    assert capsys.readouterr().err.strip().endswith(
-        "error: --time-budget must be 0 (none) or more seconds, not -5."
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("error: --time-budget must be 0 (none) or more seconds, not -5.")
     )
     assert not (tmp_path / "alice").exists()
