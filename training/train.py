@@ -8,7 +8,8 @@ The steps, top to bottom in :func:`train_model`:
    sequential pass over them (a random sampler would undo the per-epoch shuffles and the
    oversampling);
 3. measure validation loss / perplexity (on fixed cuts of the validation tweets and on
-   tweet-aligned blocks of them), train (AdamW, cosine, no warmup; fp32 on CPU, bf16 on CUDA),
+   tweet-aligned blocks of them), train (AdamW, cosine, no warmup; fp32 on CPU, bf16 on CUDA)
+   for the epochs or, with a time budget, for the steps that fit it (``training.budget``),
    measure again;
 4. write weights, tokenizer, dataset, ``training.json``, ``loss.png`` and the model card into a
    staging folder and swap it in atomically (``training.store``).
