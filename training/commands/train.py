@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from training.commands import add_handle_and_source_arguments, print_data_table
+from training.config import TrainingSettings
 from training.errors import InputError
 from training.train import (
     DEFAULT_BATCH_SIZE,
@@ -23,6 +24,9 @@ from training.train import (
     DEFAULT_LORA_LR,
     HUGGINGTWEETS_LR,
 )
+
+#: The budget setting's default, for --help.
+_DEFAULT_BUDGET_S = TrainingSettings.model_fields["train_budget_s"].default
 
 if TYPE_CHECKING:
     from training.cleaning import DataTable
@@ -62,8 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="wall-clock seconds from start to saved model; the steps that fit are measured on "
         "the first ones, the learning-rate schedule ends with the budget, and the epochs still "
-        "cap it (default: DOPPELTWEET_TRAIN_BUDGET_S, 300, unless --epochs or --max-steps is "
-        "given; 0: no budget)",
+        f"cap it (default: DOPPELTWEET_TRAIN_BUDGET_S, {_DEFAULT_BUDGET_S:g}, unless --epochs or "
+        "--max-steps is given; 0: no budget)",
     )
     hyper.add_argument(
         "--epochs",
