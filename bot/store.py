@@ -30,6 +30,7 @@ from typing import Any, Literal, cast, get_args
 
 import aiosqlite
 
+from bot.fair_queue import fair_order
 from training.errors import DoppeltweetError, InputError
 from training.handles import Handle
 
@@ -662,8 +663,6 @@ class Store:
 
         ``guild_id=None`` is the runner's view of every server's queue.
         """
-        from bot.fair_queue import fair_order
-
         rows = await self._fetchall("SELECT * FROM jobs WHERE state = 'queued' ORDER BY id")
         if not rows:
             return []
