@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -251,8 +252,6 @@ def default_train(root: Path, models: Path, *, quick: bool, reference: bool) -> 
     reference on the same split with ``reference``)."""
     store_root = root / "default-train-store"
     if store_root.exists():
-        import shutil
-
         shutil.rmtree(store_root)
     common.link_bases(store_root, models)
     if not quick:
