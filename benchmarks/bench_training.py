@@ -13,6 +13,14 @@ settings for a fixed number of steps;
 the first step is left out of the timing (lazy initialisation). Throughput counts *useful* tokens
 only: every packed token, and the non-pad tokens of a padded batch.
 
+**default_train** is a default ``!train`` of ``examples/BarackObama.csv`` from start to saved
+model: the training CLI in a process of its own, with the argv the bot gives a job that sets no
+epochs or steps (the bot's base model and LoRA setting, ``--time-budget`` from
+``DOPPELTWEET_TRAIN_BUDGET_S``), the SmolLM2 base already converted (as after a server's first
+training). It reports the wall time and the held-out tweet perplexity; ``--reference`` also trains
+the 4-epoch recipe without a budget on the same data and split (``reference_tweet_ppl``: about half
+an hour on 2 cores, measured once). ``--quick`` trains the tiny model on 400 posts instead.
+
 MFU = achieved model FLOP/s / this machine's measured fp32 matmul rate, with 6N FLOPs per token for
 a full fine-tune and 4N for LoRA (forward 2N + activation gradients 2N; no weight gradients for the
 frozen weights), N as counted by :func:`benchmarks.common.matmul_params`. Attention's own FLOPs
@@ -21,6 +29,11 @@ are reported beside it (``mfu_incl_attention``).
 
 from __future__ import annotations
 
+import csv
+import json
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -191,7 +204,96 @@ def _flops(base: str, models: Path, table: Any, *, lora: bool, context: int) -> 
     }
 
 
-def run(*, quick: bool, root: Path, models: Path, only: list[str] | None = None) -> dict[str, Any]:
+#: The tiny run of --quick: a budget it fits in (the epochs cap ends it first).
+QUICK_BUDGET_S = 120
+QUICK_POSTS = 400
+
+
+def default_train_argv(csv_path: Path, store_root: Path, *, quick: bool) -> list[str]:
+    """The training command line of a ``!train`` job with no epochs or steps set."""
+    from bot.config import BotSettings
+    from training.config import TrainingSettings
+
+    bot, training = BotSettings(_env_file=None), TrainingSettings(_env_file=None)
+    argv = [sys.executable, "-m", "training", "train", common.HANDLE, "--from", str(csv_path)]
+    argv += ["--models-dir", str(store_root), "--progress-json"]
+    argv += ["--base-model", common.TINY_NAME if quick else bot.base_model]
+    if bot.lora:
+        argv.append("--lora")
+    argv += ["--time-budget", f"{QUICK_BUDGET_S if quick else training.train_budget_s:g}"]
+    return argv
+
+
+def _quick_csv(root: Path) -> Path:
+    """The first posts of the bundled CSV, for --quick (its bytes kept as they are: latin-1
+    maps each byte to one character and back)."""
+    path = root / "default-train-quick.csv"
+    with common.DATA_CSV.open(encoding="latin-1", newline="") as source:
+        rows = list(csv.reader(source))[: QUICK_POSTS + 1]
+    with path.open("w", encoding="latin-1", newline="") as out:
+        csv.writer(out).writerows(rows)
+    return path
+
+
+def _train_process(argv: list[str]) -> tuple[float, dict[str, Any]]:
+    """Run the training CLI; its wall time (start to saved model) and its ``done`` line."""
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, cwd=common.ROOT, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not events or events[-1].get("phase") != "done":
+        tail = done.stderr.strip().splitlines()[-5:]
+        raise RuntimeError(f"the training process failed ({done.returncode}): {tail}")
+    return wall, events[-1]
+
+
+def default_train(root: Path, models: Path, *, quick: bool, reference: bool) -> dict[str, Any]:
+    """A default ``!train`` of the bundled CSV, start to saved model (and the 4-epoch
+    reference on the same split with ``reference``)."""
+    store_root = root / "default-train-store"
+    if store_root.exists():
+        shutil.rmtree(store_root)
+    common.link_bases(store_root, models)
+    if not quick:
+        common.ensure_smollm2_base(models)
+    csv_path = _quick_csv(root) if quick else common.DATA_CSV
+    argv = default_train_argv(csv_path, store_root, quick=quick)
+    wall, done = _train_process(argv)
+    record = json.loads((Path(done["path"]) / "training.json").read_text(encoding="utf-8"))
+    metrics, budget = record["metrics"], record.get("budget") or {}
+    result: dict[str, Any] = {
+        "argv": argv[1:],
+        "wall_s": round(wall, 2),
+        "time_budget_s": record["config"]["time_budget_s"],
+        "steps": metrics["steps"],
+        "planned_steps": budget.get("planned_steps"),
+        "cap_steps": budget.get("cap_steps"),
+        "step_s": budget.get("step_s"),
+        "hit_deadline": budget.get("hit_deadline"),
+        "tweet_ppl_before": metrics["tweet_perplexity_before"],
+        "tweet_ppl_after": metrics["tweet_perplexity_after"],
+        "tweets_kept": sum(h["tweets_kept"] for h in record["data_table"].values()),
+        "timings": record["timings"],
+    }
+    if reference:
+        index = argv.index("--time-budget")
+        recipe = [*argv[:index], "--time-budget", "0", *argv[index + 2 :]]
+        ref_wall, ref_done = _train_process(recipe)
+        ref = json.loads((Path(ref_done["path"]) / "training.json").read_text(encoding="utf-8"))
+        result["reference_tweet_ppl"] = ref["metrics"]["tweet_perplexity_after"]
+        result["reference_wall_s"] = round(ref_wall, 2)
+        result["reference_steps"] = ref["metrics"]["steps"]
+    return result
+
+
+def run(
+    *,
+    quick: bool,
+    root: Path,
+    models: Path,
+    only: list[str] | None = None,
+    reference: bool = False,
+) -> dict[str, Any]:
     """Every (model, mode) pair, ours and naive, plus the ceiling they are measured against."""
     shape = QUICK if quick else FULL
     table = common.load_table(limit=400 if quick else None)
@@ -221,12 +323,16 @@ def run(*, quick: bool, root: Path, models: Path, only: list[str] | None = None)
                 **flops,
                 "speedup_vs_naive": round(ours["tokens_per_s"] / naive["tokens_per_s"], 3),
             }
+    if not only or "default_train" in only:
+        results["default_train"] = default_train(root, models, quick=quick, reference=reference)
     ceiling_after = common.measure_matmul_gflops()
     ceiling = (ceiling_before["median_gflops"] + ceiling_after["median_gflops"]) / 2
     # On a shared virtual machine the ceiling itself moves between the two measurements; the MFU
     # against the higher of them is the conservative reading.
     best = max(ceiling_before["median_gflops"], ceiling_after["median_gflops"])
-    for entry in results.values():
+    for name, entry in results.items():
+        if name == "default_train":
+            continue
         achieved = entry["flops_per_token"] * entry["ours"]["tokens_per_s"] / 1e9
         with_attention = (
             (entry["flops_per_token"] + entry["attention_flops_per_token"])
@@ -255,13 +361,25 @@ def main(argv: list[str] | None = None) -> int:
     """Print the training benchmark's JSON."""
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", nargs="*", help="run only these, e.g. gpt2_full smollm2_lora", default=None
+        "--only",
+        nargs="*",
+        help="run only these, e.g. gpt2_full smollm2_lora default_train",
+        default=None,
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="with default_train, also train the 4-epoch recipe without a budget (~30 min)",
     )
     args = parser.parse_args(argv)
     common.quiet_libraries()
     with common.workdir(args.workdir) as root, common.stdout_to_stderr():
         result = run(
-            quick=args.quick, root=root, models=common.models_dir(args.models_dir), only=args.only
+            quick=args.quick,
+            root=root,
+            models=common.models_dir(args.models_dir),
+            only=args.only,
+            reference=args.reference,
         )
     common.emit({"training": result})
     return 0

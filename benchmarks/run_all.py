@@ -45,6 +45,8 @@ REQUIRED_KEYS = (
     "training.gpt2_full.mfu",
     "training.gpt2_full.speedup_vs_naive",
     "training.gpt2_lora.mfu",
+    "training.default_train.wall_s",
+    "training.default_train.tweet_ppl_after",
     "generation.gpt2.warm_p50_s",
     "generation.gpt2.cold_s",
     "generation.fast_vs_torch.warm_p50_s",

@@ -106,12 +106,16 @@ class BotSettings(BaseSettings):
         description="Train LoRA adapters (every linear layer) instead of every weight.",
     )
     train_max_steps: int | None = Field(
-        default=None, ge=1, description="Cap on optimizer steps per training (unset: no cap)."
+        default=None,
+        ge=1,
+        description="Cap on optimizer steps per training, trained instead of the time budget "
+        "(unset: no cap).",
     )
     train_epochs: int | None = Field(
         default=None,
         ge=1,
-        description="Epochs per training (unset: the training default, 4 as in huggingtweets).",
+        description="Epochs per training, trained instead of the time budget (unset: "
+        "`DOPPELTWEET_TRAIN_BUDGET_S`, at most 4 epochs as in huggingtweets).",
     )
     timezone: str = Field(
         default="UTC",

@@ -7,8 +7,11 @@ output line (docs/ARCHITECTURE.md), keeps the last one on the job, and tells its
 Discord layer). The training library replaces a model folder only when the new one is complete, so
 whatever happens to the run, the previous model keeps being served.
 
-The queue is global (``max_concurrent_jobs`` processes at once, first in first out) because the
-machine's cores are shared by every server; what a server sees of it is scoped to that server.
+The queue is global (``max_concurrent_jobs`` processes at once) because the machine's cores are
+shared by every server, and fair: round-robin across servers, then members (:mod:`bot.fair_queue`);
+what a server sees of it is scoped to that server. Each job trains for a time budget (the training
+setting ``DOPPELTWEET_TRAIN_BUDGET_S``) unless it asks for epochs or a step cap, so when a queued
+job will start follows from the budgets ahead of it.
 After a restart, jobs an earlier bot process left "running" are resolved in :meth:`JobRunner.start`:
 a launcher whose runs outlive the bot (Ray) re-attaches to the run, or concludes it if it ended;
 otherwise the orphaned process is stopped, and the job is queued again once, or failed if it was
@@ -672,6 +675,43 @@ class JobRunner:
         """The server's queued jobs in order, each with its position in the whole queue."""
         return await self.store.queued_jobs(guild_id)
 
+    def budget_s(self, job: Job) -> float | None:
+        """The job's time budget in seconds, or None when it trains for epochs or a step cap
+        (a job option, else the bot's setting) or budgets are switched off."""
+        options = job.options
+        if options.get("max_steps", self.settings.train_max_steps) is not None:
+            return None
+        if options.get("epochs", self.settings.train_epochs) is not None:
+            return None
+        from training.config import get_settings
+
+        return get_settings().train_budget_s or None
+
+    def expected_duration_s(self, job: Job) -> float | None:
+        """How long the job is expected to run: its budget; a job without one is counted as
+        the default budget (None when budgets are off: nothing to estimate with)."""
+        from training.config import get_settings
+
+        return self.budget_s(job) or get_settings().train_budget_s or None
+
+    async def start_estimates(self, now: datetime | None = None) -> dict[int, float]:
+        """Seconds from ``now`` until each queued job (of every server) is expected to start;
+        empty when budgets are off."""
+        from bot.fair_queue import start_estimates
+        from training.config import get_settings
+
+        if not get_settings().train_budget_s:
+            return {}
+        queue = await self.store.queued_jobs(None)
+        running = await self.store.running_jobs(None)
+        return start_estimates(
+            queue,
+            running,
+            now=now or datetime.now(UTC),
+            slots=self.settings.max_concurrent_jobs,
+            duration_s=lambda job: self.expected_duration_s(job) or 0.0,
+        )
+
     async def running(self, guild_id: int) -> list[Job]:
         """The server's running jobs, with their latest progress."""
         jobs = await self.store.running_jobs(guild_id)
@@ -685,7 +725,7 @@ class JobRunner:
     # -- running --------------------------------------------------------------------------------
 
     async def _pump(self) -> None:
-        """Start queued jobs, oldest first, while a slot is free."""
+        """Start queued jobs in the fair order (:mod:`bot.fair_queue`) while a slot is free."""
         if not self._started or self._stopping:
             return
         async with self._pump_lock:
@@ -718,6 +758,9 @@ class JobRunner:
         epochs = options.get("epochs", self.settings.train_epochs)
         if epochs is not None:
             argv += ["--epochs", str(epochs)]
+        if max_steps is None and epochs is None:
+            # Named, so the run holds to the budget the queue's estimates count with.
+            argv += ["--time-budget", f"{self.budget_s(job) or 0:g}"]
         argv += self.training_args
         return argv
 

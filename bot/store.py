@@ -30,6 +30,7 @@ from typing import Any, Literal, cast, get_args
 
 import aiosqlite
 
+from bot.fair_queue import fair_order
 from training.errors import DoppeltweetError, InputError
 from training.handles import Handle
 
@@ -674,10 +675,8 @@ class Store:
     async def _positioned(self, job: Job) -> Job:
         if job.state != "queued":
             return job
-        row = await self._fetchone(
-            "SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued' AND id <= ?", (job.id,)
-        )
-        return replace(job, position=int(row["n"]) if row else None)
+        position = next((j.position for j in await self.queued_jobs(None) if j.id == job.id), None)
+        return replace(job, position=position)
 
     async def active_job_for_model(self, guild_id: int, model_name: str) -> Job | None:
         """The queued or running job of that model in this server, if any."""
@@ -706,12 +705,23 @@ class Store:
         return [await self._positioned(_job(r)) for r in rows]
 
     async def queued_jobs(self, guild_id: int | None) -> list[Job]:
-        """Queued jobs, first to run first, each with its position in the global queue.
+        """Queued jobs, first to run first (round-robin across servers, then members:
+        :func:`bot.fair_queue.fair_order`), each with its position in the global queue.
 
         ``guild_id=None`` is the runner's view of every server's queue.
         """
         rows = await self._fetchall("SELECT * FROM jobs WHERE state = 'queued' ORDER BY id")
-        jobs = [_job(row, position) for position, row in enumerate(rows, start=1)]
+        if not rows:
+            return []
+        served = await self._fetchall(
+            "SELECT guild_id, user_id, MAX(started_at) AS last FROM jobs "
+            "WHERE started_at IS NOT NULL GROUP BY guild_id, user_id"
+        )
+        last_started = {
+            (r["guild_id"], r["user_id"]): cast(datetime, _dt(r["last"])) for r in served
+        }
+        ordered = fair_order([_job(row) for row in rows], last_started)
+        jobs = [replace(job, position=n) for n, job in enumerate(ordered, start=1)]
         return [j for j in jobs if guild_id is None or j.guild_id == guild_id]
 
     async def running_jobs(self, guild_id: int | None) -> list[Job]:

@@ -66,7 +66,7 @@ def render_card(table: DataTable, record: dict[str, Any], *, model_ref: str) -> 
     procedure_rows = [
         ("Base model", base),
         ("Method", "LoRA (peft)" if lora else "full fine-tuning"),
-        ("Epochs", config.get("epochs")),
+        ("Epochs", _epochs_text(config)),
         ("Learning rate", config.get("learning_rate")),
         ("Schedule", "cosine, no warmup, AdamW"),
         ("Block size (tokens)", config.get("block_size")),
@@ -180,6 +180,14 @@ def _likeness_section(record: dict[str, Any], who: str) -> list[str]:
         *rows,
         "",
     ]
+
+
+def _epochs_text(config: dict[str, Any]) -> Any:
+    """The epochs, or under a time budget the most that could be trained within it."""
+    budget = config.get("time_budget_s")
+    if not budget:
+        return config.get("epochs")
+    return f"at most {config.get('epochs')}, within a {budget:g}-second time budget"
 
 
 def _base_text(base: str) -> str:

@@ -80,6 +80,15 @@ class TrainingSettings(BaseSettings):
             "on, any member can make the bot read the bot's own network)."
         ),
     )
+    train_budget_s: float = Field(
+        default=300,
+        ge=0,
+        description=(
+            "Wall-clock seconds a training takes from start to saved model when neither epochs "
+            "nor a step cap are asked for: the steps that fit are measured on the first ones, "
+            "at most 4 epochs (0: no budget, every epoch is trained)."
+        ),
+    )
     generation_backend: Literal["auto", "torch", "ctranslate2"] = Field(
         default="auto",
         description=(

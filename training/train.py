@@ -8,7 +8,8 @@ The steps, top to bottom in :func:`train_model`:
    sequential pass over them (a random sampler would undo the per-epoch shuffles and the
    oversampling);
 3. measure validation loss / perplexity (on fixed cuts of the validation tweets and on
-   tweet-aligned blocks of them), train (AdamW, cosine, no warmup; fp32 on CPU, bf16 on CUDA),
+   tweet-aligned blocks of them), train (AdamW, cosine, no warmup; fp32 on CPU, bf16 on CUDA)
+   for the epochs or, with a time budget, for the steps that fit it (``training.budget``),
    measure again;
 4. write weights, tokenizer, dataset, ``training.json``, ``loss.png`` and the model card into a
    staging folder and swap it in atomically (``training.store``).
@@ -31,13 +32,14 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from training.budget import StepBudget, save_reserve_s
 from training.errors import DoppeltweetError, InputError, ModelError
 from training.progress import ProgressReporter
 from training.store import CARD_FILE, LOSS_PLOT_FILE, TRAINING_FILE, ModelInfo, ModelStore
@@ -66,6 +68,8 @@ MAX_BLOCK_SIZE = 1024
 DEFAULT_BLOCK_SIZE = 128
 #: Blocks per step by default: 8 x 128 = huggingtweets' 1,024 tokens per optimizer step.
 DEFAULT_BATCH_SIZE = 8
+#: huggingtweets' epochs: all of them without a time budget, the cap with one.
+DEFAULT_EPOCHS = 4
 REPORT_TO = ("none", "wandb", "tensorboard")
 TRAINING_FORMAT = 1
 
@@ -96,7 +100,7 @@ class TrainConfig:
 
     base_model: str = "gpt2"
     lora: bool = False
-    epochs: int = 4
+    epochs: int = DEFAULT_EPOCHS
     #: ``None``: huggingtweets' 1.372e-4 for a full fine-tune, ``DEFAULT_LORA_LR`` for LoRA.
     learning_rate: float | None = None
     #: Tokens per block; ``None`` means min(``DEFAULT_BLOCK_SIZE``, the model's window).
@@ -104,6 +108,10 @@ class TrainConfig:
     #: Blocks per step (huggingtweets used 1 block of 1,024 tokens: the same tokens per step).
     batch_size: int = DEFAULT_BATCH_SIZE
     max_steps: int | None = None
+    #: Wall-clock seconds for the whole run, loading to saved model (``None``: no budget, train
+    #: every epoch); the steps that fit are measured on the first ones (``training.budget``).
+    #: ``epochs`` and ``max_steps`` still cap it.
+    time_budget_s: float | None = None
     seed: int = 42
     val_fraction: float = 0.1
     report_to: str = "none"
@@ -157,6 +165,11 @@ class TrainConfig:
                 f"--max-steps must be at least 1, not {self.max_steps}.",
             ),
             (
+                self.time_budget_s is None
+                or (math.isfinite(self.time_budget_s) and self.time_budget_s > 0),
+                f"The time budget must be a positive number of seconds, not {self.time_budget_s}.",
+            ),
+            (
                 0.0 <= self.val_fraction < 0.5,
                 "The validation fraction must be at least 0 and below 0.5, "
                 f"not {self.val_fraction}.",
@@ -202,16 +215,26 @@ def _tracker_installed(name: str) -> bool:
 
 
 def train_model(
-    table: DataTable, config: TrainConfig, store: ModelStore, reporter: ProgressReporter
+    table: DataTable,
+    config: TrainConfig,
+    store: ModelStore,
+    reporter: ProgressReporter,
+    *,
+    started: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ModelInfo:
     """Fine-tune ``config.base_model`` on ``table``'s tweets and install it in ``store``.
 
+    ``config.time_budget_s`` counts from ``started`` (a ``clock`` reading: the CLI passes the
+    moment it began, so fetching counts too; default: now); ``clock`` is injectable for tests.
     Raises :class:`TrainingStopped` on SIGTERM/SIGINT and another :class:`ModelError` /
     :class:`InputError` for anything a user can fix; the store keeps the previous model then.
     A full disk (while caching the base model or saving the new one) is one such sentence.
     """
     try:
-        return _train_model(table, config, store, reporter)
+        return _train_model(
+            table, config, store, reporter, clock() if started is None else started, clock
+        )
     except Exception as error:
         if isinstance(error, DoppeltweetError) or not _out_of_space(error):
             raise
@@ -222,7 +245,12 @@ def train_model(
 
 
 def _train_model(
-    table: DataTable, config: TrainConfig, store: ModelStore, reporter: ProgressReporter
+    table: DataTable,
+    config: TrainConfig,
+    store: ModelStore,
+    reporter: ProgressReporter,
+    started_at: float,
+    clock: Callable[[], float],
 ) -> ModelInfo:
     config.validate()
     name = table.model_name
@@ -283,6 +311,7 @@ def _train_model(
         stop.check()
 
         use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        budget = _budget(config, train_blocks, clock, device)
         with tempfile.TemporaryDirectory(prefix="doppeltweet-trainer-") as scratch:
             output_dir = _output_dir(config, store, name, Path(scratch))
             trainer, recorder = _make_trainer(
@@ -296,8 +325,9 @@ def _train_model(
                 reporter=reporter,
                 stop=stop,
                 tokens_per_step=block_size * config.batch_size,
+                budget=budget,
             )
-            t0 = time.monotonic()
+            t0, clock_t0 = time.monotonic(), clock()
             reporter.phase("evaluating", "validation loss before training")
             val_before = _evaluate(trainer, eval_blocks, recorder, stopping_blocks is eval_blocks)
             tweet_before = _evaluate(
@@ -305,8 +335,12 @@ def _train_model(
             )
             timings["evaluate_before_s"] = time.monotonic() - t0
             stop.check()
+            if budget is not None:
+                # The evaluation after training takes as long as the one before did.
+                budget.reserve_s = (clock() - clock_t0) + save_reserve_s(budget.seconds)
+                budget.deadline = started_at + budget.seconds - budget.reserve_s
 
-            reporter.phase("training", f"{trainer_steps(trainer, train_blocks)} steps")
+            reporter.phase("training", _training_sentence(trainer, train_blocks, budget))
             t0 = time.monotonic()
             trainer.train()
             timings["train_s"] = time.monotonic() - t0
@@ -353,6 +387,8 @@ def _train_model(
                 "best_step": recorder.best_step,
                 "eval_losses": [[step, loss] for step, loss in recorder.eval_losses],
                 "train_loss_last": recorder.losses[-1] if steps else None,
+                "learning_rate_first_step": recorder.lr_first,
+                "learning_rate_last_step": recorder.lr_last,
                 "steps": steps,
                 "train_tokens": train_tokens,
                 "train_blocks": len(train_blocks),
@@ -364,6 +400,8 @@ def _train_model(
             },
             timings=timings,
         )
+        if budget is not None:
+            record["budget"] = budget.record(steps)
         _save(staging, model, tokenizer, table, config, record, recorder, store.path(name))
         timings["save_s"] = time.monotonic() - t0
         timings["total_s"] = time.monotonic() - started
@@ -448,6 +486,36 @@ def trainer_steps(trainer: Any, train_blocks: Any) -> int:
     """The optimizer steps one pass will take (``max_steps`` caps it)."""
     per_epoch = math.ceil(len(train_blocks) / trainer.args.per_device_train_batch_size)
     return min(per_epoch, trainer.args.max_steps) if trainer.args.max_steps > 0 else per_epoch
+
+
+def _budget(
+    config: TrainConfig, train_blocks: Any, clock: Callable[[], float], device: Any
+) -> StepBudget | None:
+    """The step budget of a run with a time budget; its deadline is set once the evaluation
+    before training has been timed."""
+    if config.time_budget_s is None:
+        return None
+    cap = math.ceil(len(train_blocks) / config.batch_size)
+    if config.max_steps is not None:
+        cap = min(cap, config.max_steps)
+    sync = None
+    if device.type == "cuda":  # CUDA runs ahead of the host: time what the device has done
+        import torch
+
+        sync = torch.cuda.synchronize
+    return StepBudget(
+        seconds=config.time_budget_s, deadline=math.inf, cap=max(1, cap), clock=clock, sync=sync
+    )
+
+
+def _training_sentence(trainer: Any, train_blocks: Any, budget: StepBudget | None) -> str:
+    """The training phase's message: the steps, or the budget they are fitted to."""
+    if budget is None:
+        return f"{trainer_steps(trainer, train_blocks)} steps"
+    return (
+        f"a {budget.seconds:g}-second budget: at most {budget.cap} steps, as many as fit "
+        "after timing the first ones"
+    )
 
 
 # Signals ---------------------------------------------------------------------------------------
@@ -578,6 +646,9 @@ class _LossRecorder:
         self.stopped_early = False
         #: Set while an evaluation of another set than early stopping's runs: not counted.
         self.muted = False
+        #: The learning rate of the first and of the latest optimizer step.
+        self.lr_first: float | None = None
+        self.lr_last: float | None = None
 
     def add(self, loss: Any) -> None:
         self._pending.append(loss.detach())
@@ -617,6 +688,7 @@ def _make_trainer(
     reporter: ProgressReporter,
     stop: _StopFlag,
     tokens_per_step: int,
+    budget: StepBudget | None = None,
 ) -> tuple[Any, _LossRecorder]:
     from transformers import (
         PrinterCallback,
@@ -640,6 +712,17 @@ def _make_trainer(
                 recorder.add(result[0] if return_outputs else result)
             return result
 
+        def create_scheduler(self, num_training_steps, optimizer=None):  # type: ignore[no-untyped-def]
+            if budget is None or self.lr_scheduler is not None:
+                return super().create_scheduler(num_training_steps, optimizer)
+            from torch.optim.lr_scheduler import LambdaLR
+
+            # The same cosine, over the steps the budget plans: its lambda reads the horizon
+            # each step, so the schedule ends at the last planned step.
+            self.lr_scheduler = LambdaLR(optimizer or self.optimizer, budget.lr_factor)
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+
     class ProgressReporting(TrainerCallback):
         """Turns Trainer steps into progress events and honours a stop request."""
 
@@ -650,12 +733,23 @@ def _make_trainer(
         def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
             self.started = time.monotonic()
 
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
+            if optimizer is not None and optimizer.param_groups:
+                recorder.lr_last = float(optimizer.param_groups[0]["lr"])
+                if recorder.lr_first is None:
+                    recorder.lr_first = recorder.lr_last
+            return control
+
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
             if stop.requested:
                 control.should_training_stop = True
                 return control
             now = time.monotonic()
             step, total = state.global_step, state.max_steps
+            if budget is not None:
+                if budget.after_step(step):
+                    control.should_training_stop = True
+                total = step if control.should_training_stop else budget.total
             if step != 1 and step < total and now - self.last_report < 0.25:
                 return control
             self.last_report = now

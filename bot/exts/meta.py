@@ -34,7 +34,12 @@ COMMANDS: tuple[tuple[str, str, bool], ...] = (
     ),
     ("tweet [@handle] [prompt]", "Generate a tweet with a model of this server.", False),
     ("models", "List this server's models.", False),
-    ("jobs", "Show the training queue and the running job's progress.", False),
+    (
+        "jobs",
+        "Show the running jobs and your queued ones with when they are expected to start.",
+        False,
+    ),
+    ("jobs all", "Show every queued job of this server with when it is expected to start.", True),
     ("cancel [job id]", "Cancel your queued or running training job (admins: any job).", False),
     ("help", "Show this message.", False),
     ("retrain @handle", "Train a model again from the same sources as last time.", True),

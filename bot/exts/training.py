@@ -26,6 +26,7 @@ from bot.exts.admin import admin_only
 from bot.formatting import (
     data_table_block,
     escape_user_text,
+    format_duration,
     perplexity_line,
     progress_text,
 )
@@ -89,11 +90,26 @@ def job_title(job: Job) -> str:
     return f"Job #{job.id} · {escape_user_text(job.model_name)}"
 
 
-def status_text(job: Job, event: dict[str, Any] | None) -> str:
-    """The status message of a job for its last progress event (or its state)."""
+def discord_time(unix_s: float) -> str:
+    """A time Discord shows in each reader's own words and zone, kept current (``in 5 minutes``)."""
+    return f"<t:{int(unix_s)}:R>"
+
+
+def budget_line(job: Job, budget_s: float | None) -> str | None:
+    """``Budget 5m 00s · ready <t:…:R>`` for a running job with a time budget."""
+    if budget_s is None or job.state != "running" or job.started_at is None:
+        return None
+    ready = job.started_at.timestamp() + budget_s
+    return f"Budget {format_duration(budget_s)} · ready {discord_time(ready)}"
+
+
+def status_text(job: Job, event: dict[str, Any] | None, budget_s: float | None = None) -> str:
+    """The status message of a job for its last progress event (or its state); a running job
+    with a time budget also shows the budget and when it will be ready."""
     fields = event or {}
     phase = fields.get("phase") or ("queued" if job.state == "queued" else "starting")
-    return progress_text(
+    budget = budget_line(job, budget_s)
+    text = progress_text(
         title=job_title(job),
         phase=str(phase),
         step=fields.get("step"),
@@ -106,6 +122,7 @@ def status_text(job: Job, event: dict[str, Any] | None) -> str:
             else None
         ),
     )
+    return f"{text}\n{budget}" if budget else text
 
 
 class Training(commands.Cog):
@@ -306,9 +323,10 @@ class Training(commands.Cog):
         """Post the job's first status. The job is queued whatever Discord answers: a refused
         reply falls back to a plain message, and when that is refused too the job's first
         progress posts its status (and ``!jobs`` shows it meanwhile)."""
-        text = queued_text(job)
         # The status message answers the command (a reply, which pings nobody), so in a busy
         # channel it stays next to the request.
+        starts = await self.bot.runner.start_estimates() if job.state == "queued" else {}
+        text = queued_text(job, starts.get(job.id))
         try:
             message: discord.Message = await ctx.reply(
                 text, mention_author=False, allowed_mentions=NO_MENTIONS
@@ -382,21 +400,42 @@ class Training(commands.Cog):
 
     @commands.hybrid_command(name="jobs")
     @app_commands.guild_only()
-    async def jobs(self, ctx: commands.Context[Any]) -> None:
-        """Show the training queue of this server and the running job's progress."""
+    @app_commands.describe(scope="all: every queued job of this server (admins)")
+    async def jobs(self, ctx: commands.Context[Any], scope: str = "") -> None:
+        """Show the running jobs and your queued ones with when they start (admins: `all`)."""
+        from bot.exts.admin import is_admin
+
         guild_id = require_guild_id(ctx)
-        running = await self.bot.runner.running(guild_id)
-        queued = await self.bot.runner.queue(guild_id)
+        prefix = self.bot.settings.prefix
+        word = scope.strip().lower()
+        if word not in ("", "all"):
+            raise InputError(
+                f"Say `{prefix}jobs` for the running jobs and yours, or `{prefix}jobs all` for "
+                "every queued job of this server (admins)."
+            )
+        if word == "all" and not is_admin(self.bot, ctx.author):
+            raise InputError(
+                f"Only server admins see every queued job of this server; `{prefix}jobs` shows "
+                "the running jobs and yours."
+            )
+        runner = self.bot.runner
+        running = await runner.running(guild_id)
+        queued = await runner.queue(guild_id)
         if not running and not queued:
             await ctx.send("No training jobs are queued or running.", allowed_mentions=NO_MENTIONS)
             return
-        lines: list[str] = []
-        for job in running:
-            lines.append(status_text(job, job.progress))
-        if queued:
-            lines.append("**Queue**")
-            for job in queued:
-                lines.append(f"{job.position or '?'}. {job_title(job)} — by <@{job.user_id}>")
+        lines = [status_text(job, job.progress, runner.budget_s(job)) for job in running]
+        shown = queued if word == "all" else [j for j in queued if j.user_id == ctx.author.id]
+        starts = await runner.start_estimates() if shown else {}
+        if shown:
+            lines.append("**Queue**" if word == "all" else "**Your queued jobs**")
+            lines += [queue_line(job, starts.get(job.id)) for job in shown]
+        others = len(queued) - len(shown)
+        if others:
+            lines.append(
+                f"{others} more job{'s' if others != 1 else ''} of this server "
+                f"{'are' if others != 1 else 'is'} queued (admins: `{prefix}jobs all`)."
+            )
         await ctx.send("\n".join(lines)[:2000], allowed_mentions=NO_MENTIONS)
 
     @commands.hybrid_command(name="cancel")
@@ -458,7 +497,7 @@ class Training(commands.Cog):
         if now - last < self.bot.settings.progress_edit_interval_s:
             return
         self._last_edit[job.id] = now
-        await self._edit_status(job, status_text(job, event))
+        await self._edit_status(job, status_text(job, event, self.bot.runner.budget_s(job)))
 
     async def on_finished(self, job: Job, result: JobResult) -> None:
         """Post the data table, perplexity before → after and the loss curve, then add three
@@ -542,13 +581,28 @@ class Training(commands.Cog):
         self._status.pop(job.id, None)
 
 
-def queued_text(job: Job) -> str:
-    """The first status of a job: it starts at once, or waits behind others."""
+def queued_text(job: Job, starts_in_s: float | None = None, now: float | None = None) -> str:
+    """The first status of a job: it starts at once, or waits behind others (and, with time
+    budgets, says when it is expected to start)."""
     if job.position:
         ahead = job.position - 1
         waits = f"{ahead} job{'s' if ahead != 1 else ''} ahead" if ahead else "next in line"
-        return f"**{job_title(job)}** — Queued: {waits}."
+        return f"**{job_title(job)}** — Queued: {waits}{_expected_start(starts_in_s, now)}."
     return f"**{job_title(job)}** — Starting."
+
+
+def queue_line(job: Job, starts_in_s: float | None = None, now: float | None = None) -> str:
+    """``2. Job #5 · jack — by @member; expected to start <t:…:R>`` in ``!jobs``."""
+    return (
+        f"{job.position or '?'}. {job_title(job)} — by <@{job.user_id}>"
+        f"{_expected_start(starts_in_s, now)}"
+    )
+
+
+def _expected_start(starts_in_s: float | None, now: float | None) -> str:
+    if starts_in_s is None:
+        return ""
+    return f"; expected to start {discord_time((now or time.time()) + starts_in_s)}"
 
 
 def failure_text(job: Job, message: str) -> str:

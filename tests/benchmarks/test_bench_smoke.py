@@ -55,6 +55,14 @@ def test_training_compares_ours_with_naive_and_reports_mfu_for_full_and_lora(
             assert entry[key] > 0
         assert 0 < entry["mfu_vs_best_ceiling"] <= entry["mfu"]
         assert entry["ours"]["tokens_per_s"] > 0 and entry["naive"]["tokens_per_s"] > 0
+    # A default !train as the bot starts it, in a process of its own, under a time budget.
+    default = out["default_train"]
+    assert default["argv"][-2:] == ["--time-budget", str(bench_training.QUICK_BUDGET_S)]
+    assert "--epochs" not in default["argv"] and "--max-steps" not in default["argv"]
+    assert default["time_budget_s"] == bench_training.QUICK_BUDGET_S
+    assert default["wall_s"] > 0 and 0 < default["steps"] <= default["cap_steps"]
+    assert default["tweet_ppl_after"] < default["tweet_ppl_before"]
+    assert default["tweets_kept"] > 0 and "reference_tweet_ppl" not in default
 
 
 def test_generation_reports_cold_and_warm_latency_per_model(scratch, capsys) -> None:

@@ -267,9 +267,11 @@ async def test_the_same_model_queued_again_is_refused_with_its_position(
         await submit(runner, "@bob", user=OTHER_USER)
     with pytest.raises(InputError, match="alice is already training right now"):
         await submit(runner, "@ALICE", user=OTHER_USER)
-    # The same model in another server is another model.
+    # The same model in another server is another model; that server has not been served yet,
+    # so its job goes first.
     elsewhere = await submit(runner, "@alice", guild=OTHER_GUILD, user=OTHER_USER + 1)
-    assert elsewhere.state == "queued" and elsewhere.position == 2
+    assert elsewhere.state == "queued" and elsewhere.position == 1
+    assert [j.position for j in await runner.queue(GUILD)] == [2]
 
 
 async def test_a_user_cannot_queue_more_jobs_than_the_cap(
@@ -313,6 +315,50 @@ async def test_two_concurrent_slots_run_two_jobs_at_once(
     states = [(await submit(runner, f"@u{i}", user=USER + i)).state for i in range(3)]
     assert states == ["running", "running", "queued"]
     assert len(await runner.running(GUILD)) == 2
+
+
+async def test_a_second_servers_job_runs_before_the_first_servers_later_ones(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch, bot_settings: BotSettings
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINING_DELAY", "0.05")
+    runner, rec = await make_runner(settings_with(bot_settings, max_queued_jobs_per_user=3))
+    a_jobs = [await submit(runner, f"@a{i}") for i in range(3)]
+    b_job = await submit(runner, "@b", guild=OTHER_GUILD, user=OTHER_USER)
+    assert b_job.position == 1 and [j.position for j in await runner.queue(GUILD)] == [2, 3]
+    await rec.wait(lambda: len(rec.finished) == 4)
+    started = [job.id for job, event in rec.progress if event["phase"] == "starting"]
+    assert started == [a_jobs[0].id, b_job.id, a_jobs[1].id, a_jobs[2].id]
+
+
+async def test_start_estimates_add_up_the_budgets_ahead(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch, store: Store
+) -> None:
+    from datetime import timedelta
+
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "hang")
+    runner, _ = await make_runner()
+    running = await submit(runner, "@alice")
+    second = await submit(runner, "@bob", user=OTHER_USER)
+    third = await submit(runner, "@carol", guild=OTHER_GUILD, user=OTHER_USER + 1)
+    stepped = await submit(runner, "@dave", user=OTHER_USER + 2, max_steps=5)
+    started = (await store.get_job(GUILD, running.id)).started_at  # type: ignore[union-attr]
+    estimates = await runner.start_estimates(started + timedelta(seconds=100))
+    # The running job has 200 s of its 300 s budget left; each job ahead takes its budget, and
+    # one with a step cap instead is counted as the default budget.
+    assert estimates == {third.id: 200.0, second.id: 500.0, stepped.id: 800.0}
+    assert runner.budget_s(running) == 300 and runner.budget_s(stepped) is None
+
+
+async def test_a_job_without_epochs_or_steps_trains_for_the_budget(
+    make_runner: MakeRunner, argv_log: Path
+) -> None:
+    runner, rec = await make_runner()
+    budgeted = await submit(runner, "@alice")
+    capped = await submit(runner, "@bob", user=OTHER_USER, max_steps=4)
+    await rec.wait(lambda: rec.ended(budgeted.id) and rec.ended(capped.id))
+    first, second = (json.loads(line) for line in argv_log.read_text().splitlines())
+    assert first[first.index("--time-budget") + 1] == "300"
+    assert "--time-budget" not in second and second[second.index("--max-steps") + 1] == "4"
 
 
 # -- cancelling ---------------------------------------------------------------------------------

@@ -237,6 +237,52 @@ async def test_queue_positions_are_global_and_views_are_scoped(store: Store) -> 
     assert (await store.active_job_for_model(GUILD, "c")).position == 2  # type: ignore[union-attr]
 
 
+async def _order(store: Store) -> list[str]:
+    return [j.model_name for j in await store.queued_jobs(None)]
+
+
+async def test_the_queue_takes_servers_in_turn_not_by_arrival(store: Store) -> None:
+    first = await add_job(store, "a1", GUILD)
+    for name in ("a2", "a3"):
+        await add_job(store, name, GUILD)
+    await add_job(store, "b1", OTHER_GUILD, user=9)
+    assert await _order(store) == ["a1", "b1", "a2", "a3"]
+    # Server A has been served: server B's job goes next, then A's in turn.
+    await store.mark_job_running(first.id, 1)
+    assert await _order(store) == ["b1", "a2", "a3"]
+    await store.finish_job(first.id, "succeeded")
+    assert await _order(store) == ["b1", "a2", "a3"]
+    assert [j.position for j in await store.queued_jobs(GUILD)] == [2, 3]
+    job = await store.active_job_for_model(OTHER_GUILD, "b1")
+    assert job is not None and job.position == 1
+
+
+async def test_within_a_server_members_take_turns_and_each_members_jobs_keep_their_order(
+    store: Store,
+) -> None:
+    await add_job(store, "x1", GUILD, user=7)
+    await add_job(store, "x2", GUILD, user=7)
+    await add_job(store, "y1", GUILD, user=8)
+    await add_job(store, "x3", GUILD, user=7)
+    await add_job(store, "z1", GUILD, user=9)
+    assert await _order(store) == ["x1", "y1", "z1", "x2", "x3"]
+
+
+async def test_the_server_and_member_served_longest_ago_go_first(store: Store) -> None:
+    old = await add_job(store, "old", OTHER_GUILD, user=9)
+    await store.mark_job_running(old.id, 1)
+    await store.finish_job(old.id, "succeeded")
+    recent = await add_job(store, "recent", GUILD, user=7)
+    await store.mark_job_running(recent.id, 2)
+    await store.finish_job(recent.id, "succeeded")
+    # Server 1 queued first, but server 2 was served longer ago.
+    await add_job(store, "a", GUILD, user=7)
+    await add_job(store, "b", OTHER_GUILD, user=9)
+    # Within server 1, member 8 has never trained: ahead of member 7, who queued earlier.
+    await add_job(store, "c", GUILD, user=8)
+    assert await _order(store) == ["b", "c", "a"]
+
+
 async def test_active_jobs_are_counted_per_user_across_servers(store: Store) -> None:
     first = await add_job(store, "a", GUILD)
     await add_job(store, "b", OTHER_GUILD)

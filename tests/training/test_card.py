@@ -165,3 +165,12 @@ def test_a_card_without_a_likeness_record_has_no_such_section() -> None:
     assert "How like them" not in card
     damaged = {**_RECORD, "likeness": {"real": [1, 2]}}
     assert "How like them" not in render_card(_pipeline_table(), damaged, model_ref="x")
+
+
+def test_a_budgeted_run_says_its_epochs_were_a_cap_within_the_budget() -> None:
+    record = {**_RECORD, "config": {**_RECORD["config"], "time_budget_s": 300.0}}
+    rows = _markdown_rows(render_card(_pipeline_table(), record, model_ref="alice/doppeltweet"))
+    assert rows["Epochs"] == ["at most 4, within a 300-second time budget"]
+    assert _markdown_rows(render_card(_pipeline_table(), _RECORD, model_ref="x/y"))["Epochs"] == [
+        "4"
+    ]

@@ -392,3 +392,32 @@ def test_a_missing_python_module_names_what_to_fix(
         "lacks; install doppeltweet there (for Ray Jobs, set DOPPELTWEET_RAY_PYTHON to an "
         "interpreter that has it)."
     )
+
+
+def test_a_plain_train_runs_for_the_budget_setting_and_epochs_turn_it_off(
+    tmp_path: Path, sample_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOPPELTWEET_TRAIN_BUDGET_S", "600")
+    get_settings.cache_clear()
+    common = ["--base-model", "tiny", "--block-size", "32", "--compare-samples", "0"]
+    for name, extra in (("alice", []), ("bob", ["--epochs", "1", "--max-steps", "2"])):
+        argv = ["train", f"@{name}", "--from", str(sample_csv), *common, *extra]
+        assert main([*argv, "--models-dir", str(tmp_path), "--progress-json"]) == 0
+    budgeted = json.loads((tmp_path / "alice" / "training.json").read_text())
+    assert budgeted["config"]["time_budget_s"] == 600 and budgeted["config"]["epochs"] == 4
+    assert budgeted["budget"]["seconds"] == 600
+    capped = json.loads((tmp_path / "bob" / "training.json").read_text())
+    assert capped["config"]["time_budget_s"] is None and "budget" not in capped
+
+
+def test_a_negative_time_budget_is_one_sentence(
+    tmp_path: Path, sample_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "@alice", "--from", str(sample_csv), *FAST, "--time-budget", "-5"]
+    assert main([*argv, "--models-dir", str(tmp_path)]) != 0
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("error: --time-budget must be 0 (none) or more seconds, not -5.")
+    )
+    assert not (tmp_path / "alice").exists()

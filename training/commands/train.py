@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
+import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from training.commands import add_handle_and_source_arguments, print_data_table
+from training.config import TrainingSettings
+from training.errors import InputError
 from training.train import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BLOCK_SIZE,
+    DEFAULT_EPOCHS,
     DEFAULT_LORA_LR,
     HUGGINGTWEETS_LR,
 )
+
+#: The budget setting's default, for --help.
+_DEFAULT_BUDGET_S = TrainingSettings.model_fields["train_budget_s"].default
 
 if TYPE_CHECKING:
     from training.cleaning import DataTable
@@ -32,9 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune a model on 1 to 3 handles' tweets",
         description=(
             "Fetch and clean the tweets (as `doppeltweet data` does), fine-tune a causal language "
-            "model on them with huggingtweets' recipe (4 epochs, lr 1.372e-4, cosine, AdamW) and "
-            "store it under the models dir with its model card. A model appears or is replaced "
-            "only once complete; SIGTERM/SIGINT stop cleanly and keep the previous model."
+            "model on them with huggingtweets' recipe (lr 1.372e-4, cosine, AdamW) for a "
+            "wall-clock budget (at most 4 epochs) and store it under the models dir with its "
+            "model card. A model appears or is replaced only once complete; SIGTERM/SIGINT stop "
+            "cleanly and keep the previous model."
         ),
     )
     add_handle_and_source_arguments(parser)
@@ -50,7 +59,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--lora", action="store_true", help="train a LoRA adapter instead of every weight"
     )
     hyper = parser.add_argument_group("training")
-    hyper.add_argument("--epochs", type=int, default=4, help="passes over the tweets (default 4)")
+    hyper.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wall-clock seconds from start to saved model; the steps that fit are measured on "
+        "the first ones, the learning-rate schedule ends with the budget, and the epochs still "
+        f"cap it (default: DOPPELTWEET_TRAIN_BUDGET_S, {_DEFAULT_BUDGET_S:g}, unless --epochs or "
+        "--max-steps is given; 0: no budget)",
+    )
+    hyper.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"passes over the tweets (default {DEFAULT_EPOCHS}: a cap under a time budget, "
+        "trained in full without one); giving it turns the default budget off",
+    )
     hyper.add_argument(
         "--lr",
         type=float,
@@ -72,7 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"blocks per step (default {DEFAULT_BATCH_SIZE})",
     )
     hyper.add_argument(
-        "--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps"
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N optimizer steps; giving it turns the default budget off",
     )
     hyper.add_argument("--seed", type=int, default=42, help="seed for shuffles, split, weights")
     hyper.add_argument(
@@ -159,6 +188,20 @@ def run(args: argparse.Namespace) -> int:
             raise
 
 
+def time_budget(
+    given: float | None, *, epochs: int | None, max_steps: int | None, default: float
+) -> float | None:
+    """The run's budget in seconds, or None for none: the one given (0 is none), else the
+    default unless epochs or a step cap were asked for."""
+    if given is not None:
+        if not math.isfinite(given) or given < 0:
+            raise InputError(f"--time-budget must be 0 (none) or more seconds, not {given:g}.")
+        return given or None
+    if epochs is not None or max_steps is not None:
+        return None
+    return default or None
+
+
 def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) -> int:
     from training.cleaning import TooLittleData
     from training.config import get_settings
@@ -172,6 +215,7 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
     )
     from training.train import TrainConfig, train_model
 
+    started = time.monotonic()  # the budget counts from here: fetching is part of the run
     settings = get_settings()
     # Handles stay in the order typed: the n-th --from belongs to the n-th handle.
     handles, specs = handles_and_specs(
@@ -184,7 +228,13 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
     config = TrainConfig(
         base_model=args.base_model,
         lora=args.lora,
-        epochs=args.epochs,
+        epochs=DEFAULT_EPOCHS if args.epochs is None else args.epochs,
+        time_budget_s=time_budget(
+            args.time_budget,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            default=settings.train_budget_s,
+        ),
         learning_rate=args.lr,
         block_size=args.block_size,
         batch_size=args.batch_size,
@@ -217,7 +267,7 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
-    info = train_model(table, config, store, reporter)
+    info = train_model(table, config, store, reporter, started=started)
     url = None
     if args.push_to_hub:
         reporter.phase("saving", f"pushing {info.name} to the Hugging Face Hub")

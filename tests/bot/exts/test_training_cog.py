@@ -321,12 +321,16 @@ async def test_jobs_shows_the_queue_with_positions_and_the_running_progress(
         sources=["bluesky"],
     )
     await world.alice.send(world.channel, "!jobs")
-    assert world.last_text() == (
+    started = (await store.get_job(world.guild.id, running.id)).started_at  # type: ignore[union-attr]
+    ready = int(started.timestamp() + 300)
+    text = re.sub(r"expected to start <t:\d+:R>", "expected to start <t:…:R>", world.last_text())
+    assert text == (
         "**Job #1 · bob** — Training\n"
         "`█████░░░░░░░░░░░░░░░ 25%` step 10/40\n"
         "loss 2.500 · ETA 30s\n"
-        "**Queue**\n"
-        f"1. Job #2 · jack — by <@{world.alice.id}>"
+        f"Budget 5m 00s · ready <t:{ready}:R>\n"
+        "**Your queued jobs**\n"
+        f"1. Job #2 · jack — by <@{world.alice.id}>; expected to start <t:…:R>"
     )
     [request] = [r for r in world.env.http_requests if r.method == "POST"][-1:]
     assert request.json["allowed_mentions"] == {"parse": []}

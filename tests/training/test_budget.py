@@ -1,0 +1,181 @@
+"""The wall-clock budget: steps planned from the measured throughput, a schedule that ends.
+
+Time is a fake clock throughout (every reading advances it by a fixed tick): nothing here
+depends on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from training.budget import StepBudget, cosine_factor, save_reserve_s
+from training.cleaning import DataTable
+from training.commands.train import time_budget
+from training.errors import InputError
+from training.progress import JsonProgress
+from training.store import ModelStore
+from training.train import TrainConfig, train_model
+
+
+class TickingClock:
+    """Each reading returns the current time, then moves it on by ``tick`` seconds."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        now = self.now
+        self.now += self.tick
+        return now
+
+
+def _run_steps(budget: StepBudget, limit: int = 10_000) -> int:
+    step = 0
+    while step < limit:
+        step += 1
+        if budget.after_step(step):
+            return step
+    raise AssertionError("the budget never stopped")
+
+
+@pytest.mark.parametrize(("step_s", "planned"), [(1.0, 50), (2.0, 25), (0.5, 100)])
+def test_the_step_count_follows_the_throughput_measured_on_the_first_steps(
+    step_s: float, planned: int
+) -> None:
+    # Step 1 ends at `step_s` (warm-up, not timed), steps 2-4 are timed; what is left before
+    # the deadline at 50 s, divided by the step time, is added to the 4 steps done.
+    budget = StepBudget(seconds=60, deadline=50, cap=1000, clock=TickingClock(step_s))
+    budget.clock()  # the training starts at 0
+    assert _run_steps(budget) == planned
+    assert budget.planned == planned and budget.step_s == step_s
+    assert not budget.hit_deadline
+
+
+def test_the_epochs_cap_ends_a_small_account_before_its_budget() -> None:
+    budget = StepBudget(seconds=300, deadline=290, cap=12, clock=TickingClock(1.0))
+    assert _run_steps(budget) == 12
+    assert budget.planned == 12 and budget.horizon == 12
+
+
+def test_a_machine_that_slows_down_still_stops_at_the_deadline() -> None:
+    readings = iter([0.0, 1.0, 2.0, 3.0] + [3.0 + 10.0 * n for n in range(1, 100)])
+    budget = StepBudget(seconds=60, deadline=30, cap=1000, clock=lambda: next(readings))
+    stopped_at = _run_steps(budget)
+    assert budget.planned == 31 and stopped_at == 7
+    assert budget.hit_deadline
+
+
+def test_the_schedule_spans_the_cap_until_measured_then_the_planned_steps() -> None:
+    budget = StepBudget(seconds=60, deadline=20, cap=400, clock=TickingClock(1.0))
+    budget.clock()  # the training starts at 0
+    assert budget.lr_factor(0) == 1.0 and budget.horizon == 400
+    _run_steps(budget)
+    assert budget.horizon == budget.planned == 20
+    assert budget.lr_factor(20) == 0.0
+    assert math.isclose(budget.lr_factor(10), 0.5)
+
+
+def test_the_reserve_after_training_grows_with_the_budget_and_has_a_floor() -> None:
+    assert save_reserve_s(10) == 5.0
+    assert save_reserve_s(300) == pytest.approx(45.0)
+    assert cosine_factor(5, 0) == 0.0
+
+
+def _budget_run(tmp_path: Path, table: DataTable, tick: float) -> tuple[dict, list[dict]]:
+    config = TrainConfig(
+        base_model="tiny",
+        block_size=32,
+        batch_size=4,
+        learning_rate=2e-3,
+        time_budget_s=60,
+        likeness_samples=0,
+    )
+    stream = io.StringIO()
+    info = train_model(
+        table, config, ModelStore(tmp_path), JsonProgress(stream), clock=TickingClock(tick)
+    )
+    record = json.loads((info.path / "training.json").read_text())
+    return record, [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_a_budgeted_training_plans_its_steps_and_its_schedule_ends_with_them(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    # Clock readings: the start (0), around the evaluation before training (so it "took" one
+    # tick, and the one after will too), then one per step. With a 1 s tick: the reserve is
+    # 1 + 9 s, the training deadline 50 s; steps 2-4 take 1 s each, step 4 ends at 6 s, so
+    # 44 more steps fit: 48 in all.
+    record, events = _budget_run(tmp_path / "slow", sample_table, tick=1.0)
+    budget, metrics = record["budget"], record["metrics"]
+    assert budget["cap_steps"] > 100  # four epochs would take far longer than the budget
+    assert (budget["planned_steps"], budget["step_s"], budget["reserve_s"]) == (48, 1.0, 10.0)
+    assert metrics["steps"] == budget["steps"] == 48 and not budget["hit_deadline"]
+    assert record["config"]["time_budget_s"] == 60 and record["config"]["epochs"] == 4
+    # The learning rate of the last step is the schedule's last value before 0.
+    assert metrics["learning_rate_first_step"] == 2e-3
+    assert metrics["learning_rate_last_step"] == pytest.approx(2e-3 * cosine_factor(47, 48))
+    assert metrics["learning_rate_last_step"] < 0.01 * 2e-3
+
+    training = [e for e in events if e["phase"] == "training"]
+    assert "60-second budget" in training[0]["message"]
+    steps = [e for e in training if e["step"] is not None]
+    assert steps[-1]["step"] == steps[-1]["total"] == 48
+    assert all(e["eta_s"] is not None for e in steps)
+
+    # Twice the throughput: the same budget holds about twice the steps.
+    faster, _ = _budget_run(tmp_path / "fast", sample_table, tick=0.5)
+    assert faster["budget"]["planned_steps"] == faster["metrics"]["steps"] == 99
+
+
+def test_epochs_or_a_step_cap_turn_the_default_budget_off_and_a_given_budget_wins() -> None:
+    assert time_budget(None, epochs=None, max_steps=None, default=300) == 300
+    assert time_budget(None, epochs=2, max_steps=None, default=300) is None
+    assert time_budget(None, epochs=None, max_steps=80, default=300) is None
+    assert time_budget(120, epochs=2, max_steps=None, default=300) == 120
+    assert time_budget(0, epochs=None, max_steps=None, default=300) is None
+    assert time_budget(None, epochs=None, max_steps=None, default=0) is None
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(InputError, match=r"^--time-budget must be 0 \(none\) or more"):
+            time_budget(bad, epochs=None, max_steps=None, default=300)
+
+
+def test_a_step_cap_caps_a_budget_too(tmp_path: Path, sample_table: DataTable) -> None:
+    config = TrainConfig(
+        base_model="tiny",
+        block_size=32,
+        batch_size=4,
+        max_steps=6,
+        time_budget_s=600,
+        likeness_samples=0,
+    )
+    info = train_model(
+        sample_table,
+        config,
+        ModelStore(tmp_path),
+        JsonProgress(io.StringIO()),
+        clock=TickingClock(1.0),
+    )
+    record = json.loads((info.path / "training.json").read_text())
+    assert record["budget"]["cap_steps"] == record["metrics"]["steps"] == 6
+
+
+def test_a_budget_that_is_not_a_positive_number_is_refused() -> None:
+    for bad in (0.0, -5.0, math.nan):
+        with pytest.raises(InputError, match=r"^The time budget must be a positive number"):
+            TrainConfig(time_budget_s=bad).validate()
+
+
+def test_the_device_is_waited_for_only_at_the_two_timing_readings() -> None:
+    synced: list[int] = []
+    clock = TickingClock(1.0)
+    budget = StepBudget(
+        seconds=60, deadline=50, cap=1000, clock=clock, sync=lambda: synced.append(int(clock.now))
+    )
+    _run_steps(budget)
+    assert synced == [0, 3]  # before the readings that end step 1 and step 4
