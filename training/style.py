@@ -4,7 +4,9 @@
 @mentions, hashtags, emoji, all-lowercase tweets and languages — and :func:`style_rows` lays the
 person's real tweets beside the model's generated ones as Markdown table rows. Languages come
 from ``py3langid`` (its model ships inside the wheel, so it works offline); a tweet too short or
-too mixed to call is counted as ``und`` (undetermined), not guessed.
+too mixed to call is counted as ``und`` (undetermined), not guessed; words are counted the way
+each script writes them (:func:`training.textrules.count_words`), so a Chinese, Japanese or Thai
+sentence is long enough to call.
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ def _identifier() -> Any:
 
 def language_of(text: str) -> str:
     """The ISO 639-1 code of ``text``'s language, or ``und`` when it cannot be called."""
+    from training.textrules import unspaced_words, without_unspaced
+
     words = _NOT_WORDS.sub(" ", text)
-    if len(_LETTER_WORD.findall(words)) < MIN_LANGUAGE_WORDS:
+    # A word of letters counts once, as in any script written with spaces; letters of a script
+    # written without them count as words (a Chinese sentence is one \p{L} run).
+    counted = len(_LETTER_WORD.findall(without_unspaced(words))) + unspaced_words(words)
+    if counted < MIN_LANGUAGE_WORDS:
         return UNDETERMINED
     code, probability = _identifier().classify(words)
     return str(code) if probability >= MIN_LANGUAGE_PROBABILITY else UNDETERMINED

@@ -100,3 +100,25 @@ def test_broken_emoji_are_counted_per_tweet() -> None:
     broken = [*whole, "a lone skin tone \U0001f3fd here", "half a flag \U0001f1e9 here"]
     assert broken_emoji_pct(broken) == 40.0
     assert broken_emoji_pct([]) == 0.0
+
+
+def test_languages_written_without_spaces_are_called() -> None:
+    assert language_of("今天天气很好，我们下午去公园散步吧。") == "zh"
+    assert language_of("今日はいい天気ですね。散歩に行ってきます") == "ja"
+    assert language_of("วันนี้อากาศดีมาก ไปเดินเล่นกันไหม") == "th"
+    assert language_of("오늘 날씨가 정말 좋네요") == "ko"
+    # Too short to call in any script.
+    assert language_of("谢谢") == "und"
+    assert language_of("ขอบคุณครับ") == "und"
+
+
+def test_a_mixed_script_account_has_both_languages() -> None:
+    stats = style_stats(
+        [
+            "Shipping the new release of our library today",
+            "新しいバージョンをリリースしました。ぜひ使ってみてください",
+            "Thanks to everyone who sent a patch this month",
+            "今日はいい天気ですね。散歩に行ってきます",
+        ]
+    )
+    assert stats.languages == {"en": 50.0, "ja": 50.0}

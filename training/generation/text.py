@@ -13,6 +13,7 @@ from training.errors import InputError
 from training.generation.settings import TWEET_CHARS
 from training.textrules import (
     collapse_punctuation,
+    drop_broken_characters,
     drop_broken_emoji,
     fit_tweet,
     strip_link_residue,
@@ -71,17 +72,19 @@ def tidy_candidate(text: str, max_chars: int = TWEET_CHARS) -> str:
     """Make a raw continuation postable: first line only, no URLs, single spaces, ≤ ``max_chars``.
 
     The cut at the first newline is huggingtweets'; URLs are removed the way training data was
-    cleaned (a URL in a generated tweet is made up and leads nowhere); emoji parts that lost their
-    emoji and degenerate punctuation runs go (:mod:`training.textrules`); a tweet over the limit
+    cleaned (a URL in a generated tweet is made up and leads nowhere); halves of multi-byte
+    characters, combining marks and emoji parts that lost their character and degenerate
+    punctuation runs go (:mod:`training.textrules`); a tweet over the limit
     ends at its last sentence end that keeps half the limit, else its last word boundary, never
     inside a grapheme; a separator left dangling at the end (``:``, `` -``) goes.
     """
     line = _NEWLINE.split(text, maxsplit=1)[0]
-    # Control characters and the replacement character (a multi-byte character cut by the token
-    # limit) are never meant to be posted.
-    line = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line if ch != "\ufffd")
+    # Control characters are never meant to be posted.
+    line = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line)
     line = " ".join(word for word in line.split() if not _is_link(word))
-    line = collapse_punctuation(drop_broken_emoji(line))
+    # Replacement characters (a multi-byte character, such as a CJK ideograph, cut between byte
+    # tokens), combining marks and emoji parts left without their character.
+    line = collapse_punctuation(drop_broken_emoji(drop_broken_characters(line)))
     line = " ".join(line.split())
     return strip_link_residue(fit_tweet(line, max_chars)).rstrip()
 
