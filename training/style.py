@@ -31,6 +31,11 @@ MIN_LANGUAGE_WORDS = 3
 #: Languages shown by name; the rest are summed as ``other``.
 TOP_LANGUAGES = 3
 UNDETERMINED = "und"
+#: A language is one of a person's main languages from this share (%) of their tweets whose
+#: language can be called.
+MAIN_LANGUAGE_SHARE = 20.0
+#: Tweets read to find the main languages (spread evenly over the kept ones).
+MAIN_LANGUAGE_SAMPLE = 1_000
 
 
 @cache
@@ -52,6 +57,17 @@ def language_of(text: str) -> str:
         return UNDETERMINED
     code, probability = _identifier().classify(words)
     return str(code) if probability >= MIN_LANGUAGE_PROBABILITY else UNDETERMINED
+
+
+def main_languages(texts: Sequence[str]) -> dict[str, float]:
+    """The person's main languages, most used first: ``{code: share %}`` of the tweets whose
+    language can be called, each at least :data:`MAIN_LANGUAGE_SHARE`; empty when none can."""
+    step = max(1, -(-len(texts) // MAIN_LANGUAGE_SAMPLE))
+    counts = Counter(language_of(t) for t in texts[::step])
+    counts.pop(UNDETERMINED, None)
+    called = sum(counts.values())
+    shares = {code: _pct(n, called) for code, n in counts.most_common()}
+    return {code: share for code, share in shares.items() if share >= MAIN_LANGUAGE_SHARE}
 
 
 def _pct(count: int, total: int) -> float:
