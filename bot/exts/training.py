@@ -89,19 +89,25 @@ def status_text(job: Job, event: dict[str, Any] | None) -> str:
     """The status message of a job for its last progress event (or its state)."""
     fields = event or {}
     phase = fields.get("phase") or ("queued" if job.state == "queued" else "starting")
-    return progress_text(
+    # Notes (a base that does not write the person's language) stay in every later event.
+    notes = fields.get("notes")
+    notes = [str(n) for n in notes if n] if isinstance(notes, list) else []
+    message = (
+        public_message(str(fields["message"]))
+        if phase in _PHASES_WITH_MESSAGES and fields.get("message") not in (None, "", *notes)
+        else None
+    )
+    text = progress_text(
         title=job_title(job),
         phase=str(phase),
         step=fields.get("step"),
         total=fields.get("total"),
         loss=fields.get("loss"),
         eta_s=fields.get("eta_s"),
-        message=(
-            public_message(str(fields["message"]))
-            if phase in _PHASES_WITH_MESSAGES and fields.get("message")
-            else None
-        ),
+        message=message,
     )
+    notes_text = "\n".join(f"⚠️ {escape_user_text(public_message(n))}" for n in notes)
+    return f"{text}\n{notes_text}"[:2000] if notes else text
 
 
 class Training(commands.Cog):
@@ -501,7 +507,27 @@ def summary_text(job: Job, result: JobResult) -> str:
     ppl = perplexity_line(result.perplexity_before, result.perplexity_after)
     if ppl:
         lines.append(ppl)
+    lines += [escape_user_text(sentence) for sentence in record_sentences(job, result.record)]
     return "\n".join(lines)
+
+
+def record_sentences(job: Job, record: dict[str, Any]) -> list[str]:
+    """From ``training.json``: how recognisable the model is, and the base's language warning."""
+    from training.recognisability import recognisability_sentence
+
+    sentences = []
+    likeness = record.get("likeness")
+    figure = likeness.get("recognisability") if isinstance(likeness, dict) else None
+    if isinstance(figure, dict):
+        who = " & ".join(h.display for h in job.handles) if job.handles else job.model_name
+        sentence = recognisability_sentence(figure, who)
+        if sentence:
+            sentences.append(sentence)
+    languages = record.get("languages")
+    warning = languages.get("warning") if isinstance(languages, dict) else None
+    if isinstance(warning, str) and warning:
+        sentences.append(f"⚠️ {warning}")
+    return sentences
 
 
 def _attachments(
