@@ -7,6 +7,7 @@ from training.style import (
     StyleStats,
     broken_emoji_pct,
     language_of,
+    main_languages,
     style_gap,
     style_rows,
     style_stats,
@@ -122,3 +123,18 @@ def test_a_mixed_script_account_has_both_languages() -> None:
         ]
     )
     assert stats.languages == {"en": 50.0, "ja": 50.0}
+
+
+def test_main_languages_are_the_shares_of_tweets_whose_language_is_told() -> None:
+    tweets = [
+        "今天天气很好，我们下午去公园散步吧。",
+        "刚看完一部电影，结局让人很感动。",
+        "终于把论文写完了，今晚好好睡一觉。",
+        "Finally finished the paper, sleeping well tonight",
+        "谢谢",  # too short to tell: not counted
+    ]
+    assert main_languages(tweets) == {"zh": 75.0, "en": 25.0}
+    assert main_languages(["ok", "谢谢"]) == {}
+    # A language in fewer than a fifth of the tweets is not a main one.
+    mostly = ["Shipping the new release of our library today"] * 9 + ["今天天气很好，我们去散步。"]
+    assert main_languages(mostly) == {"en": 90.0}
