@@ -258,7 +258,12 @@ def choose_base(
     from training.style import main_languages
 
     texts = [text for data in table.handles for text in data.kept]
-    main = main_languages(texts)
+    try:
+        main = main_languages(texts)
+    except (OSError, ValueError) as error:  # the detector's model could not be read
+        # An aid, not a step training needs: train on the configured base, with no warning.
+        print(f"warning: the tweets' languages could not be told ({error}).", file=sys.stderr)
+        main = {}
     configured = config.base_model
     config.base_model, chosen_for = base_for_languages(configured, main, by_language)
     if chosen_for is not None and config.base_model != configured:
