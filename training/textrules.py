@@ -54,12 +54,14 @@ _SENTENCE_END = regex.compile(r"[.!?…](?:[\"'”’)\]]*)(?=\s)")
 #: words written in kana run longer) and the abugidas of South-East Asia and Tibet, counted in
 #: letters without their vowel and tone marks.
 _UNSPACED_SCRIPTS: tuple[tuple[regex.Pattern[str], float], ...] = (
-    (regex.compile(r"(?=\p{L})[\p{Han}\p{Bopomofo}\p{Yi}]"), 1.5),
-    (regex.compile(r"(?=\p{L})[\p{Hiragana}\p{Katakana}]"), 2.5),
+    # Script extensions: the kana length mark "ー" and the iteration marks count with their script.
+    (regex.compile(r"(?=\p{L})[\p{scx=Han}\p{scx=Bopomofo}\p{scx=Yi}]"), 1.5),
+    (regex.compile(r"(?=\p{L})(?!\p{scx=Han})[\p{scx=Hiragana}\p{scx=Katakana}]"), 2.5),
     (
         regex.compile(
-            r"(?=\p{L})[\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}\p{Tai_Tham}"
-            r"\p{New_Tai_Lue}\p{Tai_Le}\p{Tai_Viet}\p{Balinese}\p{Javanese}]"
+            r"(?=\p{L})[\p{scx=Thai}\p{scx=Lao}\p{scx=Khmer}\p{scx=Myanmar}\p{scx=Tibetan}"
+            r"\p{scx=Tai_Tham}\p{scx=New_Tai_Lue}\p{scx=Tai_Le}\p{scx=Tai_Viet}"
+            r"\p{scx=Balinese}\p{scx=Javanese}]"
         ),
         3.0,
     ),

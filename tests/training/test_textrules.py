@@ -152,6 +152,7 @@ def test_mentions_are_made_plain_but_look_the_same() -> None:
         ("谢谢", 2 / 1.5),  # 2 ideographs at 1.5 a word
         ("今天天气很好", 4.0),  # 6 ideographs at 1.5 a word
         ("ありがとう", 2.0),  # 5 kana at 2.5 a word
+        ("コーヒー", 4 / 2.5),  # the length mark "ー" is a kana letter too
         ("วันนี้อากาศดีมาก", 4.0),  # 12 Thai letters (marks not counted) at 3 a word
         ("用Python写", 1 / 1.5 * 2 + 1),  # two ideographs and a Latin word
     ],
