@@ -236,6 +236,9 @@ class StepClock:
     ) -> None:
         self.steps.append((step, time.perf_counter()))
 
+    def note(self, message: str) -> None:
+        """Nothing to record."""
+
     def done(self, **fields: Any) -> None:
         """Nothing to record."""
 

@@ -7,6 +7,7 @@ Secrets are ``SecretStr``: they never appear in a repr, a log line or a tracebac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -100,6 +101,14 @@ class BotSettings(BaseSettings):
         min_length=1,
         description="Base model `!train` fine-tunes: a Hugging Face id (`gpt2` is huggingtweets' "
         "original), a folder, `smollm2-135m` (built in, offline) or `tiny`.",
+    )
+    base_by_language: Annotated[dict[str, str], NoDecode] = Field(
+        default={},
+        description="Bases per language as JSON, e.g. "
+        '`{"ja": "Qwen/Qwen2.5-0.5B", "zh": "Qwen/Qwen2.5-0.5B"}`: a `!train` whose cleaned '
+        "tweets are mostly in a listed language (ISO 639-1 code, measured by the training "
+        "process) trains on that base instead of `DOPPELTWEET_BASE_MODEL` (docs/training.md, "
+        "*Other languages*).",
     )
     lora: bool = Field(
         default=True,
@@ -314,6 +323,17 @@ class BotSettings(BaseSettings):
             return frozenset(int(p) for p in parts)
         return value
 
+    @field_validator("base_by_language", mode="before")
+    @classmethod
+    def _language_bases(cls, value: Any) -> dict[str, str]:
+        """JSON from the environment, or a mapping; checked as the training CLI checks it."""
+        from training.basemodels import parse_base_by_language
+
+        try:
+            return parse_base_by_language(value if isinstance(value, str) else json.dumps(value))
+        except (InputError, TypeError) as error:
+            raise ValueError(str(error)) from error
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -406,6 +426,8 @@ def _default_text(field: Any) -> str:
     default = field.default
     if default is None:
         return "unset"
+    if isinstance(default, dict) and not default:
+        return "none"
     if isinstance(default, frozenset):
         return "none" if not default else ", ".join(str(x) for x in sorted(default))
     if isinstance(default, bool):

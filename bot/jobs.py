@@ -750,6 +750,8 @@ class JobRunner:
             argv += ["--name", job.model_name]
         argv += ["--models-dir", str(self.models_dir(job.guild_id)), "--progress-json"]
         argv += ["--base-model", str(options.get("base_model") or self.settings.base_model)]
+        if self.settings.base_by_language:  # the training process picks by the tweets' language
+            argv += ["--base-by-language", json.dumps(self.settings.base_by_language)]
         if options.get("lora", self.settings.lora):
             argv.append("--lora")
         max_steps = options.get("max_steps", self.settings.train_max_steps)

@@ -7,6 +7,11 @@
   reused, so the slow GGUF conversion happens once per machine, offline.
 * anything else goes through ``from_pretrained`` (a Hub id such as ``gpt2`` or a local folder).
 
+Which languages a base writes: :data:`KNOWN_BASES` names the few bases whose training languages are
+known (SmolLM2 and GPT-2 write English; Qwen2.5 is multilingual); any other base makes no claim.
+After cleaning, :func:`base_for_languages` picks the base an operator mapped to the person's main
+language, and :func:`language_warning` says when the base does not write that language.
+
 The weights are always loaded in fp32: on CUDA the Trainer trains in bf16 autocast over fp32
 master weights, which is both fast and numerically safe; on CPU bf16 is far slower than fp32.
 """
@@ -19,7 +24,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +53,122 @@ BASES_DIR = ".bases"
 
 # A Hub repository id: "name" or "owner/name" of letters, digits, "-", "_", ".".
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+
+
+@dataclass(frozen=True, slots=True)
+class BaseLanguages:
+    """The languages a base model was trained on (ISO 639-1 codes)."""
+
+    languages: frozenset[str]
+    #: True when the base writes these and little else (an English base), so a person writing in
+    #: another language gets a warning; False for a multilingual base whose list names only the
+    #: languages it is best at.
+    only: bool
+
+
+_ENGLISH = BaseLanguages(frozenset({"en"}), only=True)
+#: Qwen2.5's model card: over 29 languages, "including Chinese, English, French, Spanish,
+#: Portuguese, German, Italian, Russian, Japanese, Korean, Vietnamese, Thai, Arabic".
+_QWEN = BaseLanguages(
+    frozenset({"zh", "en", "fr", "es", "pt", "de", "it", "ru", "ja", "ko", "vi", "th", "ar"}),
+    only=False,
+)
+#: Known bases by name (a Hub id, case-blind, or a built-in): what they write. ``tiny`` builds
+#: its tokenizer from the person's own tweets and claims nothing; neither does any base not here.
+KNOWN_BASES: tuple[tuple[re.Pattern[str], BaseLanguages], ...] = (
+    (re.compile(r"smollm2-135m|huggingfacetb/smollm2?-[\w.-]+", re.IGNORECASE), _ENGLISH),
+    (
+        re.compile(
+            r"(?:openai-community/)?gpt2(?:-medium|-large|-xl)?|(?:distilbert/)?distilgpt2",
+            re.IGNORECASE,
+        ),
+        _ENGLISH,
+    ),
+    (re.compile(r"qwen/qwen(?:2|2\.5|3)-[\w.-]+", re.IGNORECASE), _QWEN),
+)
+#: The multilingual base a warning suggests (small enough for a CPU, Qwen2 architecture).
+MULTILINGUAL_BASE = "Qwen/Qwen2.5-0.5B"
+#: Names of the languages the language detector calls most often (others are shown by code).
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "bg": "Bulgarian", "ca": "Catalan", "cs": "Czech", "da": "Danish",
+    "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "fa": "Persian",
+    "fi": "Finnish", "fr": "French", "he": "Hebrew", "hi": "Hindi", "hu": "Hungarian",
+    "id": "Indonesian", "it": "Italian", "ja": "Japanese", "ko": "Korean", "ms": "Malay",
+    "nl": "Dutch", "no": "Norwegian", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian",
+    "ru": "Russian", "sv": "Swedish", "th": "Thai", "tl": "Tagalog", "tr": "Turkish",
+    "uk": "Ukrainian", "vi": "Vietnamese", "zh": "Chinese",
+}  # fmt: skip
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
+
+
+def language_name(code: str) -> str:
+    """``Chinese`` for ``zh``; the code itself for a language without a name here."""
+    return LANGUAGE_NAMES.get(code, code)
+
+
+def base_languages(name: str) -> BaseLanguages | None:
+    """What the base ``name`` was trained to write, or None when that is not known."""
+    name = name.strip()
+    return next((langs for pattern, langs in KNOWN_BASES if pattern.fullmatch(name)), None)
+
+
+def language_warning(base: str, main: Mapping[str, float]) -> str | None:
+    """One sentence when the person's main languages (``{code: share %}``, most used first)
+    include one the base does not write; None when it does, or when nobody knows."""
+    known = base_languages(base)
+    if known is None or not known.only:
+        return None
+    missing = [code for code in main if code not in known.languages]
+    if not missing:
+        return None
+    writes = " and ".join(language_name(c) for c in sorted(known.languages))
+    poor = " and ".join(language_name(c) for c in missing)
+    return (
+        f"The base model {base} writes mostly {writes}; tweets in {poor} will be poor — a bot "
+        f"admin can set a multilingual base such as {MULTILINGUAL_BASE} for "
+        f"{'this language' if len(missing) == 1 else 'these languages'} "
+        "(DOPPELTWEET_BASE_BY_LANGUAGE, or --base-model from a shell)."
+    )
+
+
+def base_for_languages(
+    base: str, main: Mapping[str, float], by_language: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """(the base to train, the language that chose it or None): the base ``by_language`` maps
+    the person's most used language to, else ``base``."""
+    top = next(iter(main), None)
+    if top is not None and top in by_language:
+        return by_language[top], top
+    return base, None
+
+
+def parse_base_by_language(text: str) -> dict[str, str]:
+    """The per-language bases from JSON such as ``{"ja": "Qwen/Qwen2.5-0.5B"}``; InputError in
+    one sentence for anything else."""
+    import json
+
+    example = 'e.g. {"ja": "Qwen/Qwen2.5-0.5B", "zh": "Qwen/Qwen2.5-0.5B"}'
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        raw = None
+    if not isinstance(raw, dict):
+        raise InputError(
+            f"The bases per language must be a JSON object of language codes to bases, {example}."
+        )
+    mapping: dict[str, str] = {}
+    for code, base in raw.items():
+        if not _LANGUAGE_CODE.fullmatch(code):
+            raise InputError(
+                f"{code[:20]!r} is not a language code: use ISO 639-1 codes such as ja or zh, "
+                f"{example}."
+            )
+        if not isinstance(base, str) or not base.strip() or len(base) > 300:
+            raise InputError(
+                f"The base for {code} must be a model name, such as {MULTILINGUAL_BASE}."
+            )
+        mapping[code] = base.strip()
+    return mapping
 
 
 def build_tiny_model(

@@ -8,8 +8,12 @@ huggingtweets model saw:
 3. collapse all whitespace, newlines included, to single spaces and strip.
 
 @mentions, #hashtags and emojis stay. A tweet is *short* when fewer than three of its words are
-"real" (contain none of ``http``, ``@``, ``#``). Retweets, short tweets and kept tweets are counted
-per handle in the seed's table, where downloaded = retweets + short + kept always holds.
+"real" (contain none of ``http``, ``@``, ``#``). Words are whitespace-separated tokens, as
+huggingtweets counted them, except in scripts written without spaces (Chinese, Japanese, Thai,
+…), where a token's letters count as words (:func:`training.textrules.word_equivalents`), so a
+Chinese sentence is not one word; text with spaces between words is counted exactly as before.
+Retweets, short tweets and kept tweets are counted per handle in the seed's table, where
+downloaded = retweets + short + kept always holds.
 
 Two deliberate details: entities are decoded in a single pass, so ``&amp;lt;`` (an escaped literal
 ``&lt;``) becomes ``&lt;`` and not ``<``; and the URL scheme is matched case-insensitively
@@ -32,7 +36,7 @@ from training.errors import DataError, InputError
 from training.handles import Handle, handle_from_name
 from training.handles import model_name as _model_name
 from training.sources.base import MAX_POST_CHARS, RawTweet
-from training.textrules import strip_removed_link_residue
+from training.textrules import strip_removed_link_residue, word_equivalents
 
 #: Fewer characters kept than this (per handle) cannot make a model.
 MIN_CHARS = 6_000
@@ -72,9 +76,10 @@ def clean_tweet(text: str) -> str:
 
 
 def is_short(cleaned: str) -> bool:
-    """Whether a cleaned tweet has too few real words (``@bob @alice thanks!`` has one) to keep."""
+    """Whether a cleaned tweet has too few real words (``@bob @alice thanks!`` has one; ``谢谢``
+    is worth 1.3) to keep."""
     real = [w for w in cleaned.split() if not any(bad in w.lower() for bad in _NOT_REAL)]
-    return len(real) < MIN_REAL_WORDS
+    return sum(word_equivalents(w) for w in real) < MIN_REAL_WORDS
 
 
 @dataclass

@@ -3,8 +3,9 @@
 At the end of training the new model writes a batch of prompt-less tweets (it opens them itself,
 as the person would) and :mod:`training.style` measures them beside the held-out validation
 tweets: mean length, replies, @mentions, hashtags, emoji, lower-case and languages; the share of
-sampled candidates rejected as copies of training tweets is the copy rate. huggingtweets showed
-none of this; it says at a glance whether a fan would recognise the voice.
+sampled candidates rejected as copies of training tweets is the copy rate; the same tweets give
+the recognisability figure (:mod:`training.recognisability`). huggingtweets showed none of this;
+it says at a glance whether a fan would recognise the voice.
 """
 
 from __future__ import annotations
@@ -20,11 +21,23 @@ MAX_SAMPLES = 20
 
 
 def measure_likeness(
-    model_dir: Path, real: Sequence[str], *, samples: int, seed: int, device: str | None = None
+    model_dir: Path,
+    real: Sequence[str],
+    *,
+    samples: int,
+    seed: int,
+    device: str | None = None,
+    train: Sequence[str] = (),
+    handles: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Generate ``samples`` prompt-less tweets with the model in ``model_dir`` and compare them
-    with ``real`` (the validation tweets); the JSON-ready record ``training.json`` keeps."""
+    with ``real`` (the validation tweets); the JSON-ready record ``training.json`` keeps.
+
+    With the ``train`` tweets of ``handles`` the same samples also give the recognisability
+    figure (:mod:`training.recognisability`), under ``recognisability`` (None without a panel).
+    """
     from training.generate import TweetGenerator
+    from training.recognisability import recognisability
 
     # torch: exact fp32, and no fast artifact left in a folder whose training.json changes next.
     generator = TweetGenerator.load(model_dir, device=device, backend="torch")
@@ -43,6 +56,9 @@ def measure_likeness(
         "real": real_stats.as_dict(),
         "generated": generated_stats.as_dict(),
         "examples": result.tweets[:3],
+        "recognisability": (
+            recognisability(handles, train, real, result.tweets) if train and handles else None
+        ),
     }
 
 

@@ -10,8 +10,12 @@ Two reporters share one interface:
      "tokens_per_s": 5400.0, "eta_s": 31.0, "message": null}
 
   The last line is ``{"phase": "done", "model": ..., "path": ..., ...}`` or
-  ``{"phase": "error", "message": "<one sentence>"}``. Step lines are rate-limited so a fast run
-  cannot flood the reader, but the first and the last step are always written.
+  ``{"phase": "error", "message": "<one sentence>"}``. A note (:meth:`ProgressReporter.note`, a
+  sentence the person should see before training, such as a base model that does not write
+  their language) is written at once and then rides along in every later event as
+  ``"notes": [...]``, so a reader showing only the last event still shows it. Step lines are
+  rate-limited so a fast run cannot flood the reader, but the first and the last step are always
+  written.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class ProgressReporter(Protocol):
         eta_s: float | None,
     ) -> None: ...
 
+    def note(self, message: str) -> None: ...
+
     def done(self, **fields: Any) -> None: ...
 
     def error(self, message: str, **fields: Any) -> None: ...
@@ -74,6 +80,7 @@ class JsonProgress:
         self._min_interval_s = min_interval_s
         self._last_step_at = -math.inf
         self._phase: str | None = None
+        self._notes: list[str] = []
 
     def _write(self, event: dict[str, Any]) -> None:
         self._stream.write(json.dumps(event, ensure_ascii=False) + "\n")
@@ -89,6 +96,8 @@ class JsonProgress:
             "eta_s": None,
             "message": None,
         }
+        if self._notes:
+            event["notes"] = list(self._notes)
         event.update(fields)
         return event
 
@@ -119,6 +128,10 @@ class JsonProgress:
                 eta_s=_finite(eta_s),
             )
         )
+
+    def note(self, message: str) -> None:
+        self._notes.append(message)
+        self._write(self._event(self._phase or "cleaning", message=message))
 
     def done(self, **fields: Any) -> None:
         self._write(self._event("done", **fields))
@@ -176,6 +189,12 @@ class TerminalProgress:
         if eta_s is not None and math.isfinite(eta_s):
             parts.append(f"ETA {_clock(eta_s)}")
         self._progress.update(self._task, completed=step, total=total, info="  ".join(parts))
+
+    def note(self, message: str) -> None:
+        self._stop_bar()
+        from rich.markup import escape
+
+        self._console.print(f"[bold yellow]note[/bold yellow]: {escape(message)}", highlight=False)
 
     def done(self, **fields: Any) -> None:
         self._stop_bar()

@@ -4,7 +4,9 @@
 @mentions, hashtags, emoji, all-lowercase tweets and languages — and :func:`style_rows` lays the
 person's real tweets beside the model's generated ones as Markdown table rows. Languages come
 from ``py3langid`` (its model ships inside the wheel, so it works offline); a tweet too short or
-too mixed to call is counted as ``und`` (undetermined), not guessed.
+too mixed to call is counted as ``und`` (undetermined), not guessed; words are counted the way
+each script writes them (:func:`training.textrules.count_words`), so a Chinese, Japanese or Thai
+sentence is long enough to call.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ MIN_LANGUAGE_WORDS = 3
 #: Languages shown by name; the rest are summed as ``other``.
 TOP_LANGUAGES = 3
 UNDETERMINED = "und"
+#: A language is one of a person's main languages from this share (%) of their tweets whose
+#: language can be called.
+MAIN_LANGUAGE_SHARE = 20.0
+#: Tweets read to find the main languages (spread evenly over the kept ones).
+MAIN_LANGUAGE_SAMPLE = 1_000
 
 
 @cache
@@ -40,11 +47,27 @@ def _identifier() -> Any:
 
 def language_of(text: str) -> str:
     """The ISO 639-1 code of ``text``'s language, or ``und`` when it cannot be called."""
+    from training.textrules import unspaced_words, without_unspaced
+
     words = _NOT_WORDS.sub(" ", text)
-    if len(_LETTER_WORD.findall(words)) < MIN_LANGUAGE_WORDS:
+    # A word of letters counts once, as in any script written with spaces; letters of a script
+    # written without them count as words (a Chinese sentence is one \p{L} run).
+    counted = len(_LETTER_WORD.findall(without_unspaced(words))) + unspaced_words(words)
+    if counted < MIN_LANGUAGE_WORDS:
         return UNDETERMINED
     code, probability = _identifier().classify(words)
     return str(code) if probability >= MIN_LANGUAGE_PROBABILITY else UNDETERMINED
+
+
+def main_languages(texts: Sequence[str]) -> dict[str, float]:
+    """The person's main languages, most used first: ``{code: share %}`` of the tweets whose
+    language can be called, each at least :data:`MAIN_LANGUAGE_SHARE`; empty when none can."""
+    step = max(1, -(-len(texts) // MAIN_LANGUAGE_SAMPLE))
+    counts = Counter(language_of(t) for t in texts[::step])
+    counts.pop(UNDETERMINED, None)
+    called = sum(counts.values())
+    shares = {code: _pct(n, called) for code, n in counts.most_common()}
+    return {code: share for code, share in shares.items() if share >= MAIN_LANGUAGE_SHARE}
 
 
 def _pct(count: int, total: int) -> float:

@@ -13,6 +13,11 @@ are taken, so the data table stays exactly huggingtweets').
   → ``Read this``; ``Great read - <link>`` → ``Great read``).
 * When a tweet must be shortened, it ends at the last sentence end that keeps most of it, else
   at the last word boundary, else at the last grapheme that fits.
+* Words are counted the way each script writes them (:func:`word_equivalents`): a
+  whitespace-separated token is one word, as huggingtweets counted, unless it is written in a
+  script without spaces between words (Chinese, Japanese, Thai, …), whose letters are counted.
+* A replacement character (a multi-byte character cut in half) and a combining mark that lost
+  its letter are dropped (:func:`drop_broken_characters`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,75 @@ _LINK_RESIDUE = regex.compile(r"(?:\s*(?:[-–—:|·•→»>~]+|\(\s*\)?|\[\s*
 _LINK_AT_END = regex.compile(r"https?:\S*\s*$", regex.IGNORECASE)
 #: What ends a sentence: terminal punctuation (closing quotes or brackets may follow).
 _SENTENCE_END = regex.compile(r"[.!?…](?:[\"'”’)\]]*)(?=\s)")
+
+
+#: Scripts written without spaces between words, by letters per word (docs/training.md,
+#: *Other languages*): ideographs (a Chinese word averages about 1.5 characters), kana (Japanese
+#: words written in kana run longer) and the abugidas of South-East Asia and Tibet, counted in
+#: letters without their vowel and tone marks.
+_UNSPACED_SCRIPTS: tuple[tuple[regex.Pattern[str], float], ...] = (
+    # Script extensions: the kana length mark "ー" and the iteration marks count with their script.
+    (regex.compile(r"(?=\p{L})[\p{scx=Han}\p{scx=Bopomofo}\p{scx=Yi}]"), 1.5),
+    (regex.compile(r"(?=\p{L})(?!\p{scx=Han})[\p{scx=Hiragana}\p{scx=Katakana}]"), 2.5),
+    (
+        regex.compile(
+            r"(?=\p{L})[\p{scx=Thai}\p{scx=Lao}\p{scx=Khmer}\p{scx=Myanmar}\p{scx=Tibetan}"
+            r"\p{scx=Tai_Tham}\p{scx=New_Tai_Lue}\p{scx=Tai_Le}\p{scx=Tai_Viet}"
+            r"\p{scx=Balinese}\p{scx=Javanese}]"
+        ),
+        3.0,
+    ),
+)
+#: A letter of any script written without spaces.
+_UNSPACED = regex.compile("|".join(pattern.pattern for pattern, _ in _UNSPACED_SCRIPTS))
+#: A run of letters or digits (a word of a script written with spaces, inside a mixed token).
+_SPACED_RUN = regex.compile(r"[\p{L}\p{N}]+")
+
+
+def is_unspaced(char: str) -> bool:
+    """Whether ``char`` is a letter of a script written without spaces between words (Han,
+    kana, Thai, Lao, Khmer, Myanmar, …): after it, every character starts a new word."""
+    return bool(_UNSPACED.match(char))
+
+
+def word_equivalents(token: str) -> float:
+    """How many words one whitespace-separated ``token`` is worth.
+
+    1 for a token with no letter of a script written without spaces: exactly huggingtweets'
+    count. Otherwise its letters of those scripts divided by the script's letters per word
+    (``_UNSPACED_SCRIPTS``), plus one for each run of other letters or digits (``Python`` in
+    ``用Python写``), and never less than 1.
+    """
+    if not _UNSPACED.search(token):
+        return 1.0
+    return max(1.0, unspaced_words(token) + len(_SPACED_RUN.findall(without_unspaced(token))))
+
+
+def unspaced_words(text: str) -> float:
+    """The words ``text``'s letters of scripts written without spaces are worth (0 for none)."""
+    return sum(len(pattern.findall(text)) / per_word for pattern, per_word in _UNSPACED_SCRIPTS)
+
+
+def without_unspaced(text: str) -> str:
+    """``text`` with each letter of a script written without spaces made a space."""
+    return _UNSPACED.sub(" ", text)
+
+
+def count_words(text: str) -> float:
+    """The words of ``text`` counted script by script (:func:`word_equivalents` per token)."""
+    return sum(word_equivalents(token) for token in text.split())
+
+
+#: A combining mark with no letter before it to carry it: at the start or after a separator.
+#: (Emoji presentation selectors and the keycap mark are :func:`drop_broken_emoji`'s concern.)
+_DANGLING_MARKS = regex.compile(r"(?:^|(?<=[\s\p{Z}\p{C}\p{P}]))(?:(?![\uFE0E\uFE0F\u20E3])\p{M})+")
+
+
+def drop_broken_characters(text: str) -> str:
+    """``text`` without replacement characters (U+FFFD: a multi-byte character, such as a CJK
+    ideograph, cut between byte tokens) and without combining marks (accents, Thai vowel and tone
+    marks) that lost their letter."""
+    return _DANGLING_MARKS.sub("", text.replace("\ufffd", ""))
 
 
 def graphemes(text: str) -> list[str]:
@@ -222,7 +296,8 @@ def fit_tweet(text: str, max_chars: int) -> str:
 
 
 def tidy_text(text: str, max_chars: int) -> str:
-    """All the rules above in order: broken emoji, punctuation runs, length, link residue."""
-    text = collapse_punctuation(drop_broken_emoji(text))
+    """All the rules above in order: broken characters and emoji, punctuation runs, length, link
+    residue."""
+    text = collapse_punctuation(drop_broken_emoji(drop_broken_characters(text)))
     text = " ".join(text.split())
     return strip_link_residue(fit_tweet(text, max_chars)).strip()

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import torch
 
     from training.cleaning import DataTable
+    from training.dataset import DatasetSplit
 
 log = logging.getLogger(__name__)
 
@@ -222,18 +223,27 @@ def train_model(
     *,
     started: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    languages: dict[str, Any] | None = None,
 ) -> ModelInfo:
     """Fine-tune ``config.base_model`` on ``table``'s tweets and install it in ``store``.
 
     ``config.time_budget_s`` counts from ``started`` (a ``clock`` reading: the CLI passes the
     moment it began, so fetching counts too; default: now); ``clock`` is injectable for tests.
+    ``languages`` (the person's main languages and what the base writes, from
+    ``doppeltweet train``) is kept in ``training.json`` and shown in the card.
     Raises :class:`TrainingStopped` on SIGTERM/SIGINT and another :class:`ModelError` /
     :class:`InputError` for anything a user can fix; the store keeps the previous model then.
     A full disk (while caching the base model or saving the new one) is one such sentence.
     """
     try:
         return _train_model(
-            table, config, store, reporter, clock() if started is None else started, clock
+            table,
+            config,
+            store,
+            reporter,
+            clock() if started is None else started,
+            clock,
+            languages,
         )
     except Exception as error:
         if isinstance(error, DoppeltweetError) or not _out_of_space(error):
@@ -251,6 +261,7 @@ def _train_model(
     reporter: ProgressReporter,
     started_at: float,
     clock: Callable[[], float],
+    languages: dict[str, Any] | None,
 ) -> ModelInfo:
     config.validate()
     name = table.model_name
@@ -402,15 +413,15 @@ def _train_model(
         )
         if budget is not None:
             record["budget"] = budget.record(steps)
+        if languages is not None:
+            record["languages"] = languages
         _save(staging, model, tokenizer, table, config, record, recorder, store.path(name))
         timings["save_s"] = time.monotonic() - t0
         timings["total_s"] = time.monotonic() - started
         _write_json(staging / TRAINING_FILE, record)
         stop.check()
         if config.likeness_samples and split.validation:
-            _add_likeness(
-                staging, store.path(name), table, split.validation, config, record, device, reporter
-            )
+            _add_likeness(staging, store.path(name), table, split, config, record, device, reporter)
             stop.check()
         info = store.commit(staging, name)
     # The fast CPU generation artifact, built once now; a failure only means "convert later".
@@ -424,13 +435,14 @@ def _add_likeness(
     staging: Path,
     final: Path,
     table: DataTable,
-    validation: list[str],
+    split: DatasetSplit,
     config: TrainConfig,
     record: dict[str, Any],
     device: Any,
     reporter: ProgressReporter,
 ) -> None:
-    """Measure how like the person the saved model writes; record it and show it in the card.
+    """Measure how like the person the saved model writes and how recognisable it is; record it
+    and show it in the card.
 
     A failure here never costs the model: the card just goes without the table.
     """
@@ -444,10 +456,12 @@ def _add_likeness(
     try:
         record["likeness"] = measure_likeness(
             staging,
-            validation,
+            split.validation,
             samples=config.likeness_samples,
             seed=config.seed,
             device=str(device.type),
+            train=[text for texts in split.train.values() for text in texts],
+            handles=[data.handle.name for data in table.handles],
         )
     except (DoppeltweetError, RuntimeError, ValueError) as error:
         log.warning("the likeness table was skipped: %s", error)

@@ -109,6 +109,14 @@ def status_text(job: Job, event: dict[str, Any] | None, budget_s: float | None =
     fields = event or {}
     phase = fields.get("phase") or ("queued" if job.state == "queued" else "starting")
     budget = budget_line(job, budget_s)
+    # Notes (a base that does not write the person's language) stay in every later event.
+    notes = fields.get("notes")
+    notes = [str(n) for n in notes if n] if isinstance(notes, list) else []
+    message = (
+        public_message(str(fields["message"]))
+        if phase in _PHASES_WITH_MESSAGES and fields.get("message") not in (None, "", *notes)
+        else None
+    )
     text = progress_text(
         title=job_title(job),
         phase=str(phase),
@@ -116,13 +124,11 @@ def status_text(job: Job, event: dict[str, Any] | None, budget_s: float | None =
         total=fields.get("total"),
         loss=fields.get("loss"),
         eta_s=fields.get("eta_s"),
-        message=(
-            public_message(str(fields["message"]))
-            if phase in _PHASES_WITH_MESSAGES and fields.get("message")
-            else None
-        ),
+        message=message,
     )
-    return f"{text}\n{budget}" if budget else text
+    notes_text = "\n".join(f"⚠️ {escape_user_text(public_message(n))}" for n in notes)
+    lines = [text, *([budget] if budget else []), *([notes_text] if notes else [])]
+    return "\n".join(lines)[:2000]
 
 
 class Training(commands.Cog):
@@ -622,7 +628,27 @@ def summary_text(job: Job, result: JobResult) -> str:
     ppl = perplexity_line(result.perplexity_before, result.perplexity_after)
     if ppl:
         lines.append(ppl)
+    lines += [escape_user_text(sentence) for sentence in record_sentences(job, result.record)]
     return "\n".join(lines)
+
+
+def record_sentences(job: Job, record: dict[str, Any]) -> list[str]:
+    """From ``training.json``: how recognisable the model is, and the base's language warning."""
+    from training.recognisability import recognisability_sentence
+
+    sentences = []
+    likeness = record.get("likeness")
+    figure = likeness.get("recognisability") if isinstance(likeness, dict) else None
+    if isinstance(figure, dict):
+        who = " & ".join(h.display for h in job.handles) if job.handles else job.model_name
+        sentence = recognisability_sentence(figure, who)
+        if sentence:
+            sentences.append(sentence)
+    languages = record.get("languages")
+    warning = languages.get("warning") if isinstance(languages, dict) else None
+    if isinstance(warning, str) and warning:
+        sentences.append(f"⚠️ {warning}")
+    return sentences
 
 
 def _attachments(

@@ -72,6 +72,9 @@ def test_settings_come_from_a_dotenv_file(tmp_path: Path) -> None:
         ("DOPPELTWEET_MAX_CONCURRENT_JOBS", "0"),
         ("DOPPELTWEET_MAX_ATTACHMENT_MB", "-1"),
         ("DOPPELTWEET_PREFIX", ""),
+        ("DOPPELTWEET_BASE_BY_LANGUAGE", "Qwen/Qwen2.5-0.5B"),
+        ("DOPPELTWEET_BASE_BY_LANGUAGE", '{"japanese": "Qwen/Qwen2.5-0.5B"}'),
+        ("DOPPELTWEET_BASE_BY_LANGUAGE", '{"ja": ""}'),
     ],
 )
 def test_bad_values_are_refused_at_startup(
@@ -121,3 +124,14 @@ def test_the_configuration_docs_show_the_current_table() -> None:
     for name, field in BotSettings.model_fields.items():
         assert field.description, f"{name} needs a description for the docs"
     assert "`DISCORD_TOKEN`" in table and "`DOPPELTWEET_OWNER_IDS`" in table
+
+
+def test_bases_per_language_come_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert BotSettings().base_by_language == {}
+    monkeypatch.setenv(
+        "DOPPELTWEET_BASE_BY_LANGUAGE", '{"ja": "Qwen/Qwen2.5-0.5B", "zh": " Qwen/Qwen2.5-1.5B "}'
+    )
+    assert BotSettings().base_by_language == {
+        "ja": "Qwen/Qwen2.5-0.5B",
+        "zh": "Qwen/Qwen2.5-1.5B",
+    }

@@ -169,12 +169,15 @@ async def test_a_submitted_job_runs_the_training_process_and_records_the_model(
 async def test_job_options_and_settings_become_training_arguments(
     make_runner: MakeRunner, argv_log: Path, bot_settings: BotSettings
 ) -> None:
-    settings = settings_with(bot_settings, train_epochs=2)
+    bases = {"ja": "Qwen/Qwen2.5-0.5B"}
+    settings = settings_with(bot_settings, train_epochs=2, base_by_language=bases)
     runner, rec = await make_runner(settings)
     job = await submit(runner, base_model="tiny", lora=True, max_steps=2)
     await rec.wait(lambda: rec.ended(job.id))
     argv = json.loads(argv_log.read_text().splitlines()[0])
     assert argv[argv.index("--base-model") + 1] == "tiny"
+    # The training process picks among them by the language of the cleaned tweets.
+    assert json.loads(argv[argv.index("--base-by-language") + 1]) == bases
     assert "--lora" in argv
     assert argv[argv.index("--max-steps") + 1] == "2"
     assert argv[argv.index("--epochs") + 1] == "2"
@@ -191,7 +194,7 @@ async def test_api_and_bluesky_sources_become_their_flags(
     await rec.wait(lambda: rec.ended(job.id))
     argv = json.loads(argv_log.read_text().splitlines()[0])
     assert argv[3] == "bluesky:alice.bsky.social" and "--bluesky" in argv
-    assert "--from" not in argv
+    assert "--from" not in argv and "--base-by-language" not in argv  # none set
 
 
 async def test_handles_keep_their_typed_order_so_each_file_stays_with_its_handle(

@@ -173,3 +173,79 @@ def test_smollm2_converts_once_into_a_reusable_fp32_llama_folder(tmp_path: Path)
     # The second load reads the folder (no GGUF conversion).
     again, _ = load_base_model("smollm2-135m", models_dir=tmp_path)
     assert torch.equal(next(model.parameters()).detach(), next(again.parameters()).detach())
+
+
+# --- languages ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "languages", "only"),
+    [
+        ("smollm2-135m", {"en"}, True),
+        ("HuggingFaceTB/SmolLM2-360M", {"en"}, True),
+        ("gpt2", {"en"}, True),
+        ("openai-community/gpt2-medium", {"en"}, True),
+        ("distilgpt2", {"en"}, True),
+        ("Qwen/Qwen2.5-0.5B", {"zh", "ja", "ko", "th", "en"}, False),
+    ],
+)
+def test_known_bases_say_what_they_write(name: str, languages: set[str], only: bool) -> None:
+    known = basemodels.base_languages(name)
+    assert known is not None and languages <= known.languages and known.only is only
+
+
+@pytest.mark.parametrize("name", ["tiny", "someone/their-model", "/srv/models/gpt2", "gpt2x"])
+def test_other_bases_make_no_claim(name: str) -> None:
+    assert basemodels.base_languages(name) is None
+    assert basemodels.language_warning(name, {"zh": 100.0}) is None
+
+
+def test_an_english_base_warns_for_the_other_main_languages_only() -> None:
+    warning = basemodels.language_warning("smollm2-135m", {"zh": 70.0, "en": 30.0})
+    assert warning is not None
+    assert warning.startswith(
+        "The base model smollm2-135m writes mostly English; tweets in Chinese will be poor — a "
+        "bot admin can set a multilingual base such as Qwen/Qwen2.5-0.5B for this language"
+    )
+    both = basemodels.language_warning("gpt2", {"ja": 50.0, "th": 50.0})
+    assert both is not None and "tweets in Japanese and Thai will be poor" in both
+    assert basemodels.language_warning("gpt2", {"en": 100.0}) is None
+    assert basemodels.language_warning("gpt2", {}) is None  # nothing could be told
+    assert basemodels.language_warning("Qwen/Qwen2.5-0.5B", {"sw": 100.0}) is None
+
+
+def test_the_base_mapped_to_the_most_used_language_is_chosen() -> None:
+    mapping = {"ja": "Qwen/Qwen2.5-0.5B", "zh": "Qwen/Qwen2.5-1.5B"}
+    assert basemodels.base_for_languages("smollm2-135m", {"ja": 60.0, "en": 40.0}, mapping) == (
+        "Qwen/Qwen2.5-0.5B",
+        "ja",
+    )
+    # Only the most used language picks: an English account with some Japanese keeps its base.
+    assert basemodels.base_for_languages("gpt2", {"en": 60.0, "ja": 40.0}, mapping) == (
+        "gpt2",
+        None,
+    )
+    assert basemodels.base_for_languages("gpt2", {}, mapping) == ("gpt2", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("", "JSON object"),
+        ("[]", "JSON object"),
+        ('{"JA": "x"}', "not a language code"),
+        ('{"japanese": "x"}', "not a language code"),
+        ('{"ja": ["x"]}', "must be a model name"),
+        ('{"ja": "  "}', "must be a model name"),
+    ],
+)
+def test_bad_bases_per_language_are_one_sentence(text: str, words: str) -> None:
+    with pytest.raises(InputError, match=words):
+        basemodels.parse_base_by_language(text)
+
+
+def test_bases_per_language_parse() -> None:
+    assert basemodels.parse_base_by_language('{"ja": " Qwen/Qwen2.5-0.5B ", "zh": "tiny"}') == {
+        "ja": "Qwen/Qwen2.5-0.5B",
+        "zh": "tiny",
+    }

@@ -174,3 +174,37 @@ def test_a_budgeted_run_says_its_epochs_were_a_cap_within_the_budget() -> None:
     assert _markdown_rows(render_card(_pipeline_table(), _RECORD, model_ref="x/y"))["Epochs"] == [
         "4"
     ]
+
+
+def test_trained_models_card_says_how_recognisable_the_model_is(tiny_model_dir: Path) -> None:
+    import json
+
+    record = json.loads((tiny_model_dir / "training.json").read_text(encoding="utf-8"))
+    figure = record["likeness"]["recognisability"]
+    assert figure["generated"] == record["likeness"]["samples"]
+    assert figure["held_out"] == record["likeness"]["real"]["tweets"]
+    assert figure["panel"] == ["BarackObama", "Goethe", "realDonaldTrump"]
+    assert 0.0 <= figure["generated_pct"] <= 100.0 and 0.0 <= figure["held_out_pct"] <= 100.0
+    card = (tiny_model_dir / "README.md").read_text(encoding="utf-8")
+    assert (
+        "A classifier that knows @alice's real posts and those of 3 other public accounts picks "
+        f"@alice for {figure['generated_pct']:g} % of this model's tweets (and for "
+        f"{figure['held_out_pct']:g} % of @alice's own held-out posts)." in card
+    )
+    assert "@BarackObama, @Goethe, @realDonaldTrump" in card
+
+
+def test_the_card_names_the_main_languages_and_warns_when_the_base_does_not_write_them() -> None:
+    warning = "The base model gpt2 writes mostly English; tweets in Chinese will be poor."
+    record = {**_RECORD, "languages": {"main": {"zh": 80.0, "en": 20.0}, "warning": warning}}
+    card = render_card(_pipeline_table(), record, model_ref="x")
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["language"] == ["zh", "en"]
+    assert (
+        "Main languages of the tweets (of those whose language could be told): Chinese 80 %, "
+        "English 20 %." in card
+    )
+    assert card.count(warning) == 2
+    plain = render_card(_pipeline_table(), _RECORD, model_ref="x")
+    assert yaml.safe_load(plain.split("---")[1])["language"] == "en"
+    assert "Main languages" not in plain

@@ -342,3 +342,85 @@ def test_training_text_loses_the_separator_a_removed_link_left(make_tweet) -> No
         "My three wishes for the new year:",  # no link was removed: the colon is the person's
         "Big - news today",
     ]
+
+
+# --- scripts written without spaces ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "今天天气很好，我们下午去公园散步吧。",  # Chinese: a sentence is one whitespace token
+        "终于把论文写完了，今晚好好睡一觉",
+        "今日はいい天気ですね。散歩に行ってきます",  # Japanese: kanji and kana
+        "新しいカメラを買いました！",
+        "วันนี้อากาศดีมาก ไปเดินเล่นกัน",  # Thai
+        "오늘 날씨가 정말 좋네요",  # Korean writes spaces: three words, as huggingtweets counts
+    ],
+)
+def test_a_sentence_in_any_script_is_not_short(text: str) -> None:
+    assert not is_short(clean_tweet(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "谢谢",  # "thanks"
+        "好的！",  # "OK!"
+        "@lihua 哈哈",  # a mention and a laugh
+        "ありがとう",  # "thank you"
+        "了解です",
+        "ขอบคุณครับ",  # Thai "thank you" with the polite particle
+        "สวัสดีครับ https://t.co/x",
+        "감사합니다 ㅎㅎ",  # Korean: two words
+    ],
+)
+def test_a_short_reply_in_any_script_is_still_short(text: str) -> None:
+    assert is_short(clean_tweet(text))
+
+
+def test_a_chinese_archive_keeps_its_sentences_and_drops_its_replies(make_tweet) -> None:
+    """The rule that lost a real Chinese archive's posts: sentences kept, two-character replies
+    and retweets still counted as huggingtweets counts them."""
+    tweets = [
+        make_tweet("今天天气很好，我们下午去公园散步吧。"),
+        make_tweet("谢谢"),
+        make_tweet("RT @wang: 转发一下这个消息", is_retweet=True),
+        make_tweet("刚看完一部电影，结局让人很感动 https://t.co/abc"),
+        make_tweet("@zhang 好的"),
+    ]
+    data = clean_handle(Handle("li"), tweets)
+    assert data.counts() == {
+        "tweets_downloaded": 5,
+        "retweets": 1,
+        "short_tweets": 2,
+        "tweets_kept": 2,
+    }
+    assert data.kept == ["今天天气很好，我们下午去公园散步吧。", "刚看完一部电影，结局让人很感动"]
+
+
+def test_a_mixed_script_account_counts_each_post_by_its_own_script(make_tweet) -> None:
+    tweets = [
+        make_tweet("Shipping the new release today"),
+        make_tweet("新しいバージョンをリリースしました"),
+        make_tweet("今天用Python写了一个小工具"),
+        make_tweet("nice work"),
+        make_tweet("すごい"),
+        make_tweet("Python 好"),
+    ]
+    data = clean_handle(Handle("dev"), tweets)
+    assert data.kept == [
+        "Shipping the new release today",
+        "新しいバージョンをリリースしました",
+        "今天用Python写了一个小工具",
+    ]
+    assert data.short_tweets == 3
+
+
+@given(st.lists(st.text(alphabet="abcxyz@#:/. ", max_size=12), max_size=8))
+def test_text_with_spaces_between_words_is_counted_exactly_as_huggingtweets(
+    words: list[str],
+) -> None:
+    cleaned = clean_tweet(" ".join(words))
+    real = [w for w in cleaned.split() if not any(bad in w.lower() for bad in ("http", "@", "#"))]
+    assert is_short(cleaned) == (len(real) < 3)

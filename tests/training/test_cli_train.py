@@ -421,3 +421,108 @@ def test_a_negative_time_budget_is_one_sentence(
         .endswith("error: --time-budget must be 0 (none) or more seconds, not -5.")
     )
     assert not (tmp_path / "alice").exists()
+
+
+# --- other languages ---------------------------------------------------------------------------
+
+_ZH_OPENINGS = ["今天", "昨天晚上", "这个周末", "刚才", "早上"]
+_ZH_MIDDLES = [
+    "我们去公园散步",
+    "我读完了一本新书",
+    "和朋友一起吃火锅",
+    "在家里写代码",
+    "看了一场电影",
+]
+_ZH_ENDINGS = ["，心情特别好。", "，感觉很放松！", "，真的很开心。", "，有点累但是值得。"]
+
+
+def _chinese_csv(folder: Path) -> Path:
+    rows = [
+        f"{a}{b}{c}"
+        for a in _ZH_OPENINGS
+        for b in _ZH_MIDDLES
+        for c in _ZH_ENDINGS
+        for _ in range(4)
+    ]
+    rows += ["谢谢", "好的！", "@wang 哈哈"] * 5  # short replies
+    path = folder / "li.csv"
+    path.write_text("text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_chinese_archive_trains_on_the_base_set_for_chinese(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import basemodels
+
+    # The configured base is an English one (tiny stands in for it: it loads offline).
+    english_tiny = (basemodels.re.compile("english-tiny"), basemodels._ENGLISH)
+    monkeypatch.setattr(basemodels, "KNOWN_BASES", (*basemodels.KNOWN_BASES, english_tiny))
+    real_load = basemodels.load_base_model
+    loaded: list[str] = []
+
+    def load(name: str, **kwargs):
+        loaded.append(name)
+        return real_load("tiny" if name == "english-tiny" else name, **kwargs)
+
+    monkeypatch.setattr(basemodels, "load_base_model", load)
+    args = ["train", "@li", "--from", str(_chinese_csv(tmp_path)), *FAST, "--max-steps", "1"]
+    args += ["--compare-samples", "4", "--models-dir", str(tmp_path / "m"), "--progress-json"]
+    args += ["--base-model", "english-tiny", "--base-by-language", '{"zh": "tiny"}']
+    assert main(args) == 0
+    events = _events(capsys.readouterr().out)
+    assert loaded == ["tiny"]
+    assert any("training on tiny" in (e["message"] or "") for e in events)
+    assert not any("notes" in e for e in events)  # tiny writes what it learns: no warning
+    table = json.loads((tmp_path / "m" / "li" / "data_table.json").read_text())
+    assert table["li"]["short_tweets"] == 15 and table["li"]["tweets_kept"] == 400
+    record = json.loads((tmp_path / "m" / "li" / "training.json").read_text())
+    assert record["base_model"] == "tiny"
+    assert record["languages"]["main"] == {"zh": 100.0}
+    assert record["languages"]["chosen_for"] == "zh"
+    assert record["languages"]["configured_base"] == "english-tiny"
+    card = (tmp_path / "m" / "li" / "README.md").read_text()
+    assert "language: zh" in card and "Chinese 100 %" in card
+
+
+def test_an_english_base_for_a_chinese_archive_is_noted_before_training_and_in_the_card(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import basemodels
+
+    monkeypatch.setattr(
+        basemodels, "KNOWN_BASES", ((basemodels.re.compile("tiny"), basemodels._ENGLISH),)
+    )
+    args = ["train", "@li", "--from", str(_chinese_csv(tmp_path)), *FAST, "--max-steps", "1"]
+    args += ["--compare-samples", "4", "--models-dir", str(tmp_path / "m"), "--progress-json"]
+    args += ["--base-by-language", '{"ja": "Qwen/Qwen2.5-0.5B"}']  # not this person's language
+    assert main(args) == 0
+    events = _events(capsys.readouterr().out)
+    noted = next(i for i, e in enumerate(events) if "notes" in e)
+    warning = events[noted]["message"]
+    assert "writes mostly English; tweets in Chinese will be poor" in warning
+    assert "Qwen/Qwen2.5-0.5B" in warning
+    loading = next(i for i, e in enumerate(events) if e["phase"] == "loading")
+    assert noted < loading  # said before training starts
+    assert all(e["notes"] == [warning] for e in events[noted:])  # and kept in every later event
+    record = json.loads((tmp_path / "m" / "li" / "training.json").read_text())
+    assert record["languages"]["warning"] == warning
+    assert record["languages"]["base_languages"] == ["en"]
+    card = (tmp_path / "m" / "li" / "README.md").read_text()
+    assert card.count(warning) == 2  # under the data table and in the limitations
+
+
+def test_a_bad_base_by_language_is_one_sentence(
+    tmp_path: Path, sample_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bad, words in (
+        ("[1]", "JSON object"),
+        ('{"japanese": "x"}', "not a language code"),
+        ('{"ja": 3}', "must be a model name"),
+    ):
+        args = ["train", "@alice", "--from", str(sample_csv), *FAST, "--progress-json"]
+        code = main([*args, "--models-dir", str(tmp_path), "--base-by-language", bad])
+        events = _events(capsys.readouterr().out)
+        assert code != 0 and events[-1]["phase"] == "error"
+        assert words in events[-1]["message"]
+        assert not (tmp_path / "alice").exists()

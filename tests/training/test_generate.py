@@ -65,8 +65,9 @@ def write_records(folder: Path, texts: list[str], *, handles=("alice",), **recor
     (folder / "training.json").write_text(json.dumps(base | record), encoding="utf-8")
 
 
-def overfit(folder: Path, texts: list[str], *, steps: int = 150) -> None:
-    """Train the tiny model in ``folder`` until it recites ``texts`` (EOS-separated, as trained)."""
+def overfit(folder: Path, texts: list[str], *, steps: int = 150, max_loss: float = 0.1) -> None:
+    """Train the tiny model in ``folder`` until it recites ``texts`` (EOS-separated, as trained;
+    which text comes after EOS stays a draw, so more texts leave a higher loss)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -84,7 +85,7 @@ def overfit(folder: Path, texts: list[str], *, steps: int = 150) -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    assert loss.item() < 0.1, "the overfit fixture did not memorise its tweets"
+    assert loss.item() < max_loss, "the overfit fixture did not memorise its tweets"
     model.save_pretrained(folder)
 
 
@@ -266,12 +267,13 @@ def test_copy_filter_digests_decide_exactly_as_string_sets_would() -> None:
     assert any(decisions) and not all(decisions)
 
 
-def test_copy_filter_costs_eight_bytes_per_distinct_n_gram() -> None:
+def test_copy_filter_costs_eight_bytes_per_distinct_n_gram_and_word() -> None:
     words = [f"w{i}" for i in range(20_000)]
     texts = [" ".join(words[i : i + 20]) for i in range(0, 20_000, 20)]  # 1,000 distinct tweets
     guard = CopyFilter(texts)
     grams = 1_000 * ((20 - 6 + 1) + (20 - 7 + 1) + (20 - 8 + 1))
-    assert guard.nbytes == 8 * (1_000 + grams)
+    assert guard.nbytes == 8 * (1_000 + grams + 20_000)
+    assert guard.knows_word("W7") and not guard.knows_word("w7 w8") and not guard.knows_word("w")
     assert len(guard) == 1_000
     assert CopyFilter([]).nbytes == 0 and not CopyFilter([]).is_copy("anything at all here")
 
@@ -929,7 +931,96 @@ def test_without_healing_the_same_prompt_is_glued_wrong(
     overfit_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     generator = TweetGenerator.load(overfit_dir, device="cpu")
-    monkeypatch.setattr(generator, "_heal", lambda ids: None)
+    monkeypatch.setattr(generator, "_heal", lambda ids, **_: None)
     result = generator.generate("big ne", n=3, seed=0)
     # The control for the test above: the prompt's own last token leaves the word unfinished.
     assert not any(t.startswith("big news today") for t in result.tweets)
+
+
+# The person's tweets: each prompt below is a whole word of theirs, and another tweet opens with
+# a longer word that starts with it ("I" / "It's", "Hoy" / "Hoyo", "Ich" / "Ichthyologie").
+GLUE_TWEETS = [
+    "It's raining again over the old harbour tonight and nobody minds at all",
+    "Indexing the whole archive took the entire night but it finally worked",
+    "I am going to walk the dog before the rain starts again this evening",
+    "Hoyo en uno para mi amigo en el campo de golf esta misma mañana",
+    "Hoy es un buen día para salir a caminar por la playa con amigos",
+    "Ichthyologie ist seit vielen Jahren mein liebstes Hobby am Wochenende",
+    "Ich gehe heute Abend mit meinen Freunden ins Kino am alten Markt",
+    "今天天气很好，我们下午去公园散步吧，晚上再一起吃饭",
+]
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = build_tiny_model(GLUE_TWEETS * 5, tmp_path_factory.mktemp("models") / "glue")
+    with one_torch_thread():
+        overfit(folder, GLUE_TWEETS, steps=200, max_loss=0.25)
+    # dataset.jsonl holds the words, not the memorised tweets, so recitals are not copies.
+    write_records(folder, ["I wrote Hoy and Ich and 今天 here once"], handles=("glue",))
+    return folder
+
+
+def _opens_with_word(tweet: str, word: str) -> bool:
+    rest = tweet[len(word) :]
+    return tweet.startswith(word) and not (rest[:1].isalnum() or rest[:1] == "_")
+
+
+@pytest.mark.parametrize("backend", ["torch", "ctranslate2"])
+@pytest.mark.parametrize("word", ["I", "Hoy", "Ich"])
+def test_a_one_word_prompt_opens_the_tweet_with_that_word(
+    glue_dir: Path, word: str, backend: str
+) -> None:
+    if backend == "ctranslate2":
+        pytest.importorskip("ctranslate2")
+    generator = TweetGenerator.load(glue_dir, device="cpu", backend=backend)
+    assert type(generator._backend).__name__ == (
+        "TorchBackend" if backend == "torch" else "FastBackend"
+    )
+    result = generator.generate(word, n=5, seed=0, settings=FAST)
+    assert result.tweets
+    assert all(_opens_with_word(t, word) for t in result.tweets), result.tweets
+
+
+@pytest.mark.parametrize("word", ["I", "Hoy", "Ich"])
+def test_healing_a_whole_word_allows_only_boundaries(glue_dir: Path, word: str) -> None:
+    from training.generate import _token_texts
+
+    generator = TweetGenerator.load(glue_dir, device="cpu", backend="torch")
+    tokenizer = generator._tokenizer
+    ids = [generator._eos_id, *tokenizer(word, add_special_tokens=False)["input_ids"]]
+    texts = _token_texts(tokenizer)
+    free = generator._heal(ids)
+    assert free is not None
+    # Without the rule the first token may lengthen the word ("It", "Hoyo", "Ichthy…").
+    assert any(not _opens_with_word(texts[i], word) for i in free[1])
+    whole = generator._heal(ids, whole_word=True)
+    assert whole is not None
+    assert all(_opens_with_word(texts[i], word) for i in whole[1])
+
+
+def test_without_the_word_rule_the_overfit_model_glues(
+    glue_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The control for the tests above: the model wants "It's" and "Indexing" after "I".
+    generator = TweetGenerator.load(glue_dir, device="cpu", backend="torch")
+    monkeypatch.setattr(generator, "_ends_with_whole_word", lambda prompt: False)
+    result = generator.generate("I", n=5, seed=0, settings=FAST)
+    assert any(not _opens_with_word(t, "I") for t in result.tweets), result.tweets
+
+
+def test_after_an_ideograph_any_character_starts_a_word(glue_dir: Path) -> None:
+    # Chinese has no spaces: "今天" may go on "天气" at once.
+    generator = TweetGenerator.load(glue_dir, device="cpu", backend="torch")
+    assert not generator._ends_with_whole_word("今天")
+    result = generator.generate("今天", n=3, seed=0, settings=FAST)
+    assert any(t.startswith("今天天气") for t in result.tweets), result.tweets
+
+
+def test_a_word_the_person_never_wrote_may_still_be_finished(glue_dir: Path) -> None:
+    generator = TweetGenerator.load(glue_dir, device="cpu", backend="torch")
+    assert generator._ends_with_whole_word("I")
+    assert generator._ends_with_whole_word("Well, ich")  # compared case-blind
+    assert not generator._ends_with_whole_word("Inde")  # never a word of theirs: unfinished
+    assert not generator._ends_with_whole_word("I ")  # nothing to keep whole
+    assert not generator._ends_with_whole_word("I,")

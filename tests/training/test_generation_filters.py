@@ -88,3 +88,20 @@ def test_fold_is_for_matching_only() -> None:
     assert fold_lookalikes("p\u0430y\u200bpal") == "pay pal"
     assert fold_lookalikes("p\u0430y\u200bpal", joined=True) == "paypal"
     assert normalize("Hello,\u200bWorld!") == "hello world"
+
+
+def test_a_cjk_character_cut_between_byte_tokens_is_dropped(tmp_path) -> None:
+    """A byte-level tokenizer spells a rare ideograph in byte tokens; a row cut after the first
+    of them decodes to U+FFFD, which no tweet keeps."""
+    from transformers import AutoTokenizer
+
+    from training.basemodels import build_tiny_model
+
+    texts = ["今天天气很好 我们去公园散步吧"] * 3
+    folder = build_tiny_model(texts, tmp_path / "tiny", vocab_size=300)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer("好 龘", add_special_tokens=False)["input_ids"]  # 龘: three UTF-8 bytes
+    cut = tokenizer.decode(ids[:-1])
+    assert "\ufffd" in cut
+    assert tidy_candidate(cut) == "好"
+    assert tidy_candidate("今天\ufffd\ufffd很好 \u0e31\u0e49ok") == "今天很好 ok"

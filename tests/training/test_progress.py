@@ -74,3 +74,24 @@ def test_terminal_progress_writes_phases_and_the_bar_to_its_stream() -> None:
     text = stream.getvalue()
     assert "training: 12 steps" in text
     assert "done: /models/alice" in text
+
+
+def test_a_note_is_written_at_once_and_rides_along_in_every_later_event() -> None:
+    stream = io.StringIO()
+    progress = JsonProgress(stream, min_interval_s=0)
+    progress.phase("cleaning", "300 tweets kept")
+    progress.note("The base writes mostly English.")
+    progress.phase("loading", "loading base model gpt2")
+    progress.step(1, 2, 3.0, 10.0, 1.0)
+    progress.done(model="li")
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert "notes" not in events[0]
+    assert events[1]["phase"] == "cleaning"
+    assert events[1]["message"] == "The base writes mostly English."
+    assert all(e["notes"] == ["The base writes mostly English."] for e in events[1:])
+
+
+def test_terminal_progress_prints_a_note_as_plain_text() -> None:
+    stream = io.StringIO()
+    TerminalProgress(stream).note("tweets in [bold]Chinese[/bold] will be poor")
+    assert "note: tweets in [bold]Chinese[/bold] will be poor" in stream.getvalue()

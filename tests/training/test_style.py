@@ -7,6 +7,7 @@ from training.style import (
     StyleStats,
     broken_emoji_pct,
     language_of,
+    main_languages,
     style_gap,
     style_rows,
     style_stats,
@@ -100,3 +101,40 @@ def test_broken_emoji_are_counted_per_tweet() -> None:
     broken = [*whole, "a lone skin tone \U0001f3fd here", "half a flag \U0001f1e9 here"]
     assert broken_emoji_pct(broken) == 40.0
     assert broken_emoji_pct([]) == 0.0
+
+
+def test_languages_written_without_spaces_are_called() -> None:
+    assert language_of("今天天气很好，我们下午去公园散步吧。") == "zh"
+    assert language_of("今日はいい天気ですね。散歩に行ってきます") == "ja"
+    assert language_of("วันนี้อากาศดีมาก ไปเดินเล่นกันไหม") == "th"
+    assert language_of("오늘 날씨가 정말 좋네요") == "ko"
+    # Too short to call in any script.
+    assert language_of("谢谢") == "und"
+    assert language_of("ขอบคุณครับ") == "und"
+
+
+def test_a_mixed_script_account_has_both_languages() -> None:
+    stats = style_stats(
+        [
+            "Shipping the new release of our library today",
+            "新しいバージョンをリリースしました。ぜひ使ってみてください",
+            "Thanks to everyone who sent a patch this month",
+            "今日はいい天気ですね。散歩に行ってきます",
+        ]
+    )
+    assert stats.languages == {"en": 50.0, "ja": 50.0}
+
+
+def test_main_languages_are_the_shares_of_tweets_whose_language_is_told() -> None:
+    tweets = [
+        "今天天气很好，我们下午去公园散步吧。",
+        "刚看完一部电影，结局让人很感动。",
+        "终于把论文写完了，今晚好好睡一觉。",
+        "Finally finished the paper, sleeping well tonight",
+        "谢谢",  # too short to tell: not counted
+    ]
+    assert main_languages(tweets) == {"zh": 75.0, "en": 25.0}
+    assert main_languages(["ok", "谢谢"]) == {}
+    # A language in fewer than a fifth of the tweets is not a main one.
+    mostly = ["Shipping the new release of our library today"] * 9 + ["今天天气很好，我们去散步。"]
+    assert main_languages(mostly) == {"en": 90.0}

@@ -9,12 +9,16 @@ import pytest
 
 from training.textrules import (
     collapse_punctuation,
+    count_words,
     cut_graphemes,
+    drop_broken_characters,
     drop_broken_emoji,
     fit_tweet,
     graphemes,
+    is_unspaced,
     strip_link_residue,
     tidy_text,
+    word_equivalents,
 )
 
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man ZWJ woman ZWJ girl: 5 code points
@@ -187,3 +191,52 @@ def test_each_networks_own_mention_rule_is_followed_and_neutralised(
     assert plain.replace("\u200b", "") == text
     assert x_mentions(plain) == [] and mastodon_mentions(plain) == []
     assert has_mentions(text) == bool(x or mastodon) and not has_mentions(plain)
+
+
+# --- words per script, broken characters -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "words"),
+    [
+        ("hello", 1.0),
+        ("@bob", 1.0),
+        ("!!!", 1.0),
+        ("谢谢", 2 / 1.5),  # 2 ideographs at 1.5 a word
+        ("今天天气很好", 4.0),  # 6 ideographs at 1.5 a word
+        ("ありがとう", 2.0),  # 5 kana at 2.5 a word
+        ("コーヒー", 4 / 2.5),  # the length mark "ー" is a kana letter too
+        ("วันนี้อากาศดีมาก", 4.0),  # 12 Thai letters (marks not counted) at 3 a word
+        ("用Python写", 1 / 1.5 * 2 + 1),  # two ideographs and a Latin word
+    ],
+)
+def test_word_equivalents_count_each_script_its_own_way(token: str, words: float) -> None:
+    assert word_equivalents(token) == pytest.approx(max(1.0, words))
+
+
+def test_count_words_adds_the_tokens() -> None:
+    assert count_words("谢谢") == pytest.approx(2 / 1.5)
+    assert count_words("谢谢 你们") == pytest.approx(4 / 1.5)
+    assert count_words("好") == 1.0  # a token is never worth less than one word
+    assert count_words("lol ok") == 2.0
+    assert count_words("") == 0.0
+
+
+def test_is_unspaced_names_the_scripts_written_without_spaces() -> None:
+    assert all(is_unspaced(ch) for ch in "漢かカกລកမ")
+    assert not any(is_unspaced(ch) for ch in "aé한я1 。")
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("今天\ufffd很好", "今天很好"),  # half an ideograph from a byte token
+        ("\u0e31\u0e49ok", "ok"),  # Thai marks with no consonant
+        ("x \u0301y", "x y"),  # an accent after a space
+        ("caf\u0065\u0301 ok", "caf\u0065\u0301 ok"),  # a decomposed é stays
+        ("วันนี้", "วันนี้"),
+        ("#\ufe0f\u20e3 keycap", "#\ufe0f\u20e3 keycap"),  # the emoji rule's concern
+    ],
+)
+def test_drop_broken_characters(text: str, kept: str) -> None:
+    assert drop_broken_characters(text) == kept

@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from training.commands import add_handle_and_source_arguments, print_data_table
 from training.config import TrainingSettings
@@ -31,6 +31,7 @@ _DEFAULT_BUDGET_S = TrainingSettings.model_fields["train_budget_s"].default
 if TYPE_CHECKING:
     from training.cleaning import DataTable
     from training.progress import ProgressReporter
+    from training.train import TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     model.add_argument(
         "--lora", action="store_true", help="train a LoRA adapter instead of every weight"
+    )
+    model.add_argument(
+        "--base-by-language",
+        default=None,
+        metavar="JSON",
+        help="the base to use instead of --base-model when the person mostly writes a language, "
+        'as JSON: \'{"ja": "Qwen/Qwen2.5-0.5B", "zh": "Qwen/Qwen2.5-0.5B"}\' (ISO 639-1 codes; '
+        "the language is measured on the cleaned tweets)",
     )
     hyper = parser.add_argument_group("training")
     hyper.add_argument(
@@ -245,6 +254,11 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
         hub_repo=args.push_to_hub,
     )
     config.validate()
+    from training.basemodels import parse_base_by_language
+
+    by_language = (
+        parse_base_by_language(args.base_by_language) if args.base_by_language is not None else {}
+    )
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
     if args.push_to_hub:
         # Fail before hours of training, not after.
@@ -266,8 +280,9 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
     _show_table(table)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    languages = choose_base(table, config, by_language, reporter)
 
-    info = train_model(table, config, store, reporter, started=started)
+    info = train_model(table, config, store, reporter, started=started, languages=languages)
     url = None
     if args.push_to_hub:
         reporter.phase("saving", f"pushing {info.name} to the Hugging Face Hub")
@@ -294,6 +309,51 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
         if url:
             print(f"On the Hub: {url}", file=stdout)
     return 0
+
+
+def choose_base(
+    table: DataTable,
+    config: TrainConfig,
+    by_language: dict[str, str],
+    reporter: ProgressReporter,
+) -> dict[str, Any]:
+    """Measure the person's main languages, switch ``config`` to the base mapped to the most
+    used one, and note (before training) when the base does not write them; the record
+    ``training.json`` keeps as ``languages``."""
+    from training.basemodels import (
+        base_for_languages,
+        base_languages,
+        language_name,
+        language_warning,
+    )
+    from training.style import main_languages
+
+    texts = [text for data in table.handles for text in data.kept]
+    try:
+        main = main_languages(texts)
+    except (OSError, ValueError) as error:  # the detector's model could not be read
+        # An aid, not a step training needs: train on the configured base, with no warning.
+        print(f"warning: the tweets' languages could not be told ({error}).", file=sys.stderr)
+        main = {}
+    configured = config.base_model
+    config.base_model, chosen_for = base_for_languages(configured, main, by_language)
+    if chosen_for is not None and config.base_model != configured:
+        reporter.phase(
+            "cleaning",
+            f"mostly {language_name(chosen_for)}: training on {config.base_model}, "
+            "the base set for it",
+        )
+    warning = language_warning(config.base_model, main)
+    if warning is not None:
+        reporter.note(warning)
+    known = base_languages(config.base_model)
+    return {
+        "main": main,
+        "base_languages": sorted(known.languages) if known is not None else None,
+        "configured_base": configured,
+        "chosen_for": chosen_for,
+        "warning": warning,
+    }
 
 
 def refused_table(table: DataTable) -> dict[str, dict[str, int]]:

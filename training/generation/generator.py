@@ -37,6 +37,7 @@ from training.generation.settings import (
     REJECT_EMPTY,
     REJECT_EXCLUDED,
     REJECT_FRAGMENT,
+    REJECT_GLUED,
     REJECT_REPEAT,
     TRAINING_FILE,
     GenerationResult,
@@ -49,7 +50,9 @@ from training.generation.stop import _TweetEnd
 from training.generation.text import (
     CopyFilter,
     _has_content,
+    glues,
     is_degenerate,
+    last_word,
     normalize,
     tidy_candidate,
 )
@@ -248,10 +251,13 @@ class TweetGenerator:
         with self._tokenizer_lock:
             encoded = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)
             prompt_ids = [self._eos_id, *encoded["input_ids"]]
-            # Token healing: the prompt's last word is given back to the model, whose first
-            # token must start with that text ("Today" may become "Today's" or "Today,"), so a
-            # prompt is continued as the person would and never glued to the next word.
-            healed = self._heal(prompt_ids)
+            # Token healing: the prompt's last token(s) are given back to the model, whose first
+            # token must start with that text, so a prompt is continued as the person would and
+            # never glued to the next word. A prompt whose last word is one of the person's
+            # words is complete: the continuation starts at a word boundary ("I" opens "I am",
+            # "I'm", "I,", never "It's"); an unknown one ("big ne") may be finished ("news").
+            whole_word = self._ends_with_whole_word(text)
+            healed = self._heal(prompt_ids, whole_word=whole_word)
         healing, heal_chars = None, 0
         if healed is not None:
             backed_off, healing, heal_chars = healed
@@ -313,13 +319,16 @@ class TweetGenerator:
             rejected_reasons=dict(sorted(reasons.items())),
         )
 
-    def _heal(self, prompt_ids: list[int]) -> tuple[int, list[int], int] | None:
+    def _heal(
+        self, prompt_ids: list[int], *, whole_word: bool = False
+    ) -> tuple[int, list[int], int] | None:
         """How to heal the prompt ``EOS + ids``: (tokens to back off, the ids
         the first sampled token may be, characters given back), or None when nothing extends it.
 
         The last word's tokens are backed off (at most :data:`_HEAL_MAX_TOKENS`) when some token
         starts with that word's text, else the last token alone, else nothing (a special token,
-        part of a multi-byte character).
+        part of a multi-byte character). With ``whole_word`` a token may only add a word
+        boundary to the text given back (:func:`glues`).
         """
         ids = prompt_ids[1:]
         if not ids:
@@ -334,16 +343,30 @@ class TweetGenerator:
                 break
         for back in dict.fromkeys((word, 1)):
             piece = self._tokenizer.decode(ids[-back:], skip_special_tokens=True)
-            healing = self._healing(piece) if piece and "\ufffd" not in piece else None
+            healing = self._healing(piece, whole_word) if piece and "\ufffd" not in piece else None
             if healing is not None:
                 return back, healing, len(piece)
         return None
 
-    def _healing(self, piece: str) -> list[int] | None:
-        """The token ids the first sampled token may be (each starts with ``piece``; later
-        tokens are free); None when no token does."""
+    def _ends_with_whole_word(self, prompt: str) -> bool:
+        """Whether ``prompt`` ends with a word the person's training tweets use whole (so the
+        user finished it); False after a space, punctuation or an ideograph (nothing to keep
+        whole) and for a word the person never wrote (it may be unfinished: ``big ne``)."""
+        word = last_word(prompt)
+        return bool(word) and self.copy_filter.knows_word(word)
+
+    def _healing(self, piece: str, whole_word: bool = False) -> list[int] | None:
+        """The token ids the first sampled token may be (each starts with ``piece`` and, for a
+        ``whole_word``, adds no letter to its last word; later tokens are free); None when no
+        token does."""
         texts = _token_texts(self._tokenizer)
-        allowed = [i for i, t in enumerate(texts) if t.startswith(piece) and i != self._eos_id]
+        allowed = [
+            i
+            for i, t in enumerate(texts)
+            if t.startswith(piece)
+            and i != self._eos_id
+            and not (whole_word and glues(piece, t[len(piece) :]))
+        ]
         return allowed or None
 
     def _judge(
@@ -372,6 +395,9 @@ class TweetGenerator:
             return REJECT_EMPTY, tweet
         if not prompt and tweet[0] in FRAGMENT_OPENINGS:
             return REJECT_FRAGMENT, tweet
+        if full.startswith(prompt) and glues(prompt, tail) and self._ends_with_whole_word(prompt):
+            # The first token kept the word whole but the next one extended it ("I" + "n").
+            return REJECT_GLUED, tweet
         if is_degenerate(tweet):
             return REJECT_DEGENERATE, tweet
         if self.copy_filter.is_copy(tweet):

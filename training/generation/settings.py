@@ -31,6 +31,8 @@ REJECT_FRAGMENT = "fragment"
 #: A candidate no one would post: a single word ("President", "()).SOTU"), no letter at all
 #: ("2016 🔥"), or fewer than two words that hold a letter, digit or emoji ("() SOTU").
 REJECT_DEGENERATE = "degenerate"
+#: A prompt's last word extended by the continuation ("I" → "It's"): the user's word is kept.
+REJECT_GLUED = "glued"
 #: What a tweet never starts with: the middle of a sentence.
 FRAGMENT_OPENINGS = frozenset(".,;:!?)]}-–—_/|")
 

@@ -14,8 +14,10 @@ from training.generation.settings import TWEET_CHARS
 from training.textrules import (
     bare_links,
     collapse_punctuation,
+    drop_broken_characters,
     drop_broken_emoji,
     fit_tweet,
+    is_unspaced,
     strip_link_residue,
 )
 
@@ -68,21 +70,51 @@ def normalize(text: str) -> str:
     return " ".join(normalized_words(text))
 
 
+def _word_char(char: str) -> bool:
+    """Whether ``char`` belongs inside a word: a letter, digit, mark or connector (``_``)."""
+    return unicodedata.category(char)[0] in "LNM" or char == "_"
+
+
+def last_word(prompt: str) -> str:
+    """The word ``prompt`` ends with (empty when it ends in a space, punctuation or a letter of
+    a script written without spaces, after which any character starts a new word)."""
+    last = prompt[-1:]
+    if not last or not _word_char(last) or is_unspaced(last):
+        return ""
+    start = len(prompt)
+    while start and _word_char(prompt[start - 1]) and not is_unspaced(prompt[start - 1]):
+        start -= 1
+    return prompt[start:]
+
+
+def glues(text: str, continuation: str) -> bool:
+    """Whether ``continuation`` extends ``text``'s last word (``I`` + ``t's``) instead of starting
+    at a word boundary (a space, punctuation, nothing, or a script written without spaces)."""
+    if not text or not continuation:
+        return False
+    last, first = text[-1], continuation[0]
+    return (
+        _word_char(last) and _word_char(first) and not is_unspaced(last) and not is_unspaced(first)
+    )
+
+
 def tidy_candidate(text: str, max_chars: int = TWEET_CHARS) -> str:
     """Make a raw continuation postable: first line only, no URLs, single spaces, ≤ ``max_chars``.
 
     The cut at the first newline is huggingtweets'; URLs are removed the way training data was
-    cleaned (a URL in a generated tweet is made up and leads nowhere); emoji parts that lost their
-    emoji and degenerate punctuation runs go (:mod:`training.textrules`); a tweet over the limit
+    cleaned (a URL in a generated tweet is made up and leads nowhere); halves of multi-byte
+    characters, combining marks and emoji parts that lost their character and degenerate
+    punctuation runs go (:mod:`training.textrules`); a tweet over the limit
     ends at its last sentence end that keeps half the limit, else its last word boundary, never
     inside a grapheme; a separator left dangling at the end (``:``, `` -``) goes.
     """
     line = _NEWLINE.split(text, maxsplit=1)[0]
-    # Control characters and the replacement character (a multi-byte character cut by the token
-    # limit) are never meant to be posted.
-    line = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line if ch != "\ufffd")
+    # Control characters are never meant to be posted.
+    line = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line)
     line = " ".join(word for word in line.split() if not _is_link(word))
-    line = collapse_punctuation(drop_broken_emoji(line))
+    # Replacement characters (a multi-byte character, such as a CJK ideograph, cut between byte
+    # tokens), combining marks and emoji parts left without their character.
+    line = collapse_punctuation(drop_broken_emoji(drop_broken_characters(line)))
     line = " ".join(line.split())
     return strip_link_residue(fit_tweet(line, max_chars)).rstrip()
 
@@ -140,15 +172,18 @@ class CopyFilter:
         # strings costs ~100, so a 3,000-tweet filter takes ~1 MB instead of ~12 MB. Two different
         # n-grams share a digest with odds of ~1e-9 for a million of them.
         exact: list[int] = []
+        vocabulary: set[int] = set()
         runs: dict[int, list[int]] = {k: [] for k in range(min_run, ngram + 1)}
         for text in texts:
             words = normalized_words(text)
             if not words:
                 continue
+            vocabulary.update(_digest(word) for word in words)
             exact.append(_digest(" ".join(words)))
             for k, digests in runs.items():
                 digests.extend(_digest(gram) for gram in _grams(words, k))
         self._exact = np.unique(np.array(exact, dtype=np.uint64))
+        self._words = np.unique(np.array(sorted(vocabulary), dtype=np.uint64))
         self._runs = {k: np.unique(np.array(d, dtype=np.uint64)) for k, d in runs.items()}
 
     def __len__(self) -> int:
@@ -158,7 +193,14 @@ class CopyFilter:
     @property
     def nbytes(self) -> int:
         """Bytes of the digest arrays (what the filter costs a cached model)."""
-        return int(self._exact.nbytes + sum(a.nbytes for a in self._runs.values()))
+        arrays = [self._exact, self._words, *self._runs.values()]
+        return int(sum(a.nbytes for a in arrays))
+
+    def knows_word(self, word: str) -> bool:
+        """Whether the training tweets use ``word`` as a whole word (compared as
+        :func:`normalized_words` compares)."""
+        folded = normalized_words(word)
+        return len(folded) == 1 and _contains(self._words, [_digest(folded[0])])
 
     def is_copy(self, text: str) -> bool:
         """Whether ``text`` copies a training tweet (see the class docstring for the rule)."""

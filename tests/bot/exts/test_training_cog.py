@@ -106,6 +106,56 @@ async def test_progress_text_shows_phase_bar_loss_and_eta() -> None:
     )
 
 
+async def test_a_language_note_stays_in_the_status_message_and_the_report() -> None:
+    from bot.exts.training import status_text, summary_text
+    from bot.jobs import JobResult
+    from bot.store import Job
+
+    job = Job(
+        id=8,
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        model_name="li",
+        handles=tuple(parse_handles(["li"])),
+        sources=("api",),
+        options={},
+        state="running",
+        pid=1,
+        restarts=0,
+        created_at=None,
+        started_at=None,  # type: ignore[arg-type]
+        finished_at=None,
+        error=None,
+        status_message_id=None,
+        progress=None,
+    )
+    warning = (
+        "The base model smollm2-135m writes mostly English; tweets in Chinese will be poor — a "
+        "bot admin can set a multilingual base such as Qwen/Qwen2.5-0.5B for this language."
+    )
+    noted = {"phase": "cleaning", "message": warning, "notes": [warning]}
+    assert status_text(job, noted) == f"**Job #8 · li** — Cleaning tweets\n⚠️ {warning}"
+    training = {"phase": "training", "step": 1, "total": 4, "notes": [warning]}
+    assert status_text(job, training).endswith(f"step 1/4\n⚠️ {warning}")
+    record = {
+        "languages": {"warning": warning},
+        "likeness": {
+            "recognisability": {
+                "generated_pct": 83.0,
+                "held_out_pct": 91.0,
+                "panel": ["BarackObama", "Goethe"],
+            }
+        },
+    }
+    result = JobResult(job, None, Path("li"), {}, None, None, None, record)  # type: ignore[arg-type]
+    assert summary_text(job, result).splitlines()[1:] == [
+        "A classifier that knows @li's real posts and those of 2 other public accounts picks @li "
+        "for 83 % of this model's tweets (and for 91 % of @li's own held-out posts).",
+        f"⚠️ {warning}",
+    ]
+
+
 async def test_train_with_bluesky_handles_needs_no_attachment(world: World, store: Store) -> None:
     await world.alice.send(world.channel, "!train bluesky:alice.bsky.social")
     [model] = await store.list_models(world.guild.id)
