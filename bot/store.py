@@ -313,6 +313,7 @@ class Store:
         # SQLite would go on writing into the deleted file and lose everything on restart.
         self._identity = _file_identity(path)
         self._logged: dict[str, float] = {}
+        self._wal = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -335,15 +336,20 @@ class Store:
             db.row_factory = aiosqlite.Row
             # Each PRAGMA's cursor is closed at once: one left open (journal_mode returns a row)
             # keeps a statement in progress and makes the first migration's COMMIT fail.
+            # secure_delete zeroes deleted rows, so what `!forgetme` removes leaves no copy in
+            # the file's free space.
+            answers = []
             for pragma in (
                 "PRAGMA journal_mode = WAL",
                 "PRAGMA foreign_keys = ON",
                 f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
                 "PRAGMA synchronous = NORMAL",
+                "PRAGMA secure_delete = ON",
             ):
                 async with db.execute(pragma) as cursor:
-                    await cursor.fetchall()
+                    answers.append(await cursor.fetchall())
             store = cls(db, path)
+            store._wal = bool(answers[0]) and str(answers[0][0][0]).lower() == "wal"
             await store._migrate()
             # A read-only file or folder shows only on the first write: try one now (the
             # schema version rewritten as it is, then rolled back).
@@ -604,7 +610,31 @@ class Store:
             async with db.execute(f"SELECT sources FROM jobs {where}", (guild_id, owner_id)) as cur:
                 sources = [s for row in await cur.fetchall() for s in json.loads(row["sources"])]
             await db.execute(f"DELETE FROM jobs {where}", (guild_id, owner_id))
+        await self._erase_wal()
         return sources
+
+    async def _erase_wal(self) -> None:
+        """Copy the write-ahead log into the database and empty it, so the deleted rows' old
+        pages leave the log too. A checkpoint that cannot finish (another connection is
+        reading) is logged: the rows are deleted all the same."""
+        if not self._wal:
+            return
+        try:
+            async with (
+                self._lock,
+                self._guard(),
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor,
+            ):
+                row = await cursor.fetchone()
+        except StorageError:
+            return
+        if row is not None and row[0]:
+            log.warning(
+                "The write-ahead log of %s could not be emptied after a member was forgotten "
+                "(another connection was reading): old copies of the deleted rows stay in it "
+                "until SQLite reuses that space.",
+                self.path,
+            )
 
     async def delete_model(self, guild_id: int, name: str) -> bool:
         """Forget a model and its schedules; True if it existed. Its files are the caller's."""

@@ -499,3 +499,36 @@ async def test_a_models_owner_stays_whoever_trains_it_again(store: Store) -> Non
                              trained_by=1, owner_id=None)  # fmt: skip
     model = await store.get_model(GUILD, "alice+discord")
     assert model is not None and (model.trained_by, model.owner_id) == (1, 7)
+
+
+# -- forgetting a member ------------------------------------------------------------------------
+
+
+def _raw_bytes(path: Path) -> bytes:
+    """The database file and its write-ahead log, as they lie on disk."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+async def test_a_forgotten_members_words_leave_no_trace_in_the_database_file(
+    store: Store,
+) -> None:
+    own = Path("/models/alice+discord")
+    fields = {"handles": parse_handles(["alice"]), "sources": ["api"], "base_model": "gpt2"}
+    await store.upsert_model(GUILD, "alice+discord", **fields, lora=False, path=own,
+                             trained_by=7, owner_id=7)  # fmt: skip
+    await add_model(store, "bob")
+    secret = "quokka lighthouse marmalade 7731"
+    for n in range(20):
+        await store.log_tweet(GUILD, "alice+discord", f"{secret} #{n}", prompt="zebra crossing")
+    await store.log_tweet(GUILD, "bob", "bob keeps his pelican words")
+    assert secret.encode() in _raw_bytes(store.path)
+
+    await store.forget_member(GUILD, 7, ["alice+discord"])
+
+    raw = _raw_bytes(store.path)
+    assert secret.encode() not in raw and b"zebra crossing" not in raw
+    assert b"bob keeps his pelican words" in raw
+    assert [t.text for t in await store.recent_tweets(GUILD, "bob")] == [
+        "bob keeps his pelican words"
+    ]

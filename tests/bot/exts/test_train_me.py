@@ -214,14 +214,15 @@ async def test_forgetme_removes_the_own_model_and_every_copy_of_the_messages(
     await world.alice.send(world.channel, "words only alice wrote")
     await world.alice.send(world.channel, "!train me")
     await world.bob.send(world.channel, "!train @bob", attachments=[("tweets.csv", CSV)])
-    await world.alice.send(world.channel, "!tweet @alice")
+    await world.alice.send(world.channel, "!tweet @alice quokka lighthouse")
     await world.bob.send(world.channel, "!tweet @bob")
     assert world.handled_errors() == []
     [own] = await store.models_owned_by(world.guild.id, world.alice.id)
     upload = Path(own.sources[0])
     cache = simcord_env.bot.cache
     assert own.path.is_dir() and upload.is_file() and own.path in cache
-    assert await store.recent_tweets(world.guild.id, own.name)
+    [tweet] = await store.recent_tweets(world.guild.id, own.name)
+    assert tweet.prompt == "quokka lighthouse"
 
     await world.alice.send(world.channel, "!forgetme")
 
@@ -234,6 +235,10 @@ async def test_forgetme_removes_the_own_model_and_every_copy_of_the_messages(
     assert own.path not in cache
     assert await store.get_model(world.guild.id, own.name) is None
     assert await store.recent_tweets(world.guild.id, own.name) == []
+    # Nor does the database file (or its write-ahead log) keep the deleted tweet's prompt.
+    wal = store.path.with_name(store.path.name + "-wal")
+    raw = store.path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert b"quokka lighthouse" not in raw
     jobs = await store.recent_jobs(world.guild.id)
     assert [j.model_name for j in jobs] == ["bob"]
     # bob's model and what it wrote are untouched.
