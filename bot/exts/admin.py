@@ -9,6 +9,7 @@ it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,7 +20,8 @@ from discord.ext import commands
 from bot.client import NO_MENTIONS
 from bot.exts import parse_handle_text, require_guild_id
 from bot.formatting import escape_user_text
-from training.handles import Handle
+from bot.own_messages import OWN_MODEL_SUFFIX
+from training.errors import InputError
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: A member's own model named directly (``alice+discord``), as :func:`own_model_name` names it.
+_OWN_MODEL = re.compile(rf"@?([a-z0-9_]{{1,15}}){re.escape(OWN_MODEL_SUFFIX)}", re.IGNORECASE)
 
 
 class NotAdmin(commands.CheckFailure):
@@ -67,35 +72,55 @@ class Admin(commands.Cog):
     def __init__(self, bot: DoppeltweetBot) -> None:
         self.bot = bot
 
-    async def _model_name(self, ctx: commands.Context[Any], handle: Handle) -> str:
-        """The model a handle names: the handle's own model, else the latest one it is part of."""
+    async def _model_name(self, ctx: commands.Context[Any], text: str) -> str:
+        """The model an admin names: a member's mention names that member's own model (by their
+        id), ``alice+discord`` names that own model, and a handle names the handle's own model,
+        else the latest one it is part of."""
+        guild_id = require_guild_id(ctx)
         tweeting = self.bot.get_cog("Tweeting")
         if tweeting is None:
             raise RuntimeError("the Tweeting cog is not loaded")
-        model = await tweeting.find_model(require_guild_id(ctx), handle)  # type: ignore[attr-defined]
-        return model.name
+        token = text.strip().strip("`")
+        member_model = await tweeting.member_model(guild_id, token)  # type: ignore[attr-defined]
+        if member_model is not None:
+            return str(member_model.name)
+        own = _OWN_MODEL.fullmatch(token)
+        if own is not None:
+            name = own.group(1).lower() + OWN_MODEL_SUFFIX
+            record = await self.bot.store.get_model(guild_id, name)
+            if record is None:
+                raise InputError(
+                    f"This server has no model {escape_user_text(name)}; a member makes their "
+                    f"own with `{self.bot.settings.prefix}train me`."
+                )
+            return record.name
+        model = await tweeting.find_model(guild_id, parse_handle_text(text))  # type: ignore[attr-defined]
+        return str(model.name)
 
     @commands.hybrid_command(name="retrain")
     @app_commands.guild_only()
-    @app_commands.describe(handle="The handle of the model to train again, e.g. @jack")
+    @app_commands.describe(
+        handle="The model to train again: a handle such as @jack, or a member's own: alice+discord"
+    )
     @admin_only()
     async def retrain(self, ctx: commands.Context[Any], handle: str) -> None:
         """Train a model again from the same sources as last time (API and Bluesky refreshed)."""
-        parsed = parse_handle_text(handle)
         training = self.bot.get_cog("Training")
         if training is None:
             raise RuntimeError("the Training cog is not loaded")
-        name = await self._model_name(ctx, parsed)
+        name = await self._model_name(ctx, handle)
         await training.retrain_model(ctx, name)  # type: ignore[attr-defined]
 
     @commands.hybrid_command(name="delete")
     @app_commands.guild_only()
-    @app_commands.describe(handle="The handle of the model to delete, e.g. @jack")
+    @app_commands.describe(
+        handle="The model to delete: a handle such as @jack, or a member's own: alice+discord"
+    )
     @admin_only()
     async def delete(self, ctx: commands.Context[Any], handle: str) -> None:
         """Delete a model of this server: its files, its record and its cached copy."""
         guild_id = require_guild_id(ctx)
-        name = await self._model_name(ctx, parse_handle_text(handle))
+        name = await self._model_name(ctx, handle)
         record = await self.bot.runner.delete_model(guild_id, name)
         self.bot.cache.invalidate(record.path)
         await ctx.send(

@@ -71,6 +71,15 @@ class Tweeting(commands.Cog):
             f"This server has no model of {shown}; train one with `{prefix}train {handle.display}`."
         )
 
+    async def member_model(self, guild_id: int, text: str) -> ModelRecord | None:
+        """The own ``!train me`` model of the member ``text`` mentions (found by their id); None
+        when ``text`` is not one member's mention or that member has no own model here."""
+        mentioned = _MEMBER_MENTION.fullmatch(text.strip())
+        if mentioned is None:
+            return None
+        owned = await self.bot.store.models_owned_by(guild_id, int(mentioned.group(1)))
+        return owned[0] if owned else None
+
     @commands.hybrid_command(name="tweet")
     @app_commands.guild_only()
     @app_commands.describe(
@@ -91,15 +100,11 @@ class Tweeting(commands.Cog):
         if prompt.strip().startswith("<@"):
             # A member's mention names their own `train me` model, found by their id.
             first, _, rest = prompt.strip().partition(" ")
-            mentioned = _MEMBER_MENTION.fullmatch(first)
-            owned = (
-                await self.bot.store.models_owned_by(guild_id, int(mentioned.group(1)))
-                if mentioned
-                else []
-            )
-            if not owned:
+            model = await self.member_model(guild_id, first)
+            if model is None:
                 reject_mentions(first)
-            model, prompt = owned[0], rest
+            else:
+                prompt = rest
         if model is None:
             model = await self.find_model(guild_id, handle)
         text_prompt = prompt.strip() or DEFAULT_PROMPT

@@ -116,3 +116,70 @@ async def test_admin_slash_commands_declare_manage_server_as_default_permission(
         command = tree.get_command(name)
         assert command.default_permissions.manage_guild, name
         assert command.guild_only, name
+
+
+async def _x_and_own_models_of_alice(world: World, store: Store, settings: BotSettings) -> None:
+    """The X handle alice's model (``alice``) beside alice's own model (``alice+discord``)."""
+    await add_model(store, settings, world.guild.id, "alice")
+    await world.alice.send(world.channel, "words only alice wrote")
+    await world.alice.send(world.channel, "!train me")
+    assert world.handled_errors() == []
+    names = sorted(m.name for m in await store.list_models(world.guild.id))
+    assert names == ["alice", "alice+discord"]
+
+
+async def test_an_admin_deletes_a_members_own_model_by_its_name(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    await _x_and_own_models_of_alice(world, store, bot_settings)
+    await world.admin.send(world.channel, "!delete alice+discord")
+    assert world.handled_errors() == []
+    assert world.last_text() == "Deleted the model **alice+discord**."
+    assert [m.name for m in await store.list_models(world.guild.id)] == ["alice"]
+    # @alice typed as text still names the X handle's model.
+    await world.admin.send(world.channel, "!delete @alice")
+    assert world.last_text() == "Deleted the model **alice**."
+    assert await store.list_models(world.guild.id) == []
+
+
+async def test_an_admins_mention_of_a_member_names_their_own_model(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    await _x_and_own_models_of_alice(world, store, bot_settings)
+    await world.admin.send(world.channel, f"!retrain {world.alice.mention}")
+    assert world.handled_errors() == []
+    [job, _own_training] = await store.recent_jobs(world.guild.id)
+    assert job.model_name == "alice+discord" and job.user_id == world.admin.id
+    await world.admin.send(world.channel, f"!delete {world.alice.mention}")
+    assert world.handled_errors() == []
+    assert world.last_text() == "Deleted the model **alice+discord**."
+    [kept] = await store.list_models(world.guild.id)
+    assert kept.name == "alice" and kept.path.is_dir()
+
+
+async def test_an_admin_retrains_a_members_own_model_by_its_name(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    await _x_and_own_models_of_alice(world, store, bot_settings)
+    await world.admin.send(world.channel, "!retrain `@Alice+discord`")
+    assert world.handled_errors() == []
+    [job, _own_training] = await store.recent_jobs(world.guild.id)
+    assert job.model_name == "alice+discord" and job.state == "succeeded"
+    model = await store.get_model(world.guild.id, "alice+discord")
+    assert model is not None and model.owner_id == world.alice.id
+
+
+async def test_an_own_model_that_does_not_exist_is_one_sentence(
+    world: World, store: Store, bot_settings: BotSettings
+) -> None:
+    path = await add_model(store, bot_settings, world.guild.id, "carol")
+    await world.admin.send(world.channel, "!delete carol+discord")
+    assert world.handled_errors() == [InputError]
+    assert world.last_text() == (
+        "This server has no model carol+discord; a member makes their own with `!train me`."
+    )
+    # A mention of a member without an own model says how to type an X handle.
+    await world.admin.send(world.channel, f"!delete {world.bob.mention}")
+    assert world.handled_errors() == [InputError]
+    assert world.last_text().startswith("Discord turned that into a mention of a server member")
+    assert path.is_dir() and await store.get_model(world.guild.id, "carol") is not None

@@ -271,6 +271,16 @@ async def test_tweet_with_a_members_mention_uses_their_own_model(
     assert await store.recent_tweets(world.guild.id, "alice") == []
 
 
+async def test_a_prompt_that_only_looks_like_a_mention_is_kept_whole(
+    world: World, store: Store, scripted_generator: Any
+) -> None:
+    await world.alice.send(world.channel, "words only alice wrote")
+    await world.alice.send(world.channel, "!train me")
+    await world.bob.send(world.channel, "!tweet <@ to be or not")
+    assert world.handled_errors() == []
+    assert scripted_generator.prompts[-1] == "<@ to be or not"
+
+
 async def test_forgetting_a_member_during_the_training_cancels_it_and_deletes_the_messages(
     world: World, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
