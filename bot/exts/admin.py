@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: A member's own model named directly (``alice+discord``), as :func:`own_model_name` names it.
+#: A member's own model named directly (``alice+discord``, see
+#: :func:`bot.own_messages.own_model_name`).
 _OWN_MODEL = re.compile(rf"@?([a-z0-9_]{{1,15}}){re.escape(OWN_MODEL_SUFFIX)}", re.IGNORECASE)
 
 
