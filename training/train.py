@@ -374,11 +374,19 @@ def _train_model(
                 staging, store.path(name), table, split.validation, config, record, device, reporter
             )
             stop.check()
-        info = store.commit(staging, name)
-    # The fast CPU generation artifact, built once now; a failure only means "convert later".
-    from training.generation.fast import prepare_fast_artifact
+        # The llama.cpp files (the adapter, checked against float32) are part of the model
+        # folder, so they are installed with it; a failure only means another path serves it.
+        from training.generation.llamacpp import prepare as prepare_llamacpp
 
-    prepare_fast_artifact(Path(info.path), lambda sentence: reporter.phase("saving", sentence))
+        llama = prepare_llamacpp(
+            staging, lambda sentence: reporter.phase("saving", sentence), models_root=store.root
+        )
+        info = store.commit(staging, name)
+    if llama is None or not llama.get("serves"):
+        # The CTranslate2 artifact, built once now; a failure only means "convert later".
+        from training.generation.fast import prepare_fast_artifact
+
+        prepare_fast_artifact(Path(info.path), lambda sentence: reporter.phase("saving", sentence))
     return info
 
 
