@@ -37,6 +37,9 @@ from training.generation.fast import FAST_DIR, FAST_FAILED, fast_artifact, sourc
 
 pytest.importorskip("ctranslate2")
 
+#: These tests are about the CTranslate2 path, which ``auto`` tries after llama.cpp.
+pytestmark = pytest.mark.usefixtures("ctranslate2_engine")
+
 SHORT = GenerationSettings(max_length=40)
 
 

@@ -1,12 +1,13 @@
 """GGUF files for llama.cpp: a base model in Q8_0 and a LoRA adapter in f16.
 
 Written with the ``gguf`` package's :class:`gguf.GGUFWriter` (the library llama.cpp's own
-converters use), for the two architectures the project trains: GPT-2 (``gpt2``) and the Llama
-family (``llama``: SmolLM2). What llama.cpp's converters do for these is done here too: GPT-2's
-``Conv1D`` weights are transposed to ``[out, in]``, the query and key rows of a Llama model (and
-of a LoRA ``B`` on them) are permuted to llama.cpp's rotary layout, a tied output head is left
-out (llama.cpp reuses the token embedding). The tokenizer's vocabulary and merges are written so
-the file is complete, but tweets are tokenized in Python: llama.cpp gets token ids only.
+converters use), for the architectures the project recommends: GPT-2 (``gpt2``), the Llama
+family (``llama``: SmolLM2) and Qwen2 (``qwen2``: Qwen2.5). What llama.cpp's converters do for
+these is done here too: GPT-2's ``Conv1D`` weights are transposed to ``[out, in]``, the query
+and key rows of a Llama model (and of a LoRA ``B`` on them) are permuted to llama.cpp's rotary
+layout, a tied output head is left out (llama.cpp reuses the token embedding). The tokenizer's
+vocabulary and merges are written so the file is complete, but tweets are tokenized in Python:
+llama.cpp gets token ids only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ WRITER_VERSION = 1
 #: A Q8_0 block holds this many weights: a row whose length is not a multiple stays float32.
 _Q8_BLOCK = 32
 #: The transformers model types written, and llama.cpp's architecture for each.
-ARCHITECTURES = {"gpt2": "gpt2", "llama": "llama"}
+ARCHITECTURES = {"gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2"}
 #: GPT-2 layers stored as ``Conv1D`` (``[in, out]``).
 _CONV1D = (".c_attn", ".c_proj", ".c_fc")
 #: Buffers of a GPT-2 state dict that are no weights.
@@ -40,8 +41,10 @@ def architecture(config: Any) -> str:
     model_type = str(getattr(config, "model_type", ""))
     arch = ARCHITECTURES.get(model_type)
     if arch is None:
-        raise GGUFUnsupported(f"llama.cpp files are written for GPT-2 and Llama, not {model_type}")
-    if arch == "llama":
+        raise GGUFUnsupported(
+            f"llama.cpp files are written for GPT-2, Llama and Qwen2, not {model_type}"
+        )
+    if arch != "gpt2":
         rope = getattr(config, "rope_scaling", None) or {}
         parameters = getattr(config, "rope_parameters", None) or {}
         kind = rope.get("rope_type") or parameters.get("rope_type") or "default"
@@ -66,8 +69,7 @@ def _permute(rows: Any, heads: int) -> Any:
 def _name_map(arch: str, blocks: int) -> Any:
     import gguf
 
-    kind = gguf.MODEL_ARCH.GPT2 if arch == "gpt2" else gguf.MODEL_ARCH.LLAMA
-    return gguf.get_tensor_name_map(kind, blocks)
+    return gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], blocks)
 
 
 def _gguf_name(names: Any, hf_name: str) -> str:

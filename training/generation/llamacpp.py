@@ -25,7 +25,6 @@ same tweets and the process's random state is never touched; stop strings are ch
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import fcntl
 import hashlib
@@ -726,33 +725,70 @@ class _LlamaSampler:
 def open_backend(
     model_dir: Path, eos_id: int, base_name: str | None, texts: list[str]
 ) -> LlamaBackend | None:
-    """The llama.cpp backend for ``model_dir`` (its files made first when missing), or None
+    """The llama.cpp backend for ``model_dir`` (its files made first when missing, or made
+    again once when they cannot be loaded: a base file removed, a damaged adapter), or None
     when llama.cpp does not serve it (the check failed, the model cannot be written)."""
     record = read_record(model_dir)
-    if record is None:
-        try:
-            log.info("Writing %s for llama.cpp (once per training).", model_dir.name)
-            record = build_artifact(model_dir, base_name=base_name, texts=texts)
-        except Exception as error:  # writing or checking failed: the next path serves it
-            log.warning("llama.cpp does not serve %s: %s", model_dir.name, error)
+    for attempt in range(2):
+        if record is None:
+            try:
+                log.info("Writing %s for llama.cpp (once per training).", model_dir.name)
+                record = build_artifact(model_dir, base_name=base_name, texts=texts)
+            except Exception as error:  # writing or checking failed: the next path serves it
+                log.warning("llama.cpp does not serve %s: %s", model_dir.name, error)
+                return None
+        if not record.get("serves"):
             return None
-    if not record.get("serves"):
-        return None
-    with contextlib.suppress(LlamaUnavailable):
-        return LlamaBackend(model_dir, record, eos_id, int(record.get("max_positions") or 1024))
-    log.warning("llama.cpp could not load the files of %s; the next path serves it.", model_dir)
+        try:
+            return LlamaBackend(model_dir, record, eos_id, int(record.get("max_positions") or 1024))
+        except LlamaUnavailable as error:
+            log.warning("llama.cpp could not load %s (%s)", model_dir.name, error)
+            if attempt:
+                return None
+            record = None
     return None
 
 
-def served_by(model_dir: Path) -> str | None:
-    """Why llama.cpp does or does not serve ``model_dir``, from its record (None: no record)."""
+def _refusal(record: dict[str, Any]) -> str:
+    check = record.get("check") or {}
+    return str(
+        check.get("reason")
+        or f"+{check.get('ppl_increase_pct')} % perplexity, over {check.get('bound_pct')} %"
+    )
+
+
+def engine_line(model_dir: Path) -> str:
+    """Which engine serves ``model_dir`` on this machine's CPU, and why not llama.cpp when it
+    was refused (``!models``): e.g. ``llama.cpp`` or ``torch (llama.cpp: +2.1 % perplexity,
+    over 1.0 %)``."""
+    from training.config import get_settings
+    from training.generation.fast import fast_installed
+
+    choice = get_settings().generation_backend
     record = read_record(model_dir)
+    serves = record is None or bool(record.get("serves"))
+    if choice in ("auto", KIND) and llamacpp_installed() and serves:
+        return "llama.cpp"
+    fallback = "CTranslate2" if choice in ("auto", "ctranslate2") and fast_installed() else "torch"
+    if record is not None and not record.get("serves") and choice in ("auto", KIND):
+        return f"{fallback} (llama.cpp: {_refusal(record)})"
+    return fallback
+
+
+def card_text(record: dict[str, Any] | None) -> str:
+    """The model card's sentence about CPU generation with llama.cpp."""
     if record is None:
-        return None
+        return "llama.cpp files were not made for this model; CTranslate2 or torch serves it."
     check = record.get("check") or {}
     if record.get("serves"):
-        return f"llama.cpp (+{check.get('ppl_increase_pct')} % perplexity vs float32)"
-    reason = check.get("reason") or (
-        f"+{check.get('ppl_increase_pct')} % perplexity, over {check.get('bound_pct')} %"
-    )
-    return f"not llama.cpp ({reason})"
+        shape = (
+            "a shared Q8_0 base with this model's LoRA applied at run time"
+            if record.get("kind") == "lora"
+            else "its own Q8_0 weights"
+        )
+        return (
+            f"On a CPU llama.cpp serves it ({shape}): {check.get('ppl_increase_pct')} % "
+            f"perplexity over float32 on {check.get('scored_tokens')} held-out tokens "
+            f"(bound {check.get('bound_pct')} %)."
+        )
+    return f"llama.cpp does not serve it ({_refusal(record)}); CTranslate2 or torch does."
