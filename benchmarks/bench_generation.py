@@ -288,15 +288,13 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
     out["concurrent8"] = asyncio.run(
         _concurrent([realistic, store_root / "g_gpt2"], rounds=1 if quick else 2)
     )
-    lora = common.ready_folder(
-        store_root,
-        table,
-        "g_lora",
-        common.TINY_NAME if quick else common.SMOLLM2_NAME,
-        lora=True,
-        max_steps=2 if quick else common.DEMO_STEPS,
-        block_size=64 if quick else common.DEMO_BLOCK_SIZE,
-        batch_size=common.DEMO_BATCH_SIZE,
+    # The demo's LoRA model (a quick run: a tiny LoRA model) as many handles.
+    lora = (
+        common.ready_folder(
+            store_root, table, "g_lora", common.TINY_NAME, lora=True, max_steps=2, block_size=64
+        )
+        if quick
+        else store_root / "g_smollm2_lora"
     )
     out["many_handles"] = asyncio.run(
         _many_handles(lora, 5 if quick else MANY_HANDLES, rounds=1 if quick else 2)
