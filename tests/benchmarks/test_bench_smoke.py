@@ -72,7 +72,9 @@ def test_generation_reports_cold_and_warm_latency_per_model(scratch, capsys) -> 
         assert torch_entry["sampled_tokens_per_s"] > 0 and torch_entry["ms_per_forward_pass"] > 0
     many = out["many_handles"]
     assert many["handles"] == many["requests"] == 5
-    assert many["handles_loaded"] == 5 and many["p50_s"] <= many["p95_s"]
+    assert many["p50_s"] <= many["p95_s"]
+    # llama.cpp adapters are bounded by memory, other engines' handles by the count (4).
+    assert many["handles_loaded"] == (5 if many["backends"] == ["llamacpp"] else 4)
     assert isinstance(many["rss_per_handle_mb"], float)
     assert out["pool"]["calls"] == 5 and out["pool"]["p50_ms"] <= out["pool"]["p95_ms"]
     assert out["concurrent8"]["requests"] == 8
