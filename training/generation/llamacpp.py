@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
@@ -73,9 +74,17 @@ class LlamaUnavailable(Exception):
     """llama.cpp cannot serve this model (the message says why); the next path serves it."""
 
 
+@functools.lru_cache(maxsize=1)
 def llamacpp_installed() -> bool:
-    """Whether the ``llama_cpp`` package (llama-cpp-python) is installed."""
-    return importlib.util.find_spec("llama_cpp") is not None
+    """Whether llama-cpp-python is installed and its library loads on this machine."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False
+    try:
+        import llama_cpp  # noqa: F401
+    except (ImportError, OSError) as error:  # e.g. built for another CPU, a missing libgomp
+        log.warning("llama-cpp-python is installed but does not load: %s", error)
+        return False
+    return True
 
 
 def _max_increase_pct() -> float:
@@ -318,7 +327,7 @@ _LIB: Any = None
 
 def _quiet(level: int, text: bytes, user_data: Any) -> None:
     """llama.cpp's log: errors go to this module's logger, the rest is dropped."""
-    if level == 2 and text:  # GGML_LOG_LEVEL_ERROR
+    if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
         log.warning("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
 
