@@ -211,3 +211,44 @@ def test_training_writes_the_adapter_into_the_model_folder_and_one_base_serves_a
 def test_auto_prefers_llama_cpp_on_a_cpu(tiny_dir: Path) -> None:
     assert TweetGenerator.load(tiny_dir, device="cpu").backend == "llamacpp"
     assert TweetGenerator.load(tiny_dir, device="cpu", backend="torch").backend == "torch"
+
+
+def _sharp_base(kind: str, folder: Path) -> Path:
+    """A random ``kind`` model whose attention is sharp (query and key weights scaled up), so a
+    wrong rotary layout changes its perplexity; with its records, a servable model folder."""
+    from test_base_architectures import _base
+    from transformers import AutoModelForCausalLM
+
+    _base(kind, folder, GENERIC_TWEETS)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(40)
+            layer.self_attn.k_proj.weight.mul_(40)
+    model.save_pretrained(folder)
+    write_records(folder, GENERIC_TWEETS)
+    return folder
+
+
+@needs_engine
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_llama_family_models_match_torch_in_llama_cpp(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _sharp_base(kind, tmp_path / kind)
+    generator = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
+    record = llamacpp.read_record(folder)
+    assert record is not None and record["serves"], record
+    assert generator.backend == "llamacpp"
+    assert generator.generate(n=2, seed=1, settings=SHORT).candidates >= 1
+    if kind == "llama":
+        # The check catches a wrong rotary layout: without llama.cpp's permutation it fails.
+        from training.generation import gguf_files
+
+        generator.close()
+        clear_generator_cache()
+        monkeypatch.setattr(gguf_files, "_permute", lambda rows, heads: rows)
+        (folder / llamacpp.ENGINE_DIR / "source.json").unlink()
+        assert TweetGenerator.load(folder, device="cpu", backend="llamacpp").backend == "torch"
+        broken = llamacpp.read_record(folder)
+        assert broken is not None and broken["check"]["ppl_increase_pct"] > 1.0
