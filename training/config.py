@@ -85,8 +85,8 @@ class TrainingSettings(BaseSettings):
         ge=0,
         le=100,
         description=(
-            "The most validation perplexity llama.cpp (Q8_0 base, LoRA applied at run time) may "
-            "add over torch float32, in percent, for it to serve a model."
+            "How far, in percent either way, llama.cpp's validation perplexity (Q8_0 base, LoRA "
+            "applied at run time) may be from torch float32's for it to serve a model."
         ),
     )
     fast_quantization: Literal["auto", "int8", "int8_float32", "int16", "float32"] = Field(

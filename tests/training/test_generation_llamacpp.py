@@ -175,7 +175,8 @@ def test_a_model_over_the_bound_is_served_by_the_next_path(
     assert generator.backend == "torch"
     record = llamacpp.read_record(tiny_dir)
     assert record is not None and not record["serves"]
-    assert "over -100.0 %" in (llamacpp.served_by(tiny_dir) or "")
+    assert "(llama.cpp: " in llamacpp.engine_line(tiny_dir)
+    assert "over -100.0 %" in llamacpp.engine_line(tiny_dir)
     # The record is reused: the next load does not measure again.
     stamp = (tiny_dir / llamacpp.ENGINE_DIR / "source.json").stat().st_mtime_ns
     assert TweetGenerator.load(tiny_dir, device="cpu", backend="llamacpp").backend == "torch"
@@ -214,8 +215,9 @@ def test_auto_prefers_llama_cpp_on_a_cpu(tiny_dir: Path) -> None:
 
 
 def _sharp_base(kind: str, folder: Path) -> Path:
-    """A random ``kind`` model whose attention is sharp (query and key weights scaled up), so a
-    wrong rotary layout changes its perplexity; with its records, a servable model folder."""
+    """A random ``kind`` model with sharp attention and outputs (query, key and embedding weights
+    scaled up), so a wrong rotary layout changes its perplexity; with its records, a servable
+    model folder."""
     from test_base_architectures import _base
     from transformers import AutoModelForCausalLM
 
@@ -225,6 +227,7 @@ def _sharp_base(kind: str, folder: Path) -> Path:
         for layer in model.model.layers:
             layer.self_attn.q_proj.weight.mul_(40)
             layer.self_attn.k_proj.weight.mul_(40)
+        model.model.embed_tokens.weight.mul_(20)  # tied: sharp output distributions too
     model.save_pretrained(folder)
     write_records(folder, GENERIC_TWEETS)
     return folder

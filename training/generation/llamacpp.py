@@ -277,7 +277,7 @@ def _quality_check(
     increase = 100 * math.expm1((measured - expected) / count)
     return {
         "bound_pct": bound,
-        "passed": increase <= bound,
+        "passed": abs(increase) <= bound,
         "ppl_increase_pct": round(increase, 3),
         "torch_ppl": round(math.exp(expected / count), 3),
         "llamacpp_ppl": round(math.exp(measured / count), 3),
