@@ -95,7 +95,9 @@ def test_memory_reports_full_weights_against_extra_lora_handles(scratch, capsys)
         "copy_filter_tweets",
     }
     assert out["tokenizers_shared"] is True
-    assert [h["backend"] for h in out["fast_handles"]] == ["ctranslate2"] * 3
+    engines = {h["backend"] for h in out["fast_handles"]}
+    assert len(out["fast_handles"]) == 3 and len(engines) == 1
+    assert engines <= {"llamacpp", "ctranslate2"}
     assert all(h["cache_accounted_mb"] > 0 for h in out["fast_handles"])
     assert isinstance(out["fast_per_handle_mb"], float)
 
