@@ -255,3 +255,35 @@ def test_llama_family_models_match_torch_in_llama_cpp(
         assert TweetGenerator.load(folder, device="cpu", backend="llamacpp").backend == "torch"
         broken = llamacpp.read_record(folder)
         assert broken is not None and broken["check"]["ppl_increase_pct"] > 1.0
+
+
+@needs_engine
+def test_two_handles_on_one_base_generate_at_once_as_they_do_alone(
+    lora_training: tuple[Path, str],
+) -> None:
+    import shutil
+    import threading
+
+    folder, _ = lora_training
+    twin = folder.parent / f"{folder.name}-twin"
+    if not twin.exists():
+        shutil.copytree(folder, twin)  # another handle: its own adapter, the same base file
+    first = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
+    second = TweetGenerator.load(twin, device="cpu", backend="llamacpp")
+    assert first.backend == second.backend == "llamacpp" and llamacpp.loaded_models() == 1
+    alone = [g.generate(n=4, seed=9, settings=SHORT).tweets for g in (first, second)]
+    start = threading.Barrier(2, timeout=60)
+    together: dict[int, list[str]] = {}
+
+    def run(index: int, generator: TweetGenerator) -> None:
+        start.wait()
+        together[index] = generator.generate(n=4, seed=9, settings=SHORT).tweets
+
+    threads = [threading.Thread(target=run, args=(i, g)) for i, g in enumerate((first, second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [together.get(0), together.get(1)] == alone
+    first.close()
+    second.close()
