@@ -195,6 +195,9 @@ def test_training_writes_the_adapter_into_the_model_folder_and_one_base_serves_a
     assert record is not None and record["kind"] == "lora" and record["serves"]
     bases = folder.parent / BASES_DIR / llamacpp.BASES_SUBDIR
     assert (bases / record["base"]).is_file()
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "## Generation on a CPU" in card and "llama.cpp serves it" in card
+    assert llamacpp.engine_line(folder) == "llama.cpp"
     first = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
     second = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
     assert first.backend == second.backend == "llamacpp"
