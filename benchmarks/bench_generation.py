@@ -18,10 +18,16 @@ tweets end: the realistic case, the model the offline path's users get. (Until D
 was an adapter trained for one step, in effect the base model, whose answers ran about twice as
 long; benchmarks/README.md keeps that figure.)
 
-Each model is measured on the torch backend (the top-level numbers, with forward passes counted)
-and on the default CPU backend, CTranslate2 int8 (``fast``; its cold call includes converting the
-model once). For SmolLM2 the validation perplexity of both is compared (``fast_ppl_delta_pct``,
-see ``bench_generation_fast``).
+Each model's top-level numbers are the served path's: what ``!tweet`` gets by default on this
+machine (``backend`` says which engine: llama.cpp where it is installed and the model passed its
+check, else CTranslate2, else torch; its cold call includes making its files once). Every other
+engine installed sits beside it under its own name (``torch``, with forward passes counted;
+``ctranslate2``; ``llamacpp``). For SmolLM2 the served engine's validation perplexity is compared
+with torch's (``fast_ppl_delta_pct``, see ``bench_generation_fast``).
+
+``many_handles``: one trained LoRA model copied into ``MANY_HANDLES`` model folders (each its own
+handle, adapter and cache entry; one base), asked in turn, round-robin, through one cache: p50
+and p95 of each request and the resident memory each loaded handle adds.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from typing import Any
 from benchmarks import common
 
 PROMPT = "My dream is"
+#: Handles of ``many_handles`` (a quick run: a few).
+MANY_HANDLES = 200
 
 
 class _Counter:
@@ -53,7 +61,7 @@ class _Counter:
             self.sampled += int(ids.shape[0])
 
 
-def _counting_loader(counter: _Counter, loaded: list[Any], backend: str = "torch") -> Any:
+def _counting_loader(counter: _Counter, loaded: list[Any], backend: str | None = "torch") -> Any:
     from training.generate import TweetGenerator
 
     def load(path: Path) -> Any:
@@ -70,7 +78,8 @@ def _counting_loader(counter: _Counter, loaded: list[Any], backend: str = "torch
     return load
 
 
-async def _measure(path: Path, calls: int, backend: str = "torch") -> dict[str, Any]:
+async def _measure(path: Path, calls: int, backend: str | None = "torch") -> dict[str, Any]:
+    """Cold and warm ``!tweet`` on ``backend`` (None: the served default)."""
     from bot.model_cache import ModelCache
 
     counter = _Counter()
@@ -121,6 +130,45 @@ async def _measure(path: Path, calls: int, backend: str = "torch") -> dict[str, 
         }
     finally:
         await cache.close()
+
+
+async def _many_handles(source: Path, count: int, rounds: int) -> dict[str, Any]:
+    """``count`` copies of the LoRA model ``source`` (each its own handle) asked in turn through
+    one cache, ``rounds`` times round-robin: latency p50/p95 and the memory each handle adds."""
+    import shutil
+
+    from bot.model_cache import ModelCache
+
+    folders = []
+    for i in range(count):
+        folder = source.parent / f"{source.name}-h{i:03d}"
+        if not folder.exists():
+            shutil.copytree(source, folder, ignore=shutil.ignore_patterns("fast", "fast.failed"))
+        folders.append(folder)
+    cache = ModelCache(max_models=4, max_bytes=2**40)
+    latencies: list[float] = []
+    try:
+        await cache.generate(folders[0], PROMPT, n=1, seed=0)  # the base, loaded once
+        before = common.rss_mb()
+        for _ in range(rounds):
+            for folder in folders:
+                t0 = time.perf_counter()
+                await cache.generate(folder, PROMPT, n=1)
+                latencies.append(time.perf_counter() - t0)
+        after = common.rss_mb()
+        loaded = cache.loaded()
+    finally:
+        await cache.close()
+    stats = common.percentiles(latencies, 50, 95)
+    return {
+        "handles": count,
+        "requests": len(latencies),
+        "p50_s": round(stats["p50"], 3),
+        "p95_s": round(stats["p95"], 3),
+        "handles_loaded": len(loaded),
+        "backends": sorted({m.backend for m in loaded}),
+        "rss_per_handle_mb": round((after - before) / max(len(loaded) - 1, 1), 2),
+    }
 
 
 async def _pool(path: Path, calls: int, pool_size: int = 5) -> dict[str, Any]:
@@ -225,11 +273,12 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
             batch_size=batch_size,
         )
         out[key] = {"base": base if key != "gpt2" or quick else "GPT2Config() random init"}
-        out[key].update(asyncio.run(_measure(path, calls)))
-        # The default CPU path: CTranslate2 int8 (cold includes converting the model once).
-        out[key]["fast"] = asyncio.run(_measure(path, calls, "ctranslate2"))
-        out[key]["fast_speedup"] = round(
-            out[key]["warm_p50_s"] / max(out[key]["fast"]["warm_p50_s"], 1e-6), 2
+        # The served path first (cold includes making its engine's files once).
+        out[key].update(asyncio.run(_measure(path, calls, None)))
+        for engine in _other_engines(out[key]["backend"]):
+            out[key][engine] = asyncio.run(_measure(path, calls, engine))
+        out[key]["torch_speedup"] = round(
+            out[key]["torch"]["warm_p50_s"] / max(out[key]["warm_p50_s"], 1e-6), 2
         )
     # The bot's default path (CTranslate2 on a CPU): prompt-less tweets from the pool, and eight
     # members asking two models at once.
@@ -239,6 +288,17 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
     out["concurrent8"] = asyncio.run(
         _concurrent([realistic, store_root / "g_gpt2"], rounds=1 if quick else 2)
     )
+    # The demo's LoRA model (a quick run: a tiny LoRA model) as many handles.
+    lora = (
+        common.ready_folder(
+            store_root, table, "g_lora", common.TINY_NAME, lora=True, max_steps=2, block_size=64
+        )
+        if quick
+        else store_root / "g_smollm2_lora"
+    )
+    out["many_handles"] = asyncio.run(
+        _many_handles(lora, 5 if quick else MANY_HANDLES, rounds=1 if quick else 2)
+    )
     if not quick:
         from benchmarks.bench_generation_fast import perplexities
         from training.generate import TweetGenerator
@@ -247,13 +307,26 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
         out["smollm2_lora"].update(
             perplexities(
                 TweetGenerator.load(path, backend="torch"),
-                TweetGenerator.load(path, backend="ctranslate2"),
+                TweetGenerator.load(path),
                 table,
                 blocks=64,
             )
         )
     out["load_average_1m_end"] = round(os.getloadavg()[0], 2)
     return out
+
+
+def _other_engines(served: str) -> list[str]:
+    """The installed engines other than ``served``, measured beside it (torch always)."""
+    from training.generation.fast import fast_installed
+    from training.generation.llamacpp import llamacpp_installed
+
+    engines = ["torch"]
+    if fast_installed():
+        engines.append("ctranslate2")
+    if llamacpp_installed():
+        engines.append("llamacpp")
+    return [engine for engine in engines if engine != served]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,13 @@ def _torch_nll(torch_gen: Any, rows: list[Any]) -> float:
 
 
 def _fast_nll(fast_gen: Any, rows: list[Any]) -> float:
-    """CTranslate2's negative log-likelihood of each block's tokens after its first."""
+    """The fast backend's (CTranslate2's or llama.cpp's) negative log-likelihood of each block's
+    tokens after its first."""
+    if fast_gen.backend == "llamacpp":
+        backend = fast_gen._backend
+        with backend.model.context() as context:
+            context.use(backend.adapter)
+            return sum(context.nll([int(t) for t in row.tolist()]) for row in rows)
     tokenizer = fast_gen._tokenizer
     tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in rows]
     scored = fast_gen._backend.generator.score_batch(tokens)
@@ -81,7 +87,9 @@ def perplexities(torch_gen: Any, fast_gen: Any, table: Any, blocks: int) -> dict
         "validation_tweets": len(split.validation),
         "scored_tokens": count,
         "torch_fp32_ppl": round(ppl_torch, 3),
-        "fast_quantization": getattr(fast_gen._backend, "quantization", None),
+        "fast_backend": fast_gen.backend,
+        "fast_quantization": getattr(fast_gen._backend, "quantization", None)
+        or ("Q8_0" if fast_gen.backend == "llamacpp" else None),
         "fast_ppl": round(ppl_fast, 3),
         "fast_ppl_delta_pct": round(100 * (ppl_fast / ppl_torch - 1), 2),
     }

@@ -8,8 +8,9 @@ after ``gc`` and ``malloc_trim``) is read before and after each load. Models, in
 2. a LoRA adapter on the gpt2-shaped base (loads the shared base and the adapter);
 3. three more LoRA handles on the same base (copies of that adapter folder under other names):
    what each *extra* handle costs is ``per_extra_lora_handle_mb``;
-4. the same three handles on the fast backend (CTranslate2 int8, each its own merged model):
-   ``fast_per_handle_mb``, what the cache budgets per fast generator.
+4. the same three handles on the fast CPU engine that serves them by default (llama.cpp: an
+   adapter each on one Q8_0 base, which the first of them loads; CTranslate2: each its own
+   merged model): ``fast_per_handle_mb``, what each further fast handle costs.
 
 Beside the RSS deltas are the bytes the cache itself accounts for each model (``memory_bytes``:
 parameters and buffers that model alone holds), and what the two other per-handle parts cost on
@@ -59,13 +60,13 @@ def _load(path: Path, kept: list[Any]) -> dict[str, Any]:
 
 
 def _load_fast(path: Path, kept: list[Any]) -> dict[str, Any]:
-    """RSS delta of one handle served by the fast backend (its own merged int8 weights)."""
+    """RSS delta of one handle served by the default fast CPU engine."""
     from training.generate import GenerationSettings, TweetGenerator
 
     before = common.rss_mb()
-    generator = TweetGenerator.load(path, backend="ctranslate2")
-    if generator.backend != "ctranslate2":  # torch's numbers under the fast path's name mislead
-        raise RuntimeError(f"the fast path did not serve {path.name}: see its fast.failed")
+    generator = TweetGenerator.load(path)
+    if generator.backend == "torch":  # torch's numbers under the fast path's name mislead
+        raise RuntimeError(f"no fast CPU engine served {path.name}")
     kept.append(generator)
     generator.generate("", n=1, seed=0, settings=GenerationSettings(max_length=24))
     return {
@@ -121,8 +122,8 @@ def measure(store_root: Path) -> dict[str, Any]:
     first_lora = _load(lora, kept)
     extra_stats = [_load(path, kept) for path in extras]
     per_extra = statistics.mean(s["rss_delta_mb"] for s in extra_stats)
-    # The fast path: each handle holds its merged int8 model (no shared base); the artifacts
-    # were built right after training (copies carry theirs).
+    # The fast path: llama.cpp adapters on one base, or each handle's merged CTranslate2 model;
+    # the files were made right after training (copies carry theirs).
     fast_stats = [_load_fast(path, kept) for path in extras]
     adapter_files = sum(f.stat().st_size for f in lora.glob("adapter_model.*")) / 2**20
 
@@ -143,7 +144,14 @@ def measure(store_root: Path) -> dict[str, Any]:
         "per_extra_lora_handle_mb": round(per_extra, 2),
         "adapter_file_mb": round(adapter_files, 2),
         "fast_handles": fast_stats,
-        "fast_per_handle_mb": round(statistics.mean(s["rss_delta_mb"] for s in fast_stats), 2),
+        # llama.cpp's first handle loads the shared base: each further one costs its adapter.
+        "fast_per_handle_mb": round(
+            statistics.mean(
+                s["rss_delta_mb"]
+                for s in (fast_stats[1:] if fast_stats[0]["backend"] == "llamacpp" else fast_stats)
+            ),
+            2,
+        ),
         "tokenizers_shared": shared,
         "parts_of_a_handle_mb": {
             "tokenizer_unshared": round(tokenizer_mb, 2),

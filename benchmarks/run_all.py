@@ -52,10 +52,13 @@ REQUIRED_KEYS = (
     "generation.fast_vs_torch.warm_p50_s",
     "generation.pool.p50_ms",
     "generation.concurrent8.p95_s",
+    "generation.many_handles.p95_s",
+    "generation.many_handles.rss_per_handle_mb",
     "loop_lag.during_training.p99_ms",
     "loop_lag.during_generation.p99_ms",
     "loop_lag.first_load.p99_ms",
     "memory.per_extra_lora_handle_mb",
+    "memory.fast_per_handle_mb",
 )
 
 

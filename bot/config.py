@@ -298,8 +298,11 @@ class BotSettings(BaseSettings):
     serve_models_per_replica: int = Field(
         default=4,
         ge=1,
-        le=64,
-        description="Models one generation replica keeps loaded (least recently used dropped).",
+        le=1000,
+        description=(
+            "Models one generation replica keeps loaded (least recently used dropped); on "
+            "llama.cpp each LoRA model is a ~10 MB adapter on one shared base, so hundreds fit."
+        ),
     )
     tweet_pool_size: int = Field(
         default=5,

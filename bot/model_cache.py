@@ -32,6 +32,11 @@ the last use of the least recently used fast LoRA model, it is loaded on the fas
 background and that model is evicted (its next use loads it as a cold handle) — unless it was used
 again meanwhile, when both stay as they are. Models with their own weights always take the loader's
 default (the fast backend is the smaller of the two for them).
+
+llama.cpp needs no slots: a LoRA model it serves is an adapter (~10 MB) applied at run time to a
+Q8_0 base loaded once per base, so a cold handle costs an adapter load (milliseconds). Such
+models count against ``max_adapters`` and the memory bound (each adapter's bytes, the base once),
+not against ``max_models``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ log = logging.getLogger(__name__)
 #: Worker threads for loading and generating: two models generate at once (CTranslate2 uses one
 #: core per generation; torch generations take turns, each using every core).
 DEFAULT_WORKERS = 2
+#: Most LoRA models served by llama.cpp kept at once: each is an adapter of ~10 MB on a base
+#: loaded once, so they are bounded by memory (``max_bytes``) rather than by ``max_models``.
+DEFAULT_MAX_ADAPTERS = 1000
+
 #: A cold LoRA model used this many times since the least recently used fast one was last used
 #: takes that one's fast slot (see the module docstring): enough that two models used in turn do
 #: not swap slots at every request.
@@ -92,7 +101,7 @@ class LoadedModel:
     last_used_at: datetime
     uses: int
     load_seconds: float
-    #: ``"ctranslate2"`` or ``"torch"`` (empty when the loader does not say).
+    #: ``"llamacpp"``, ``"ctranslate2"`` or ``"torch"`` (empty when the loader does not say).
     backend: str = ""
 
 
@@ -179,6 +188,12 @@ def _stamp(path: Path) -> tuple[int, ...]:
     return (info.st_ino, info.st_dev, record.st_ino, record.st_mtime_ns, record.st_size)
 
 
+def _is_adapter(entry: _Entry) -> bool:
+    """Whether ``entry`` is a llama.cpp adapter on a shared base: counted by ``max_adapters``
+    (and the memory bound), not by ``max_models``."""
+    return entry.lora and entry.backend == "llamacpp"
+
+
 def _key(model_dir: Path | str) -> Path:
     return Path(model_dir).expanduser().resolve()
 
@@ -195,9 +210,12 @@ class ModelCache:
         max_workers: int = DEFAULT_WORKERS,
         pool_size: int = 0,
         fast_models: int | None = None,
+        max_adapters: int = DEFAULT_MAX_ADAPTERS,
     ) -> None:
-        if max_models < 1 or max_bytes < 1:
+        if max_models < 1 or max_bytes < 1 or max_adapters < 1:
             raise ValueError("the cache must hold at least one model and one byte")
+        #: Most llama.cpp adapters kept (each ~10 MB on one shared base; the memory bound holds).
+        self.max_adapters = max_adapters
         if fast_models is not None and fast_models < 0:
             raise ValueError("fast_models must be 0 or more (None: no limit)")
         #: Most LoRA models on the fast backend at once (None: no limit); see the module docstring.
@@ -482,10 +500,17 @@ class ModelCache:
         Evicted models are not closed, since a generation may still use them; their memory is
         freed with the last reference.
         """
-        while len(self._entries) > 1 and (
-            len(self._entries) > self.max_models or self.total_bytes > self.max_bytes
-        ):
-            oldest = next(iter(self._entries))
+        while len(self._entries) > 1:
+            adapters = [k for k, e in self._entries.items() if _is_adapter(e)]
+            if self.total_bytes > self.max_bytes:
+                candidates = list(self._entries)
+            elif len(self._entries) - len(adapters) > self.max_models:
+                candidates = [k for k, e in self._entries.items() if not _is_adapter(e)]
+            elif len(adapters) > self.max_adapters:
+                candidates = adapters
+            else:
+                break
+            oldest = candidates[0]
             if oldest == keep:
                 break
             evicted = self._entries.pop(oldest)

@@ -4,8 +4,11 @@ One deployment, :func:`build_app`, holds :class:`training.generate.TweetGenerato
 Ray Serve's model multiplexing (``@serve.multiplexed``): a model is named by its folder relative
 to ``DOPPELTWEET_DATA_DIR`` (``guilds/<server id>/models/<name>``), each replica keeps up to
 ``DOPPELTWEET_SERVE_MODELS_PER_REPLICA`` loaded, and a request whose ``serve_multiplexed_model_id``
-header names a model goes to a replica that already holds it. The HTTP contract is OpenAI's
-completions (``POST /v1/completions``), so a client written for it works, and on GPUs a vLLM
+header names a model goes to a replica that already holds it. A replica loads models as the bot
+does: on a CPU with llama.cpp each LoRA model is an adapter on one Q8_0 base the replica loads
+once (:mod:`training.generation.llamacpp`), so a multiplexed model id costs an adapter. The HTTP
+contract is OpenAI's completions (``POST /v1/completions``), so a client written for it works, and
+on GPUs a vLLM
 server with multi-LoRA can stand in for Llama-architecture bases (docs/deployment.md).
 
 Every request but ``/health`` carries the bearer token ``DOPPELTWEET_GENERATION_TOKEN`` when one

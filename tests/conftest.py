@@ -78,3 +78,16 @@ def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i, text in enumerate(rows):
             writer.writerow([f"2024-01-{1 + i % 28:02d}", text])
     return path
+
+
+@pytest.fixture(scope="module")
+def ctranslate2_engine() -> object:
+    """Pins ``DOPPELTWEET_GENERATION_BACKEND=ctranslate2`` for a module whose tests are about the
+    CTranslate2 path (``auto`` prefers llama.cpp where it is installed)."""
+    from training.config import get_settings
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOPPELTWEET_GENERATION_BACKEND", "ctranslate2")
+        get_settings.cache_clear()
+        yield
+    get_settings.cache_clear()

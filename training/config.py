@@ -89,11 +89,21 @@ class TrainingSettings(BaseSettings):
             "at most 4 epochs (0: no budget, every epoch is trained)."
         ),
     )
-    generation_backend: Literal["auto", "torch", "ctranslate2"] = Field(
+    generation_backend: Literal["auto", "torch", "ctranslate2", "llamacpp"] = Field(
         default="auto",
         description=(
-            "What samples tweets: auto (CTranslate2 on a CPU, torch otherwise), torch, "
-            "or ctranslate2 (falls back to torch for a model it cannot serve)."
+            "What samples tweets: auto (on a CPU llama.cpp when installed and the model passes "
+            "its check, else CTranslate2 when installed, else torch; torch on a GPU), torch, "
+            "ctranslate2 or llamacpp (each falls back to torch for a model it cannot serve)."
+        ),
+    )
+    llamacpp_max_ppl_increase_pct: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description=(
+            "How far, in percent either way, llama.cpp's validation perplexity (Q8_0 base, LoRA "
+            "applied at run time) may be from torch float32's for it to serve a model."
         ),
     )
     fast_quantization: Literal["auto", "int8", "int8_float32", "int16", "float32"] = Field(

@@ -423,12 +423,32 @@ def _train_model(
         if config.likeness_samples and split.validation:
             _add_likeness(staging, store.path(name), table, split, config, record, device, reporter)
             stop.check()
-        info = store.commit(staging, name)
-    # The fast CPU generation artifact, built once now; a failure only means "convert later".
-    from training.generation.fast import prepare_fast_artifact
+        # The llama.cpp files (the adapter, checked against float32) are part of the model
+        # folder, so they are installed with it; a failure only means another path serves it.
+        from training.generation.llamacpp import prepare as prepare_llamacpp
 
-    prepare_fast_artifact(Path(info.path), lambda sentence: reporter.phase("saving", sentence))
+        llama = prepare_llamacpp(
+            staging, lambda sentence: reporter.phase("saving", sentence), models_root=store.root
+        )
+        if llama is not None:
+            _note_on_card(staging, llama)
+        info = store.commit(staging, name)
+    if llama is None or not llama.get("serves"):
+        # The CTranslate2 artifact, built once now; a failure only means "convert later".
+        from training.generation.fast import prepare_fast_artifact
+
+        prepare_fast_artifact(Path(info.path), lambda sentence: reporter.phase("saving", sentence))
     return info
+
+
+def _note_on_card(folder: Path, llama: dict[str, Any]) -> None:
+    """Add the llama.cpp check's outcome to the model card (README.md), when it has one."""
+    from training.generation.llamacpp import card_text
+
+    card = folder / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8").rstrip("\n")
+        card.write_text(f"{text}\n\n## Generation on a CPU\n\n{card_text(llama)}\n", "utf-8")
 
 
 def _add_likeness(

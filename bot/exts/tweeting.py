@@ -6,6 +6,7 @@ tweet-style embed, escaped, sent with ``AllowedMentions.none()``, and logged to 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from bot.formatting import escape_user_text, tweet_embed
 from bot.store import ModelRecord
 from training.errors import InputError, ModelError
 from training.generate import DEFAULT_PROMPT
+from training.generation.llamacpp import engine_line
 from training.handles import Handle, model_name
 
 if TYPE_CHECKING:
@@ -148,12 +150,16 @@ class Tweeting(commands.Cog):
             )
             return
         lines = [f"**Models in this server** ({len(records)}):"]
-        for record in records:
+        folder = self.bot.settings.guild_models_dir(guild_id)
+        engines = await asyncio.to_thread(
+            lambda: [engine_line(folder / record.name) for record in records]
+        )
+        for record, engine in zip(records, engines, strict=True):
             trained = record.updated_at.strftime("%Y-%m-%d %H:%M UTC")
             lines.append(
                 f"• **{escape_user_text(record.name)}** — {_handles_text(record)} · "
                 f"{escape_user_text(record.base_model)}{' (LoRA)' if record.lora else ''} · "
-                f"trained {trained}"
+                f"trained {trained} · served by {engine}"
             )
         await ctx.send("\n".join(lines)[:2000], allowed_mentions=NO_MENTIONS)
 

@@ -441,3 +441,52 @@ async def test_the_memory_bound_counts_a_shared_base_once(
         assert cache.total_bytes == base + 3 * adapter
     finally:
         await cache.close()
+
+
+class AdapterLoader:
+    """Loads fakes served by llama.cpp: a LoRA folder is an adapter on a shared base."""
+
+    ADAPTER_BYTES = 10_000_000
+    BASE_BYTES = 150_000_000
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, path: Path, *, backend: str | None = None) -> FakeGenerator:
+        self.calls.append(path.name)
+        lora = (path / "adapter_config.json").is_file()
+        generator = FakeGenerator(path, self.ADAPTER_BYTES if lora else self.BASE_BYTES)
+        generator.backend = "llamacpp"  # type: ignore[attr-defined]
+        if lora:
+            generator.shared_key = "llamacpp:base"  # type: ignore[attr-defined]
+            generator.shared_bytes = self.BASE_BYTES  # type: ignore[attr-defined]
+        return generator
+
+
+async def test_llama_cpp_adapters_are_bounded_by_memory_not_by_the_model_count(
+    models: Callable[[str], Path], lora: Callable[[str], Path]
+) -> None:
+    loader = AdapterLoader()
+    budget = AdapterLoader.BASE_BYTES + 12 * AdapterLoader.ADAPTER_BYTES
+    cache = ModelCache(max_models=2, max_bytes=budget, loader=loader, max_adapters=20)
+    try:
+        handles = [lora(f"handle{i}") for i in range(12)]
+        for folder in handles:
+            await cache.generate(folder, "hi")
+        # Twelve handles on one base, though max_models is 2: each costs its adapter only.
+        assert all(folder in cache for folder in handles)
+        assert cache.total_bytes == budget
+        await cache.generate(lora("handle12"), "hi")
+        assert handles[0] not in cache and handles[1] in cache  # the memory bound evicts
+    finally:
+        await cache.close()
+    mixed = ModelCache(max_models=2, max_bytes=1 << 40, loader=AdapterLoader(), max_adapters=3)
+    try:
+        for i in range(5):
+            await mixed.generate(lora(f"h{i}"), "hi")
+            await mixed.generate(models(f"own{i}"), "hi")
+        # Models with weights of their own obey max_models; adapters max_adapters.
+        names = [m.path.name for m in mixed.loaded()]
+        assert names == ["own4", "h4", "own3", "h3", "h2"]
+    finally:
+        await mixed.close()

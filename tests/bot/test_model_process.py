@@ -151,9 +151,11 @@ def lora_model_dir(tmp_path_factory: pytest.TempPathFactory, sample_table: objec
 
 
 async def test_a_cold_lora_handle_is_served_from_the_shared_base_in_the_worker(
-    lora_model_dir: Path,
+    lora_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("ctranslate2")
+    # The fast slots are CTranslate2's (llama.cpp, where installed, serves every handle).
+    monkeypatch.setenv("DOPPELTWEET_GENERATION_BACKEND", "ctranslate2")
     results = {}
     for slots in (1, 0):
         loader = ProcessLoader(threads=2)

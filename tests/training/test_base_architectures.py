@@ -18,6 +18,9 @@ import pytest
 from training.basemodels import build_tiny_model
 from training.generation.fast import FAST_DIR, fast_artifact
 
+#: These tests are about the CTranslate2 path, which ``auto`` tries after llama.cpp.
+pytestmark = pytest.mark.usefixtures("ctranslate2_engine")
+
 
 def _base(kind: str, folder: Path, texts: list[str]) -> Path:
     """A random ``kind`` model with the tiny model's byte-level tokenizer, saved in ``folder``."""

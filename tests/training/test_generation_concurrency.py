@@ -22,6 +22,9 @@ from training.generation import backends, fast
 
 pytest.importorskip("ctranslate2")
 
+#: These tests are about the CTranslate2 path, which ``auto`` tries after llama.cpp.
+pytestmark = pytest.mark.usefixtures("ctranslate2_engine")
+
 SHORT = GenerationSettings(max_length=40)
 
 

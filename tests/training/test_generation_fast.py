@@ -34,10 +34,16 @@ from training.generate import (
     tidy_candidate,
 )
 from training.generation.fast import FAST_DIR, FAST_FAILED, fast_artifact, source_stamp
+from training.generation.llamacpp import llamacpp_installed
 
 pytest.importorskip("ctranslate2")
 
+#: These tests are about the CTranslate2 path, which ``auto`` tries after llama.cpp.
+pytestmark = pytest.mark.usefixtures("ctranslate2_engine")
+
 SHORT = GenerationSettings(max_length=40)
+#: The backend tests run on llama.cpp too where it is installed.
+LLAMA = pytest.mark.skipif(not llamacpp_installed(), reason="llama-cpp-python is not installed")
 
 
 @pytest.fixture(autouse=True)
@@ -249,7 +255,7 @@ def test_unseeded_fast_calls_draw_fresh_randomness(tiny_dir: Path) -> None:
     assert tuple(generator.generate(n=3, seed=1, settings=SHORT).tweets) == tuple(seeded)
 
 
-@pytest.mark.parametrize("backend", ["torch", "ctranslate2"])
+@pytest.mark.parametrize("backend", ["torch", "ctranslate2", pytest.param("llamacpp", marks=LLAMA)])
 def test_every_backend_applies_the_same_filters(parrot_dir: Path, backend: str) -> None:
     generator = TweetGenerator.load(parrot_dir, device="cpu", backend=backend)
     assert generator.backend == backend
@@ -266,7 +272,7 @@ def test_every_backend_applies_the_same_filters(parrot_dir: Path, backend: str) 
     assert all(t.startswith("big news") for t in prompted.tweets)
 
 
-@pytest.mark.parametrize("backend", ["torch", "ctranslate2"])
+@pytest.mark.parametrize("backend", ["torch", "ctranslate2", pytest.param("llamacpp", marks=LLAMA)])
 def test_every_backend_stops_at_the_tweet_length(tiny_dir: Path, backend: str) -> None:
     generator = TweetGenerator.load(tiny_dir, device="cpu", backend=backend)
     settings = GenerationSettings(max_length=160, max_chars=40, do_sample=True)

@@ -109,11 +109,12 @@ class TweetGenerator:
     ) -> TweetGenerator:
         """Load a model folder: full weights, or a LoRA adapter attached to its shared base.
 
-        ``backend`` is ``"auto"`` (the default, from ``DOPPELTWEET_GENERATION_BACKEND``): the
-        CTranslate2 backend on a CPU (``DOPPELTWEET_FAST_QUANTIZATION``), its artifact converted on
-        first use (:mod:`training.generation.fast`), else torch; ``"ctranslate2"`` the same;
-        ``"torch"`` always torch. A model the fast backend cannot serve (its artifact damaged, its
-        architecture unknown to CTranslate2) is served by torch. Also reads ``dataset.jsonl`` (the
+        ``backend`` is ``"auto"`` (the default, from ``DOPPELTWEET_GENERATION_BACKEND``): on a
+        CPU llama.cpp (:mod:`training.generation.llamacpp`: the model's files made and checked on
+        first use when training did not make them) when installed and the model passed its
+        check, else CTranslate2 (:mod:`training.generation.fast`) when installed, else torch;
+        ``"llamacpp"`` or ``"ctranslate2"`` that engine only, then torch; ``"torch"`` always
+        torch (and on a GPU). Also reads ``dataset.jsonl`` (the
         cleaned training tweets) for the copy filter. A missing or broken folder raises
         :class:`ModelError`.
         """
@@ -144,7 +145,12 @@ class TweetGenerator:
                 "train it again."
             )
         chosen: Backend | None = None
-        if _wants_fast(backend, torch_device):
+        engines = _engines(backend, torch_device)
+        if "llamacpp" in engines:
+            from training.generation.llamacpp import open_backend
+
+            chosen = open_backend(path, eos_id, base_name, texts)
+        if chosen is None and "ctranslate2" in engines:
             chosen = _open_fast(path, tokenizer, eos_id, base_name, texts)
         if chosen is None:
             if lora:
@@ -174,7 +180,7 @@ class TweetGenerator:
 
     @property
     def backend(self) -> str:
-        """Which backend samples: ``"torch"`` or ``"ctranslate2"``."""
+        """Which backend samples: ``"torch"``, ``"ctranslate2"`` or ``"llamacpp"``."""
         return self._backend.kind
 
     @property
@@ -410,17 +416,26 @@ class TweetGenerator:
         return None, tweet
 
 
-def _wants_fast(backend: str | None, device: torch.device) -> bool:
-    """Whether to try the CTranslate2 backend for a load (see :meth:`TweetGenerator.load`)."""
+def _engines(backend: str | None, device: torch.device) -> tuple[str, ...]:
+    """The CPU engines to try for a load, in order, before torch (see
+    :meth:`TweetGenerator.load`): llama.cpp, then CTranslate2, each when installed."""
     from training.config import get_settings
     from training.generation.fast import fast_installed
+    from training.generation.llamacpp import llamacpp_installed
 
     choice = backend or get_settings().generation_backend
     if choice not in GENERATION_BACKENDS:
         raise InputError(
             f"Unknown generation backend {choice!r}: use {', '.join(GENERATION_BACKENDS)}."
         )
-    return choice != "torch" and device.type == "cpu" and fast_installed()
+    if choice == "torch" or device.type != "cpu":
+        return ()
+    engines = []
+    if choice in ("auto", "llamacpp") and llamacpp_installed():
+        engines.append("llamacpp")
+    if choice in ("auto", "ctranslate2") and fast_installed():
+        engines.append("ctranslate2")
+    return tuple(engines)
 
 
 def _open_fast(

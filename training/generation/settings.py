@@ -41,7 +41,7 @@ DATASET_FILE = "dataset.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"
 
 #: What may sample (``DOPPELTWEET_GENERATION_BACKEND``): the fastest available, or one by name.
-GENERATION_BACKENDS = ("auto", "torch", "ctranslate2")
+GENERATION_BACKENDS = ("auto", "torch", "ctranslate2", "llamacpp")
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,6 +191,9 @@ async def test_models_lists_this_servers_models_newest_first(
     assert lines[0] == "**Models in this server** (2):"
     assert lines[1].startswith("• **alice-bob** — @alice @bob · tiny · trained ")
     assert lines[2].startswith("• **jack** — @jack · tiny · trained ")
+    # Which engine serves each model on this machine's CPU.
+    served = re.compile(r" · served by (llama\.cpp|CTranslate2|torch)$")
+    assert all(served.search(line) for line in lines[1:])
 
 
 async def test_models_without_models_says_how_to_train(world: World) -> None:
