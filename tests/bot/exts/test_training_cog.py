@@ -621,7 +621,7 @@ async def test_a_plain_text_file_is_accepted(
 
 
 def test_a_size_over_the_limit_never_reads_as_within_it() -> None:
-    from bot.exts.training import size_refusal
+    from bot.services.training_requests import size_refusal
 
     limit = 10 * 1024 * 1024
     assert size_refusal(limit + 1, limit, 10) == (
