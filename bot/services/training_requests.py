@@ -25,6 +25,7 @@ from bot.store import Job, Store
 from training.config import get_settings as training_settings
 from training.errors import InputError
 from training.handles import MAX_HANDLES, Handle, model_name
+from training.sources import formats
 
 if TYPE_CHECKING:
     from bot.jobs import JobRunner
@@ -123,8 +124,7 @@ def check_sources(
     handle), or one upload of this server for all handles or one per handle."""
     if not sources:
         raise InputError(
-            "Attach an X archive, a Mastodon archive, a CSV, JSONL or plain-text (.txt) file, "
-            "or name bluesky: or mastodon: handles, to train from."
+            f"Attach {formats.IN_WORDS}, or name bluesky: or mastodon: handles, to train from."
         )
     remote = [s for s in sources if s in REMOTE_SOURCES]
     if remote and len(sources) > 1 and list(sources) != network_sources(handles):

@@ -21,22 +21,10 @@ from pathlib import Path
 from bot.config import BotSettings
 from bot.sources import REMOTE_SOURCES
 from training.errors import InputError
+from training.sources import formats
 
 #: The folder inside an upload that holds the .js files of one archive sent as several files.
 UPLOAD_ARCHIVE_FOLDER = "data"
-#: What ``!train`` accepts as an attachment: X archives and the tabular formats training reads.
-UPLOAD_EXTENSIONS = (
-    ".zip",
-    ".js",
-    ".csv",
-    ".tsv",
-    ".txt",
-    ".jsonl",
-    ".ndjson",
-    ".json",
-    ".gz",
-    ".tgz",
-)
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -70,14 +58,12 @@ def upload_path(settings: BotSettings, guild_id: int, filename: str) -> Path:
     """Where to save an attachment: a fresh folder per upload, a sanitised name, its extension.
 
     The attachment's own name only contributes letters, digits and ``._-`` and never a folder;
-    the extension must be one training reads.
+    its ending must be one training reads (:mod:`training.sources.formats`).
     """
     name = safe_filename(filename)
-    suffix = Path(name).suffix.lower()
-    if suffix not in UPLOAD_EXTENSIONS:
+    if not formats.readable(name):
         raise InputError(
-            f"“{_shown(name)}” is not a file I can train from: attach an X archive (.zip or .js), "
-            "a CSV/TSV, a JSON Lines or a plain-text (.txt, one post per line) file."
+            f"“{_shown(name)}” is not a file I can train from: attach {formats.IN_WORDS}."
         )
     return _fresh_folder(settings, guild_id) / name
 

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 from training.errors import InputError
 from training.handles import Handle
 from training.sources.base import RawTweet
+from training.sources.formats import TEXT_SUFFIXES, X_ARCHIVE_SUFFIXES
 
 KIND = "x-archive"
 #: Tweets, in every naming X has used: tweets.js, tweet.js (2020) and their split parts.
@@ -61,9 +62,8 @@ def looks_like_archive(path: Path) -> bool:
     try:
         if path.is_file():
             suffix = path.suffix.lower()
-            return suffix in (".zip", ".js") or (
-                suffix not in (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".txt")
-                and zipfile.is_zipfile(path)
+            return suffix in X_ARCHIVE_SUFFIXES or (
+                suffix not in TEXT_SUFFIXES and zipfile.is_zipfile(path)
             )
         if path.is_dir():
             return _find_data_dir(path) is not None or _has_js(path)

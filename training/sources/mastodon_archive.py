@@ -40,13 +40,13 @@ from training.sources.archive import (
 )
 from training.sources.base import RawTweet
 from training.sources.fediverse import SkipCounts, html_to_text, is_content_warned, parse_time
+from training.sources.formats import TAR_SUFFIXES
 
 KIND = "mastodon-archive"
 OUTBOX = "outbox.json"
 ACTOR = "actor.json"
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 _PUBLIC_FORMS = frozenset({PUBLIC, "as:Public", "Public"})
-_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
 def looks_like_mastodon_archive(path: Path) -> bool:
@@ -56,7 +56,7 @@ def looks_like_mastodon_archive(path: Path) -> bool:
         if name.endswith(".zip") and zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 return any(_base(n) == OUTBOX for n in archive.namelist())
-        if name.endswith(_TAR_SUFFIXES):
+        if name.endswith(TAR_SUFFIXES):
             return True
     except (OSError, zipfile.BadZipFile):
         return False
@@ -155,7 +155,7 @@ class MastodonArchiveSource:
                 f"{path.name} is {_mb(size)} MB, over the {_mb(self.max_file_bytes)} MB limit "
                 "for input files."
             )
-        if path.name.lower().endswith(_TAR_SUFFIXES):
+        if path.name.lower().endswith(TAR_SUFFIXES):
             return self._read_tar()
         return self._read_zip()
 

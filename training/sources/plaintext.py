@@ -15,8 +15,6 @@ from training.handles import Handle
 from training.sources.base import RawTweet
 from training.sources.tabular import decode_bytes, repair_mojibake
 
-PLAIN_TEXT_SUFFIXES = frozenset({".txt", ".text"})
-
 
 class PlainTextSource:
     """A text file of posts, one per line; every line belongs to the handle being trained."""

@@ -28,13 +28,13 @@ from charset_normalizer.md import mess_ratio
 from training.errors import InputError
 from training.handles import Handle
 from training.sources.base import MAX_POST_CHARS, RawTweet
+from training.sources.formats import JSON_SUFFIXES, TABULAR_SUFFIXES
 
 TEXT_COLUMNS = ("text", "full_text", "content", "tweet")
 ID_COLUMNS = ("id", "id_str", "tweet_id")
 DATE_COLUMNS = ("created_at", "createdat", "date", "timestamp", "time")
 USER_COLUMNS = ("user", "screen_name", "username", "handle")
 RETWEET_COLUMNS = ("is_retweet", "retweeted")
-JSON_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
 #: Legacy code pages that spreadsheet exports use (Excel for Mac writes MacRoman, Windows
 #: Excel writes Windows-1252); always tried next to whatever the detector guesses.
@@ -431,7 +431,7 @@ def _detect_kind(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in JSON_SUFFIXES:
         return "jsonl"
-    if suffix in {".csv", ".tsv", ".txt"}:
+    if suffix in TABULAR_SUFFIXES or suffix == ".txt":
         return "csv"
     try:
         with path.open("rb") as handle:

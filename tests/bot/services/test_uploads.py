@@ -9,6 +9,7 @@ import pytest
 from bot.config import BotSettings
 from bot.services import uploads
 from training.errors import InputError
+from training.sources.formats import READABLE_SUFFIXES
 
 GUILD = 7
 
@@ -54,3 +55,16 @@ async def test_discard_keeps_what_a_model_trains_from_and_skips_remote_sources(
     )
     assert kept.is_file() and not dropped.parent.exists() and outside.is_file()
     assert bot_settings.guild_uploads_dir(GUILD).is_dir()
+
+
+@pytest.mark.parametrize("suffix", READABLE_SUFFIXES)
+def test_every_format_training_reads_is_accepted(bot_settings: BotSettings, suffix: str) -> None:
+    path = uploads.upload_path(bot_settings, GUILD, f"My Archive{suffix.upper()}")
+    assert path.name.lower().endswith(suffix)
+
+
+@pytest.mark.parametrize("name", ["tweets.exe", "tweets.csv.gz", "archive.rar", "noext"])
+def test_a_format_training_cannot_read_is_refused(bot_settings: BotSettings, name: str) -> None:
+    with pytest.raises(InputError, match="is not a file I can train from: attach an X archive"):
+        uploads.upload_path(bot_settings, GUILD, name)
+    assert not bot_settings.guild_uploads_dir(GUILD).exists()
