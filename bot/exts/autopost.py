@@ -19,7 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.checks import admin_check
+from bot.checks import admin_check, admin_only
 from bot.exts import parse_handle_text, require_guild_id
 from bot.formatting import NO_MENTIONS, escape_user_text
 from bot.posters import NETWORKS, configured
@@ -104,13 +104,12 @@ class Autopost(commands.Cog):
 
     @commands.hybrid_group(name="autopost", fallback="add", invoke_without_command=True)
     @app_commands.guild_only()
-    @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(
         handle="Whose model posts, e.g. @jack",
         channel="Where it posts, e.g. #general",
         schedule="e.g. `every 6h --to-bluesky`, `at 09:00 mon,thu --prompt My dream is`",
     )
-    @commands.check(admin_check)
+    @admin_only()
     async def autopost(
         self, ctx: commands.Context[Any], handle: str, channel: str, *, schedule: str = ""
     ) -> None:
@@ -221,9 +220,8 @@ class Autopost(commands.Cog):
 
     @commands.hybrid_command(name="post")
     @app_commands.guild_only()
-    @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(networks="e.g. `bluesky mastodon` (default: every configured network)")
-    @commands.check(admin_check)
+    @admin_only()
     async def post(self, ctx: commands.Context[Any], *, networks: str = "") -> None:
         """Post this channel's latest !tweet on X, Bluesky or Mastodon (admins)."""
         guild_id = require_guild_id(ctx)
