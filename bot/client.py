@@ -1,10 +1,11 @@
 """The Discord client: explicit intents, no pings, the services it owns, one error handler.
 
-:class:`DoppeltweetBot` wires the service layer (store, job runner, model cache) to Discord. The
-cogs under :mod:`bot.exts` only parse commands and format replies; everything they need hangs off
-the bot. Services can be handed in ready-made (tests, or an embedding application). The bot always
-starts the job runner in :meth:`DoppeltweetBot.setup_hook` and stops it in
-:meth:`DoppeltweetBot.close`; the store and cache it closes only when it created them.
+:class:`DoppeltweetBot` wires the seams (store, job runner, model cache) and the services over them
+(:mod:`bot.services`: training requests, models) to Discord. The cogs under :mod:`bot.exts` only
+parse commands, call a service and format replies; everything they need hangs off the bot. Services
+can be handed in ready-made (tests, or an embedding application). The bot always starts the job
+runner in :meth:`DoppeltweetBot.setup_hook` and stops it in :meth:`DoppeltweetBot.close`; the store
+and cache it closes only when it created them.
 
 A gateway event discord.py cannot read is skipped instead of ending the bot, and a gateway that
 refuses the first connection is one sentence (:mod:`bot.gateway_guard`).
