@@ -92,6 +92,8 @@ async def during_training(root: Path, max_steps: int, timeout_s: float) -> dict[
     """Lag from ``!train`` submission until the background process's model is stored."""
     from bot.config import BotSettings
     from bot.jobs import JobRunner
+    from bot.services.training_requests import TrainingRequests
+    from bot.services.uploads import upload_path
     from bot.store import Store
     from training.handles import parse_handles
 
@@ -105,11 +107,11 @@ async def during_training(root: Path, max_steps: int, timeout_s: float) -> dict[
     await runner.start()
     sampler = LagSampler()
     try:
-        upload = runner.upload_path(1, "obama.csv")
+        upload = upload_path(runner.settings, 1, "obama.csv")
         shutil.copyfile(common.DATA_CSV, upload)
         sampler.start()
         t0 = time.perf_counter()
-        await runner.submit(
+        await TrainingRequests(store, settings, runner).submit(
             1,
             2,
             3,

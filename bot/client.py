@@ -1,10 +1,11 @@
 """The Discord client: explicit intents, no pings, the services it owns, one error handler.
 
-:class:`DoppeltweetBot` wires the service layer (store, job runner, model cache) to Discord. The
-cogs under :mod:`bot.exts` only parse commands and format replies; everything they need hangs off
-the bot. Services can be handed in ready-made (tests, or an embedding application). The bot always
-starts the job runner in :meth:`DoppeltweetBot.setup_hook` and stops it in
-:meth:`DoppeltweetBot.close`; the store and cache it closes only when it created them.
+:class:`DoppeltweetBot` wires the seams (store, job runner, model cache) and the services over them
+(:mod:`bot.services`: training requests, models) to Discord. The cogs under :mod:`bot.exts` only
+parse commands, call a service and format replies; everything they need hangs off the bot. Services
+can be handed in ready-made (tests, or an embedding application). The bot always starts the job
+runner in :meth:`DoppeltweetBot.setup_hook` and stops it in :meth:`DoppeltweetBot.close`; the store
+and cache it closes only when it created them.
 
 A gateway event discord.py cannot read is skipped instead of ending the bot, and a gateway that
 refuses the first connection is one sentence (:mod:`bot.gateway_guard`).
@@ -19,12 +20,14 @@ import discord
 from discord.ext import commands
 
 from bot.config import BotSettings
-from bot.formatting import escape_mentions
+from bot.formatting import NO_MENTIONS, escape_mentions
 from bot.gateway_guard import first_connection_explained, guard_parsers
 from bot.jobs import JobRunner
 from bot.model_cache import ModelCache
 from bot.public_errors import public_error
 from bot.scheduler import AutoPoster
+from bot.services.models import Models
+from bot.services.training_requests import TrainingRequests
 from bot.store import StorageError, Store
 from training.errors import DoppeltweetError
 
@@ -38,9 +41,6 @@ EXTENSIONS: tuple[str, ...] = (
     "bot.exts.admin",
     "bot.exts.autopost",
 )
-
-#: Nothing the bot sends may ping anyone: not @everyone, not roles, not users, not the author.
-NO_MENTIONS = discord.AllowedMentions.none()
 
 GENERIC_ERROR = "Something went wrong on my side; the error has been logged for the bot's owner."
 
@@ -81,6 +81,8 @@ class DoppeltweetBot(commands.Bot):
         self._owned: list[str] = []
         self._services_closed = False
         self._autoposter: AutoPoster | None = None
+        self._requests: TrainingRequests | None = None
+        self._models: Models | None = None
         #: Gateway events skipped because discord.py could not read them, per event type.
         self.skipped_events = guard_parsers(self._connection.parsers)
 
@@ -106,6 +108,20 @@ class DoppeltweetBot(commands.Bot):
         if self._autoposter is None:
             raise RuntimeError("the auto-poster is created in setup_hook")
         return self._autoposter
+
+    @property
+    def training_requests(self) -> TrainingRequests:
+        """Checks ``!train`` requests and queues them (created in :meth:`setup_hook`)."""
+        if self._requests is None:
+            raise RuntimeError("the training requests service is created in setup_hook")
+        return self._requests
+
+    @property
+    def models(self) -> Models:
+        """Finds, retrains and deletes the servers' models (created in :meth:`setup_hook`)."""
+        if self._models is None:
+            raise RuntimeError("the models service is created in setup_hook")
+        return self._models
 
     @property
     def cache(self) -> ModelCache:
@@ -137,6 +153,8 @@ class DoppeltweetBot(commands.Bot):
             self._owned.append("cache")
         if self._runner is None:
             self._runner = JobRunner(self._store, self.settings)
+        self._requests = TrainingRequests(self._store, self.settings, self._runner)
+        self._models = Models(self._store, self.settings, self._runner, self._requests, self._cache)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self._runner.start()

@@ -15,6 +15,8 @@ import discord
 
 from training.cleaning import SKIP_LABELS
 
+#: Nothing the bot sends may ping anyone: not @everyone, not roles, not users, not the author.
+NO_MENTIONS = discord.AllowedMentions.none()
 #: Discord shows at most this many characters in an embed description.
 EMBED_DESCRIPTION_LIMIT = 4096
 #: The brand line under every generated tweet, so nobody mistakes it for the real person.

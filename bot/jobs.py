@@ -25,10 +25,7 @@ import contextlib
 import json
 import logging
 import os
-import re
-import tempfile
 import time
-import unicodedata
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,36 +37,13 @@ from bot.child_env import TRAINING_SECRETS, child_environment
 from bot.config import BotSettings
 from bot.launchers.base import Attempt, Launcher, LauncherUnavailable, Outcome
 from bot.launchers.local import LocalLauncher
+from bot.services import uploads
+from bot.services.training_requests import training_command
 from bot.store import Job, JobState, ModelRecord, Store
 from training.errors import DoppeltweetError, InputError
-from training.handles import MAX_HANDLES, Handle, model_name
+from training.handles import Handle
 
 log = logging.getLogger(__name__)
-
-API_SOURCE = "api"
-BLUESKY_SOURCE = "bluesky"
-MASTODON_SOURCE = "mastodon"
-#: Sources that are networks, not uploads; each is also the ``--from`` word training reads.
-REMOTE_SOURCES = frozenset({API_SOURCE, BLUESKY_SOURCE, MASTODON_SOURCE})
-#: The free networks: one per handle when the handles are on several of them.
-_NETWORK_OF = {"bluesky": BLUESKY_SOURCE, "mastodon": MASTODON_SOURCE}
-#: What ``!train`` accepts as an attachment: X archives and the tabular formats training reads.
-UPLOAD_EXTENSIONS = (
-    ".zip",
-    ".js",
-    ".csv",
-    ".tsv",
-    ".txt",
-    ".jsonl",
-    ".ndjson",
-    ".json",
-    ".gz",
-    ".tgz",
-)
-#: The folder inside an upload that holds the .js files of one archive sent as several files.
-UPLOAD_ARCHIVE_FOLDER = "data"
-#: Job options the Discord layer may set (each overrides the bot-wide setting of the same name).
-OPTION_KEYS = frozenset({"base_model", "lora", "max_steps", "epochs"})
 
 #: Least seconds between two writes of a running job's progress to the database.
 PROGRESS_SAVE_INTERVAL_S = 2.0
@@ -78,9 +52,6 @@ LISTENER_TIMEOUT_S = 30.0
 #: Lines (and characters per line) of the training process's stderr kept for the log.
 STDERR_TAIL_LINES = 40
 STDERR_LINE_CHARS = 500
-
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_BASE_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,26 +107,6 @@ class _Run:
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
 
 
-def safe_filename(filename: str) -> str:
-    """A file name safe on any file system: base name only, ASCII letters, digits, ``._-``."""
-    base = re.split(r"[\\/]", filename)[-1]
-    base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
-    stem, dot, ext = base.rpartition(".")
-    if not dot:
-        stem, ext = base, ""
-    stem = _UNSAFE_NAME.sub("_", stem).strip("._-")[:80] or "upload"
-    ext = _UNSAFE_NAME.sub("", ext).lower()[:10]
-    return f"{stem}.{ext}" if ext else stem
-
-
-def _is_relative_to(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def _parse_event(line: bytes) -> dict[str, Any] | None:
     """A progress event from one stdout line, or None for anything that is not one."""
     try:
@@ -165,19 +116,6 @@ def _parse_event(line: bytes) -> dict[str, Any] | None:
     if not isinstance(event, dict) or not isinstance(event.get("phase"), str):
         return None
     return event
-
-
-def _handle_arg(handle: Handle) -> str:
-    return handle.spec
-
-
-def network_sources(handles: Sequence[Handle]) -> list[str] | None:
-    """The free networks that Bluesky and Mastodon handles are read from: one source for all
-    when they share one, else one per handle in order; None when any handle is an X handle."""
-    sources = [_NETWORK_OF.get(h.platform) for h in handles]
-    if not sources or any(s is None for s in sources):
-        return None
-    return [s for s in sources if s is not None][: 1 if len(set(sources)) == 1 else None]
 
 
 class JobRunner:
@@ -356,163 +294,23 @@ class JobRunner:
         """The server's model store (absolute: it is handed to the training process)."""
         return self.settings.guild_models_dir(guild_id).resolve()
 
-    def upload_path(self, guild_id: int, filename: str) -> Path:
-        """Where to save an attachment: a fresh folder per upload, a sanitised name, its extension.
+    # -- queueing -------------------------------------------------------------------------------
 
-        The attachment's own name only contributes letters, digits and ``._-`` and never a
-        folder; the extension must be one training reads.
-        """
-        name = safe_filename(filename)
-        suffix = Path(name).suffix.lower()
-        if suffix not in UPLOAD_EXTENSIONS:
-            shown = name if len(name) <= 40 else name[:37] + "..."
-            raise InputError(
-                f"“{shown}” is not a file I can train from: attach an X archive (.zip or .js), "
-                "a CSV/TSV, a JSON Lines or a plain-text (.txt, one post per line) file."
-            )
-        return self._fresh_upload_folder(guild_id) / name
-
-    def upload_paths(self, guild_id: int, filenames: Sequence[str]) -> list[Path]:
-        """Where to save a command's attachments: one file as :meth:`upload_path`; several are
-        the ``.js`` files of one X archive, saved together in a ``data/`` folder of their own."""
-        if len(filenames) == 1:
-            return [self.upload_path(guild_id, filenames[0])]
-        names = [safe_filename(f) for f in filenames]
-        for name in names:
-            if Path(name).suffix.lower() != ".js":
-                shown = name if len(name) <= 40 else name[:37] + "..."
-                raise InputError(
-                    "Several files train as one X archive, so each must be a .js file from its "
-                    f"data/ folder (tweets.js, note-tweet.js, tweets-part1.js…), not “{shown}”."
-                )
-        if len({n.lower() for n in names}) != len(names):
-            raise InputError("Two of the attached files have the same name; attach each once.")
-        folder = self._fresh_upload_folder(guild_id) / UPLOAD_ARCHIVE_FOLDER
-        folder.mkdir()
-        return [folder / name for name in names]
-
-    def _fresh_upload_folder(self, guild_id: int) -> Path:
-        uploads = self.settings.guild_uploads_dir(guild_id).resolve()
-        uploads.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S-")
-        return Path(tempfile.mkdtemp(prefix=stamp, dir=uploads))
-
-    # -- submitting -----------------------------------------------------------------------------
-
-    def _check_sources(
-        self, guild_id: int, handles: Sequence[Handle], sources: Sequence[str]
-    ) -> list[str]:
-        """``["api"]``, ``["bluesky"]`` or ``["mastodon"]``, the network of each handle (one per
-        handle), or one upload for all handles or one per handle."""
-        if not sources:
-            raise InputError(
-                "Attach an X archive, a Mastodon archive, a CSV, JSONL or plain-text (.txt) file, "
-                "or name bluesky: or mastodon: handles, to train from."
-            )
-        remote = [s for s in sources if s in REMOTE_SOURCES]
-        if remote and len(sources) > 1 and list(sources) != network_sources(handles):
-            raise InputError(
-                "Train from attachments, the X API or the handles' networks, one of them, not a "
-                "mix."
-            )
-        if not remote and len(sources) not in (1, len(handles)):
-            raise InputError(
-                f"Attach one file for all handles or one per handle ({len(handles)}), "
-                f"not {len(sources)}."
-            )
-        uploads = self.settings.guild_uploads_dir(guild_id)
-        checked: list[str] = []
-        for source in sources:
-            if source in REMOTE_SOURCES:
-                checked.append(source)
-                continue
-            path = Path(source)
-            if not _is_relative_to(path, uploads):
-                raise InputError("Training files must be attachments uploaded in this server.")
-            if not path.exists():
-                raise InputError(
-                    f"The file {path.name} is gone from the bot's storage; attach it again."
-                )
-            checked.append(str(path.resolve()))
-        if len(set(checked)) != len(checked) and not remote:
-            raise InputError("Each source may be named only once.")
-        return checked
-
-    def _check_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
-        options = dict(options or {})
-        unknown = set(options) - OPTION_KEYS
-        if unknown:
-            raise InputError(f"{sorted(unknown)[0]!r} is not a training option.")
-        base = options.get("base_model")
-        # A folder is only allowed as the bot-wide setting the operator chose; a job or a server
-        # names a Hugging Face id or a built-in (gpt2, smollm2-135m, tiny), never a path.
-        if (
-            base is not None
-            and base != self.settings.base_model
-            and (not isinstance(base, str) or not _BASE_MODEL_ID.fullmatch(base) or ".." in base)
-        ):
-            raise InputError(
-                "The base model must be a Hugging Face model id such as gpt2 or "
-                "HuggingFaceTB/SmolLM2-135M, or smollm2-135m or tiny."
-            )
-        if "lora" in options and not isinstance(options["lora"], bool):
-            raise InputError("The LoRA option is either on or off.")
-        steps = options.get("max_steps")
-        if steps is not None and (
-            isinstance(steps, bool) or not isinstance(steps, int) or steps < 1
-        ):
-            raise InputError("The most training steps must be a whole number of at least 1.")
-        epochs = options.get("epochs")
-        if epochs is not None and (
-            isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
-        ):
-            raise InputError("The number of epochs must be a whole number of at least 1.")
-        return options
-
-    async def submit(
+    async def enqueue(
         self,
         guild_id: int,
         channel_id: int,
         user_id: int,
+        name: str,
+        *,
         handles: Sequence[Handle],
         sources: Sequence[str],
-        options: dict[str, Any] | None = None,
-        *,
+        options: dict[str, Any],
         owner_id: int | None = None,
-        name: str | None = None,
     ) -> Job:
-        """Queue a training job; it starts at once when a slot is free.
-
-        ``owner_id`` marks a job that trains on that member's own messages (``!train me``, or a
-        retrain of such a model) and ``name`` stores its model under a name of its own instead
-        of the handles' name; the model records both.
-
-        ``sources`` are ``["api"]``, ``["bluesky"]``, ``["mastodon"]``, each handle's network
-        (:func:`network_sources`), or paths from :meth:`upload_path`: one for
-        all handles, or one per handle in the order the handles are given (keep the order the
-        user typed; the model's name sorts them itself). Options the job does not set come from
-        the server's settings (``base_model``, ``lora``, ``max_steps``, ``epochs``), then the
-        bot's. The same model already queued or training in this server, or a user over their
-        cap, gets an InputError that says what to do.
-        """
-        handle_list = list(handles)
-        if not handle_list:
-            raise InputError("Name at least one handle, e.g. @jack.")
-        if len(set(handle_list)) != len(handle_list) or len(handle_list) > MAX_HANDLES:
-            raise InputError(f"Name 1 to {MAX_HANDLES} different handles.")
-        if name is None:
-            name = model_name(handle_list)
-        else:
-            from training.store import check_model_name
-
-            check_model_name(name)
-        checked_sources = self._check_sources(guild_id, handle_list, sources)
-        merged = dict(options or {})
-        for key in sorted(OPTION_KEYS - set(merged)):
-            value = await self.store.get_guild_setting(guild_id, key)
-            if value is not None:
-                merged[key] = value
-        checked_options = self._check_options(merged)
+        """Queue a checked request (:mod:`bot.services.training_requests`); it starts at once
+        when a slot is free. The same model already queued or training in this server, or a
+        user over their cap, gets an InputError that says what to do."""
         prefix = self.settings.prefix
         async with self._submit_lock:
             existing = await self.store.active_job_for_model(guild_id, name)
@@ -539,98 +337,13 @@ class JobRunner:
                 channel_id,
                 user_id,
                 name,
-                handles=handle_list,
-                sources=checked_sources,
-                options=checked_options,
+                handles=list(handles),
+                sources=list(sources),
+                options=options,
                 owner_id=owner_id,
             )
         await self._pump()
         return await self.store.get_job(guild_id, job.id) or job
-
-    async def retrain(self, guild_id: int, channel_id: int, user_id: int, name: str) -> Job:
-        """Train a model again from the sources it was last trained from (API/Bluesky refetched);
-        a member's own model stays theirs, whoever asks."""
-        record = await self.store.get_model(guild_id, name)
-        if record is None:
-            raise InputError(await self._unknown_model(guild_id, name))
-        if not record.sources:
-            raise InputError(
-                f"The bot does not know what {name} was trained from; train it again with "
-                f"{self.settings.prefix}train and an attachment."
-            )
-        return await self.submit(
-            guild_id,
-            channel_id,
-            user_id,
-            record.handles,
-            record.sources,
-            owner_id=record.owner_id,
-            name=record.name,
-        )
-
-    async def delete_model(self, guild_id: int, name: str) -> ModelRecord:
-        """Delete a server's model: its folder, its uploads, its record and its schedules."""
-        record = await self.store.get_model(guild_id, name)
-        if record is None:
-            raise InputError(await self._unknown_model(guild_id, name))
-        active = await self.store.active_job_for_model(guild_id, name)
-        if active is not None:
-            raise InputError(
-                f"The model {name} has job #{active.id} {active.state}; cancel it with "
-                f"{self.settings.prefix}cancel {active.id} first."
-            )
-        from training.store import ModelStore
-
-        store = ModelStore(self.models_dir(guild_id))
-        if (store.path(name)).exists():
-            await asyncio.to_thread(store.delete, name)
-        await self.store.delete_model(guild_id, name)
-        uploads = self.settings.guild_uploads_dir(guild_id)
-        for source in record.sources:
-            folder = Path(source).parent
-            if source not in (API_SOURCE, BLUESKY_SOURCE) and _is_relative_to(folder, uploads):
-                await asyncio.to_thread(_remove_tree, folder, uploads)
-        return record
-
-    async def forget_member(self, guild_id: int, member_id: int) -> tuple[list[ModelRecord], int]:
-        """Remove everything the bot keeps of a member's own messages in a server: their own
-        jobs (queued or running ones are cancelled), their own models' folders, the uploads they
-        were trained from, the tweets they generated and the records of all of it. Returns the
-        models removed (the caller drops their cached copies) and how many jobs were cancelled."""
-        cancelled = 0
-        active = [
-            *await self.store.queued_jobs(guild_id),
-            *await self.store.running_jobs(guild_id),
-        ]
-        for job in active:
-            if job.owner_id == member_id:
-                with contextlib.suppress(InputError):  # it ended meanwhile
-                    await self.cancel(job.id, guild_id=guild_id, user_id=member_id, is_admin=True)
-                    cancelled += 1
-        from training.store import ModelStore
-
-        records = await self.store.models_owned_by(guild_id, member_id)
-        store = ModelStore(self.models_dir(guild_id))
-        for record in records:
-            if store.path(record.name).exists():
-                await asyncio.to_thread(store.delete, record.name)
-        # Files first: if the database then fails, asking again finds the records and ends it.
-        sources = await self.store.forget_member(
-            guild_id, member_id, [record.name for record in records]
-        )
-        uploads = self.settings.guild_uploads_dir(guild_id)
-        for source in {*sources, *(s for record in records for s in record.sources)}:
-            folder = Path(source).parent
-            if source not in REMOTE_SOURCES and _is_relative_to(folder, uploads):
-                await asyncio.to_thread(_remove_tree, folder, uploads)
-        return records, cancelled
-
-    async def _unknown_model(self, guild_id: int, name: str) -> str:
-        known = [m.name for m in await self.store.list_models(guild_id)]
-        listing = (
-            ", ".join(known) if known else f"none yet (train one with {self.settings.prefix}train)"
-        )
-        return f"There is no model called {name} in this server; known: {listing}."
 
     # -- cancelling -----------------------------------------------------------------------------
 
@@ -739,32 +452,14 @@ class JobRunner:
 
     def command(self, job: Job) -> list[str]:
         """The training command line of a job."""
-        options = job.options
-        argv = [self.python, "-m", "training", "train", *(_handle_arg(h) for h in job.handles)]
-        if len(job.sources) == 1 and job.sources[0] in REMOTE_SOURCES:
-            argv.append(f"--{job.sources[0]}")  # --api, --bluesky, --mastodon
-        else:
-            for source in job.sources:  # a network per handle is named as training reads it
-                argv += ["--from", source]
-        if job.model_name != model_name(job.handles):
-            argv += ["--name", job.model_name]
-        argv += ["--models-dir", str(self.models_dir(job.guild_id)), "--progress-json"]
-        argv += ["--base-model", str(options.get("base_model") or self.settings.base_model)]
-        if self.settings.base_by_language:  # the training process picks by the tweets' language
-            argv += ["--base-by-language", json.dumps(self.settings.base_by_language)]
-        if options.get("lora", self.settings.lora):
-            argv.append("--lora")
-        max_steps = options.get("max_steps", self.settings.train_max_steps)
-        if max_steps is not None:
-            argv += ["--max-steps", str(max_steps)]
-        epochs = options.get("epochs", self.settings.train_epochs)
-        if epochs is not None:
-            argv += ["--epochs", str(epochs)]
-        if max_steps is None and epochs is None:
-            # Named, so the run holds to the budget the queue's estimates count with.
-            argv += ["--time-budget", f"{self.budget_s(job) or 0:g}"]
-        argv += self.training_args
-        return argv
+        return training_command(
+            job,
+            self.settings,
+            python=self.python,
+            models_dir=self.models_dir(job.guild_id),
+            budget_s=self.budget_s(job),
+            extra=self.training_args,
+        )
 
     @staticmethod
     def _environment() -> dict[str, str]:
@@ -931,13 +626,7 @@ class JobRunner:
         """Delete upload folders no model of this name trains from (``!retrain`` needs the rest)."""
         record = await self.store.get_model(guild_id, name)
         keep = set(record.sources) if record is not None else set()
-        uploads = self.settings.guild_uploads_dir(guild_id)
-        for source in sources:
-            if source in keep or source in (API_SOURCE, BLUESKY_SOURCE):
-                continue
-            folder = Path(source).parent
-            if _is_relative_to(folder, uploads):
-                await asyncio.to_thread(_remove_tree, folder, uploads)
+        await uploads.discard(self.settings, guild_id, sources, keep=keep)
 
     async def _previous_model_note(self, job: Job) -> str:
         previous = await self.store.get_model(job.guild_id, job.model_name)
@@ -995,11 +684,3 @@ def _ended(state: str) -> str:
     return {"succeeded": "succeeded", "failed": "failed", "cancelled": "been cancelled"}.get(
         state, state
     )
-
-
-def _remove_tree(folder: Path, root: Path) -> None:
-    """Remove an upload folder, never anything outside the uploads root."""
-    import shutil
-
-    if _is_relative_to(folder, root) and folder.resolve() != root.resolve():
-        shutil.rmtree(folder, ignore_errors=True)

@@ -8,18 +8,20 @@ computed from when it last posted (or was created), so runs missed while the bot
 found: APScheduler coalesces them into one run, which posts only if it is still within the misfire
 grace time.
 
-A post is generated from the server's model in the model cache (off the event loop), starting
-with the schedule's own prompt if it has one, with every earlier auto-post of that model
-excluded, so it never repeats one. It is cut, where a reader would stop, to the strictest length
-limit of the networks it goes to, so every network shows the same text; it goes out as the
-tweet-style embed with no pings allowed, then to each chosen network (:mod:`bot.posters`) with
-@mentions neutralised (or not at all, per ``DOPPELTWEET_PUBLIC_MENTIONS``), and is logged in the
-store. Errors that would repeat on every tick (a network refusing the credentials, the text or
-for its rate limit, the channel deleted, permissions missing, the model unusable) pause the
-schedule with the reason and tell the channel once.
+One run (:mod:`bot.services.autoposts`) generates a post from the server's model in the model cache
+(off the event loop), starting with the schedule's own prompt if it has one, with every earlier
+auto-post of that model excluded, so it never repeats one. It is cut, where a reader would stop, to
+the strictest length limit of the networks it goes to, so every network shows the same text; it
+goes out as the tweet-style embed with no pings allowed, then to each chosen network
+(:mod:`bot.posters`) with @mentions neutralised (or not at all, per
+``DOPPELTWEET_PUBLIC_MENTIONS``), and is logged in the store. Errors that would repeat on every
+tick (a network refusing the credentials, the text or for its rate limit, the channel deleted,
+permissions missing, the model unusable) pause the schedule with the reason and tell the channel
+once.
 
-The scheduler depends on :class:`AutoPostHost`, the few things it needs of the bot, not on the
-bot's class; the schedule language lives in :mod:`bot.schedule_grammar`.
+Cross-posting lives with the posters (:mod:`bot.posters.crosspost`). The scheduler depends on
+:class:`AutoPostHost`, the few things it needs of the bot, not on the bot's class; the schedule
+language lives in :mod:`bot.schedule_grammar`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import asyncio
 import logging
 import math
 import random
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,16 +42,9 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.formatting import escape_user_text, tweet_embed
-from bot.posters import (
-    Poster,
-    PostError,
-    configured,
-    fit_text,
-    missing_credentials,
-    poster_for,
-    with_label,
-)
+from bot.formatting import NO_MENTIONS, escape_user_text
+from bot.posters import Poster, configured, missing_credentials, poster_for
+from bot.posters.crosspost import post_everywhere
 from bot.public_errors import public_error
 from bot.schedule_grammar import (
     ScheduleRequest,
@@ -58,10 +52,9 @@ from bot.schedule_grammar import (
     parse_duration,
     parse_time_spec,
 )
+from bot.services import autoposts
 from bot.store import Schedule
 from training.errors import DoppeltweetError, InputError
-from training.generate import DEFAULT_PROMPT
-from training.textrules import has_mentions, neutralise_mentions
 
 if TYPE_CHECKING:
     from bot.config import BotSettings
@@ -76,8 +69,6 @@ DEFAULT_MISFIRE_GRACE_S = 3600
 MAX_SCHEDULES_PER_GUILD = 10
 #: The guild setting that overrides ``BotSettings.timezone`` for one server.
 TIMEZONE_SETTING = "timezone"
-
-NO_MENTIONS = discord.AllowedMentions.none()
 
 
 def _now() -> datetime:
@@ -392,68 +383,22 @@ class AutoPoster:
         channel, reason = await self._channel(schedule)
         if channel is None:
             return await self._pause(schedule, reason or "", None)
-
-        exclude = await store.posted_texts(schedule.guild_id, schedule.model_name)
-        prompt = schedule.prompt or DEFAULT_PROMPT
         try:
-            result = await self.bot.cache.generate(model.path, prompt, n=1, exclude=exclude)
-        except DoppeltweetError as error:
-            return await self._pause(schedule, public_error(self.bot, str(error)), channel)
-        if not result.tweets:
-            # Every round of candidates was a repeat, a copy or empty: the model has run out of
-            # new things to say. Saying so once and pausing beats failing silently every run.
-            log.warning(
-                "auto-post #%s: the model wrote nothing new (%d candidates rejected)",
-                schedule.id,
-                result.rejected,
-            )
-            return await self._pause(
+            draft = await autoposts.generate(
+                self.bot.cache,
+                store,
                 schedule,
-                f"The model could not write a tweet it has not posted before ({result.rejected} "
-                "tries were repeats, copies of its training tweets or empty); retrain it with "
-                "more tweets, or resume to try again.",
-                channel,
+                model,
+                public=lambda text: public_error(self.bot, text),
             )
-        text = result.tweets[0]
-
-        targets: list[Poster] = []
-        errors: list[str] = []
-        if schedule.targets and self.bot.settings.public_mentions == "skip" and has_mentions(text):
-            log.info("auto-post #%s: not posted to other networks, it names accounts", schedule.id)
-        else:
-            for key in schedule.targets:
-                try:
-                    targets.append(self.poster(key))
-                except InputError as error:  # the settings changed since the schedule was made
-                    errors.append(str(error))
-        if targets:
-            try:
-                text = await fit_for(text, targets, ai_label=schedule.ai_label)
-            except PostError as error:
-                errors.append(str(error))
-                targets = []
-
-        embed = tweet_embed(
-            text,
-            display_name=" & ".join(h.name for h in model.handles),
-            handle=model.handles[0].name,
-            model=model.name,
-        )
-        try:
-            message = await channel.send(embed=embed, allowed_mentions=NO_MENTIONS)
-        except discord.NotFound:
-            return await self._pause(schedule, "Its channel was deleted.", None)
-        except discord.Forbidden:
-            return await self._pause(
-                schedule,
-                f"I may not post in #{escape_user_text(channel.name)} any more "
-                "(missing permissions).",
-                channel,
+            text, targets, errors = await autoposts.choose_networks(
+                draft.text, schedule, self.bot.settings, self.poster
             )
-        except discord.HTTPException as error:
-            log.warning("auto-post #%s: Discord refused the post: %s", schedule.id, error)
+            message = await autoposts.show(channel, schedule, model, text)
+        except autoposts.Paused as paused:
+            return await self._pause(schedule, paused.reason, channel if paused.tell else None)
+        if message is None:
             return PostOutcome(schedule.id, None, None, None)
-
         posted_to, refused, transient = await post_everywhere(
             text, targets, ai_label=schedule.ai_label
         )
@@ -462,21 +407,7 @@ class AutoPoster:
             log.warning("auto-post #%s: %s", schedule.id, problem)
         if posted_to:
             log.info("auto-post #%s posted to %s", schedule.id, ", ".join(sorted(posted_to)))
-
-        log_fields: dict[str, Any] = {
-            "kind": "autopost",
-            "prompt": prompt,
-            "channel_id": schedule.channel_id,
-            "x_post_id": _x_id(posted_to),
-            "posted_to": posted_to,
-        }
-        try:
-            await store.log_tweet(
-                schedule.guild_id, schedule.model_name, text, schedule_id=schedule.id, **log_fields
-            )
-        except sqlite3.IntegrityError:
-            # The schedule was removed while this post was being made; the post still counts.
-            await store.log_tweet(schedule.guild_id, schedule.model_name, text, **log_fields)
+        await autoposts.record(store, schedule, draft, text, posted_to)
         await store.mark_schedule_run(schedule.id, _now())
         if errors:
             return await self._pause(
@@ -531,46 +462,3 @@ class AutoPoster:
         return PostOutcome(
             schedule.id, text, message.id if message is not None else None, reason, posted or {}
         )
-
-
-def _x_id(posted_to: Mapping[str, str]) -> str | None:
-    """The X post's id (what the ``x_post_id`` column has always held) from its address."""
-    where = posted_to.get("x")
-    return where.rsplit("/", 1)[-1] if where else None
-
-
-async def post_everywhere(
-    text: str, posters: list[Poster], *, ai_label: bool
-) -> tuple[dict[str, str], list[str], list[str]]:
-    """Post ``text`` (already fitted) to each network with @mentions neutralised and the label.
-
-    Returns where each network shows the post (by network key), the refusals that must stop
-    the caller from trying again as it is (credentials, rate limit, content), and the passing
-    problems (outages). One network failing never keeps the others from posting.
-    """
-    # Generated text may name real accounts: on a public network they must not be pinged.
-    public_text = with_label(neutralise_mentions(text), ai_label=ai_label)
-    posted_to: dict[str, str] = {}
-    refused: list[str] = []
-    transient: list[str] = []
-    for poster in posters:
-        try:
-            posted = await poster.post(public_text)
-        except PostError as error:
-            (refused if error.pauses else transient).append(str(error))
-            continue
-        posted_to[poster.key] = posted.url or posted.id
-    return posted_to, refused, transient
-
-
-async def fit_for(text: str, posters: list[Poster], *, ai_label: bool) -> str:
-    """``text`` cut so that, neutralised and labelled, it fits every poster's limit."""
-    limits = []
-    for poster in posters:
-        limit = await poster.max_length()
-
-        def counted(candidate: str, poster: Poster = poster) -> int:
-            return poster.length(neutralise_mentions(candidate))
-
-        limits.append((counted, limit))
-    return fit_text(text, limits, ai_label=ai_label)

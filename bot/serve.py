@@ -308,6 +308,8 @@ async def respond(
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _SETUP_HOOK_VAR = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
+#: The wrappers :func:`bind_replicas_to_loopback` installed (so a second call wraps nothing).
+_LOOPBACK_BINDERS: set[Any] = set()
 
 
 def bind_replicas_to_loopback() -> None:
@@ -326,7 +328,7 @@ def bind_replicas_to_loopback() -> None:
     if ray.util.get_node_ip_address() not in _LOOPBACK:
         return
     original = replica.add_port_to_grpc_server
-    if getattr(original, "doppeltweet_loopback", False):
+    if original in _LOOPBACK_BINDERS:
         return
 
     def on_loopback(server: Any, address: str) -> Any:
@@ -334,7 +336,7 @@ def bind_replicas_to_loopback() -> None:
             address = "127.0.0.1:" + address.rsplit(":", 1)[1]
         return original(server, address)
 
-    on_loopback.doppeltweet_loopback = True  # type: ignore[attr-defined]
+    _LOOPBACK_BINDERS.add(on_loopback)
     replica.add_port_to_grpc_server = on_loopback
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,45 @@ def test_the_probe_imports_every_training_module(probe) -> None:
     }
     assert on_disk
     assert on_disk <= set(probe["imported"])
+
+
+_FOLDER = re.compile(r"[a-z_]+/")
+
+
+def architecture_modules(text: str) -> set[str]:
+    """The modules docs/ARCHITECTURE.md's tree lists: each ``name.py`` at the start of a line,
+    under the folders opened (``name/``) at lesser indents above it."""
+    tree = text.split("```", 2)[1]
+    folders: list[tuple[int, str]] = []
+    listed: set[str] = set()
+    for line in tree.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        first = words[0]
+        if _FOLDER.fullmatch(first) or first.endswith(".py"):
+            while folders and folders[-1][0] >= indent:
+                folders.pop()
+            if first.endswith(".py"):
+                listed.add("".join(name for _, name in folders) + first)
+            else:
+                folders.append((indent, first))
+    return listed
+
+
+def test_architecture_reads_its_tree_by_folder() -> None:
+    text = "```\nbot/   the bot\n  a.py   x\n  sub/   y\n    b.py   z\n  c.py   w\n```\n"
+    assert architecture_modules(text) == {"bot/a.py", "bot/sub/b.py", "bot/c.py"}
+
+
+def test_architecture_lists_every_module_of_bot_and_training() -> None:
+    listed = architecture_modules((ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8"))
+    on_disk = {
+        p.relative_to(ROOT).as_posix()
+        for package in ("bot", "training")
+        for p in (ROOT / package).rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    assert sorted(on_disk - listed) == [], "modules missing from docs/ARCHITECTURE.md"
+    assert sorted(listed - on_disk) == [], "docs/ARCHITECTURE.md lists modules that are gone"

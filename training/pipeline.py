@@ -116,7 +116,8 @@ def _open_path(spec: str, settings: TrainingSettings) -> TweetSource:
         raise InputError(
             f"{shown} is a folder without an X archive's tweets.js or tweet.js in it or in data/."
         )
-    from training.sources.plaintext import PLAIN_TEXT_SUFFIXES, PlainTextSource
+    from training.sources.formats import PLAIN_TEXT_SUFFIXES
+    from training.sources.plaintext import PlainTextSource
 
     if path.suffix.lower() in PLAIN_TEXT_SUFFIXES:
         return PlainTextSource(path, max_file_bytes=max_file_bytes)

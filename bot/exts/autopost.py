@@ -19,13 +19,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import NO_MENTIONS
+from bot.checks import admin_check, admin_only
 from bot.exts import parse_handle_text, require_guild_id
-from bot.exts.admin import NotAdmin, is_admin
-from bot.formatting import escape_user_text
+from bot.formatting import NO_MENTIONS, escape_user_text
 from bot.posters import NETWORKS, configured
+from bot.posters.crosspost import fit_for, post_everywhere
 from bot.schedule_grammar import describe, parse_schedule
-from bot.scheduler import AutoPoster, fit_for, post_everywhere
+from bot.scheduler import AutoPoster
 from training.errors import InputError
 from training.textrules import has_mentions
 
@@ -33,15 +33,6 @@ if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
 
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>")
-
-
-async def _admin_check(ctx: commands.Context[Any]) -> bool:
-    """The same rule as the other admin commands: Manage Server or a configured owner."""
-    if ctx.guild is None:
-        raise commands.NoPrivateMessage()
-    if not is_admin(ctx.bot, ctx.author):
-        raise NotAdmin()
-    return True
 
 
 def resolve_channel(guild: discord.Guild, text: str) -> discord.TextChannel:
@@ -113,13 +104,12 @@ class Autopost(commands.Cog):
 
     @commands.hybrid_group(name="autopost", fallback="add", invoke_without_command=True)
     @app_commands.guild_only()
-    @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(
         handle="Whose model posts, e.g. @jack",
         channel="Where it posts, e.g. #general",
         schedule="e.g. `every 6h --to-bluesky`, `at 09:00 mon,thu --prompt My dream is`",
     )
-    @commands.check(_admin_check)
+    @admin_only()
     async def autopost(
         self, ctx: commands.Context[Any], handle: str, channel: str, *, schedule: str = ""
     ) -> None:
@@ -129,10 +119,7 @@ class Autopost(commands.Cog):
         parsed = parse_handle_text(handle)
         target = resolve_channel(ctx.guild, channel)
         request = parse_schedule(schedule)
-        tweeting = self.bot.get_cog("Tweeting")
-        if tweeting is None:
-            raise RuntimeError("the Tweeting cog is not loaded")
-        model = await tweeting.find_model(guild_id, parsed)  # type: ignore[attr-defined]
+        model = await self.bot.models.find(guild_id, parsed)
         check_can_post(target)
         created = await self.poster.create(
             guild_id, model.name, target.id, request, created_by=ctx.author.id
@@ -150,7 +137,7 @@ class Autopost(commands.Cog):
         return "" if when is None else f"; next post <t:{int(when.timestamp())}:f>"
 
     @autopost.command(name="list")
-    @commands.check(_admin_check)
+    @commands.check(admin_check)
     async def list_(self, ctx: commands.Context[Any]) -> None:
         """List this server's auto-post schedules."""
         guild_id = require_guild_id(ctx)
@@ -178,7 +165,7 @@ class Autopost(commands.Cog):
 
     @autopost.command(name="pause")
     @app_commands.describe(schedule_id="The number `autopost list` shows")
-    @commands.check(_admin_check)
+    @commands.check(admin_check)
     async def pause(self, ctx: commands.Context[Any], schedule_id: int) -> None:
         """Pause an auto-post schedule."""
         guild_id = require_guild_id(ctx)
@@ -193,7 +180,7 @@ class Autopost(commands.Cog):
 
     @autopost.command(name="resume")
     @app_commands.describe(schedule_id="The number `autopost list` shows")
-    @commands.check(_admin_check)
+    @commands.check(admin_check)
     async def resume(self, ctx: commands.Context[Any], schedule_id: int) -> None:
         """Resume a paused auto-post schedule at its next regular time."""
         guild_id = require_guild_id(ctx)
@@ -205,7 +192,7 @@ class Autopost(commands.Cog):
 
     @autopost.command(name="remove")
     @app_commands.describe(schedule_id="The number `autopost list` shows")
-    @commands.check(_admin_check)
+    @commands.check(admin_check)
     async def remove(self, ctx: commands.Context[Any], schedule_id: int) -> None:
         """Delete an auto-post schedule."""
         guild_id = require_guild_id(ctx)
@@ -214,7 +201,7 @@ class Autopost(commands.Cog):
 
     @autopost.command(name="timezone")
     @app_commands.describe(name="An IANA time zone such as Europe/Berlin (empty: show the current)")
-    @commands.check(_admin_check)
+    @commands.check(admin_check)
     async def timezone(self, ctx: commands.Context[Any], name: str = "") -> None:
         """Show or set the time zone of new `at 09:00` schedules in this server."""
         guild_id = require_guild_id(ctx)
@@ -233,9 +220,8 @@ class Autopost(commands.Cog):
 
     @commands.hybrid_command(name="post")
     @app_commands.guild_only()
-    @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(networks="e.g. `bluesky mastodon` (default: every configured network)")
-    @commands.check(_admin_check)
+    @admin_only()
     async def post(self, ctx: commands.Context[Any], *, networks: str = "") -> None:
         """Post this channel's latest !tweet on X, Bluesky or Mastodon (admins)."""
         guild_id = require_guild_id(ctx)

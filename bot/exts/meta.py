@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.client import NO_MENTIONS
+from bot.formatting import NO_MENTIONS
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot

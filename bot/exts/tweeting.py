@@ -8,28 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import NO_MENTIONS
 from bot.exts import HandleArg, reject_mentions, require_guild_id
-from bot.formatting import escape_user_text, tweet_embed
+from bot.formatting import NO_MENTIONS, escape_user_text, tweet_embed
 from bot.store import ModelRecord
-from training.errors import InputError, ModelError
+from training.errors import ModelError
 from training.generate import DEFAULT_PROMPT
 from training.generation.llamacpp import engine_line
-from training.handles import Handle, model_name
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
 
 log = logging.getLogger(__name__)
-
-#: A mention of one member (``<@123>`` or ``<@!123>``), as Discord writes a typed ``@alice``.
-_MEMBER_MENTION = re.compile(r"<@!?(\d{1,20})>")
 
 
 def _tweet_cooldown(ctx: commands.Context[Any]) -> commands.Cooldown | None:
@@ -47,40 +41,6 @@ class Tweeting(commands.Cog):
 
     def __init__(self, bot: DoppeltweetBot) -> None:
         self.bot = bot
-
-    async def find_model(self, guild_id: int, handle: Handle | None) -> ModelRecord:
-        """The handle's own model, else the latest one it is part of; no handle: the latest."""
-        store = self.bot.store
-        prefix = self.bot.settings.prefix
-        if handle is None:
-            model = await store.latest_model(guild_id)
-            if model is None:
-                raise InputError(
-                    f"This server has no models yet; train one with `{prefix}train @handle` "
-                    "and an attached X archive."
-                )
-            return model
-        own = await store.get_model(guild_id, model_name([handle]))
-        if own is not None:
-            return own
-        shared = await store.models_for_handle(guild_id, handle)
-        if shared:
-            return shared[0]
-        # Inside backticks markdown is not rendered, so the handle goes in as typed (handles are
-        # validated: letters, digits, _ . - :) and the suggestion works when pasted.
-        shown = escape_user_text(handle.display)
-        raise InputError(
-            f"This server has no model of {shown}; train one with `{prefix}train {handle.display}`."
-        )
-
-    async def member_model(self, guild_id: int, text: str) -> ModelRecord | None:
-        """The own ``!train me`` model of the member ``text`` mentions (found by their id); None
-        when ``text`` is not one member's mention or that member has no own model here."""
-        mentioned = _MEMBER_MENTION.fullmatch(text.strip())
-        if mentioned is None:
-            return None
-        owned = await self.bot.store.models_owned_by(guild_id, int(mentioned.group(1)))
-        return owned[0] if owned else None
 
     @commands.hybrid_command(name="tweet")
     @app_commands.guild_only()
@@ -102,13 +62,13 @@ class Tweeting(commands.Cog):
         if prompt.strip().startswith("<@"):
             # A member's mention names their own `train me` model, found by their id.
             first, _, rest = prompt.strip().partition(" ")
-            model = await self.member_model(guild_id, first)
+            model = await self.bot.models.member_model(guild_id, first)
             if model is None:
                 reject_mentions(first)
             else:
                 prompt = rest
         if model is None:
-            model = await self.find_model(guild_id, handle)
+            model = await self.bot.models.find(guild_id, handle)
         text_prompt = prompt.strip() or DEFAULT_PROMPT
         async with ctx.typing():
             result = await self.bot.cache.generate(model.path, text_prompt, n=1)

@@ -7,6 +7,8 @@ network is one new file. :func:`poster_for` builds the configured poster of a ne
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from bot.posters.base import (
@@ -22,49 +24,38 @@ from bot.posters.base import (
     fit_text,
     with_label,
 )
+from training.handles import PLATFORM_NAMES
 
 if TYPE_CHECKING:
     from bot.config import BotSettings
 
-#: The networks in the order a schedule posts to them, by their option key (``--to-x``).
-NETWORKS: dict[str, str] = {"x": "X", "bluesky": "Bluesky", "mastodon": "Mastodon"}
+#: The networks in the order a schedule posts to them, by their option key (``--to-x``): the
+#: platforms of :mod:`training.handles`, each with a module here of the same name.
+NETWORKS: dict[str, str] = dict(PLATFORM_NAMES)
+
+
+def _module(key: str) -> ModuleType:
+    if key not in NETWORKS:
+        raise ValueError(f"{key!r} is not a network the bot posts to")
+    return importlib.import_module(f"bot.posters.{key}")
 
 
 def missing_credentials(key: str) -> str:
     """The sentence for a network whose settings are not all there."""
-    from bot.posters import bluesky, mastodon, x
-
-    return {
-        "x": x.MISSING_CREDENTIALS,
-        "bluesky": bluesky.MISSING_CREDENTIALS,
-        "mastodon": mastodon.MISSING_CREDENTIALS,
-    }[key]
+    return str(_module(key).MISSING_CREDENTIALS)
 
 
 def configured(settings: BotSettings, key: str) -> bool:
     """Whether the settings hold everything posting to that network needs."""
-    return {
-        "x": settings.x_posting_configured,
-        "bluesky": settings.bluesky_posting_configured,
-        "mastodon": settings.mastodon_posting_configured,
-    }[key]
+    if key not in NETWORKS:
+        raise ValueError(f"{key!r} is not a network the bot posts to")
+    return bool(getattr(settings, f"{key}_posting_configured"))
 
 
 def poster_for(settings: BotSettings, key: str) -> Poster:
     """The poster of one network for the configured account; InputError if unconfigured."""
-    if key == "x":
-        from bot.posters.x import XPoster
-
-        return XPoster.from_settings(settings)
-    if key == "bluesky":
-        from bot.posters.bluesky import BlueskyPoster
-
-        return BlueskyPoster.from_settings(settings)
-    if key == "mastodon":
-        from bot.posters.mastodon import MastodonPoster
-
-        return MastodonPoster.from_settings(settings)
-    raise ValueError(f"{key!r} is not a network the bot posts to")
+    poster: Poster = _module(key).POSTER.from_settings(settings)
+    return poster
 
 
 __all__ = [

@@ -214,3 +214,7 @@ class BlueskyPoster:
         raise ContentRejected(  # pragma: no cover - the loop returns or raises
             "Bluesky refused the post twice.", network=NETWORK
         )
+
+
+#: The poster class of this network (:func:`bot.posters.poster_for`).
+POSTER = BlueskyPoster

@@ -167,3 +167,7 @@ class MastodonPoster:
                 status=status,
             )
         return status_error(NETWORK, status, detail, credentials=CREDENTIALS)
+
+
+#: The poster class of this network (:func:`bot.posters.poster_for`).
+POSTER = MastodonPoster

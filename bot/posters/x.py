@@ -188,3 +188,7 @@ class XPoster:
         if not post_id:
             raise Unreachable("X accepted the post but sent back no post id.", network="X")
         return str(post_id)
+
+
+#: The poster class of this network (:func:`bot.posters.poster_for`).
+POSTER = XPoster

@@ -6,7 +6,6 @@ The fixtures that use them live in ``tests/bot/conftest.py`` (``simcord_bot``, `
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,8 +107,10 @@ async def add_trained_model(store: Store, guild_id: int, trained: Path, folder: 
 
 
 def not_admin() -> type[BaseException]:
-    """The NotAdmin class of the loaded admin cog (discord.py loads extensions afresh)."""
-    return sys.modules["bot.exts.admin"].NotAdmin
+    """The NotAdmin class of the admin rule (:mod:`bot.checks`)."""
+    from bot.checks import NotAdmin
+
+    return NotAdmin
 
 
 async def add_model(

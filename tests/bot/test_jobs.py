@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from service_fakes import models_for, requests_for
 
 from bot.config import BotSettings
-from bot.jobs import JobResult, JobRunner, safe_filename
+from bot.jobs import JobResult, JobRunner
+from bot.services.uploads import safe_filename, upload_path
 from bot.store import Job, Store
 from training.errors import InputError
 from training.handles import parse_handle, parse_handles
@@ -101,7 +103,7 @@ def argv_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def upload(runner: JobRunner, name: str = "tweets.csv", guild: int = GUILD) -> str:
-    path = runner.upload_path(guild, name)
+    path = upload_path(runner.settings, guild, name)
     path.write_text("text\nhello world\n", encoding="utf-8")
     return str(path)
 
@@ -114,7 +116,7 @@ async def submit(
     guild: int = GUILD,
     **options: Any,
 ) -> Job:
-    return await runner.submit(
+    return await requests_for(runner).submit(
         guild, CHANNEL, user, parse_handles([handle]), [upload(runner, guild=guild)], options
     )
 
@@ -188,7 +190,7 @@ async def test_api_and_bluesky_sources_become_their_flags(
     make_runner: MakeRunner, argv_log: Path
 ) -> None:
     runner, rec = await make_runner()
-    job = await runner.submit(
+    job = await requests_for(runner).submit(
         GUILD, CHANNEL, USER, [parse_handle("bluesky:alice.bsky.social")], ["bluesky"]
     )
     await rec.wait(lambda: rec.ended(job.id))
@@ -202,7 +204,7 @@ async def test_handles_keep_their_typed_order_so_each_file_stays_with_its_handle
 ) -> None:
     runner, rec = await make_runner()
     bob, alice = upload(runner, "bob.csv"), upload(runner, "alice.csv")
-    job = await runner.submit(
+    job = await requests_for(runner).submit(
         GUILD, CHANNEL, USER, [parse_handle("@bob"), parse_handle("@alice")], [bob, alice]
     )
     assert job.model_name == "alice-bob"
@@ -457,7 +459,7 @@ async def test_kill_9_fails_the_job_in_one_sentence_and_keeps_the_previous_model
     assert before is not None
 
     monkeypatch.setenv("FAKE_TRAINING_MODE", "hang")
-    again = await runner.retrain(GUILD, CHANNEL, USER, "alice")
+    again = await models_for(runner).retrain(GUILD, CHANNEL, USER, "alice")
     await rec.wait(lambda: "training" in rec.phases(again.id))
     assert again.pid is not None
     os.kill(again.pid, signal.SIGKILL)
@@ -607,7 +609,7 @@ async def test_retrain_without_known_sources_says_to_train_again(
     )
     runner, _ = await make_runner(start=False)
     with pytest.raises(InputError, match="does not know what alice was trained from"):
-        await runner.retrain(GUILD, CHANNEL, USER, "alice")
+        await models_for(runner).retrain(GUILD, CHANNEL, USER, "alice")
 
 
 def _dead_pid() -> int:
@@ -717,13 +719,13 @@ async def test_retrain_reuses_the_sources_of_the_last_training(
     runner, rec = await make_runner()
     first = await submit(runner)
     await rec.wait(lambda: rec.ended(first.id))
-    again = await runner.retrain(GUILD, CHANNEL, OTHER_USER, "alice")
+    again = await models_for(runner).retrain(GUILD, CHANNEL, OTHER_USER, "alice")
     await rec.wait(lambda: rec.ended(again.id))
     assert again.sources == first.sources
     runs = [json.loads(line) for line in argv_log.read_text().splitlines()]
     assert runs[0] == runs[1]
     with pytest.raises(InputError, match="no model called carol in this server; known: alice"):
-        await runner.retrain(GUILD, CHANNEL, USER, "carol")
+        await models_for(runner).retrain(GUILD, CHANNEL, USER, "carol")
 
 
 async def test_delete_model_removes_its_folder_record_and_uploads(
@@ -736,12 +738,12 @@ async def test_delete_model_removes_its_folder_record_and_uploads(
     upload_folder = Path(job.sources[0]).parent
 
     monkeypatch.setenv("FAKE_TRAINING_MODE", "hang")
-    again = await runner.retrain(GUILD, CHANNEL, USER, "alice")
+    again = await models_for(runner).retrain(GUILD, CHANNEL, USER, "alice")
     with pytest.raises(InputError, match=f"cancel it with !cancel {again.id} first"):
-        await runner.delete_model(GUILD, "alice")
+        await models_for(runner).delete(GUILD, "alice")
     await runner.cancel(again.id, guild_id=GUILD, user_id=USER, is_admin=False)
 
-    deleted = await runner.delete_model(GUILD, "alice")
+    deleted = await models_for(runner).delete(GUILD, "alice")
     assert deleted.name == "alice"
     assert not folder.exists() and not upload_folder.exists()
     assert await store.get_model(GUILD, "alice") is None
@@ -761,7 +763,7 @@ async def test_uploads_are_kept_only_while_a_model_trains_from_them(
     first = await submit(runner)
     await rec.wait(lambda: rec.ended(first.id))
     monkeypatch.setenv("FAKE_TRAINING_MODE", "crash")
-    retry = await runner.retrain(GUILD, CHANNEL, USER, "alice")
+    retry = await models_for(runner).retrain(GUILD, CHANNEL, USER, "alice")
     await rec.wait(lambda: rec.ended(retry.id))
     assert Path(first.sources[0]).is_file()  # !retrain still needs it
 
@@ -795,13 +797,13 @@ async def test_upload_paths_are_unique_folders_inside_the_servers_uploads(
     make_runner: MakeRunner, bot_settings: BotSettings
 ) -> None:
     runner, _ = await make_runner(start=False)
-    first = runner.upload_path(GUILD, "../../../tweets.csv")
-    second = runner.upload_path(GUILD, "tweets.csv")
+    first = upload_path(runner.settings, GUILD, "../../../tweets.csv")
+    second = upload_path(runner.settings, GUILD, "tweets.csv")
     uploads = bot_settings.guild_uploads_dir(GUILD).resolve()
     assert first.parent.parent == uploads == second.parent.parent
     assert first.parent != second.parent and first.name == second.name == "tweets.csv"
     with pytest.raises(InputError, match="not a file I can train from"):
-        runner.upload_path(GUILD, "payload.exe")
+        upload_path(runner.settings, GUILD, "payload.exe")
 
 
 async def test_sources_outside_the_servers_uploads_are_refused(
@@ -811,21 +813,27 @@ async def test_sources_outside_the_servers_uploads_are_refused(
     outside = tmp_path / "tweets.csv"
     outside.write_text("text\nhi\n")
     with pytest.raises(InputError, match="uploaded in this server"):
-        await runner.submit(GUILD, CHANNEL, USER, parse_handles(["a"]), [str(outside)])
+        await requests_for(runner).submit(
+            GUILD, CHANNEL, USER, parse_handles(["a"]), [str(outside)]
+        )
     other_servers = upload(runner, guild=OTHER_GUILD)
     with pytest.raises(InputError, match="uploaded in this server"):
-        await runner.submit(GUILD, CHANNEL, USER, parse_handles(["a"]), [other_servers])
+        await requests_for(runner).submit(
+            GUILD, CHANNEL, USER, parse_handles(["a"]), [other_servers]
+        )
     with pytest.raises(InputError, match="Attach an X archive"):
-        await runner.submit(GUILD, CHANNEL, USER, parse_handles(["a"]), [])
+        await requests_for(runner).submit(GUILD, CHANNEL, USER, parse_handles(["a"]), [])
 
 
 async def test_sources_must_be_uploads_or_one_remote_source(make_runner: MakeRunner) -> None:
     runner, _ = await make_runner(start=False)
     two = parse_handles(["a", "b"])
     with pytest.raises(InputError, match="not a mix"):
-        await runner.submit(GUILD, CHANNEL, USER, two, ["api", upload(runner)])
+        await requests_for(runner).submit(GUILD, CHANNEL, USER, two, ["api", upload(runner)])
     with pytest.raises(InputError, match=r"one per handle \(2\), not 3"):
-        await runner.submit(GUILD, CHANNEL, USER, two, [upload(runner) for _ in range(3)])
+        await requests_for(runner).submit(
+            GUILD, CHANNEL, USER, two, [upload(runner) for _ in range(3)]
+        )
 
 
 # -- the real training process ------------------------------------------------------------------
@@ -871,9 +879,9 @@ async def test_the_real_training_process_trains_a_tiny_model_that_the_cache_serv
     from bot.model_cache import ModelCache
 
     runner, rec = real_runner
-    path = runner.upload_path(GUILD, "alice.csv")
+    path = upload_path(runner.settings, GUILD, "alice.csv")
     write_tweets_csv(path)
-    job = await runner.submit(
+    job = await requests_for(runner).submit(
         GUILD,
         CHANNEL,
         USER,
@@ -926,9 +934,9 @@ async def test_kill_9_of_the_real_training_process_keeps_the_served_model(
         path=served,
         trained_by=USER,
     )
-    path = runner.upload_path(GUILD, "alice.csv")
+    path = upload_path(runner.settings, GUILD, "alice.csv")
     write_tweets_csv(path)
-    job = await runner.submit(
+    job = await requests_for(runner).submit(
         GUILD,
         CHANNEL,
         USER,

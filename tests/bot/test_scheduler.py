@@ -1,7 +1,7 @@
 """The schedule language (``every 6h``, ``at 09:00 mon,thu``, options), the triggers built from
 stored schedules, where a restored schedule picks up, and the scheduler's independence from the
 bot's class. The runs themselves are tested against a simulated Discord in
-``tests/bot/exts/test_autopost.py``."""
+``tests/bot/exts/autopost/``."""
 
 from __future__ import annotations
 

@@ -643,7 +643,7 @@ async def test_a_report_whose_loss_curve_is_refused_with_500_is_posted_as_text(
     fake: FakeDiscord, loopback_bot: tuple[Any, asyncio.Task[None]]
 ) -> None:
     """discord.py retries a 500 with backoff (about 25 s in all) before giving up on the upload."""
-    from bot.exts.training import LOSS_CURVE_MISSING
+    from bot.exts.training._reports import LOSS_CURVE_MISSING
 
     _, task = loopback_bot
     uploads = fake.refuse("POST", fake.messages_path(), status=500, when=lambda r: bool(r.files))

@@ -15,18 +15,26 @@ from __future__ import annotations
 
 import bisect
 import html
-import io
 import json
 import re
 import zipfile
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 from training.errors import InputError
 from training.handles import Handle
 from training.sources.base import RawTweet
+from training.sources.formats import TEXT_SUFFIXES, X_ARCHIVE_SUFFIXES
+from training.sources.guards import (
+    MAX_TOTAL_RATIO,
+    TOTAL_RATIO_FLOOR,
+    check_ratio,
+    mb,
+    member_name,
+    unsafe_member,
+)
 
 KIND = "x-archive"
 #: Tweets, in every naming X has used: tweets.js, tweet.js (2020) and their split parts.
@@ -34,15 +42,6 @@ TWEET_FILE = re.compile(r"tweets?(?:-part(\d+))?\.js", re.IGNORECASE)
 NOTE_FILE = re.compile(r"note-tweet(?:-part(\d+))?\.js", re.IGNORECASE)
 MANIFEST = "manifest.js"
 ACCOUNT = "account.js"
-#: Refuse members that inflate more than this (text JSON compresses ~5-20x; bombs ~1000x).
-MAX_COMPRESSION_RATIO = 100
-#: Members this small are never a bomb, whatever their ratio.
-RATIO_CHECK_FLOOR = 1024 * 1024
-#: Everything read from a zip together may inflate at most this much over the zip's own size
-#: (many small members each under RATIO_CHECK_FLOOR are a bomb too)...
-MAX_TOTAL_RATIO = 100
-#: ...except that a small zip may always inflate to this much.
-TOTAL_RATIO_FLOOR = 4 * 1024 * 1024
 #: A note is matched against at most this many notes nearest in time to a tweet, so thousands
 #: of notes stamped the same second cannot make matching quadratic.
 NOTE_CANDIDATES = 8
@@ -61,9 +60,8 @@ def looks_like_archive(path: Path) -> bool:
     try:
         if path.is_file():
             suffix = path.suffix.lower()
-            return suffix in (".zip", ".js") or (
-                suffix not in (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".txt")
-                and zipfile.is_zipfile(path)
+            return suffix in X_ARCHIVE_SUFFIXES or (
+                suffix not in TEXT_SUFFIXES and zipfile.is_zipfile(path)
             )
         if path.is_dir():
             return _find_data_dir(path) is not None or _has_js(path)
@@ -135,7 +133,7 @@ class ArchiveSource:
             raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
         if size > self.max_file_bytes:
             raise InputError(
-                f"{path.name} is {_mb(size)} MB, over the {_mb(self.max_file_bytes)} MB limit "
+                f"{path.name} is {mb(size)} MB, over the {mb(self.max_file_bytes)} MB limit "
                 "for input files."
             )
         if path.suffix.lower() == ".js":
@@ -239,8 +237,8 @@ class _FolderFiles(_Files):
         total = sum(self.size(name) for name in names)
         if total > self.max_uncompressed_bytes:
             raise InputError(
-                f"The tweet files in {self.label} add up to {_mb(total)} MB, over the "
-                f"{_mb(self.max_uncompressed_bytes)} MB limit."
+                f"The tweet files in {self.label} add up to {mb(total)} MB, over the "
+                f"{mb(self.max_uncompressed_bytes)} MB limit."
             )
 
 
@@ -266,7 +264,7 @@ class _ZipFiles(_Files):
     def _index(self) -> dict[str, zipfile.ZipInfo]:
         infos = self.zip.infolist()
         for info in infos:
-            if _unsafe_member(info.filename):
+            if unsafe_member(info.filename):
                 raise InputError(
                     f"{self.label} is unsafe: its member {info.filename[:80]!r} would be "
                     "written outside the archive folder."
@@ -278,7 +276,7 @@ class _ZipFiles(_Files):
             parent = str(PurePosixPath(info.filename.replace("\\", "/")).parent)
             by_dir.setdefault(parent, []).append(info)
         candidates = [
-            (sum(1 for i in members if _is_tweet_file(_base(i.filename))), -d.count("/"), d)
+            (sum(1 for i in members if _is_tweet_file(member_name(i.filename))), -d.count("/"), d)
             for d, members in by_dir.items()
         ]
         candidates = [c for c in candidates if c[0] > 0]
@@ -289,7 +287,7 @@ class _ZipFiles(_Files):
                 f"{self.label} is not an X archive: it has no data/tweets.js or data/tweet.js."
             )
         chosen = max(candidates)[2]
-        return {_base(info.filename): info for info in by_dir[chosen]}
+        return {member_name(info.filename): info for info in by_dir[chosen]}
 
     def names(self) -> list[str]:
         return sorted(self._members)
@@ -300,12 +298,12 @@ class _ZipFiles(_Files):
     def check_total(self, names: list[str]) -> None:
         infos = [self._members[name] for name in names]
         for info in infos:
-            _check_ratio(info, self.label)
+            check_ratio(info, self.label)
         total = sum(info.file_size for info in infos)
         if total > self.max_uncompressed_bytes:
             raise InputError(
-                f"The tweet files in {self.label} would unpack to {_mb(total)} MB, over the "
-                f"{_mb(self.max_uncompressed_bytes)} MB limit."
+                f"The tweet files in {self.label} would unpack to {mb(total)} MB, over the "
+                f"{mb(self.max_uncompressed_bytes)} MB limit."
             )
         # Each member may be small, but together they must not be a bomb either.
         if total > max(TOTAL_RATIO_FLOOR, MAX_TOTAL_RATIO * self.archive_bytes):
@@ -316,12 +314,12 @@ class _ZipFiles(_Files):
 
     def read(self, name: str) -> bytes:
         info = self._members[name]
-        _check_ratio(info, self.label)
+        check_ratio(info, self.label)
         limit = min(info.file_size, self.max_uncompressed_bytes)
         if info.file_size > self.max_uncompressed_bytes:
             raise InputError(
-                f"{name} in {self.label} would unpack to {_mb(info.file_size)} MB, over the "
-                f"{_mb(self.max_uncompressed_bytes)} MB limit."
+                f"{name} in {self.label} would unpack to {mb(info.file_size)} MB, over the "
+                f"{mb(self.max_uncompressed_bytes)} MB limit."
             )
         try:
             with self.zip.open(info) as member:
@@ -365,59 +363,6 @@ def _has_js(path: Path) -> bool:
     )
 
 
-def _unsafe_member(name: str) -> bool:
-    normalised = name.replace("\\", "/")
-    if normalised.startswith("/") or re.match(r"[A-Za-z]:", normalised):
-        return True
-    return ".." in PurePosixPath(normalised).parts
-
-
-class InflationBudget(io.RawIOBase):
-    """A decompressing stream that stops at the first byte over ``limit``.
-
-    It counts every byte the decompressor gives, whether the reader keeps it or skips past it,
-    so a small compressed file cannot make a reader unpack more than ``limit``, whatever its
-    members' headers claim.
-    """
-
-    def __init__(self, stream: BinaryIO, limit: int, label: str) -> None:
-        super().__init__()
-        self._stream = stream
-        self.limit = limit
-        self.label = label
-        self.total = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        room = self.limit - self.total + 1
-        view = memoryview(buffer).cast("B")
-        data = self._stream.read(min(len(view), room))
-        self.total += len(data)
-        if self.total > self.limit:
-            raise InputError(
-                f"{self.label} looks like an archive bomb: it unpacks to more than "
-                f"{_mb(self.limit)} MB."
-            )
-        view[: len(data)] = data
-        return len(data)
-
-
-def _check_ratio(info: zipfile.ZipInfo, label: str) -> None:
-    if info.file_size < RATIO_CHECK_FLOOR:
-        return
-    if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-        raise InputError(
-            f"{label} looks like a zip bomb: {_base(info.filename)} claims to inflate "
-            f"{info.file_size // max(info.compress_size, 1):,} times."
-        )
-
-
-def _base(name: str) -> str:
-    return PurePosixPath(name.replace("\\", "/")).name
-
-
 def _is_needed(name: str) -> bool:
     lowered = name.lower()
     return (
@@ -436,14 +381,14 @@ def _read_file(path: Path, max_bytes: int, name: str) -> bytes:
         size = path.stat().st_size
         if size > max_bytes:
             raise InputError(
-                f"{name} is {_mb(size)} MB, over the {_mb(max_bytes)} MB limit for input files."
+                f"{name} is {mb(size)} MB, over the {mb(max_bytes)} MB limit for input files."
             )
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
     except OSError as error:
         raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
     if len(data) > max_bytes:
-        raise InputError(f"{name} grew past the {_mb(max_bytes)} MB limit while being read.")
+        raise InputError(f"{name} grew past the {mb(max_bytes)} MB limit while being read.")
     return data
 
 
@@ -502,8 +447,8 @@ def _tweet_files(files: _Files, manifest: tuple[str, Any] | None) -> list[str]:
         for key in ("tweets", "tweet"):
             for entry in _as_list(_get(_get(data_types, key), "files")):
                 file_name = _get(entry, "fileName")
-                if isinstance(file_name, str) and _is_tweet_file(_base(file_name)):
-                    listed.append(_base(file_name))
+                if isinstance(file_name, str) and _is_tweet_file(member_name(file_name)):
+                    listed.append(member_name(file_name))
     if listed:
         missing = [name for name in listed if not files.has(name)]
         if missing:
@@ -670,7 +615,3 @@ def _get(value: Any, key: str) -> Any:
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):,.1f}".rstrip("0").rstrip(".")

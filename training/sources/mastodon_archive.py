@@ -12,7 +12,7 @@ Like the X archive, the file is untrusted: it is never extracted; only ``outbox.
 ``actor.json`` are read, in memory, after checking every member name, the declared sizes and the
 compression ratio (the X archive source's guards are reused). A tarball must be compressed the way
 its name says, and everything it unpacks, members skipped included, counts against one budget
-(:class:`~training.sources.archive.InflationBudget`).
+(:class:`~training.sources.guards.InflationBudget`).
 """
 
 from __future__ import annotations
@@ -25,28 +25,29 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from training.errors import InputError
 from training.handles import Handle
-from training.sources.archive import (
+from training.sources.base import RawTweet
+from training.sources.fediverse import SkipCounts, html_to_text, is_content_warned, parse_time
+from training.sources.formats import TAR_SUFFIXES
+from training.sources.guards import (
     MAX_TOTAL_RATIO,
     TOTAL_RATIO_FLOOR,
     InflationBudget,
-    _check_ratio,
-    _mb,
-    _unsafe_member,
+    check_ratio,
+    mb,
+    member_name,
+    unsafe_member,
 )
-from training.sources.base import RawTweet
-from training.sources.fediverse import SkipCounts, html_to_text, is_content_warned, parse_time
 
 KIND = "mastodon-archive"
 OUTBOX = "outbox.json"
 ACTOR = "actor.json"
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 _PUBLIC_FORMS = frozenset({PUBLIC, "as:Public", "Public"})
-_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
 def looks_like_mastodon_archive(path: Path) -> bool:
@@ -55,8 +56,8 @@ def looks_like_mastodon_archive(path: Path) -> bool:
     try:
         if name.endswith(".zip") and zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                return any(_base(n) == OUTBOX for n in archive.namelist())
-        if name.endswith(_TAR_SUFFIXES):
+                return any(member_name(n) == OUTBOX for n in archive.namelist())
+        if name.endswith(TAR_SUFFIXES):
             return True
     except (OSError, zipfile.BadZipFile):
         return False
@@ -152,10 +153,10 @@ class MastodonArchiveSource:
             raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
         if size > self.max_file_bytes:
             raise InputError(
-                f"{path.name} is {_mb(size)} MB, over the {_mb(self.max_file_bytes)} MB limit "
+                f"{path.name} is {mb(size)} MB, over the {mb(self.max_file_bytes)} MB limit "
                 "for input files."
             )
-        if path.name.lower().endswith(_TAR_SUFFIXES):
+        if path.name.lower().endswith(TAR_SUFFIXES):
             return self._read_tar()
         return self._read_zip()
 
@@ -168,19 +169,19 @@ class MastodonArchiveSource:
         with archive:
             infos = archive.infolist()
             for info in infos:
-                if _unsafe_member(info.filename):
+                if unsafe_member(info.filename):
                     raise InputError(
                         f"{label} is unsafe: its member {info.filename[:80]!r} would be written "
                         "outside the archive folder."
                     )
             wanted = _shallowest(
-                [i for i in infos if not i.is_dir() and _base(i.filename) in (OUTBOX, ACTOR)],
+                [i for i in infos if not i.is_dir() and member_name(i.filename) in (OUTBOX, ACTOR)],
                 lambda i: i.filename,
             )
             self._check_total(sum(i.file_size for i in wanted.values()))
             result: dict[str, bytes] = {}
             for name, info in wanted.items():
-                _check_ratio(info, label)
+                check_ratio(info, label)
                 try:
                     with archive.open(info) as member:
                         data = member.read(info.file_size + 1)
@@ -210,12 +211,12 @@ class MastodonArchiveSource:
                 counted = io.BufferedReader(InflationBudget(stream, budget, label))
                 with tarfile.open(fileobj=counted, mode="r|") as archive:
                     for info in archive:
-                        if _unsafe_member(info.name):
+                        if unsafe_member(info.name):
                             raise InputError(
                                 f"{label} is unsafe: its member {info.name[:80]!r} would be "
                                 "written outside the archive folder."
                             )
-                        name = _base(info.name)
+                        name = member_name(info.name)
                         level = info.name.replace("\\", "/").strip("/").count("/")
                         if not info.isfile() or name not in (OUTBOX, ACTOR):
                             continue
@@ -237,8 +238,8 @@ class MastodonArchiveSource:
     def _check_total(self, total: int) -> None:
         if total > self.max_uncompressed_bytes:
             raise InputError(
-                f"The post files in {self.path.name} would unpack to {_mb(total)} MB, over the "
-                f"{_mb(self.max_uncompressed_bytes)} MB limit."
+                f"The post files in {self.path.name} would unpack to {mb(total)} MB, over the "
+                f"{mb(self.max_uncompressed_bytes)} MB limit."
             )
 
 
@@ -320,12 +321,8 @@ def _shallowest(infos: list[Any], name_of: Any) -> dict[str, Any]:
     """Per wanted base name, the member nearest the archive's top."""
     chosen: dict[str, Any] = {}
     for info in sorted(infos, key=lambda i: name_of(i).replace("\\", "/").count("/")):
-        chosen.setdefault(_base(name_of(info)), info)
+        chosen.setdefault(member_name(name_of(info)), info)
     return chosen
-
-
-def _base(name: str) -> str:
-    return PurePosixPath(name.replace("\\", "/")).name
 
 
 def _as_list(value: Any) -> list[Any]:

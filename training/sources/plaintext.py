@@ -1,7 +1,7 @@
 """Posts from a plain-text file: one post per line, the simplest export there is.
 
 A ``.txt`` file is read with the same encoding detection and mojibake repair as CSV files
-(:func:`training.sources.tabular.decode_bytes`); every non-empty line is one post, in the order
+(:func:`training.sources.decoding.decode_bytes`); every non-empty line is one post, in the order
 of the file (taken as newest first, like a timeline). A line starting with ``RT @`` is a retweet,
 as in an X archive, and is counted as one.
 """
@@ -13,9 +13,7 @@ from pathlib import Path
 from training.errors import InputError
 from training.handles import Handle
 from training.sources.base import RawTweet
-from training.sources.tabular import decode_bytes, repair_mojibake
-
-PLAIN_TEXT_SUFFIXES = frozenset({".txt", ".text"})
+from training.sources.decoding import decode_bytes, repair_mojibake
 
 
 class PlainTextSource:

@@ -180,7 +180,7 @@ async def test_a_mastodon_handle_with_enough_posts_trains_a_model(
 
 
 def test_network_sources_are_one_for_all_or_one_per_handle() -> None:
-    from bot.jobs import network_sources
+    from bot.sources import network_sources
     from training.handles import parse_handle
 
     masto, bsky = parse_handle("@alice@social.example"), parse_handle("bluesky:bob.bsky.social")
@@ -193,12 +193,14 @@ def test_network_sources_are_one_for_all_or_one_per_handle() -> None:
 async def test_a_job_on_two_networks_names_each_in_the_training_command(
     store: Store, bot_settings: BotSettings
 ) -> None:
+    from service_fakes import requests_for
+
     from bot.jobs import JobRunner
     from training.handles import parse_handle
 
     runner = JobRunner(store, bot_settings, python="python")
     handles = [parse_handle("@alice@social.example"), parse_handle("bluesky:bob.bsky.social")]
-    job = await runner.submit(1, 2, 3, handles, ["mastodon", "bluesky"])
+    job = await requests_for(runner).submit(1, 2, 3, handles, ["mastodon", "bluesky"])
     try:
         argv = runner.command(job)
         assert argv[3:7] == [
@@ -209,10 +211,12 @@ async def test_a_job_on_two_networks_names_each_in_the_training_command(
         ]
         assert argv[6:10] == ["--from", "mastodon", "--from", "bluesky"]
         assert job.model_name == "alice_at_social.example+bob.bsky.social"
-        single = await runner.submit(1, 2, 3, handles[:1], ["mastodon"])
+        single = await requests_for(runner).submit(1, 2, 3, handles[:1], ["mastodon"])
         assert "--mastodon" in runner.command(single) and "--from" not in runner.command(single)
         with pytest.raises(InputError, match="not a mix"):
-            await runner.submit(1, 2, 3, [parse_handle("@jack"), handles[0]], ["api", "mastodon"])
+            await requests_for(runner).submit(
+                1, 2, 3, [parse_handle("@jack"), handles[0]], ["api", "mastodon"]
+            )
     finally:
         await runner.stop()
 

@@ -295,8 +295,8 @@ async def test_forgetting_a_member_during_the_training_cancels_it_and_deletes_th
         assert job.owner_id == world.alice.id
         seen.append(Path(job.sources[0]))
         assert seen[0].is_file()
-        runner = world.env.bot.runner  # type: ignore[attr-defined]
-        return await runner.forget_member(world.guild.id, world.alice.id)
+        models = world.env.bot.models  # type: ignore[attr-defined]
+        return await models.forget_member(world.guild.id, world.alice.id)
 
     forgetting = asyncio.get_running_loop().create_task(forget_when_running())
     await world.alice.send(world.channel, "words only alice wrote")

@@ -76,7 +76,7 @@ async def test_status_message_edits_are_throttled_to_the_configured_interval(
 
 
 async def test_progress_text_shows_phase_bar_loss_and_eta() -> None:
-    from bot.exts.training import status_text
+    from bot.exts.training._reports import status_text
     from bot.store import Job
 
     job = Job(
@@ -107,7 +107,7 @@ async def test_progress_text_shows_phase_bar_loss_and_eta() -> None:
 
 
 async def test_a_language_note_stays_in_the_status_message_and_the_report() -> None:
-    from bot.exts.training import status_text, summary_text
+    from bot.exts.training._reports import status_text, summary_text
     from bot.jobs import JobResult
     from bot.store import Job
 
@@ -534,7 +534,7 @@ async def test_a_queued_job_says_how_many_jobs_are_ahead(
     await world.alice.send(world.channel, "!train @jack", attachments=[("tweets.csv", CSV)])
     first = posts_to(simcord_env, world.channel.id)[0]["content"]
     assert first.startswith("**Job #3 · jack** — Queued: ")
-    from bot.exts.training import queued_text
+    from bot.exts.training._reports import queued_text
 
     job = next(j for j in await store.recent_jobs(world.guild.id) if j.id == 3)
     assert queued_text(replace(job, position=1)) == "**Job #3 · jack** — Queued: next in line."
@@ -621,7 +621,7 @@ async def test_a_plain_text_file_is_accepted(
 
 
 def test_a_size_over_the_limit_never_reads_as_within_it() -> None:
-    from bot.exts.training import size_refusal
+    from bot.services.training_requests import size_refusal
 
     limit = 10 * 1024 * 1024
     assert size_refusal(limit + 1, limit, 10) == (

@@ -104,7 +104,7 @@ async def test_the_queued_and_running_texts_say_when_a_job_starts_and_is_ready(
 ) -> None:
     from datetime import UTC, datetime
 
-    from bot.exts.training import queued_text, status_text
+    from bot.exts.training._reports import queued_text, status_text
 
     job_id = await _queue(store, world.guild.id, world.channel.id, world.alice.id, "jack")
     job = await store.get_job(world.guild.id, job_id)

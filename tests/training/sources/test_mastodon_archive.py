@@ -176,11 +176,11 @@ def write_tar(path: Path, mode: str, members: list[tuple[str, int | bytes]]) -> 
 @pytest.fixture
 def budgets(monkeypatch: pytest.MonkeyPatch) -> list:
     """Every decompression budget a tarball read opens, to see how much it unpacked."""
-    from training.sources import archive, mastodon_archive
+    from training.sources import guards, mastodon_archive
 
     opened: list = []
 
-    class Recorded(archive.InflationBudget):
+    class Recorded(guards.InflationBudget):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             opened.append(self)

@@ -1,134 +1,60 @@
-"""``!train``, ``!jobs``, ``!cancel`` and the status messages of training jobs.
+"""The training cog: ``!train``, ``!retrain``, ``!jobs``, ``!cancel``, ``!trainme``, ``!forgetme``.
 
 The cog is also the job runner's listener: each job has one status message that is edited as the
 background training process reports progress (at most once every ``progress_edit_interval_s``), and
 when the job ends the cog posts the data table, the validation perplexity before → after, three
-sample tweets and the loss curve — or one sentence saying why it failed.
+sample tweets and the loss curve — or one sentence saying why it failed. The rules of a request are
+:mod:`bot.services.training_requests`'s; what the messages say is :mod:`._reports`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.client import NO_MENTIONS
-from bot.exts import parse_handle_list, require_guild_id
-from bot.exts.admin import admin_only
+from bot.checks import admin_only, is_admin
+from bot.exts import parse_handle_list, parse_handle_text, require_guild_id
 from bot.formatting import (
-    data_table_block,
+    NO_MENTIONS,
     escape_user_text,
-    format_duration,
-    perplexity_line,
-    progress_text,
 )
-from bot.jobs import UPLOAD_ARCHIVE_FOLDER, JobResult, network_sources
+from bot.jobs import JobResult
 from bot.own_messages import (
-    OWN_MESSAGES_FILE,
-    TRAIN_ME_SETTING,
     collect_own_messages,
     own_handle,
     own_model_name,
     refuse_if_nothing,
 )
-from bot.public_errors import public_error, public_message
+from bot.public_errors import public_error
 from bot.store import Job
-from training.config import get_settings as training_settings
 from training.errors import DoppeltweetError, InputError
 from training.generate import DEFAULT_PROMPT
-from training.handles import Handle
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot
+from bot.exts.training._reports import (
+    LOSS_CURVE_MISSING,
+    failure_text,
+    job_title,
+    queue_line,
+    queued_text,
+    status_text,
+    summary_text,
+)
 
 log = logging.getLogger(__name__)
 
-#: Phases whose progress message is meant for people (others may name server paths).
-_PHASES_WITH_MESSAGES = frozenset({"queued", "fetching", "cleaning", "loading"})
 API_WORDS = frozenset({"api", "--api", "x-api"})
 #: ``!train me``: the member's own messages (``@me`` stays the X handle me).
 ME_WORD = "me"
 SAMPLE_TWEETS = 3
-
-
-#: The report's last line when Discord refused its image.
-LOSS_CURVE_MISSING = "_The loss curve could not be uploaded._"
-
-#: Discord lets a message carry at most ten attachments.
-MAX_ATTACHMENTS = 10
-_MB = 1024 * 1024
-
-
-def no_source_sentence(prefix: str) -> str:
-    """What to do when ``!train`` got no tweets to learn from."""
-    return (
-        f"Attach your X archive (the zip, or tweets.js and the other .js files from its data/ "
-        f"folder), a CSV, JSONL or plain-text (.txt, one post per line) file of tweets to "
-        f"`{prefix}train @handle`, or name Bluesky handles (bluesky:name.bsky.social) or "
-        f"Mastodon handles (mastodon:@name@server), or add `api` to read the paid X API."
-    )
-
-
-def size_refusal(size: int, limit: int, limit_mb: float) -> str:
-    """``10.01 MB, over this bot's 10 MB limit`` — in bytes when MB would round into the limit."""
-    shown = f"{size / _MB:.2f}"
-    if float(shown) > limit_mb:
-        return f"{shown} MB, over this bot's {limit_mb:g} MB limit"
-    return f"{size:,} bytes, over this bot's limit of {limit:,} bytes ({limit_mb:g} MB)"
-
-
-def job_title(job: Job) -> str:
-    """``Job #3 · jack-bob`` — how a job is named in messages."""
-    return f"Job #{job.id} · {escape_user_text(job.model_name)}"
-
-
-def discord_time(unix_s: float) -> str:
-    """A time Discord shows in each reader's own words and zone, kept current (``in 5 minutes``)."""
-    return f"<t:{int(unix_s)}:R>"
-
-
-def budget_line(job: Job, budget_s: float | None) -> str | None:
-    """``Budget 5m 00s · ready <t:…:R>`` for a running job with a time budget."""
-    if budget_s is None or job.state != "running" or job.started_at is None:
-        return None
-    ready = job.started_at.timestamp() + budget_s
-    return f"Budget {format_duration(budget_s)} · ready {discord_time(ready)}"
-
-
-def status_text(job: Job, event: dict[str, Any] | None, budget_s: float | None = None) -> str:
-    """The status message of a job for its last progress event (or its state); a running job
-    with a time budget also shows the budget and when it will be ready."""
-    fields = event or {}
-    phase = fields.get("phase") or ("queued" if job.state == "queued" else "starting")
-    budget = budget_line(job, budget_s)
-    # Notes (a base that does not write the person's language) stay in every later event.
-    notes = fields.get("notes")
-    notes = [str(n) for n in notes if n] if isinstance(notes, list) else []
-    message = (
-        public_message(str(fields["message"]))
-        if phase in _PHASES_WITH_MESSAGES and fields.get("message") not in (None, "", *notes)
-        else None
-    )
-    text = progress_text(
-        title=job_title(job),
-        phase=str(phase),
-        step=fields.get("step"),
-        total=fields.get("total"),
-        loss=fields.get("loss"),
-        eta_s=fields.get("eta_s"),
-        message=message,
-    )
-    notes_text = "\n".join(f"⚠️ {escape_user_text(public_message(n))}" for n in notes)
-    lines = [text, *([budget] if budget else []), *([notes_text] if notes else [])]
-    return "\n".join(lines)[:2000]
 
 
 class Training(commands.Cog):
@@ -172,6 +98,7 @@ class Training(commands.Cog):
         """Train a model that tweets like 1 to 3 people, in the background."""
         guild_id = require_guild_id(ctx)
         prefix = self.bot.settings.prefix
+        requests = self.bot.training_requests
         tokens = handles.split()
         if [t.lower() for t in tokens] == [ME_WORD]:
             if _attachments(ctx, archive):
@@ -183,57 +110,22 @@ class Training(commands.Cog):
             return
         use_api = any(t.lower() in API_WORDS for t in tokens)
         parsed = parse_handle_list([t for t in tokens if t.lower() not in API_WORDS])
-        upload: list[Path] = []
-        attachments = _attachments(ctx, archive)
-        if attachments:
-            if use_api:
-                raise InputError("Use either an attachment or `api`, not both.")
-            self._check_attachments(attachments)
-            upload = self.bot.runner.upload_paths(guild_id, [a.filename for a in attachments])
-            try:
-                for attachment, path in zip(attachments, upload, strict=True):
-                    await attachment.save(path)
-                    self._check_saved(path)
-            except BaseException:
-                _remove_upload(upload)
-                raise
-            # Several files are the .js files of one archive: their folder is the source.
-            sources = [str(upload[0] if len(upload) == 1 else upload[0].parent)]
-        elif use_api:
-            if any(h.platform != "x" for h in parsed):
-                raise InputError(
-                    "The X API reads X handles only; Bluesky and Mastodon handles need no `api`."
-                )
-            token = training_settings().x_bearer_token
-            if token is None or not token.get_secret_value():
-                raise InputError(
-                    "The X API is not configured on this bot (it is paid: about $16 for 3,200 "
-                    "tweets); attach your free X archive instead."
-                )
-            sources = ["api"]
-        elif (networks := network_sources(parsed)) is not None:
-            sources = networks  # Bluesky's public feed, each Mastodon server's public API
-        else:
-            raise InputError(no_source_sentence(prefix))
+        received = await requests.receive(
+            guild_id, parsed, use_api=use_api, files=_attachments(ctx, archive)
+        )
         async with self._announcing:
-            try:
-                job = await self.submit(ctx, guild_id, parsed, sources)
-            except BaseException:
-                if upload:
-                    _remove_upload(upload)
-                raise
+            job = await requests.queue(guild_id, ctx.channel.id, ctx.author.id, received)
             await self._announce_queued(ctx, job)
 
     async def _train_me(self, ctx: commands.Context[Any], guild_id: int) -> None:
         """A model of the member who asks, from their own messages in this server's channels."""
         settings = self.bot.settings
-        if not await self.bot.store.get_guild_setting(guild_id, TRAIN_ME_SETTING, True):
-            raise InputError(f"An admin of this server switched `{settings.prefix}train me` off.")
+        requests = self.bot.training_requests
         guild, member = ctx.guild, ctx.author
         if guild is None or not isinstance(member, discord.Member):
             raise commands.NoPrivateMessage()
         handle, name = own_handle(member), own_model_name(member)
-        await self._refuse_foreign_model(guild_id, name, member.id)
+        await requests.check_own_model(guild_id, member.id, name)
         collected = await collect_own_messages(
             guild,
             member,
@@ -243,86 +135,24 @@ class Training(commands.Cog):
             max_age_days=settings.train_me_max_age_days,
         )
         refuse_if_nothing(collected, settings.train_me_max_age_days)
-        upload = [self.bot.runner.upload_path(guild_id, OWN_MESSAGES_FILE)]
-        try:
-            upload[0].write_text("\n".join(collected.lines) + "\n", encoding="utf-8")
-        except BaseException:
-            _remove_upload(upload)
-            raise
+        received = requests.receive_own_messages(guild_id, member.id, handle, name, collected.lines)
         async with self._announcing:
-            try:
-                job = await self.bot.runner.submit(
-                    guild_id,
-                    ctx.channel.id,
-                    member.id,
-                    [handle],
-                    [str(upload[0])],
-                    {},
-                    owner_id=member.id,
-                    name=name,
-                )
-            except BaseException:
-                _remove_upload(upload)
-                raise
+            job = await requests.queue(guild_id, ctx.channel.id, member.id, received)
             await self._announce_queued(ctx, job)
 
-    async def _refuse_foreign_model(self, guild_id: int, name: str, member_id: int) -> None:
-        """An own model's name holds its member's username: a member who took the username of
-        someone who trained a model of themselves never trains over that one."""
-        record = await self.bot.store.get_model(guild_id, name)
-        if record is not None and record.owner_id != member_id:
-            raise InputError(
-                f"The model {escape_user_text(name)} is the own model of a member who had your "
-                f"username before; an admin can `{self.bot.settings.prefix}delete` it first."
-            )
-
-    def _check_attachments(self, attachments: list[discord.Attachment]) -> None:
-        """Count and sizes, from the attachments' metadata, before anything is downloaded."""
-        if len(attachments) > MAX_ATTACHMENTS:
-            raise InputError(
-                f"Attach at most {MAX_ATTACHMENTS} files to one training, not {len(attachments)}."
-            )
-        limit = self.bot.settings.max_attachment_bytes
-        total = sum(a.size for a in attachments)
-        total_limit = int(self.bot.settings.max_upload_total_mb * _MB)
-        if len(attachments) > 1 and total > total_limit:
-            over = size_refusal(total, total_limit, self.bot.settings.max_upload_total_mb)
-            raise InputError(
-                f"Together the files are {over} for one training; attach only tweets.js (and "
-                "note-tweet.js or tweets-part1.js… if you have them) from your archive's data/ "
-                "folder."
-            )
-        for attachment in attachments:
-            if attachment.size > limit:
-                which = "That file" if len(attachments) == 1 else "One of the files"
-                over = size_refusal(attachment.size, limit, self.bot.settings.max_attachment_mb)
-                raise InputError(
-                    f"{which} is {over}; attach only the .js "
-                    "files from your archive's data/ folder (tweets.js, and note-tweet.js or "
-                    "tweets-part1.js… if you have them) instead of the whole zip."
-                )
-
-    def _check_saved(self, path: Path) -> None:
-        """A saved file larger than its announced size is refused like one announced so."""
-        size = path.stat().st_size
-        limit = self.bot.settings.max_attachment_bytes
-        if size > limit:
-            over = size_refusal(size, limit, self.bot.settings.max_attachment_mb)
-            raise InputError(f"{path.name} is {over}.")
-
-    async def submit(
-        self, ctx: commands.Context[Any], guild_id: int, handles: list[Handle], sources: list[str]
-    ) -> Job:
-        """Queue a training job with the bot's default training options."""
-        return await self.bot.runner.submit(
-            guild_id, ctx.channel.id, ctx.author.id, handles, sources, {}
-        )
-
-    async def retrain_model(self, ctx: commands.Context[Any], name: str) -> None:
-        """Queue a model again from the sources its last training used."""
+    @commands.hybrid_command(name="retrain")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        handle="The model to train again: a handle such as @jack, or a member's own: alice+discord"
+    )
+    @admin_only()
+    async def retrain(self, ctx: commands.Context[Any], handle: str) -> None:
+        """Train a model again from the same sources as last time (API and Bluesky refreshed)."""
         guild_id = require_guild_id(ctx)
+        own = await self.bot.models.own_named(guild_id, handle)
+        parsed = own or parse_handle_text(handle)
         async with self._announcing:
-            job = await self.bot.runner.retrain(guild_id, ctx.channel.id, ctx.author.id, name)
+            job = await self.bot.models.retrain(guild_id, ctx.channel.id, ctx.author.id, parsed)
             await self._announce_queued(ctx, job)
 
     async def _announce_queued(self, ctx: commands.Context[Any], job: Job) -> None:
@@ -370,9 +200,8 @@ class Training(commands.Cog):
         word = switch.strip().lower()
         if word not in ("", "on", "off"):
             raise InputError(f"Say `{prefix}trainme on` or `{prefix}trainme off`.")
-        if word:
-            await self.bot.store.set_guild_setting(guild_id, TRAIN_ME_SETTING, word == "on")
-        enabled = await self.bot.store.get_guild_setting(guild_id, TRAIN_ME_SETTING, True)
+        switch_to = word == "on" if word else None
+        enabled = await self.bot.training_requests.train_me_enabled(guild_id, switch_to)
         state = "on: members may" if enabled else "off: nobody may"
         await ctx.send(
             f"`{prefix}train me` is {state} train a model of themselves from their own "
@@ -386,9 +215,7 @@ class Training(commands.Cog):
         """Delete your own `!train me` models and every copy of your messages the bot kept."""
         guild_id = require_guild_id(ctx)
         prefix = self.bot.settings.prefix
-        records, cancelled = await self.bot.runner.forget_member(guild_id, ctx.author.id)
-        for record in records:
-            self.bot.cache.invalidate(record.path)
+        records, cancelled = await self.bot.models.forget_member(guild_id, ctx.author.id)
         if records:
             names = ", ".join(f"**{escape_user_text(r.name)}**" for r in records)
             text = (
@@ -409,8 +236,6 @@ class Training(commands.Cog):
     @app_commands.describe(scope="all: every queued job of this server (admins)")
     async def jobs(self, ctx: commands.Context[Any], scope: str = "") -> None:
         """Show the running jobs and your queued ones with when they start (admins: `all`)."""
-        from bot.exts.admin import is_admin
-
         guild_id = require_guild_id(ctx)
         prefix = self.bot.settings.prefix
         word = scope.strip().lower()
@@ -419,7 +244,7 @@ class Training(commands.Cog):
                 f"Say `{prefix}jobs` for the running jobs and yours, or `{prefix}jobs all` for "
                 "every queued job of this server (admins)."
             )
-        if word == "all" and not is_admin(self.bot, ctx.author):
+        if word == "all" and not is_admin(self.bot.settings, ctx.author):
             raise InputError(
                 f"Only server admins see every queued job of this server; `{prefix}jobs` shows "
                 "the running jobs and yours."
@@ -449,8 +274,6 @@ class Training(commands.Cog):
     @app_commands.describe(job_id="The job's number from !jobs (default: your latest job)")
     async def cancel(self, ctx: commands.Context[Any], job_id: int = 0) -> None:
         """Cancel your queued or running training job (admins may cancel any)."""
-        from bot.exts.admin import is_admin
-
         guild_id = require_guild_id(ctx)
         if job_id == 0:
             own = await self.bot.runner.user_jobs(guild_id, ctx.author.id)
@@ -461,7 +284,7 @@ class Training(commands.Cog):
             job_id,
             guild_id=guild_id,
             user_id=ctx.author.id,
-            is_admin=is_admin(self.bot, ctx.author),
+            is_admin=is_admin(self.bot.settings, ctx.author),
         )
         detail = f" {escape_user_text(public_error(self.bot, job.error))}" if job.error else ""
         await ctx.send(f"Cancelled {job_title(job)}.{detail}", allowed_mentions=NO_MENTIONS)
@@ -587,70 +410,6 @@ class Training(commands.Cog):
         self._status.pop(job.id, None)
 
 
-def queued_text(job: Job, starts_in_s: float | None = None, now: float | None = None) -> str:
-    """The first status of a job: it starts at once, or waits behind others (and, with time
-    budgets, says when it is expected to start)."""
-    if job.position:
-        ahead = job.position - 1
-        waits = f"{ahead} job{'s' if ahead != 1 else ''} ahead" if ahead else "next in line"
-        return f"**{job_title(job)}** — Queued: {waits}{_expected_start(starts_in_s, now)}."
-    return f"**{job_title(job)}** — Starting."
-
-
-def queue_line(job: Job, starts_in_s: float | None = None, now: float | None = None) -> str:
-    """``2. Job #5 · jack — by @member; expected to start <t:…:R>`` in ``!jobs``."""
-    return (
-        f"{job.position or '?'}. {job_title(job)} — by <@{job.user_id}>"
-        f"{_expected_start(starts_in_s, now)}"
-    )
-
-
-def _expected_start(starts_in_s: float | None, now: float | None) -> str:
-    if starts_in_s is None:
-        return ""
-    return f"; expected to start {discord_time((now or time.time()) + starts_in_s)}"
-
-
-def failure_text(job: Job, message: str) -> str:
-    """A failed job's status: the sentence, and the data table when the tweets were read."""
-    lines = [f"**{job_title(job)}** — Failed: {escape_user_text(message)}"]
-    table = (job.progress or {}).get("table")
-    if isinstance(table, dict) and table and all(isinstance(v, dict) for v in table.values()):
-        lines.append(data_table_block(table))
-    return "\n".join(lines)[:2000]
-
-
-def summary_text(job: Job, result: JobResult) -> str:
-    """The finished job's report: the data table and validation perplexity before → after."""
-    lines = [f"**{escape_user_text(job.model_name)}** is trained."]
-    if result.table:
-        lines.append(data_table_block(result.table))
-    ppl = perplexity_line(result.perplexity_before, result.perplexity_after)
-    if ppl:
-        lines.append(ppl)
-    lines += [escape_user_text(sentence) for sentence in record_sentences(job, result.record)]
-    return "\n".join(lines)
-
-
-def record_sentences(job: Job, record: dict[str, Any]) -> list[str]:
-    """From ``training.json``: how recognisable the model is, and the base's language warning."""
-    from training.recognisability import recognisability_sentence
-
-    sentences = []
-    likeness = record.get("likeness")
-    figure = likeness.get("recognisability") if isinstance(likeness, dict) else None
-    if isinstance(figure, dict):
-        who = " & ".join(h.display for h in job.handles) if job.handles else job.model_name
-        sentence = recognisability_sentence(figure, who)
-        if sentence:
-            sentences.append(sentence)
-    languages = record.get("languages")
-    warning = languages.get("warning") if isinstance(languages, dict) else None
-    if isinstance(warning, str) and warning:
-        sentences.append(f"⚠️ {warning}")
-    return sentences
-
-
 def _attachments(
     ctx: commands.Context[Any], archive: discord.Attachment | None
 ) -> list[discord.Attachment]:
@@ -658,22 +417,3 @@ def _attachments(
     if ctx.interaction is None and ctx.message.attachments:
         return list(ctx.message.attachments)
     return [archive] if archive is not None else []
-
-
-def _remove_upload(upload: list[Path]) -> None:
-    """Forget the attachments of a refused job: their files and the fresh folders they sat in."""
-    folders: set[Path] = set()
-    for path in upload:
-        path.unlink(missing_ok=True)
-        folders.add(path.parent)
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-        with contextlib.suppress(OSError):
-            if folder.name == UPLOAD_ARCHIVE_FOLDER:
-                folder.parent.rmdir()
-
-
-async def setup(bot: DoppeltweetBot) -> None:
-    """Load the training cog."""
-    await bot.add_cog(Training(bot))
