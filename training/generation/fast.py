@@ -42,7 +42,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.generation.settings import ADAPTER_CONFIG, TRAINING_FILE, GenerationSettings
+from training.generation.settings import (
+    ADAPTER_CONFIG,
+    TRAINING_FILE,
+    GenerationSettings,
+    nucleus,
+)
 from training.generation.stop import _TweetEnd
 
 if TYPE_CHECKING:
@@ -597,13 +602,7 @@ class _FastSampler:
         scores = logits[ids] / settings.temperature
         if not settings.do_sample:
             return [int(ids[int(np.argmax(scores))])] * batch
-        order = np.argsort(-scores)
-        if settings.top_k > 0:
-            order = order[: settings.top_k]
-        probs = np.exp(scores[order] - scores[order].max())
-        probs /= probs.sum()
-        keep = int(np.searchsorted(np.cumsum(probs), settings.top_p) + 1)
-        order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
+        order, probs = nucleus(scores, settings)
         return [int(ids[i]) for i in self.rng.choice(order, size=batch, p=probs)]
 
 

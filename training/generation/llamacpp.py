@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.generation.settings import ADAPTER_CONFIG, GenerationSettings
+from training.generation.settings import ADAPTER_CONFIG, GenerationSettings, nucleus
 from training.generation.stop import _TweetEnd
 
 if TYPE_CHECKING:
@@ -718,16 +718,7 @@ class _LlamaSampler:
             scores[self.backend.eos_id] = -np.inf
         if not settings.do_sample:
             return int(ids[int(np.argmax(scores))])
-        scores = scores / settings.temperature
-        if 0 < settings.top_k < scores.shape[0]:
-            keep = np.argpartition(-scores, settings.top_k - 1)[: settings.top_k]
-        else:
-            keep = np.arange(scores.shape[0])
-        keep = keep[np.argsort(-scores[keep], kind="stable")]
-        probs = np.exp(scores[keep] - scores[keep[0]])
-        probs /= probs.sum()
-        cut = int(np.searchsorted(np.cumsum(probs), settings.top_p) + 1)
-        keep, probs = keep[:cut], probs[:cut] / probs[:cut].sum()
+        keep, probs = nucleus(scores / settings.temperature, settings)
         return int(ids[int(self.rng.choice(keep, p=probs))])
 
 

@@ -130,3 +130,19 @@ def check_count(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TWEETS:
         raise InputError(f"Ask for 1 to {MAX_TWEETS} tweets, not {n!r}.")
     return n
+
+
+def nucleus(scores: Any, settings: GenerationSettings) -> tuple[Any, Any]:
+    """The candidates (indices into ``scores``, best first) and their probabilities under the
+    settings' top-k, then top-p rule, for ``scores`` already divided by the temperature."""
+    import numpy as np
+
+    if 0 < settings.top_k < scores.shape[0]:
+        keep = np.argpartition(-scores, settings.top_k - 1)[: settings.top_k]
+    else:
+        keep = np.arange(scores.shape[0])
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    probs = np.exp(scores[keep] - scores[keep[0]])
+    probs /= probs.sum()
+    cut = int(np.searchsorted(np.cumsum(probs), settings.top_p) + 1)
+    return keep[:cut], probs[:cut] / probs[:cut].sum()
