@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from training.handles import Handle
-from training.pipeline import API_SPEC, BLUESKY_SPEC, MASTODON_SPEC, NETWORK_SPECS, default_spec
+from training.pipeline import API_SPEC, NETWORK_SPECS, default_spec
 
 API_SOURCE = API_SPEC
-BLUESKY_SOURCE = BLUESKY_SPEC
-MASTODON_SOURCE = MASTODON_SPEC
 #: Sources that are networks, not uploads.
 REMOTE_SOURCES = NETWORK_SPECS
 
