@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bot.config import config_table
+from bot.config_docs import bot_tables, config_table
 from bot.exts.meta import COMMANDS
 from training.cli import COMMANDS as CLI_COMMANDS
 from training.config import TrainingSettings
@@ -15,7 +15,9 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def test_readme_shows_the_current_configuration_tables() -> None:
-    assert config_table() in README, "regenerate the README's bot table from bot.config"
+    assert bot_tables(level=4) in README, (
+        "regenerate the README's bot tables with bot.config_docs.bot_tables(level=4)"
+    )
     assert config_table(TrainingSettings) in README, "regenerate the README's training table"
 
 

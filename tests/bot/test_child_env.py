@@ -106,3 +106,12 @@ def test_every_secret_field_is_known_by_every_name_it_is_read_from() -> None:
     assert "DOPPELTWEET_MAX_TWEETS" in training_env_names()
     assert not names & training_env_names()
     assert child_environment({"Discord_Token": "x", "LANG": "C"}) == {"LANG": "C"}
+
+
+def test_every_secret_is_removed_in_any_case_and_nothing_else() -> None:
+    names = secret_env_names()
+    assert "DISCORD_TOKEN" in names and "MASTODON_ACCESS_TOKEN" in names
+    spelled = {f(name): "secret" for name in names for f in (str.lower, str.title, str.upper)}
+    assert child_environment({**spelled, "LANG": "C"}) == {"LANG": "C"}
+    kept = child_environment({"hf_token": "hub", "X_BEARER_TOKEN": "x"}, secrets_kept=["hf_token"])
+    assert kept == {"hf_token": "hub"}

@@ -1,4 +1,5 @@
-"""BotSettings: the environment and .env, secrets kept secret, per-server paths, the docs table."""
+"""BotSettings: the environment and .env, its sections, secrets kept secret, per-server paths, the
+docs tables."""
 
 from __future__ import annotations
 
@@ -6,9 +7,19 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
-from bot.config import BotSettings, config_table, configuration_doc
+from bot.config import (
+    SECTIONS,
+    BotSettings,
+    DiscordSettings,
+    PostingSettings,
+    StorageSettings,
+    env_names,
+    is_secret,
+    secret_env_names,
+)
+from bot.config_docs import bot_tables, configuration_doc
 from training.errors import InputError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -116,10 +127,10 @@ def test_each_server_gets_its_own_folders(tmp_path: Path) -> None:
 
 
 def test_the_configuration_docs_show_the_current_table() -> None:
-    table = config_table()
+    table = bot_tables()
     assert DOCS.read_text(encoding="utf-8") == configuration_doc(), (
         "docs/configuration.md is out of date: regenerate it with "
-        "`python -m bot.config > docs/configuration.md`"
+        "`python -m bot.config_docs > docs/configuration.md`"
     )
     for name, field in BotSettings.model_fields.items():
         assert field.description, f"{name} needs a description for the docs"
@@ -135,3 +146,68 @@ def test_bases_per_language_come_as_json(monkeypatch: pytest.MonkeyPatch) -> Non
         "ja": "Qwen/Qwen2.5-0.5B",
         "zh": "Qwen/Qwen2.5-1.5B",
     }
+
+
+def test_the_sections_make_up_the_settings_each_field_once() -> None:
+    assert BotSettings.__bases__ == tuple(reversed(SECTIONS))
+    in_sections = [name for section in SECTIONS for name in section.model_fields]
+    assert in_sections == list(BotSettings.model_fields), "a field is in no section, or in two"
+    for section in SECTIONS:
+        for name, field in section.model_fields.items():
+            assert repr(BotSettings.model_fields[name]) == repr(field)
+    titles = [section.SECTION for section in SECTIONS]
+    assert all(titles) and len(set(titles)) == len(titles)
+    for section in SECTIONS:
+        assert f"### {section.SECTION}\n" in bot_tables()
+
+
+def test_a_section_alone_reads_what_the_whole_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("discord_token", "abc.def")
+    monkeypatch.setenv("DOPPELTWEET_OWNER_IDS", "12,34")
+    monkeypatch.setenv("doppeltweet_data_dir", "/srv/dt")
+    monkeypatch.setenv("Mastodon_Access_Token", "m-token")
+    monkeypatch.setenv("DOPPELTWEET_SERVE_PORT", "8080")
+    monkeypatch.setenv("DOPPELTWEET_RAY_NUM_GPUS", "1")
+    monkeypatch.setenv("DOPPELTWEET_BASE_BY_LANGUAGE", '{"ja": "Qwen/Qwen2.5-0.5B"}')
+    whole = BotSettings().model_dump()
+    for section in SECTIONS:
+        assert section().model_dump() == {name: whole[name] for name in section.model_fields}
+    assert DiscordSettings().token() == "abc.def"
+    assert StorageSettings().db_file == Path("/srv/dt/doppeltweet.db")
+    assert PostingSettings().mastodon_access_token == SecretStr("m-token")
+    monkeypatch.setenv("DOPPELTWEET_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(ValidationError):
+        PostingSettings()
+
+
+def test_the_secrets_are_the_fields_typed_secret_whatever_their_section() -> None:
+    bot_secrets = secret_env_names([BotSettings])
+    assert {
+        "DISCORD_TOKEN",
+        "DOPPELTWEET_DISCORD_TOKEN",
+        "DOPPELTWEET_GENERATION_TOKEN",
+        "X_CONSUMER_KEY",
+        "X_CONSUMER_SECRET",
+        "X_ACCESS_TOKEN",
+        "X_ACCESS_TOKEN_SECRET",
+        "BLUESKY_APP_PASSWORD",
+        "MASTODON_ACCESS_TOKEN",
+    } <= bot_secrets
+    assert bot_secrets == secret_env_names(SECTIONS)
+    assert "BLUESKY_HANDLE" not in bot_secrets and "DOPPELTWEET_OWNER_IDS" not in bot_secrets
+    assert "DISCORD_TOKEN" not in secret_env_names([BotSettings], kept=["discord_token"])
+
+    class WithWebhook(BotSettings):
+        webhook_secret: SecretStr = Field(default=SecretStr(""), description="A new secret.")
+
+    assert is_secret(WithWebhook.model_fields["webhook_secret"])
+    assert secret_env_names([WithWebhook]) == bot_secrets | {"DOPPELTWEET_WEBHOOK_SECRET"}
+
+
+def test_the_docs_name_every_secret_the_models_have() -> None:
+    intro = configuration_doc().split("## The bot", 1)[0]
+    for name, field in BotSettings.model_fields.items():
+        if is_secret(field):
+            shown = [env for env in env_names(BotSettings, name) if f"`{env}`" in intro]
+            assert shown, f"{name} is a secret the docs do not name"
+    assert "`BLUESKY_HANDLE`" not in intro
