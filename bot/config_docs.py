@@ -107,7 +107,7 @@ def configuration_doc() -> str:
     writes it)."""
     return (
         _intro()
-        + "## The bot\n\n"
+        + f"## {BotSettings.SECTION}\n\n"
         + bot_tables(level=3)
         + "\n## Training (the CLI and the bot's training processes)\n\n"
         + config_table(TrainingSettings)

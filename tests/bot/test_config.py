@@ -159,6 +159,9 @@ def test_the_sections_make_up_the_settings_each_field_once() -> None:
     assert all(titles) and len(set(titles)) == len(titles)
     for section in SECTIONS:
         assert f"### {section.SECTION}\n" in bot_tables()
+        assert f"#### {section.SECTION}\n\n| Variable |" in bot_tables(level=4)
+    with pytest.raises(ValueError, match="heading level"):
+        bot_tables(level=7)
 
 
 def test_a_section_alone_reads_what_the_whole_reads(monkeypatch: pytest.MonkeyPatch) -> None:
