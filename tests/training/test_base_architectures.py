@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from training.basemodels import build_tiny_model
-from training.generation.fast import FAST_DIR, fast_artifact
+from training.generation.fast_build import FAST_DIR, fast_artifact
 
 #: These tests are about the CTranslate2 path, which ``auto`` tries after llama.cpp.
 pytestmark = pytest.mark.usefixtures("ctranslate2_engine")
@@ -63,7 +63,7 @@ def _base(kind: str, folder: Path, texts: list[str]) -> Path:
 def test_a_recommended_architecture_trains_with_lora_and_serves_fast(
     kind: str, tmp_path: Path, sample_table
 ) -> None:
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
     from training.progress import JsonProgress
     from training.store import ModelStore
     from training.train import TrainConfig, train_model

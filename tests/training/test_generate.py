@@ -18,7 +18,7 @@ import torch
 
 from training.basemodels import build_tiny_model
 from training.errors import InputError, ModelError
-from training.generate import (
+from training.generation import (
     MAX_PROMPT_CHARS,
     CopyFilter,
     GenerationSettings,
@@ -223,7 +223,7 @@ def test_copy_filter_keeps_a_seven_word_tweet_sharing_only_five_words() -> None:
 
 def _reference_is_copy(texts: list[str], candidate: str) -> bool:
     """The copy rule spelled out with plain string sets (what CopyFilter stores as digests)."""
-    from training.generate import normalized_words
+    from training.generation import normalized_words
 
     def grams(words: list[str], k: int) -> set[str]:
         return {" ".join(words[i : i + k]) for i in range(len(words) - k + 1)}
@@ -414,12 +414,12 @@ def test_bad_counts_seeds_and_prompts_are_refused(tiny_dir: Path) -> None:
 def test_sampling_stops_a_row_at_a_newline(tiny_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from training.generate import _TweetEnd
+    from training.generation.stop import TweetEnd
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
     word = tokenizer(" coffee", add_special_tokens=False)["input_ids"][-1]
-    stop = _TweetEnd(tokenizer, 2, prompt_chars=5, max_chars=280)
+    stop = TweetEnd(tokenizer, 2, prompt_chars=5, max_chars=280)
     assert stop(torch.tensor([[0, word], [0, word]]), None).tolist() == [False, False]
     assert stop(torch.tensor([[0, word, newline], [0, word, word]]), None).tolist() == [True, False]
 
@@ -429,12 +429,12 @@ def test_sampling_stops_a_row_exactly_when_more_words_cannot_change_its_tweet(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from training.generate import _TweetEnd
+    from training.generation.stop import TweetEnd
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     word = tokenizer(" coffee", add_special_tokens=False)["input_ids"]
     prompt = tokenizer("I think", add_special_tokens=False)["input_ids"]
-    stop = _TweetEnd(tokenizer, 1, prompt_chars=len("I think"), max_chars=30)
+    stop = TweetEnd(tokenizer, 1, prompt_chars=len("I think"), max_chars=30)
     ids = [0, *prompt]
     for _ in range(100):
         ids += word
@@ -452,17 +452,18 @@ def test_sampling_stops_a_row_exactly_when_more_words_cannot_change_its_tweet(
 def test_a_row_with_no_whitespace_is_stopped_once_far_too_long(tiny_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from training.generate import _RUNAWAY_SLACK, _TweetEnd
+    from training.generation import stop as stop_rule
+    from training.generation.stop import TweetEnd
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     letter = tokenizer("x", add_special_tokens=False)["input_ids"][0]
-    stop = _TweetEnd(tokenizer, 1, prompt_chars=0, max_chars=30)
+    stop = TweetEnd(tokenizer, 1, prompt_chars=0, max_chars=30)
     ids = [0]
     while stop(torch.tensor([ids]), None).tolist() == [False]:
         ids.append(letter)
         assert len(ids) < 1000
     chars = len(tokenizer.decode(ids[1:], skip_special_tokens=True))
-    assert chars == 30 + _RUNAWAY_SLACK + 1
+    assert chars == 30 + stop_rule._RUNAWAY_SLACK + 1
 
 
 def test_a_prompt_spelling_out_the_eos_token_stays_plain_text(tiny_dir: Path) -> None:
@@ -538,14 +539,14 @@ def test_a_lora_model_without_its_base_name_is_a_model_error(
 def test_a_damaged_lora_adapter_is_a_model_error_and_leaves_no_base_behind(
     lora_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    from training import generate
+    from training.generation import pool
 
     broken = shutil.copytree(lora_dirs["lora_a"], tmp_path / "alice")
     (broken / "adapter_model.safetensors").write_bytes(b"damaged")
-    bases = set(generate._BASES)
+    bases = set(pool._BASES)
     with pytest.raises(ModelError, match="damaged"):
         TweetGenerator.load(broken, device="cpu")
-    assert set(generate._BASES) == bases
+    assert set(pool._BASES) == bases
 
 
 def test_a_missing_recorded_base_folder_falls_back_to_the_base_name(
@@ -587,7 +588,7 @@ def test_models_with_identical_tokenizer_files_share_one_tokenizer(
 ) -> None:
     import gc
 
-    from training import generate
+    from training.generation import sharing
 
     first = TweetGenerator.load(lora_dirs["lora_a"], device="cpu")
     second = TweetGenerator.load(lora_dirs["lora_b"], device="cpu")
@@ -597,7 +598,7 @@ def test_models_with_identical_tokenizer_files_share_one_tokenizer(
     assert second.generate("I think", n=1, seed=0, settings=FAST).tweets
     del first, second, other
     gc.collect()
-    assert len(generate._TOKENIZERS) == 0  # held only by the models that use them
+    assert len(sharing._TOKENIZERS) == 0  # held only by the models that use them
 
 
 def test_a_noop_adapter_generates_exactly_what_its_base_does(lora_dirs: dict[str, Path]) -> None:
@@ -881,7 +882,7 @@ def test_a_healed_prompt_can_finish_its_last_word(overfit_dir: Path) -> None:
 
 
 def test_healing_constrains_only_the_first_sampled_token(tiny_dir: Path) -> None:
-    from training.generate import _token_texts
+    from training.generation.sharing import token_texts
 
     generator = TweetGenerator.load(tiny_dir, device="cpu")
     tokenizer = generator._tokenizer
@@ -891,7 +892,7 @@ def test_healing_constrains_only_the_first_sampled_token(tiny_dir: Path) -> None
     back, healing, chars = healed
     word = tokenizer.decode(ids[-back:])
     assert word.strip() == "Today" and chars == len(word)
-    texts = _token_texts(tokenizer)
+    texts = token_texts(tokenizer)
     assert healing and all(texts[i].startswith(word) for i in healing)
     # The torch backend applies it to the first sampled token only.
     torch_backend = TweetGenerator.load(tiny_dir, device="cpu", backend="torch")._backend
@@ -984,12 +985,12 @@ def test_a_one_word_prompt_opens_the_tweet_with_that_word(
 
 @pytest.mark.parametrize("word", ["I", "Hoy", "Ich"])
 def test_healing_a_whole_word_allows_only_boundaries(glue_dir: Path, word: str) -> None:
-    from training.generate import _token_texts
+    from training.generation.sharing import token_texts
 
     generator = TweetGenerator.load(glue_dir, device="cpu", backend="torch")
     tokenizer = generator._tokenizer
     ids = [generator._eos_id, *tokenizer(word, add_special_tokens=False)["input_ids"]]
-    texts = _token_texts(tokenizer)
+    texts = token_texts(tokenizer)
     free = generator._heal(ids)
     assert free is not None
     # Without the rule the first token may lengthen the word ("It", "Hoyo", "Ichthy…").

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from training.generate import CopyFilter, fold_lookalikes, normalize, tidy_candidate
+from training.generation import CopyFilter, fold_lookalikes, normalize, tidy_candidate
 
 TRAINING = ["the quick brown fox jumps over the lazy dog near the river bank today"]
 

@@ -8,10 +8,10 @@ What may not run at once, and the lock that says so (taken in this order, never 
 * **one shared LoRA base** — the base's lock (``_SharedBase.lock``): generating activates the
   model's adapter on the base other models share, and attaching or removing an adapter changes
   the base's modules;
-* **torch sampling** — :data:`_TORCH_RNG_LOCK`: ``generate`` draws from torch's process-global
+* **torch sampling** — :data:`TORCH_RNG_LOCK`: ``generate`` draws from torch's process-global
   random generator (it takes no generator of its own), so a seeded call is reproducible only if
   no other torch call draws meanwhile; on CPU one torch generation already uses every core;
-* **seeding CTranslate2** — :data:`_CT2_SEED_LOCK`: ``ctranslate2.set_random_seed`` is global to
+* **seeding CTranslate2** — :data:`CT2_SEED_LOCK`: ``ctranslate2.set_random_seed`` is global to
   the process and a generator's worker thread reads it when it first samples, so a seeded call
   and a generator's first sampling hold it; later unseeded calls of different models run at
   once (each CTranslate2 generation uses one core here);
@@ -26,8 +26,8 @@ import threading
 import weakref
 from typing import Any
 
-_TORCH_RNG_LOCK = threading.RLock()
-_CT2_SEED_LOCK = threading.RLock()
+TORCH_RNG_LOCK = threading.RLock()
+CT2_SEED_LOCK = threading.RLock()
 
 _TOKENIZER_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
 _TOKENIZER_LOCKS_GUARD = threading.Lock()
