@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_generate import GENERIC_TWEETS, write_records
 
+from tests.training.generation.tiny_models import GENERIC_TWEETS, write_records
 from training.basemodels import BASES_DIR, build_tiny_model
 from training.generation import (
     GenerationSettings,
@@ -28,13 +28,6 @@ SHORT = GenerationSettings(max_length=40)
 needs_engine = pytest.mark.skipif(
     not llamacpp.llamacpp_installed(), reason="llama-cpp-python is not installed"
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_generator_cache()
-    yield
-    clear_generator_cache()
 
 
 @pytest.fixture
@@ -228,10 +221,11 @@ def _sharp_base(kind: str, folder: Path) -> Path:
     """A random ``kind`` model with sharp attention and outputs (query, key and embedding weights
     scaled up), so a wrong rotary layout changes its perplexity; with its records, a servable
     model folder."""
-    from test_base_architectures import _base
     from transformers import AutoModelForCausalLM
 
-    _base(kind, folder, GENERIC_TWEETS)
+    from tests.training.generation.tiny_models import random_base
+
+    random_base(kind, folder, GENERIC_TWEETS)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     with torch.no_grad():
         for layer in model.model.layers:

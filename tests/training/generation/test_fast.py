@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_generate import (
+
+from tests.training.generation.tiny_models import (
     COFFEE,
     DREAM,
     GENERIC_TWEETS,
@@ -21,13 +22,11 @@ from test_generate import (
     overfit,
     write_records,
 )
-
 from training.basemodels import build_tiny_model
 from training.errors import InputError
 from training.generation import (
     GenerationSettings,
     TweetGenerator,
-    clear_generator_cache,
     get_generator,
     normalize,
     tidy_candidate,
@@ -45,13 +44,6 @@ pytestmark = pytest.mark.usefixtures("ctranslate2_engine")
 SHORT = GenerationSettings(max_length=40)
 #: The backend tests run on llama.cpp too where it is installed.
 LLAMA = pytest.mark.skipif(not llamacpp_installed(), reason="llama-cpp-python is not installed")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_generator_cache()
-    yield
-    clear_generator_cache()
 
 
 @pytest.fixture

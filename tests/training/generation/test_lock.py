@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_generate import GENERIC_TWEETS, write_records
 
+from tests.training.generation.tiny_models import GENERIC_TWEETS, write_records
 from training.basemodels import build_tiny_model
 from training.generation import GenerationSettings, TweetGenerator, backends, fast, fast_build
 
