@@ -2,8 +2,8 @@
 
 A backend turns ``EOS + prompt`` into sampled rows of token ids; everything else (healing the
 prompt, the filters, rounds, the result) is the generator's, so every backend gives tweets under
-the same rules. :mod:`training.generation.fast` is the CTranslate2 backend; a new backend is
-a new module with a class like :class:`TorchBackend`.
+the same rules. :mod:`training.generation.llamacpp` and :mod:`training.generation.fast` are
+the CPU engines; a new backend is a new module with a class like :class:`TorchBackend`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Sampler(Protocol):
 class Backend(Protocol):
     """A loaded model that samples; one generation at a time (the generator's own lock)."""
 
-    #: ``"torch"`` or ``"ctranslate2"`` (reported by :attr:`TweetGenerator.backend`).
+    #: ``"torch"``, ``"ctranslate2"`` or ``"llamacpp"`` (:attr:`TweetGenerator.backend`).
     kind: str
     #: The longest sequence the model takes.
     max_positions: int

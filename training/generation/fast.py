@@ -44,9 +44,8 @@ def fast_installed() -> bool:
 
 def generation_threads(quantization: str, threads: int = 0) -> int:
     """The CPU threads one generation of a model in ``quantization`` uses: ``threads`` when set
-    (> 0), else 1 for int8 (its small kernels gain nothing from a second thread: 0.76 s against
-    1.11 s a tweet) and up to 2 for float32 (0.5 s against 0.9 s on 2 idle cores), never more
-    than this process may run on."""
+    (> 0), else 1 for int8 (its small kernels gain nothing from a second thread) and up to 2 for
+    float32, never more than this process may run on (benchmarks/README.md measures both)."""
     if threads > 0:
         return threads
     if quantization.startswith("int8"):

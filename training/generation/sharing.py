@@ -51,8 +51,8 @@ _TOKENIZERS_LOCK = threading.Lock()
 def shared_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     """The tokenizer in ``path``, shared with every loaded model whose tokenizer files are equal.
 
-    Every model folder carries its base's tokenizer (~9 MB in memory for a 49k vocabulary), so
-    LoRA handles on one base would otherwise each hold an identical copy. Every use of a
+    Every model folder carries its base's tokenizer, so LoRA handles on one base would otherwise
+    each hold an identical copy. Every use of a
     tokenizer holds its :func:`~training.generation.lock.tokenizer_lock`, so sharing one between
     generators is safe.
     """

@@ -168,9 +168,9 @@ class CopyFilter:
         self.ngram = ngram
         self.min_run = min_run
         self.share = share
-        # Every key is kept as a 64-bit digest in a sorted array: 8 bytes an n-gram where a set of
-        # strings costs ~100, so a 3,000-tweet filter takes ~1 MB instead of ~12 MB. Two different
-        # n-grams share a digest with odds of ~1e-9 for a million of them.
+        # Every key is kept as a 64-bit digest in a sorted array: 8 bytes an n-gram, a fraction of
+        # what a set of strings costs. Two different n-grams share a digest with odds of about
+        # 1e-9 for a million of them.
         exact: list[int] = []
         vocabulary: set[int] = set()
         runs: dict[int, list[int]] = {k: [] for k in range(min_run, ngram + 1)}
