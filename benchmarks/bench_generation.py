@@ -62,7 +62,7 @@ class _Counter:
 
 
 def _counting_loader(counter: _Counter, loaded: list[Any], backend: str | None = "torch") -> Any:
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
 
     def load(path: Path) -> Any:
         generator = TweetGenerator.load(path, backend=backend)
@@ -301,7 +301,7 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
     )
     if not quick:
         from benchmarks.bench_generation_fast import perplexities
-        from training.generate import TweetGenerator
+        from training.generation import TweetGenerator
 
         path = store_root / "g_smollm2_lora"
         out["smollm2_lora"].update(

@@ -54,7 +54,7 @@ def _eval_rows(torch_gen: Any, table: Any, blocks: int) -> tuple[Any, list[Any]]
 
 
 def _torch_nll(torch_gen: Any, rows: list[Any]) -> float:
-    from training.generation.fast import torch_nll
+    from training.generation.artifact import torch_nll
 
     backend = torch_gen._backend
     backend.loaded.activate()
@@ -143,7 +143,7 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
     import ctranslate2
 
     from training.config import TrainingSettings
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
 
     load_start = round(os.getloadavg()[0], 2)
     table = common.load_table(limit=400 if quick else None)

@@ -1,7 +1,7 @@
 """Memory per cached model: a full model's weights against a LoRA adapter on a shared base.
 
-Each model is loaded with ``training.generate.TweetGenerator.load`` — the cache's loader — and kept
-referenced, as ``bot.model_cache.ModelCache`` keeps it; the process's resident set size (RSS,
+Each model is loaded with ``training.generation.TweetGenerator.load`` — the cache's loader — and
+kept referenced, as ``bot.model_cache.ModelCache`` keeps it; the process's resident set size (RSS,
 after ``gc`` and ``malloc_trim``) is read before and after each load. Models, in this order:
 
 1. a full fine-tune of the gpt2-shaped model (its own weights);
@@ -43,7 +43,7 @@ EXTRA_HANDLES = 3
 def _load(path: Path, kept: list[Any]) -> dict[str, Any]:
     import torch
 
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
 
     before = common.rss_mb()
     # The shared-base torch path: what a cold LoRA handle costs (the fast path holds ~121 MB).
@@ -61,7 +61,7 @@ def _load(path: Path, kept: list[Any]) -> dict[str, Any]:
 
 def _load_fast(path: Path, kept: list[Any]) -> dict[str, Any]:
     """RSS delta of one handle served by the default fast CPU engine."""
-    from training.generate import GenerationSettings, TweetGenerator
+    from training.generation import GenerationSettings, TweetGenerator
 
     before = common.rss_mb()
     generator = TweetGenerator.load(path)
@@ -112,7 +112,7 @@ def measure(store_root: Path) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     import bot.model_cache  # noqa: F401
-    from training.generate import CopyFilter, _read_dataset
+    from training.generation import CopyFilter, read_dataset
 
     full, lora = store_root / "g_gpt2", store_root / "m_lora_0"
     extras = [store_root / f"m_lora_{index}" for index in range(1, EXTRA_HANDLES + 1)]
@@ -132,7 +132,7 @@ def measure(store_root: Path) -> dict[str, Any]:
     before = common.rss_mb()
     kept.append(AutoTokenizer.from_pretrained(lora))
     tokenizer_mb = common.rss_mb() - before
-    texts = [text for _, text in _read_dataset(lora)]
+    texts = [text for _, text in read_dataset(lora)]
     before = common.rss_mb()
     kept.append(CopyFilter(texts))
     copy_filter_mb = common.rss_mb() - before

@@ -1,8 +1,9 @@
 """What every benchmark shares: the bundled data, the benchmark models, FLOP counting, RSS, JSON.
 
 The benchmarks measure the project's real code paths (``training.train.train_model``,
-``training.generate.TweetGenerator`` through ``bot.model_cache.ModelCache``, ``bot.jobs.JobRunner``)
-on the bundled FiveThirtyEight CSV, so the numbers describe what a user of this machine gets.
+``training.generation.TweetGenerator`` through ``bot.model_cache.ModelCache``,
+``bot.jobs.JobRunner``) on the bundled FiveThirtyEight CSV, so the numbers describe what a user of
+this machine gets.
 
 The models:
 

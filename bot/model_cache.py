@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from training.generate import GenerationResult
+    from training.generation import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ _ADAPTER_CONFIG = "adapter_config.json"
 
 
 class Generator(Protocol):
-    """What the cache needs of a loaded model (``training.generate.TweetGenerator``)."""
+    """What the cache needs of a loaded model (``training.generation.TweetGenerator``)."""
 
     @property
     def memory_bytes(self) -> int: ...
@@ -169,7 +169,7 @@ class _Batch:
 
 
 def _default_loader(path: Path, *, backend: str | None = None) -> Generator:
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
 
     return TweetGenerator.load(path, backend=backend)
 
@@ -251,7 +251,7 @@ class ModelCache:
         A prompt-less request for one unseeded tweet is served from the model's pool when it
         holds one that ``exclude`` does not name.
         """
-        from training.generate import DEFAULT_PROMPT
+        from training.generation import DEFAULT_PROMPT
 
         key = _key(model_dir)
         pooled = self.pool_size > 0 and prompt == DEFAULT_PROMPT and n == 1 and seed is None
@@ -283,7 +283,7 @@ class ModelCache:
     ) -> GenerationResult:
         """Unseeded requests for one model, prompt and ``exclude`` that wait for a worker at the
         same time share one generate call (a batch of k tweets costs far less than k calls)."""
-        from training.generate import MAX_TWEETS, GenerationResult
+        from training.generation import MAX_TWEETS, GenerationResult
 
         group_key = (prompt, exclude)
         group = entry.batches.get(group_key)
@@ -311,7 +311,7 @@ class ModelCache:
         )
 
     def _take(self, entry: _Entry, exclude: Collection[str]) -> str | None:
-        from training.generate import normalize
+        from training.generation import normalize
 
         avoid = {normalize(text) for text in exclude}
         for index, tweet in enumerate(entry.pool):
@@ -583,6 +583,6 @@ def _shared(generator: Generator) -> tuple[str, int]:
 
 
 def _pooled_result(tweet: str) -> GenerationResult:
-    from training.generate import GenerationResult
+    from training.generation import GenerationResult
 
     return GenerationResult(prompt="", tweets=[tweet], candidates=1, rejected=0)

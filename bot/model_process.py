@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from training.errors import DoppeltweetError, ModelError
 
 if TYPE_CHECKING:
-    from training.generate import GenerationResult
+    from training.generation import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def _portable(error: BaseException) -> BaseException:
 
 def serve(conn: Connection, threads: int) -> None:
     """The worker's loop: answer load / generate / drop requests until told to stop."""
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
 
     models: dict[int, TweetGenerator] = {}
     ids = itertools.count(1)

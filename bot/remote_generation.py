@@ -21,7 +21,7 @@ from training.errors import InputError, ModelError
 
 if TYPE_CHECKING:
     from bot.config import BotSettings
-    from training.generate import GenerationResult
+    from training.generation import GenerationResult
 
 MODEL_HEADER = "serve_multiplexed_model_id"
 
@@ -75,7 +75,7 @@ class RemoteGenerator:
         self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: Collection[str] = ()
     ) -> GenerationResult:
         """Ask the server for ``n`` tweets; errors come back as one sentence."""
-        from training.generate import GenerationResult
+        from training.generation import GenerationResult
 
         body: dict[str, Any] = {"model": self.model, "prompt": prompt, "n": n}
         if seed is not None:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bot.posters import NETWORKS
 from bot.store import Schedule, ScheduleKind
 from training.errors import InputError
-from training.generate import check_prompt
+from training.generation import check_prompt
 
 #: Auto-posts may not come more often than this (seconds): a channel is not a firehose.
 MIN_INTERVAL_S = 10 * 60

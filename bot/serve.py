@@ -1,6 +1,6 @@
 """``doppeltweet serve``: the project's tweet generators as a Ray Serve application.
 
-One deployment, :func:`build_app`, holds :class:`training.generate.TweetGenerator` instances with
+One deployment, :func:`build_app`, holds :class:`training.generation.TweetGenerator` instances with
 Ray Serve's model multiplexing (``@serve.multiplexed``): a model is named by its folder relative
 to ``DOPPELTWEET_DATA_DIR`` (``guilds/<server id>/models/<name>``), each replica keeps up to
 ``DOPPELTWEET_SERVE_MODELS_PER_REPLICA`` loaded, and a request whose ``serve_multiplexed_model_id``
@@ -231,7 +231,7 @@ def generate_with(generator: Any, fields: dict[str, Any]) -> Any:
     """One checked request's tweets from a loaded generator."""
     from dataclasses import replace
 
-    from training.generate import GenerationSettings
+    from training.generation import GenerationSettings
 
     sampling = replace(GenerationSettings(), **fields["sampling"])
     return generator.generate(
@@ -373,7 +373,7 @@ def build_app(settings: BotSettings) -> Any:
 
         @serve.multiplexed(max_num_models_per_replica=settings.serve_models_per_replica)
         async def get_model(self, model_id: str) -> Any:
-            from training.generate import TweetGenerator
+            from training.generation import TweetGenerator
 
             path = model_id_path(self.data_dir, model_id)
             return await asyncio.to_thread(TweetGenerator.load, path)

@@ -16,7 +16,7 @@ from typing import Any
 
 from training.style import StyleStats, broken_emoji_pct, style_gap, style_rows, style_stats
 
-#: The most tweets one generation call writes (``training.generate.MAX_TWEETS``).
+#: The most tweets one generation call writes (``training.generation.MAX_TWEETS``).
 MAX_SAMPLES = 20
 
 
@@ -36,7 +36,7 @@ def measure_likeness(
     With the ``train`` tweets of ``handles`` the same samples also give the recognisability
     figure (:mod:`training.recognisability`), under ``recognisability`` (None without a panel).
     """
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
     from training.recognisability import recognisability
 
     # torch: exact fp32, and no fast artifact left in a folder whose training.json changes next.

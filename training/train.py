@@ -425,7 +425,7 @@ def _train_model(
             stop.check()
         # The llama.cpp files (the adapter, checked against float32) are part of the model
         # folder, so they are installed with it; a failure only means another path serves it.
-        from training.generation.llamacpp import prepare as prepare_llamacpp
+        from training.generation.llamacpp_build import prepare as prepare_llamacpp
 
         llama = prepare_llamacpp(
             staging, lambda sentence: reporter.phase("saving", sentence), models_root=store.root
@@ -435,7 +435,7 @@ def _train_model(
         info = store.commit(staging, name)
     if llama is None or not llama.get("serves"):
         # The CTranslate2 artifact, built once now; a failure only means "convert later".
-        from training.generation.fast import prepare_fast_artifact
+        from training.generation.fast_build import prepare_fast_artifact
 
         prepare_fast_artifact(Path(info.path), lambda sentence: reporter.phase("saving", sentence))
     return info
@@ -443,7 +443,7 @@ def _train_model(
 
 def _note_on_card(folder: Path, llama: dict[str, Any]) -> None:
     """Add the llama.cpp check's outcome to the model card (README.md), when it has one."""
-    from training.generation.llamacpp import card_text
+    from training.generation.llamacpp_build import card_text
 
     card = folder / "README.md"
     if card.is_file():

@@ -17,8 +17,8 @@ from bot.exts import HandleArg, reject_mentions, require_guild_id
 from bot.formatting import NO_MENTIONS, escape_user_text, tweet_embed
 from bot.store import ModelRecord
 from training.errors import ModelError
-from training.generate import DEFAULT_PROMPT
-from training.generation.llamacpp import engine_line
+from training.generation import DEFAULT_PROMPT
+from training.generation.llamacpp_build import engine_line
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot

@@ -20,7 +20,7 @@ from bot.posters import Poster, PostError
 from bot.posters.crosspost import fit_for, x_post_id
 from bot.store import ModelRecord, Schedule
 from training.errors import DoppeltweetError, InputError
-from training.generate import DEFAULT_PROMPT
+from training.generation import DEFAULT_PROMPT
 from training.textrules import has_mentions
 
 if TYPE_CHECKING:

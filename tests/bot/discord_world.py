@@ -18,7 +18,7 @@ from training.handles import Handle
 if TYPE_CHECKING:
     import simcord
 
-    from training.generate import GenerationResult
+    from training.generation import GenerationResult
 
 #: A tiny CSV attachment (the stand-in training process does not read it).
 CSV = b"text\nhello world from the test\n"
@@ -38,7 +38,7 @@ class ScriptedGenerator:
     def generate(
         self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: object = ()
     ) -> GenerationResult:
-        from training.generate import GenerationResult
+        from training.generation import GenerationResult
 
         self.prompts.append(prompt)
         if self.error is not None:

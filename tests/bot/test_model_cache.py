@@ -14,7 +14,7 @@ import pytest
 
 from bot.model_cache import DISPLACE_AFTER_USES, ModelCache
 from training.errors import ModelError
-from training.generate import GenerationResult
+from training.generation import GenerationResult
 
 
 class FakeGenerator:

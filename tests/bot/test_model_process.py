@@ -13,7 +13,7 @@ import pytest
 from bot.model_cache import ModelCache
 from bot.model_process import ProcessLoader
 from training.errors import InputError, ModelError
-from training.generate import TweetGenerator
+from training.generation import TweetGenerator
 
 
 @pytest.fixture

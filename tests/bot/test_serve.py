@@ -169,7 +169,7 @@ async def test_the_serve_deployment_answers_tweet_for_two_models_like_local_gene
     tiny_model_dir: Path,
     reset_cooldowns: None,
 ) -> None:
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
 
     # The same tweets as local generation with the same seed: the filters run on the server.
     alice = served.data_dir / "guilds" / "1001" / "models" / "alice"
@@ -299,7 +299,7 @@ def test_the_training_library_never_imports_ray() -> None:
     import subprocess as sp
 
     code = (
-        "import sys, training.cli, training.train, training.generate; print('ray' in sys.modules)"
+        "import sys, training.cli, training.train, training.generation; print('ray' in sys.modules)"
     )
     done = sp.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

@@ -99,7 +99,7 @@ class Server:
 
 
 def _model_loader(data_dir: Path) -> Callable[[str], Any]:
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
 
     loaded: dict[str, Any] = {}
 

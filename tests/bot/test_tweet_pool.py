@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.model_cache import ModelCache
-from training.generate import GenerationResult
+from training.generation import GenerationResult
 
 
 class CountingGenerator:
@@ -133,7 +133,7 @@ async def test_the_pool_is_off_with_size_zero(folder: Path) -> None:
 
 
 async def test_a_real_model_fills_its_pool_with_filtered_tweets(tiny_model_dir: Path) -> None:
-    from training.generate import tidy_candidate
+    from training.generation import tidy_candidate
 
     cache = ModelCache(max_models=1, max_bytes=2**30, pool_size=3)
     try:

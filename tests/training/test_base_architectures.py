@@ -15,60 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from training.basemodels import build_tiny_model
-from training.generation.fast import FAST_DIR, fast_artifact
+from tests.training.generation.tiny_models import random_base
+from training.generation.fast_build import FAST_DIR, fast_artifact
 
 #: These tests are about the CTranslate2 path, which ``auto`` tries after llama.cpp.
 pytestmark = pytest.mark.usefixtures("ctranslate2_engine")
-
-
-def _base(kind: str, folder: Path, texts: list[str]) -> Path:
-    """A random ``kind`` model with the tiny model's byte-level tokenizer, saved in ``folder``."""
-    import torch
-    from transformers import (
-        AutoTokenizer,
-        LlamaConfig,
-        LlamaForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
-
-    build_tiny_model(texts, folder)  # writes the tokenizer (and a GPT-2, replaced below)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    shape = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 256,
-        "tie_word_embeddings": True,
-        "bos_token_id": tokenizer.eos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.eos_token_id,
-    }
-    torch.manual_seed(0)
-    if kind == "qwen2":  # Qwen2.5's layout: biases on q/k/v
-        model = Qwen2ForCausalLM(Qwen2Config(**shape))
-    else:
-        model = LlamaForCausalLM(LlamaConfig(**shape))
-    for name in ("model.safetensors", "config.json", "generation_config.json"):
-        (folder / name).unlink(missing_ok=True)
-    model.save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_a_recommended_architecture_trains_with_lora_and_serves_fast(
     kind: str, tmp_path: Path, sample_table
 ) -> None:
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
     from training.progress import JsonProgress
     from training.store import ModelStore
     from training.train import TrainConfig, train_model
 
-    base = _base(kind, tmp_path / f"{kind}-base", list(sample_table.handles[0].kept))
+    base = random_base(kind, tmp_path / f"{kind}-base", list(sample_table.handles[0].kept))
     config = TrainConfig(
         base_model=str(base),
         lora=True,

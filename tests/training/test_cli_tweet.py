@@ -14,7 +14,7 @@ import torch
 from training.cli import main
 from training.commands.tweet import split_words
 from training.errors import InputError
-from training.generate import clear_generator_cache
+from training.generation import clear_generator_cache
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ DEFAULT_COUNT = 1
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``tweet`` subcommand."""
-    from training.generate import EXAMPLE_PROMPT, MAX_PROMPT_CHARS, MAX_TWEETS
+    from training.generation import EXAMPLE_PROMPT, MAX_PROMPT_CHARS, MAX_TWEETS
 
     parser = subparsers.add_parser(
         "tweet",
@@ -101,7 +101,7 @@ def split_words(words: list[str]) -> tuple[list[str], str | None]:
 def run(args: argparse.Namespace) -> int:
     """Generate and print; exits 1 when no candidate passed the filters."""
     from training.config import get_settings
-    from training.generate import DEFAULT_PROMPT, check_count, check_prompt, get_generator
+    from training.generation import DEFAULT_PROMPT, check_count, check_prompt, get_generator
     from training.handles import model_name, parse_handles
     from training.store import ModelStore
 

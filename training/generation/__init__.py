@@ -1,23 +1,6 @@
-"""Generate tweets from a trained model: huggingtweets' sampling, plus the filters it lacked.
-
-huggingtweets sampled ten continuations of ``<|endoftext|>`` + prompt and cut each at the first
-newline. That is the default here too (:class:`GenerationSettings`), and every candidate then goes
-through filters that make it postable: URLs stripped, whitespace collapsed, at most 280 characters
-(cut at a word boundary), and rejected when it adds nothing to the prompt, copies a training tweet
-(see :class:`CopyFilter`), repeats a tweet this call already returned, or repeats one the caller
-asks to avoid (``exclude``: the bot's earlier posts). The result says how many were rejected, and
-why.
-
-One concern per module:
-
-* :mod:`~training.generation.settings` — limits, :class:`GenerationSettings`, the result;
-* :mod:`~training.generation.text` — tidying a candidate and the copy filter;
-* :mod:`~training.generation.pool` — torch models, LoRA adapters on one shared base;
-* :mod:`~training.generation.backends` — what samples token rows (torch, CTranslate2);
-* :mod:`~training.generation.stop` — the stop rule (a row ends once its tweet is settled);
-* :mod:`~training.generation.sharing` — tokenizers shared between models;
-* :mod:`~training.generation.generator` — :class:`TweetGenerator`;
-* :mod:`~training.generation.cache` — the per-process cache (:func:`get_generator`).
+"""Generate tweets from a trained model: huggingtweets' sampling, plus the filters that make a
+candidate postable (docs/generation.md, "How a tweet is made"). This is the public API; the
+modules behind it are listed in docs/ARCHITECTURE.md.
 """
 
 from training.generation.cache import CACHE_SIZE, clear_generator_cache, get_generator

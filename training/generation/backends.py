@@ -2,8 +2,8 @@
 
 A backend turns ``EOS + prompt`` into sampled rows of token ids; everything else (healing the
 prompt, the filters, rounds, the result) is the generator's, so every backend gives tweets under
-the same rules. :mod:`training.generation.fast` is the CTranslate2 backend; a new backend is
-a new module with a class like :class:`TorchBackend`.
+the same rules. :mod:`training.generation.llamacpp` and :mod:`training.generation.fast` are
+the CPU engines; a new backend is a new module with a class like :class:`TorchBackend`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
-from training.generation.lock import _TORCH_RNG_LOCK
-from training.generation.pool import _LoraModel, _mark_released, _OwnModel
+from training.generation.lock import TORCH_RNG_LOCK
+from training.generation.pool import LoraModel, OwnModel, mark_released
 from training.generation.settings import GenerationSettings
-from training.generation.stop import _TweetEnd
+from training.generation.stop import TweetEnd
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +34,7 @@ class Sampler(Protocol):
         settings: GenerationSettings,
         max_length: int,
         first_tokens: list[int] | None,
-        stop: _TweetEnd,
+        stop: TweetEnd,
     ) -> list[list[int]]:
         """``batch`` rows, each ``prompt_ids`` + sampled ids; the first sampled id is one of
         ``first_tokens`` when given; every row ends at EOS, ``max_length`` tokens or ``stop``."""
@@ -44,7 +44,7 @@ class Sampler(Protocol):
 class Backend(Protocol):
     """A loaded model that samples; one generation at a time (the generator's own lock)."""
 
-    #: ``"torch"`` or ``"ctranslate2"`` (reported by :attr:`TweetGenerator.backend`).
+    #: ``"torch"``, ``"ctranslate2"`` or ``"llamacpp"`` (:attr:`TweetGenerator.backend`).
     kind: str
     #: The longest sequence the model takes.
     max_positions: int
@@ -87,7 +87,7 @@ class TorchBackend:
 
     kind = "torch"
 
-    def __init__(self, loaded: _OwnModel | _LoraModel, device: torch.device, eos_id: int) -> None:
+    def __init__(self, loaded: OwnModel | LoraModel, device: torch.device, eos_id: int) -> None:
         self.loaded = loaded
         self.device = device
         self.eos_id = eos_id
@@ -95,8 +95,8 @@ class TorchBackend:
         # A LoRA adapter outlives nothing: when the last reference to this backend goes, its
         # adapter is removed from the shared base at the next load.
         self._finalizer = (
-            weakref.finalize(self, _mark_released, loaded.pool, loaded.adapter)
-            if isinstance(loaded, _LoraModel)
+            weakref.finalize(self, mark_released, loaded.pool, loaded.adapter)
+            if isinstance(loaded, LoraModel)
             else None
         )
 
@@ -106,19 +106,19 @@ class TorchBackend:
 
     @property
     def is_lora(self) -> bool:
-        return isinstance(self.loaded, _LoraModel)
+        return isinstance(self.loaded, LoraModel)
 
     @contextmanager
     def session(self, seed: int | None) -> Iterator[Sampler]:
         import torch
 
         fork_devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        base = self.loaded.pool.lock if isinstance(self.loaded, _LoraModel) else nullcontext()
+        base = self.loaded.pool.lock if isinstance(self.loaded, LoraModel) else nullcontext()
         # Sampling draws from torch's global generator, so torch calls take turns; fork_rng puts
         # its state back afterwards, and an unseeded call draws its own seed (the forked state
         # as it is would repeat tweets). A LoRA model's adapter stays active on its shared base
         # until the call is over.
-        with base, _TORCH_RNG_LOCK, torch.random.fork_rng(devices=fork_devices):
+        with base, TORCH_RNG_LOCK, torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed if seed is not None else secrets.randbits(63))
             self.loaded.activate()
             yield self
@@ -131,7 +131,7 @@ class TorchBackend:
         settings: GenerationSettings,
         max_length: int,
         first_tokens: list[int] | None,
-        stop: _TweetEnd,
+        stop: TweetEnd,
     ) -> list[list[int]]:
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList
@@ -179,10 +179,10 @@ class TorchBackend:
         return self.loaded.memory_bytes()
 
     def shared_bytes(self) -> int:
-        return self.loaded.pool.base_bytes() if isinstance(self.loaded, _LoraModel) else 0
+        return self.loaded.pool.base_bytes() if isinstance(self.loaded, LoraModel) else 0
 
     def shared_key(self) -> str:
-        return "\0".join(self.loaded.pool.key) if isinstance(self.loaded, _LoraModel) else ""
+        return "\0".join(self.loaded.pool.key) if isinstance(self.loaded, LoraModel) else ""
 
     def close(self) -> None:
         if self._finalizer is not None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from training.errors import ModelError
 from training.generation.generator import TweetGenerator
-from training.generation.pool import _purge_released
+from training.generation.pool import purge_released
 from training.generation.settings import DATASET_FILE, TRAINING_FILE
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def get_generator(
             # reference (a LoRA adapter at the next load).
             del _CACHE[key]
             cached = None
-            _purge_released()
+            purge_released()
         generator = TweetGenerator.load(path, device=device, backend=backend)
         _CACHE[key] = (stamp, generator)
         while len(_CACHE) > CACHE_SIZE:
@@ -66,4 +66,4 @@ def clear_generator_cache() -> None:
     """Forget every cached generator; each is freed once no caller holds it any more."""
     with _CACHE_LOCK:
         _CACHE.clear()
-    _purge_released()
+    purge_released()

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def _read_training_record(model_dir: Path) -> dict[str, Any]:
+def read_training_record(model_dir: Path) -> dict[str, Any]:
     path = model_dir / TRAINING_FILE
     if not path.is_file():
         return {}
@@ -30,7 +30,7 @@ def _read_training_record(model_dir: Path) -> dict[str, Any]:
     return record
 
 
-def _read_dataset(model_dir: Path) -> list[tuple[str, str]]:
+def read_dataset(model_dir: Path) -> list[tuple[str, str]]:
     path = model_dir / DATASET_FILE
     if not path.is_file():
         raise ModelError(
@@ -54,7 +54,7 @@ def _read_dataset(model_dir: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     import torch
 
     if device is None:
@@ -67,7 +67,9 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
         raise InputError(f"Unknown device {device!r}: use cpu, cuda or mps.") from error
 
 
-def _handles(record: dict[str, Any], rows: list[tuple[str, str]], name: str) -> tuple[str, ...]:
+def model_handles(
+    record: dict[str, Any], rows: list[tuple[str, str]], name: str
+) -> tuple[str, ...]:
     recorded = record.get("handles")
     if isinstance(recorded, list) and recorded:
         values = [h.get("name") if isinstance(h, dict) else h for h in recorded]

@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING
 from training.errors import InputError, ModelError
 from training.generation.backends import Backend, TorchBackend
 from training.generation.folder import (
-    _handles,
-    _read_dataset,
-    _read_training_record,
-    _resolve_device,
+    model_handles,
+    read_dataset,
+    read_training_record,
+    resolve_device,
 )
 from training.generation.lock import tokenizer_lock
 from training.generation.pool import (
-    _attach_lora,
-    _load_full,
-    _LoraModel,
-    _OwnModel,
-    _purge_released,
-    _recorded_base,
+    LoraModel,
+    OwnModel,
+    attach_lora,
+    load_full,
+    purge_released,
+    recorded_base,
 )
 from training.generation.settings import (
     ADAPTER_CONFIG,
@@ -45,12 +45,12 @@ from training.generation.settings import (
     check_count,
     check_prompt,
 )
-from training.generation.sharing import _shared_tokenizer, _token_texts
-from training.generation.stop import _TweetEnd
+from training.generation.sharing import shared_tokenizer, token_texts
+from training.generation.stop import TweetEnd
 from training.generation.text import (
     CopyFilter,
-    _has_content,
     glues,
+    has_content,
     is_degenerate,
     last_word,
     normalize,
@@ -121,22 +121,22 @@ class TweetGenerator:
         path = Path(model_dir).expanduser().resolve()
         if not path.is_dir():
             raise ModelError(f"There is no model folder at {path}; train the model first.")
-        record = _read_training_record(path)
-        rows = _read_dataset(path)
+        record = read_training_record(path)
+        rows = read_dataset(path)
         texts = [text for _, text in rows]
-        torch_device = _resolve_device(device)
-        _purge_released()
+        torch_device = resolve_device(device)
+        purge_released()
 
         from training.dataset import recorded_separator_id
 
-        tokenizer = _shared_tokenizer(path)
+        tokenizer = shared_tokenizer(path)
         # The token training put between tweets (training.json says which; a model trained
         # before it did used the tokenizer's EOS), so a prompt starts where a tweet starts and a
         # tweet ends where the model ends one.
         eos_id = recorded_separator_id(record, tokenizer)
 
         lora = (path / ADAPTER_CONFIG).is_file()
-        base_name = _recorded_base(record) if lora else None
+        base_name = recorded_base(record) if lora else None
         if lora and (not isinstance(base_name, str) or not base_name.strip()):
             # ``base_model_path`` is where training found the base (a converted built-in's
             # folder); ``base_model`` is the name the user chose, which can rebuild that folder.
@@ -154,16 +154,16 @@ class TweetGenerator:
             chosen = _open_fast(path, tokenizer, eos_id, base_name, texts)
         if chosen is None:
             if lora:
-                loaded: _OwnModel | _LoraModel = _attach_lora(path, base_name, texts, torch_device)
+                loaded: OwnModel | LoraModel = attach_lora(path, base_name, texts, torch_device)
             else:
-                loaded = _OwnModel(_load_full(path, torch_device))
+                loaded = OwnModel(load_full(path, torch_device))
             chosen = TorchBackend(loaded, torch_device, eos_id)
         return cls(
             path=path,
             tokenizer=tokenizer,
             backend=chosen,
             device=torch_device,
-            handles=_handles(record, rows, path.name),
+            handles=model_handles(record, rows, path.name),
             copy_filter=CopyFilter(texts),
             eos_id=eos_id,
         )
@@ -292,7 +292,7 @@ class TweetGenerator:
             with self._backend.session(seed) as sampler:
                 for round_index in range(settings.max_rounds):
                     batch = first_round if round_index == 0 else full_round
-                    stop = _TweetEnd(
+                    stop = TweetEnd(
                         self._tokenizer, batch, len(text) - heal_chars, settings.max_chars
                     )
                     rows = sampler.sample(
@@ -365,7 +365,7 @@ class TweetGenerator:
         """The token ids the first sampled token may be (each starts with ``piece`` and, for a
         ``whole_word``, adds no letter to its last word; later tokens are free); None when no
         token does."""
-        texts = _token_texts(self._tokenizer)
+        texts = token_texts(self._tokenizer)
         allowed = [
             i
             for i, t in enumerate(texts)
@@ -397,7 +397,7 @@ class TweetGenerator:
         )
         added = tidy_candidate(tail, settings.max_chars)
         tweet = tidy_candidate(full, settings.max_chars)
-        if not _has_content(added) or not tweet:
+        if not has_content(added) or not tweet:
             return REJECT_EMPTY, tweet
         if not prompt and tweet[0] in FRAGMENT_OPENINGS:
             return REJECT_FRAGMENT, tweet
@@ -447,9 +447,8 @@ def _open_fast(
 ) -> Backend | None:
     """The fast backend for ``path`` (converting it first when needed), or None: use torch."""
     from training.config import get_settings
-    from training.generation.fast import (
-        FastBackend,
-        FastUnavailable,
+    from training.generation.fast import FastBackend, FastUnavailable
+    from training.generation.fast_build import (
         build_fast_artifact,
         conversion_failed,
         fast_artifact,

@@ -1,13 +1,8 @@
 """GGUF files for llama.cpp: a base model in Q8_0 and a LoRA adapter in f16.
 
-Written with the ``gguf`` package's :class:`gguf.GGUFWriter` (the library llama.cpp's own
-converters use), for the architectures the project recommends: GPT-2 (``gpt2``), the Llama
-family (``llama``: SmolLM2) and Qwen2 (``qwen2``: Qwen2.5). What llama.cpp's converters do for
-these is done here too: GPT-2's ``Conv1D`` weights are transposed to ``[out, in]``, the query
-and key rows of a Llama model (and of a LoRA ``B`` on them) are permuted to llama.cpp's rotary
-layout, a tied output head is left out (llama.cpp reuses the token embedding). The tokenizer's
-vocabulary and merges are written so the file is complete, but tweets are tokenized in Python:
-llama.cpp gets token ids only.
+Written with the ``gguf`` package's :class:`gguf.GGUFWriter` for GPT-2, the Llama family and
+Qwen2, doing what llama.cpp's own converters do for them (docs/generation.md, "llama.cpp: one
+shared base, an adapter per model"); llama.cpp gets token ids only.
 """
 
 from __future__ import annotations

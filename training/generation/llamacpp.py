@@ -1,53 +1,30 @@
-"""The llama.cpp backend: one Q8_0 base per base model, each LoRA adapter applied at run time.
+"""The llama.cpp engine: loaded GGUF files, their contexts and the sampler.
 
-Files. A base model is written once, in Q8_0, to ``<store>/.bases/llamacpp/<identity>.gguf``
-(:func:`base_file`: made under a file lock and renamed into place, so concurrent makers wait for
-one another and a crash leaves no half file). A LoRA model's adapter is written in f16 to
-``llamacpp/adapter.gguf`` inside its folder (~10 MB for SmolLM2's); a model with weights of its
-own gets ``llamacpp/model.gguf``. ``llamacpp/source.json`` records what the folder was made from
-and the quality check; a retrained model is a new folder, an artifact of other weights is made
-again, and the whole ``llamacpp/`` folder is renamed into place at once.
-
-The quality check. Each model is measured when its files are made: the perplexity of its own
-held-out tweets under llama.cpp (the Q8_0 base and the adapter) against torch in float32 (the
-base with the adapter, unmerged). Within ``DOPPELTWEET_LLAMACPP_MAX_PPL_INCREASE_PCT`` (1 %)
-the model is served by llama.cpp; beyond it the record says so and the next exact path serves it.
-
-Running. One loaded base serves every adapter on it; a session takes one of the base's contexts
-(at most :data:`CONTEXTS` per base, each generating at once with its own threads), sets the
-model's adapter on it (llama.cpp applies adapters per context) and samples the round's rows as
-sequences of one batch: the prompt is decoded once and its cache shared by every row. Sampling
-(temperature, top-k, top-p, the first token from a healed prompt's choices, no EOS before
-``min_length``) is done in numpy with the session's own random generator, so a seed gives the
-same tweets and the process's random state is never touched; stop strings are checked in Python
-(:class:`~training.generation.stop._TweetEnd`).
+One loaded base serves every adapter on it; a session takes one of the base's contexts (at most
+:data:`CONTEXTS` per base), sets the model's adapter on it and samples the round's rows as
+sequences of one batch, the prompt decoded once and shared. Sampling is done in numpy with the
+session's own random generator (docs/generation.md). :mod:`training.generation.llamacpp_build`
+makes the files this loads.
 """
 
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import functools
-import hashlib
 import importlib.util
-import json
 import logging
 import math
 import os
 import secrets
-import shutil
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from training.generation.settings import ADAPTER_CONFIG, GenerationSettings, nucleus
-from training.generation.stop import _TweetEnd
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+from training.generation.settings import GenerationSettings, nucleus
+from training.generation.stop import TweetEnd
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +34,6 @@ KIND = "llamacpp"
 ENGINE_DIR = "llamacpp"
 ADAPTER_FILE = "adapter.gguf"
 MODEL_FILE = "model.gguf"
-_RECORD = "source.json"
 #: Inside ``<store>/.bases``: the shared Q8_0 bases.
 BASES_SUBDIR = "llamacpp"
 #: Contexts per loaded base: how many of its models generate at the same moment.
@@ -66,8 +42,6 @@ CONTEXTS = 2
 _SEQUENCES, _ROW_TOKENS = 8, 256
 #: Tokens one decode call takes at most.
 _BATCH_TOKENS = 512
-#: The quality check scores at most this many held-out blocks of min(128, context) tokens.
-_CHECK_BLOCKS, _CHECK_BLOCK_TOKENS = 16, 128
 
 
 class LlamaUnavailable(Exception):
@@ -85,240 +59,6 @@ def llamacpp_installed() -> bool:
         log.warning("llama-cpp-python is installed but does not load: %s", error)
         return False
     return True
-
-
-def _max_increase_pct() -> float:
-    from training.config import get_settings
-
-    return float(get_settings().llamacpp_max_ppl_increase_pct)
-
-
-# -- files --------------------------------------------------------------------------------------
-
-
-def _folder_stamp(folder: Path) -> str:
-    """Sizes and times of a base folder's weight files (a changed base is a new identity)."""
-    parts = []
-    for name in ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json"):
-        file = folder / name
-        if file.is_file():
-            stat = file.stat()
-            parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
-    return ",".join(parts)
-
-
-def base_identity(base_name: str, model_dir: Path, texts: list[str]) -> tuple[str, str]:
-    """(what to load the base from, the digest naming its Q8_0 file)."""
-    from training.generation.gguf_files import WRITER_VERSION
-    from training.generation.pool import _base_source
-
-    source, key = _base_source(base_name, model_dir, texts)
-    folder = Path(source)
-    stamp = _folder_stamp(folder) if folder.is_dir() else ""
-    digest = hashlib.sha256(f"{key}\0{stamp}\0{WRITER_VERSION}\0Q8_0".encode()).hexdigest()[:32]
-    return source, digest
-
-
-def base_file(models_root: Path, digest: str, make: Callable[[Path], None]) -> Path:
-    """``<models_root>/.bases/llamacpp/<digest>.gguf``, made by ``make(temporary path)`` when
-    missing: under an exclusive file lock (another process making it is waited for) and renamed
-    into place when complete."""
-    from training.basemodels import BASES_DIR
-
-    folder = models_root / BASES_DIR / BASES_SUBDIR
-    target = folder / f"{digest}.gguf"
-    if target.is_file():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{digest}.lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if target.is_file():
-                return target
-            temporary = folder / f".{digest}-{secrets.token_hex(4)}.tmp"
-            try:
-                make(temporary)
-                os.replace(temporary, target)
-            finally:
-                temporary.unlink(missing_ok=True)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return target
-
-
-def read_record(model_dir: Path) -> dict[str, Any] | None:
-    """The model's llama.cpp record when it was made from the model's current weights."""
-    from training.generation.fast import source_stamp
-
-    try:
-        record = json.loads((model_dir / ENGINE_DIR / _RECORD).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(record, dict) or record.get("stamp") != source_stamp(model_dir):
-        return None
-    check = record.get("check")
-    if not isinstance(check, dict) or check.get("bound_pct") != _max_increase_pct():
-        return None
-    return record
-
-
-def build_artifact(
-    model_dir: Path, *, base_name: str | None, texts: list[str], models_root: Path | None = None
-) -> dict[str, Any]:
-    """Write ``model_dir``'s llama.cpp files (and its base's, when missing), run the quality
-    check and return the record. Made beside the model and renamed into place whole.
-
-    Raises :class:`LlamaUnavailable` when the model cannot be written for llama.cpp; a model
-    that fails the check gets a record that says so (``serves`` false).
-    """
-    import torch
-
-    from training.generation.fast import _check_texts, source_stamp
-    from training.generation.folder import _read_training_record
-    from training.generation.gguf_files import GGUFUnsupported, write_adapter, write_base
-    from training.generation.sharing import _shared_tokenizer
-
-    if not llamacpp_installed():
-        raise LlamaUnavailable("llama-cpp-python is not installed")
-    root = models_root or model_dir.parent
-    stamp = source_stamp(model_dir)
-    work = model_dir / f".llamacpp-{secrets.token_hex(4)}"
-    work.mkdir()
-    try:
-        from training.dataset import recorded_separator_id
-
-        tokenizer = _shared_tokenizer(model_dir)
-        eos_id = recorded_separator_id(_read_training_record(model_dir), tokenizer)
-        out = work / ENGINE_DIR
-        out.mkdir()
-        record: dict[str, Any] = {"stamp": stamp}
-        if base_name:
-            from peft import PeftModel
-
-            from training.basemodels import load_base_model
-
-            source, digest = base_identity(base_name, model_dir, texts)
-            base, base_tokenizer = load_base_model(
-                source, texts=texts, models_dir=root, device=torch.device("cpu")
-            )
-            base.eval()
-            base_path = base_file(
-                root,
-                digest,
-                lambda path: write_base(base, base_tokenizer, eos_id, path, name=base_name),
-            )
-            write_adapter(model_dir, base.config, out / ADAPTER_FILE)
-            reference = PeftModel.from_pretrained(base, model_dir).eval()
-            record.update(kind="lora", base=base_path.name)
-            weights, adapter = base_path, out / ADAPTER_FILE
-        else:
-            from training.generation.pool import _load_full
-
-            reference = _load_full(model_dir, torch.device("cpu"))
-            write_base(reference, tokenizer, eos_id, out / MODEL_FILE, name=model_dir.name)
-            record.update(kind="full")
-            weights, adapter = out / MODEL_FILE, None
-        from training.generation.backends import max_positions_of
-
-        record["max_positions"] = max_positions_of(reference.config)
-        _, held_out = _check_texts(model_dir, texts)
-        record["check"] = _quality_check(reference, weights, adapter, tokenizer, held_out)
-        record["serves"] = bool(record["check"].get("passed"))
-        (out / _RECORD).write_text(json.dumps(record), encoding="utf-8")
-        final = model_dir / ENGINE_DIR
-        if final.exists():
-            stale = model_dir / f".llamacpp-stale-{secrets.token_hex(4)}"
-            final.rename(stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        os.replace(out, final)
-        return record
-    except GGUFUnsupported as error:
-        # Final for these weights: the record says why, and no later load tries again.
-        record = {
-            "stamp": stamp,
-            "serves": False,
-            "check": {"bound_pct": _max_increase_pct(), "passed": False, "reason": str(error)},
-        }
-        final = model_dir / ENGINE_DIR
-        shutil.rmtree(final, ignore_errors=True)
-        final.mkdir()
-        (final / _RECORD).write_text(json.dumps(record), encoding="utf-8")
-        return record
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _quality_check(
-    reference: Any,
-    weights: Path,
-    adapter: Path | None,
-    tokenizer: PreTrainedTokenizerBase,
-    held_out: list[str],
-) -> dict[str, Any]:
-    """Perplexity of ``held_out`` under llama.cpp against the torch float32 ``reference``."""
-    from training.generation.backends import max_positions_of
-    from training.generation.fast import _blocks, torch_nll
-
-    bound = _max_increase_pct()
-    size = min(_CHECK_BLOCK_TOKENS, max_positions_of(reference.config))
-    rows = _blocks(held_out, tokenizer, size)[:_CHECK_BLOCKS]
-    count = sum(len(row) - 1 for row in rows)
-    if count == 0:
-        return {"bound_pct": bound, "passed": False, "reason": "no held-out tweets to measure"}
-    expected = torch_nll(reference, rows)
-    model = _Model(weights, threads=0)
-    try:
-        handle = model.load_adapter(adapter) if adapter is not None else None
-        with model.context() as context:
-            context.use(handle)
-            measured = sum(context.nll([int(t) for t in row.tolist()]) for row in rows)
-    finally:
-        model.close()
-    increase = 100 * math.expm1((measured - expected) / count)
-    return {
-        "bound_pct": bound,
-        "passed": abs(increase) <= bound,
-        "ppl_increase_pct": round(increase, 3),
-        "torch_ppl": round(math.exp(expected / count), 3),
-        "llamacpp_ppl": round(math.exp(measured / count), 3),
-        "scored_tokens": count,
-    }
-
-
-def prepare(
-    model_dir: Path,
-    announce: Callable[[str], None] | None = None,
-    *,
-    models_root: Path | None = None,
-) -> dict[str, Any] | None:
-    """Make ``model_dir``'s llama.cpp files now (at save time) when llama.cpp would serve it;
-    the record, or None when it is not wanted or cannot be made. Never raises: the model is
-    served by the next path (or converted again on its first load)."""
-    from training.config import get_settings
-    from training.generation.folder import _read_dataset, _read_training_record
-    from training.generation.pool import _recorded_base
-
-    try:
-        if get_settings().generation_backend not in ("auto", KIND) or not llamacpp_installed():
-            return None
-        existing = read_record(model_dir)
-        if existing is not None:
-            return existing
-        record = _read_training_record(model_dir)
-        texts = [text for _, text in _read_dataset(model_dir)]
-        base_name = _recorded_base(record) if (model_dir / ADAPTER_CONFIG).is_file() else None
-        if announce is not None:
-            announce(
-                "preparing fast CPU generation: writing the llama.cpp files and checking them "
-                "against float32 on held-out tweets"
-            )
-        return build_artifact(model_dir, base_name=base_name, texts=texts, models_root=models_root)
-    except Exception as error:  # any failure only means: the next path serves the model
-        log.warning("The llama.cpp files of %s were not made: %s", model_dir.name, error)
-        return None
-
-
-# -- the engine ---------------------------------------------------------------------------------
 
 
 _LIB_LOCK = threading.Lock()
@@ -652,7 +392,7 @@ class _LlamaSampler:
         settings: GenerationSettings,
         max_length: int,
         first_tokens: list[int] | None,
-        stop: _TweetEnd,
+        stop: TweetEnd,
     ) -> list[list[int]]:
         max_length = min(max_length, self.context.n_ctx)
         per_chunk = max(1, min(_SEQUENCES, self.context.n_ctx // max_length))
@@ -672,7 +412,7 @@ class _LlamaSampler:
         settings: GenerationSettings,
         max_length: int,
         first_tokens: list[int] | None,
-        stop: _TweetEnd,
+        stop: TweetEnd,
     ) -> list[list[int]]:
         """``count`` rows sampled together: the prompt decoded once, shared by every row."""
         context = self.context
@@ -728,6 +468,8 @@ def open_backend(
     """The llama.cpp backend for ``model_dir`` (its files made first when missing, or made
     again once when they cannot be loaded: a base file removed, a damaged adapter), or None
     when llama.cpp does not serve it (the check failed, the model cannot be written)."""
+    from training.generation.llamacpp_build import build_artifact, read_record
+
     record = read_record(model_dir)
     for attempt in range(2):
         if record is None:
@@ -749,46 +491,14 @@ def open_backend(
     return None
 
 
-def _refusal(record: dict[str, Any]) -> str:
-    check = record.get("check") or {}
-    return str(
-        check.get("reason")
-        or f"+{check.get('ppl_increase_pct')} % perplexity, over {check.get('bound_pct')} %"
-    )
-
-
-def engine_line(model_dir: Path) -> str:
-    """Which engine serves ``model_dir`` on this machine's CPU, and why not llama.cpp when it
-    was refused (``!models``): e.g. ``llama.cpp`` or ``torch (llama.cpp: +2.1 % perplexity,
-    over 1.0 %)``."""
-    from training.config import get_settings
-    from training.generation.fast import fast_installed
-
-    choice = get_settings().generation_backend
-    record = read_record(model_dir)
-    serves = record is None or bool(record.get("serves"))
-    if choice in ("auto", KIND) and llamacpp_installed() and serves:
-        return "llama.cpp"
-    fallback = "CTranslate2" if choice in ("auto", "ctranslate2") and fast_installed() else "torch"
-    if record is not None and not record.get("serves") and choice in ("auto", KIND):
-        return f"{fallback} (llama.cpp: {_refusal(record)})"
-    return fallback
-
-
-def card_text(record: dict[str, Any] | None) -> str:
-    """The model card's sentence about CPU generation with llama.cpp."""
-    if record is None:
-        return "llama.cpp files were not made for this model; CTranslate2 or torch serves it."
-    check = record.get("check") or {}
-    if record.get("serves"):
-        shape = (
-            "a shared Q8_0 base with this model's LoRA applied at run time"
-            if record.get("kind") == "lora"
-            else "its own Q8_0 weights"
-        )
-        return (
-            f"On a CPU llama.cpp serves it ({shape}): {check.get('ppl_increase_pct')} % "
-            f"perplexity over float32 on {check.get('scored_tokens')} held-out tokens "
-            f"(bound {check.get('bound_pct')} %)."
-        )
-    return f"llama.cpp does not serve it ({_refusal(record)}); CTranslate2 or torch does."
+def score(weights: Path, adapter: Path | None, rows: list[Any]) -> float:
+    """The negative log-likelihood of each row's tokens after its first under ``weights`` with
+    ``adapter`` applied (None: the bare model), loaded just for this and freed after."""
+    model = _Model(weights, threads=0)
+    try:
+        handle = model.load_adapter(adapter) if adapter is not None else None
+        with model.context() as context:
+            context.use(handle)
+            return sum(context.nll([int(t) for t in row.tolist()]) for row in rows)
+    finally:
+        model.close()

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import torch
 
 
-class _OwnModel:
+class OwnModel:
     """A model folder with its own weights: nothing is shared, nothing to switch."""
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -106,7 +106,7 @@ class _SharedBase:
             return not self.adapters
 
 
-class _LoraModel:
+class LoraModel:
     """A LoRA model folder: its adapter on a :class:`_SharedBase`."""
 
     def __init__(self, pool: _SharedBase, adapter: str) -> None:
@@ -137,27 +137,27 @@ def _release_adapter(pool: _SharedBase, adapter: str) -> None:
             del _BASES[pool.key]
 
 
-def _mark_released(pool: _SharedBase, adapter: str) -> None:
+def mark_released(pool: _SharedBase, adapter: str) -> None:
     # Runs from a garbage-collection finaliser, possibly inside another generation on this thread,
-    # so it only records the adapter; the next load removes it (see _purge_released).
+    # so it only records the adapter; the next load removes it (see purge_released).
     pool.released.add(adapter)
 
 
-def _purge_released() -> None:
+def purge_released() -> None:
     with _BASES_LOCK:
         for pool in list(_BASES.values()):
             for adapter in list(pool.released):
                 _release_adapter(pool, adapter)
 
 
-def _recorded_base(record: dict[str, Any]) -> str | None:
+def recorded_base(record: dict[str, Any]) -> str | None:
     name, where = record.get("base_model"), record.get("base_model_path")
     if isinstance(where, str) and where.strip() and (Path(where).is_dir() or not name):
         return where
     return name if isinstance(name, str) else None
 
 
-def _base_source(base_name: str, model_dir: Path, texts: list[str]) -> tuple[str, str]:
+def base_source(base_name: str, model_dir: Path, texts: list[str]) -> tuple[str, str]:
     """(what to load, the pool key): models on the same key really share identical base weights.
 
     A folder is keyed by its resolved path and a Hub id by itself. The built-in ``tiny`` base is
@@ -179,14 +179,14 @@ def _base_source(base_name: str, model_dir: Path, texts: list[str]) -> tuple[str
     return name, name
 
 
-def _attach_lora(
+def attach_lora(
     model_dir: Path, base_name: str, texts: list[str], device: torch.device
-) -> _LoraModel:
+) -> LoraModel:
     from safetensors import SafetensorError
 
     from training.basemodels import load_base_model
 
-    source, base_key = _base_source(base_name, model_dir, texts)
+    source, base_key = base_source(base_name, model_dir, texts)
     key = (base_key, str(device))
     with _BASES_LOCK:
         pool = _BASES.get(key)
@@ -206,7 +206,7 @@ def _attach_lora(
                 f"The LoRA adapter in {model_dir} is damaged or does not fit its base model "
                 f"{base_name!r}; train the model again."
             ) from error
-    return _LoraModel(pool, adapter)
+    return LoraModel(pool, adapter)
 
 
 def _tensor_bytes(module: torch.nn.Module) -> int:
@@ -220,7 +220,7 @@ def _tensor_bytes(module: torch.nn.Module) -> int:
     return total
 
 
-def _load_full(path: Path, device: torch.device) -> torch.nn.Module:
+def load_full(path: Path, device: torch.device) -> torch.nn.Module:
     import torch
     from transformers import AutoModelForCausalLM
 

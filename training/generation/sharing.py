@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 _TOKEN_TEXTS: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
 
 
-def _token_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+def token_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """The text of every token id of ``tokenizer`` (special tokens as ""); call under its
     :func:`~training.generation.lock.tokenizer_lock`."""
     texts = _TOKEN_TEXTS.get(tokenizer)
@@ -48,11 +48,11 @@ _TOKENIZERS: weakref.WeakValueDictionary[str, PreTrainedTokenizerBase] = (
 _TOKENIZERS_LOCK = threading.Lock()
 
 
-def _shared_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+def shared_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     """The tokenizer in ``path``, shared with every loaded model whose tokenizer files are equal.
 
-    Every model folder carries its base's tokenizer (~9 MB in memory for a 49k vocabulary), so
-    LoRA handles on one base would otherwise each hold an identical copy. Every use of a
+    Every model folder carries its base's tokenizer, so LoRA handles on one base would otherwise
+    each hold an identical copy. Every use of a
     tokenizer holds its :func:`~training.generation.lock.tokenizer_lock`, so sharing one between
     generators is safe.
     """

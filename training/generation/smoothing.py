@@ -1,19 +1,10 @@
 """SmoothQuant-style scaling before an int8 conversion (Xiao et al. 2023, arXiv:2211.10438).
 
-CTranslate2's int8 kernels quantize a linear layer's *input* too, one scale per row of
-activations, so a few outlier channels (SmolLM2's ``down_proj`` inputs reach 2,000× their
-median) take the resolution of all the others. Dividing input channel ``j`` by ``s_j`` and
-multiplying the weights' column ``j`` by ``s_j`` leaves the product unchanged; with
-``s_j = max|X_j|^α / max|W_j|^(1-α)`` the activations' outliers move into the weights, which
-are quantized per output row and mind them far less. The division is folded into whatever
-produces the input — a norm's weight (and bias), or the output rows of the linear layer before
-(``v → o``, ``up → down``) — so the model keeps its architecture, the converter sees an ordinary
-model, and in float32 the smoothed model computes the same function (tested to 1e-4).
-
-Supported: Llama-family decoders (``model.layers[i]`` with ``input_layernorm``, ``q/k/v/o_proj``,
-``post_attention_layernorm``, ``gate/up/down_proj``: Llama, SmolLM2, Mistral, Qwen2) and GPT-2
-(``transformer.h[i]`` with ``ln_1``, ``c_attn``, ``c_proj``, ``ln_2``, ``c_fc``). Another
-architecture is left as it is (:func:`smooth` returns 0).
+Input channel ``j`` of a linear layer is divided by ``s_j = max|X_j|^α / max|W_j|^(1-α)`` and the
+weights' column ``j`` multiplied by it, moving activation outliers into the weights; the division
+is folded into what produces the input (a norm, or the linear layer before), so in float32 the
+model computes the same function. Llama-family decoders and GPT-2 are supported; another
+architecture is left as it is (:func:`smooth` returns 0). docs/generation.md says where it is used.
 """
 
 from __future__ import annotations

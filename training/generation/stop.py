@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from training.generation.lock import tokenizer_lock
-from training.generation.text import _LAST_SPACE, _NEWLINE, tidy_candidate
+from training.generation.text import LAST_SPACE, NEWLINE, tidy_candidate
 
 if TYPE_CHECKING:
     import torch
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 _RUNAWAY_SLACK = 200
 
 
-class _TweetEnd:
+class TweetEnd:
     """Stops each sampled row as soon as more tokens cannot change its tweet.
 
     That is after a newline (everything after the first one is cut), or once the part of the row
@@ -62,7 +62,7 @@ class _TweetEnd:
 
     def _advance(self, row: int, piece: str, tokens: Callable[[], list[int]]) -> None:
         self._chars[row] += len(piece)
-        if _NEWLINE.search(piece) or self._chars[row] > self._max_chars + _RUNAWAY_SLACK:
+        if NEWLINE.search(piece) or self._chars[row] > self._max_chars + _RUNAWAY_SLACK:
             self._done[row] = True
         elif self._chars[row] > self._max_chars:
             # Decoded afresh from the tokens, exactly as the candidate will be judged.
@@ -72,13 +72,13 @@ class _TweetEnd:
 
 
 def _settled_chars(text: str) -> int:
-    """The tidied length of ``text``'s first line before its last whitespace (:class:`_TweetEnd`).
+    """The tidied length of ``text``'s first line before its last whitespace (:class:`TweetEnd`).
 
     Tidying is word by word (URLs are whole words, whitespace collapses), so words that a
     whitespace already ends tidy the same whatever is sampled after them.
     """
-    line = _NEWLINE.split(text, maxsplit=1)[0]
-    last = _LAST_SPACE.search(line)
+    line = NEWLINE.split(text, maxsplit=1)[0]
+    last = LAST_SPACE.search(line)
     if last is None:
         return 0
     return len(tidy_candidate(line[: last.start()], max_chars=len(line) + 1))

@@ -22,8 +22,8 @@ from training.textrules import (
 )
 
 _URL = re.compile(r"\S*(?:\bhttps?:|\bwww\.)\S*", re.IGNORECASE)
-_NEWLINE = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]")
-_LAST_SPACE = re.compile(r"\s(?=\S*$)")
+NEWLINE = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]")
+LAST_SPACE = re.compile(r"\s(?=\S*$)")
 
 
 #: Invisible characters that separate words (zero-width space, word joiner, BOM, Mongolian vowel
@@ -108,7 +108,7 @@ def tidy_candidate(text: str, max_chars: int = TWEET_CHARS) -> str:
     ends at its last sentence end that keeps half the limit, else its last word boundary, never
     inside a grapheme; a separator left dangling at the end (``:``, `` -``) goes.
     """
-    line = _NEWLINE.split(text, maxsplit=1)[0]
+    line = NEWLINE.split(text, maxsplit=1)[0]
     # Control characters are never meant to be posted.
     line = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line)
     line = " ".join(word for word in line.split() if not _is_link(word))
@@ -126,7 +126,7 @@ def _is_link(word: str) -> bool:
     return any(_URL.search(form) or bare_links(form) for form in (word, folded))
 
 
-def _has_content(text: str) -> bool:
+def has_content(text: str) -> bool:
     """Whether ``text`` holds a letter, digit or symbol (an emoji counts; punctuation does not)."""
     return any(unicodedata.category(ch)[0] in "LNS" for ch in text)
 
@@ -139,7 +139,7 @@ def is_degenerate(tweet: str) -> bool:
     words = tweet.split()
     if len(words) < 2 or not any(ch.isalpha() for ch in tweet):
         return True
-    return sum(1 for word in words if _has_content(word)) < 2
+    return sum(1 for word in words if has_content(word)) < 2
 
 
 class CopyFilter:
@@ -168,9 +168,9 @@ class CopyFilter:
         self.ngram = ngram
         self.min_run = min_run
         self.share = share
-        # Every key is kept as a 64-bit digest in a sorted array: 8 bytes an n-gram where a set of
-        # strings costs ~100, so a 3,000-tweet filter takes ~1 MB instead of ~12 MB. Two different
-        # n-grams share a digest with odds of ~1e-9 for a million of them.
+        # Every key is kept as a 64-bit digest in a sorted array: 8 bytes an n-gram, a fraction of
+        # what a set of strings costs. Two different n-grams share a digest with odds of about
+        # 1e-9 for a million of them.
         exact: list[int] = []
         vocabulary: set[int] = set()
         runs: dict[int, list[int]] = {k: [] for k in range(min_run, ngram + 1)}

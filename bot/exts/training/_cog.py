@@ -35,7 +35,7 @@ from bot.own_messages import (
 from bot.public_errors import public_error
 from bot.store import Job
 from training.errors import DoppeltweetError, InputError
-from training.generate import DEFAULT_PROMPT
+from training.generation import DEFAULT_PROMPT
 
 if TYPE_CHECKING:
     from bot.client import DoppeltweetBot

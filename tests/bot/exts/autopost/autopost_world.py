@@ -55,7 +55,7 @@ class RecordingGenerator:
     def generate(
         self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: Collection[str] = ()
     ) -> Any:
-        from training.generate import GenerationResult
+        from training.generation import GenerationResult
 
         self.excludes.append(frozenset(exclude))
         self.prompts.append(prompt)

@@ -206,7 +206,7 @@ async def test_the_real_tiny_model_never_repeats_a_post(
     tiny_model_dir: Path,
     tmp_path: Path,
 ) -> None:
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
 
     folder = await add_trained_model(store, world.guild.id, tiny_model_dir, tmp_path / "alice")
     scripted_generator.delegate = TweetGenerator.load(folder)
@@ -345,7 +345,7 @@ async def test_two_hundred_runs_of_the_real_tiny_model_post_two_hundred_distinct
     tiny_model_dir: Path,
     tmp_path: Path,
 ) -> None:
-    from training.generate import TweetGenerator
+    from training.generation import TweetGenerator
 
     folder = await add_trained_model(store, world.guild.id, tiny_model_dir, tmp_path / "alice")
     scripted_generator.delegate = TweetGenerator.load(folder)

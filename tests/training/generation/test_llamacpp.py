@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_generate import GENERIC_TWEETS, write_records
 
+from tests.training.generation.tiny_models import GENERIC_TWEETS, write_records
 from training.basemodels import BASES_DIR, build_tiny_model
-from training.generate import GenerationSettings, TweetGenerator, clear_generator_cache
-from training.generation import llamacpp
+from training.generation import (
+    GenerationSettings,
+    TweetGenerator,
+    clear_generator_cache,
+    llamacpp,
+    llamacpp_build,
+)
 from training.generation.gguf_files import write_adapter, write_base
 
 gguf = pytest.importorskip("gguf")
@@ -23,13 +28,6 @@ SHORT = GenerationSettings(max_length=40)
 needs_engine = pytest.mark.skipif(
     not llamacpp.llamacpp_installed(), reason="llama-cpp-python is not installed"
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_generator_cache()
-    yield
-    clear_generator_cache()
 
 
 @pytest.fixture
@@ -121,7 +119,9 @@ def test_the_base_file_is_made_once_by_concurrent_makers(tmp_path: Path) -> None
 
     paths: list[Path] = []
     threads = [
-        threading.Thread(target=lambda: paths.append(llamacpp.base_file(tmp_path, "abc", make)))
+        threading.Thread(
+            target=lambda: paths.append(llamacpp_build.base_file(tmp_path, "abc", make))
+        )
         for _ in range(4)
     ]
     for thread in threads:
@@ -136,7 +136,7 @@ def test_the_base_file_is_made_once_by_concurrent_makers(tmp_path: Path) -> None
 def test_a_model_of_its_own_is_served_by_llama_cpp_after_the_check(tiny_dir: Path) -> None:
     generator = TweetGenerator.load(tiny_dir, device="cpu", backend="llamacpp")
     assert generator.backend == "llamacpp"
-    record = llamacpp.read_record(tiny_dir)
+    record = llamacpp_build.read_record(tiny_dir)
     assert record is not None and record["serves"] and record["kind"] == "full"
     assert abs(record["check"]["ppl_increase_pct"]) <= 1.0
     result = generator.generate(n=2, seed=3, settings=SHORT)
@@ -170,13 +170,13 @@ def test_a_healed_prompt_keeps_its_word_and_rows_stop_at_the_length(tiny_dir: Pa
 def test_a_model_over_the_bound_is_served_by_the_next_path(
     tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(llamacpp, "_max_increase_pct", lambda: -100.0)
+    monkeypatch.setattr(llamacpp_build, "_max_increase_pct", lambda: -100.0)
     generator = TweetGenerator.load(tiny_dir, device="cpu", backend="llamacpp")
     assert generator.backend == "torch"
-    record = llamacpp.read_record(tiny_dir)
+    record = llamacpp_build.read_record(tiny_dir)
     assert record is not None and not record["serves"]
-    assert "(llama.cpp: " in llamacpp.engine_line(tiny_dir)
-    assert "over -100.0 %" in llamacpp.engine_line(tiny_dir)
+    assert "(llama.cpp: " in llamacpp_build.engine_line(tiny_dir)
+    assert "over -100.0 %" in llamacpp_build.engine_line(tiny_dir)
     # The record is reused: the next load does not measure again.
     stamp = (tiny_dir / llamacpp.ENGINE_DIR / "source.json").stat().st_mtime_ns
     assert TweetGenerator.load(tiny_dir, device="cpu", backend="llamacpp").backend == "torch"
@@ -191,13 +191,13 @@ def test_training_writes_the_adapter_into_the_model_folder_and_one_base_serves_a
     assert "llama.cpp" in progress
     adapter = folder / llamacpp.ENGINE_DIR / llamacpp.ADAPTER_FILE
     assert adapter.is_file() and adapter.stat().st_size < 2_000_000
-    record = llamacpp.read_record(folder)
+    record = llamacpp_build.read_record(folder)
     assert record is not None and record["kind"] == "lora" and record["serves"]
     bases = folder.parent / BASES_DIR / llamacpp.BASES_SUBDIR
     assert (bases / record["base"]).is_file()
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert "## Generation on a CPU" in card and "llama.cpp serves it" in card
-    assert llamacpp.engine_line(folder) == "llama.cpp"
+    assert llamacpp_build.engine_line(folder) == "llama.cpp"
     first = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
     second = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
     assert first.backend == second.backend == "llamacpp"
@@ -221,10 +221,11 @@ def _sharp_base(kind: str, folder: Path) -> Path:
     """A random ``kind`` model with sharp attention and outputs (query, key and embedding weights
     scaled up), so a wrong rotary layout changes its perplexity; with its records, a servable
     model folder."""
-    from test_base_architectures import _base
     from transformers import AutoModelForCausalLM
 
-    _base(kind, folder, GENERIC_TWEETS)
+    from tests.training.generation.tiny_models import random_base
+
+    random_base(kind, folder, GENERIC_TWEETS)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     with torch.no_grad():
         for layer in model.model.layers:
@@ -243,7 +244,7 @@ def test_llama_family_models_match_torch_in_llama_cpp(
 ) -> None:
     folder = _sharp_base(kind, tmp_path / kind)
     generator = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
-    record = llamacpp.read_record(folder)
+    record = llamacpp_build.read_record(folder)
     assert record is not None and record["serves"], record
     assert generator.backend == "llamacpp"
     assert generator.generate(n=2, seed=1, settings=SHORT).candidates >= 1
@@ -256,7 +257,7 @@ def test_llama_family_models_match_torch_in_llama_cpp(
         monkeypatch.setattr(gguf_files, "_permute", lambda rows, heads: rows)
         (folder / llamacpp.ENGINE_DIR / "source.json").unlink()
         assert TweetGenerator.load(folder, device="cpu", backend="llamacpp").backend == "torch"
-        broken = llamacpp.read_record(folder)
+        broken = llamacpp_build.read_record(folder)
         assert broken is not None and broken["check"]["ppl_increase_pct"] > 1.0
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_generate import (
+
+from tests.training.generation.tiny_models import (
     COFFEE,
     DREAM,
     GENERIC_TWEETS,
@@ -21,20 +22,19 @@ from test_generate import (
     overfit,
     write_records,
 )
-
 from training.basemodels import build_tiny_model
 from training.errors import InputError
-from training.generate import (
+from training.generation import (
     GenerationSettings,
     TweetGenerator,
-    _TweetEnd,
-    clear_generator_cache,
     get_generator,
     normalize,
     tidy_candidate,
 )
-from training.generation.fast import FAST_DIR, FAST_FAILED, fast_artifact, source_stamp
+from training.generation.artifact import source_stamp
+from training.generation.fast_build import FAST_DIR, FAST_FAILED, fast_artifact
 from training.generation.llamacpp import llamacpp_installed
+from training.generation.stop import TweetEnd
 
 pytest.importorskip("ctranslate2")
 
@@ -44,13 +44,6 @@ pytestmark = pytest.mark.usefixtures("ctranslate2_engine")
 SHORT = GenerationSettings(max_length=40)
 #: The backend tests run on llama.cpp too where it is installed.
 LLAMA = pytest.mark.skipif(not llamacpp_installed(), reason="llama-cpp-python is not installed")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_generator_cache()
-    yield
-    clear_generator_cache()
 
 
 @pytest.fixture
@@ -160,7 +153,7 @@ def test_no_fast_generation_phase_when_torch_serves(
 def test_a_failed_conversion_after_training_leaves_the_model_trained(
     tmp_path: Path, sample_table, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training.generation import fast
+    from training.generation import fast_build
     from training.progress import JsonProgress
     from training.store import ModelStore
     from training.train import TrainConfig, train_model
@@ -168,7 +161,7 @@ def test_a_failed_conversion_after_training_leaves_the_model_trained(
     def broken(*args: object, **kwargs: object) -> Path:
         raise RuntimeError("the converter crashed")
 
-    monkeypatch.setattr(fast, "build_fast_artifact", broken)
+    monkeypatch.setattr(fast_build, "build_fast_artifact", broken)
     config = TrainConfig(base_model="tiny", epochs=1, block_size=64, batch_size=8, max_steps=1)
     info = train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(io.StringIO()))
     assert (info.path / "training.json").is_file()
@@ -286,8 +279,8 @@ def test_the_stop_rule_is_the_same_token_by_token(tiny_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     text = " ".join(GENERIC_TWEETS[:6]) + "\nnext line"
     ids = [0, *tokenizer(text, add_special_tokens=False)["input_ids"]]
-    batched = _TweetEnd(tokenizer, 1, 0, 40)
-    stepped = _TweetEnd(tokenizer, 1, 0, 40)
+    batched = TweetEnd(tokenizer, 1, 0, 40)
+    stepped = TweetEnd(tokenizer, 1, 0, 40)
     for end in range(2, len(ids) + 1):
         done = bool(batched(torch.tensor([ids[:end]]), None)[0])
         assert stepped.push(0, ids[end - 1], lambda end=end: ids[1:end]) == done
@@ -365,7 +358,7 @@ def test_open_generators_are_closed_before_the_interpreter_exits(tiny_dir: Path)
     assert backend.generator is None
     # A CLI-like run with two threads per generation ends with status 0, not an abort.
     code = (
-        "import sys; from pathlib import Path; from training.generate import TweetGenerator\n"
+        "import sys; from pathlib import Path; from training.generation import TweetGenerator\n"
         f"g = TweetGenerator.load(Path({str(tiny_dir)!r}), device='cpu')\n"
         "assert g.backend == 'ctranslate2', g.backend\n"
         "[g.generate(n=2, seed=None) for _ in range(5)]\n"
@@ -464,14 +457,14 @@ def test_auto_is_the_default_and_keeps_int8_within_the_bound(tiny_dir: Path, bou
 def test_auto_makes_float32_when_int8_costs_more_than_the_bound(
     tiny_dir: Path, bound, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training.generation import fast
+    from training.generation import fast_build
 
-    measured = fast._int8_check
+    measured = fast_build._int8_check
 
     def costly(*args, **kwargs):
         return {**measured(*args, **kwargs), "int8_ppl_increase_pct": 7.5}
 
-    monkeypatch.setattr(fast, "_int8_check", costly)
+    monkeypatch.setattr(fast_build, "_int8_check", costly)
     bound(3)
     generator = TweetGenerator.load(tiny_dir, device="cpu")
     record = _recorded(tiny_dir)
@@ -495,10 +488,10 @@ def test_auto_makes_float32_on_a_cpu_without_int8(
 def test_auto_measures_on_the_training_s_own_held_out_tweets(lora_dir: Path) -> None:
     from training.cleaning import DataTable
     from training.dataset import split_tweets
-    from training.generation.fast import _check_texts
+    from training.generation.artifact import check_texts
 
     split = split_tweets(DataTable.load(lora_dir))
-    calibration, held_out = _check_texts(lora_dir, ["unused"])
+    calibration, held_out = check_texts(lora_dir, ["unused"])
     assert held_out == split.validation and held_out
     assert not set(held_out) & set(calibration)
     record = _recorded(lora_dir)  # made right after training, with the default setting

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_generate import GENERIC_TWEETS, write_records
 
+from tests.training.generation.tiny_models import GENERIC_TWEETS, write_records
 from training.basemodels import build_tiny_model
-from training.generate import GenerationSettings, TweetGenerator
-from training.generation import backends, fast
+from training.generation import GenerationSettings, TweetGenerator, backends, fast, fast_build
 
 pytest.importorskip("ctranslate2")
 
@@ -174,7 +173,7 @@ def lora_pair(tmp_path_factory: pytest.TempPathFactory, sample_table: Any) -> tu
 
     store = ModelStore(tmp_path_factory.mktemp("concurrent-lora"))
     with pytest.MonkeyPatch.context() as patch:  # torch serves them here: no fast artifact
-        patch.setattr(fast, "prepare_fast_artifact", lambda folder, announce=None: None)
+        patch.setattr(fast_build, "prepare_fast_artifact", lambda folder, announce=None: None)
         first = _train_lora(store, sample_table, 1)
         second = _train_lora(store, sample_table, 3)
     return first, second

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.generation.smoothing import _input_maxima, _llama_folds, smooth
+from training.generation import smoothing
+from training.generation.smoothing import smooth
 
 
 def _gpt2() -> torch.nn.Module:
@@ -81,7 +82,7 @@ def test_smoothing_flattens_the_outlier_channel() -> None:
     probe = model.model.layers[0].self_attn.q_proj
 
     def spread() -> float:
-        amax = _input_maxima(model, {probe}, _blocks())[probe]
+        amax = smoothing._input_maxima(model, {probe}, _blocks())[probe]
         return float(amax.max() / amax.median())
 
     before = spread()
@@ -94,7 +95,7 @@ def test_an_unknown_architecture_is_left_alone() -> None:
     weights = [p.clone() for p in model.parameters()]
     assert smooth(model, _blocks()) == 0
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
-    assert _llama_folds(model) == []
+    assert smoothing._llama_folds(model) == []
 
 
 def test_the_migration_strength_must_be_between_0_and_1() -> None:
