@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +100,9 @@ emit("done", model=name, path=folder)
 
 
 @pytest.fixture
-def bot_settings(tmp_path: Path) -> BotSettings:
-    """Settings with every path in a temporary folder and short grace periods; no .env read."""
-    return BotSettings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        owner_ids="42",
-        cancel_grace_s=2,
-        progress_edit_interval_s=1,
-    )
+def bot_settings(make_settings: Callable[..., BotSettings]) -> BotSettings:
+    """The test settings as ``make_settings`` builds them, unchanged."""
+    return make_settings()
 
 
 @pytest.fixture
