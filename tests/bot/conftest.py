@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from service_fakes import MakeRunner, Recorder
 
 from bot.config import BotSettings
+from bot.jobs import JobRunner
 from bot.store import Store
 
 #: A stand-in for ``python -m training train … --progress-json``: the job runner runs it as its
@@ -136,6 +138,40 @@ def fake_training(tmp_path: Path) -> Iterator[Path]:
             pass
 
 
+# -- job runners over the stand-in training process (tests/bot/service_fakes.py) ---------------
+
+
+@pytest.fixture
+async def make_runner(
+    store: Store, bot_settings: BotSettings, fake_training: Path
+) -> AsyncIterator[MakeRunner]:
+    """Start runners over the fake training process; every one is stopped after the test."""
+    started: list[JobRunner] = []
+
+    async def make(
+        settings: BotSettings | None = None, start: bool = True
+    ) -> tuple[JobRunner, Recorder]:
+        runner = JobRunner(store, settings or bot_settings, python=str(fake_training))
+        recorder = Recorder()
+        runner.add_listener(recorder)
+        if start:
+            await runner.start()
+        started.append(runner)
+        return runner, recorder
+
+    yield make
+    for runner in started:
+        await runner.stop()
+
+
+@pytest.fixture
+def argv_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fake training process appends its argv here, one JSON list per run."""
+    path = tmp_path / "argv.jsonl"
+    monkeypatch.setenv("FAKE_TRAINING_ARGV", str(path))
+    return path
+
+
 # -- simcord: the real bot, store and job runner against a simulated Discord ---------------------
 # The training process is the stand-in above; the model cache is the real one with a loader that
 # returns a scripted model (tests/bot/discord_world.py), so a test decides what "the model" writes.
@@ -182,7 +218,6 @@ async def simcord_bot(
 ) -> AsyncIterator[Any]:
     """The real bot with the stand-in training process and the scripted model (for simcord_env)."""
     from bot.client import create_bot
-    from bot.jobs import JobRunner
     from bot.model_cache import ModelCache
 
     cache = ModelCache(2, 1 << 30, loader=lambda path: scripted_generator)

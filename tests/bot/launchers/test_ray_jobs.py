@@ -21,7 +21,7 @@ import pytest
 import simcord
 from discord_world import World
 from ray_cluster import RayHead, free_port
-from test_jobs import GUILD, USER, Recorder, submit
+from service_fakes import GUILD, USER, Recorder, submit
 
 from bot.client import create_bot
 from bot.config import BotSettings
