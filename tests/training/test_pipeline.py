@@ -336,7 +336,7 @@ def test_the_mastodon_spec_for_a_bluesky_handle_is_one_sentence(settings) -> Non
 
 
 def _mastodon_zip(tmp_path: Path) -> Path:
-    from tests.training.sources.test_mastodon_archive import write_zip
+    from tests.training.sources.mastodon_archive_files import write_zip
 
     return write_zip(tmp_path / "archive.zip")
 
