@@ -174,7 +174,7 @@ def argv_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # -- simcord: the real bot, store and job runner against a simulated Discord ---------------------
 # The training process is the stand-in above; the model cache is the real one with a loader that
-# returns a scripted model (tests/bot/discord_world.py), so a test decides what "the model" writes.
+# returns a scripted model (tests/bot/model_fakes.py), so a test decides what "the model" writes.
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ def scripted_tweets() -> list[str]:
 @pytest.fixture
 def scripted_generator(scripted_tweets: list[str]) -> Any:
     """The one scripted model every model folder loads as."""
-    from discord_world import ScriptedGenerator
+    from model_fakes import ScriptedGenerator
 
     return ScriptedGenerator(scripted_tweets)
 
@@ -217,15 +217,11 @@ async def simcord_bot(
     reset_cooldowns: None,
 ) -> AsyncIterator[Any]:
     """The real bot with the stand-in training process and the scripted model (for simcord_env)."""
-    from bot.client import create_bot
-    from bot.model_cache import ModelCache
+    from discord_world import assemble_bot, close_parts
 
-    cache = ModelCache(2, 1 << 30, loader=lambda path: scripted_generator)
-    runner = JobRunner(store, bot_settings, python=str(fake_training))
-    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache)
+    bot = assemble_bot(bot_settings, store, generator=scripted_generator, python=fake_training)
     yield bot
-    await runner.stop()
-    await cache.close()
+    await close_parts(bot)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ The ``make_runner`` and ``argv_log`` fixtures that use them live in ``tests/bot/
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,13 @@ class Recorder:
         return any(j.id == job_id for j, _ in self.finished) or any(
             j.id == job_id for j, _ in self.failed
         )
+
+
+def dead_pid() -> int:
+    """The id of a process that has just ended (as a bot that died leaves in its store)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 #: The ``make_runner`` fixture: ``await make_runner(settings=None, start=True)``.

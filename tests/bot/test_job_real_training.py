@@ -17,32 +17,13 @@ from service_fakes import (
     Recorder,
     requests_for,
 )
+from tweet_texts import MORE_WORDS, random_texts, tweets_csv
 
 from bot.config import BotSettings
 from bot.jobs import JobRunner
 from bot.services.uploads import upload_path
 from bot.store import Store
 from training.handles import parse_handles
-
-_VOCABULARY = (
-    "my dream is to build a rocket and fly to the moon with friends coffee code python today "
-    "great people vote change future hope music city night morning team win learn new book read "
-    "write garden rain sun happy thanks everyone"
-)
-
-
-def write_tweets_csv(path: Path, count: int = 160) -> None:
-    """Enough synthetic tweets for training's data gates."""
-    import csv
-    import random
-
-    rng = random.Random(0)
-    words = _VOCABULARY.split()
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text"])
-        for _ in range(count):
-            writer.writerow([" ".join(rng.choice(words) for _ in range(rng.randint(5, 14)))])
 
 
 @pytest.fixture
@@ -66,7 +47,7 @@ async def test_the_real_training_process_trains_a_tiny_model_that_the_cache_serv
 
     runner, rec = real_runner
     path = upload_path(runner.settings, GUILD, "alice.csv")
-    write_tweets_csv(path)
+    path.write_bytes(tweets_csv(random_texts(160, words=MORE_WORDS, shortest=5)))
     job = await requests_for(runner).submit(
         GUILD,
         CHANNEL,
@@ -121,7 +102,7 @@ async def test_kill_9_of_the_real_training_process_keeps_the_served_model(
         trained_by=USER,
     )
     path = upload_path(runner.settings, GUILD, "alice.csv")
-    write_tweets_csv(path)
+    path.write_bytes(tweets_csv(random_texts(160, words=MORE_WORDS, shortest=5)))
     job = await requests_for(runner).submit(
         GUILD,
         CHANNEL,

@@ -16,6 +16,7 @@ from service_fakes import (
     GUILD,
     USER,
     MakeRunner,
+    dead_pid,
     submit,
     upload,
 )
@@ -63,12 +64,6 @@ async def test_a_model_saved_while_the_bot_stopped_is_not_trained_again(
 # -- recovering at start -----------------------------------------------------------------------
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 async def test_a_job_left_running_by_a_dead_bot_is_queued_again_once(
     make_runner: MakeRunner, store: Store, bot_settings: BotSettings
 ) -> None:
@@ -77,7 +72,7 @@ async def test_a_job_left_running_by_a_dead_bot_is_queued_again_once(
     job = await store.create_job(
         GUILD, CHANNEL, USER, "alice", handles=parse_handles(["alice"]), sources=[path]
     )
-    await store.mark_job_running(job.id, _dead_pid())
+    await store.mark_job_running(job.id, dead_pid())
 
     runner, rec = await make_runner()
     await rec.wait(lambda: rec.ended(job.id))
@@ -94,9 +89,9 @@ async def test_a_job_already_restarted_once_fails_after_another_restart(
     job = await store.create_job(
         GUILD, CHANNEL, USER, "alice", handles=parse_handles(["alice"]), sources=[upload(runner)]
     )
-    await store.mark_job_running(job.id, _dead_pid())
+    await store.mark_job_running(job.id, dead_pid())
     await store.requeue_job(job.id, count_restart=True)
-    await store.mark_job_running(job.id, _dead_pid())
+    await store.mark_job_running(job.id, dead_pid())
 
     runner, rec = await make_runner()
     await runner.wait_for_listeners()

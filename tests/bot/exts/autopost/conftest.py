@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 import simcord
-from autopost_world import RecordingGenerator, virtual_datetime
+from autopost_world import virtual_datetime
 from discord_world import World, add_model
+from model_fakes import RecordingGenerator
 
 from bot.config import BotSettings
 from bot.store import Store
