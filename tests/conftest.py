@@ -1,4 +1,5 @@
-"""Session-wide fixtures shared by the training and bot tests: a data table and a tiny model.
+"""Fixtures shared by the training and bot tests: the settings factories, a data table and a
+tiny model.
 
 Everything is built offline from synthetic tweets, so no test downloads a model. The trained model
 is built once per session (a few seconds on 2 cores) and must be treated as read-only: copy it

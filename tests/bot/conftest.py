@@ -1,5 +1,6 @@
-"""Shared fixtures for the bot's tests: settings in a temporary folder, an opened store, and a
-stand-in for the training process that speaks the ``--progress-json`` protocol."""
+"""Shared fixtures for the bot's tests: settings in a temporary folder (``make_settings``, in
+tests/conftest.py), an opened store, a stand-in for the training process that speaks the
+``--progress-json`` protocol, job runners over it, and the real bot against simcord."""
 
 from __future__ import annotations
 

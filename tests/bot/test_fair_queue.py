@@ -1,4 +1,5 @@
-"""The fair queue's order and its start estimates, as plain functions (no database)."""
+"""The fair queue's order and its start estimates, as plain functions (no database), and the
+order the job runner starts jobs in."""
 
 from __future__ import annotations
 
