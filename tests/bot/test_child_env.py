@@ -71,6 +71,22 @@ def test_the_training_process_gets_no_secret_of_the_bot(environment: None) -> No
     assert env["x_bearer_token"] == "x-read-token" and env["HF_TOKEN"] == "hub-token"
 
 
+async def test_the_training_process_gets_no_discord_or_x_posting_secrets(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "discord-secret")
+    monkeypatch.setenv("X_ACCESS_TOKEN_SECRET", "x-secret")
+    monkeypatch.setenv("X_BEARER_TOKEN", "reading-is-training-work")
+    posting = ("BLUESKY_APP_PASSWORD", "MASTODON_ACCESS_TOKEN", "DOPPELTWEET_MASTODON_ACCESS_TOKEN")
+    for name in posting:
+        monkeypatch.setenv(name, "posting-secret")
+    env = JobRunner._environment()
+    assert "DISCORD_TOKEN" not in env and "X_ACCESS_TOKEN_SECRET" not in env
+    assert not [name for name in posting if name in env]
+    assert "posting-secret" not in env.values()
+    assert env["X_BEARER_TOKEN"] == "reading-is-training-work"
+
+
 def test_the_generation_process_gets_no_secret_of_the_bot(
     environment: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,22 +124,3 @@ def test_every_secret_field_is_known_by_every_name_it_is_read_from() -> None:
     assert "DOPPELTWEET_MAX_TWEETS" in training_env_names()
     assert not names & training_env_names()
     assert child_environment({"Discord_Token": "x", "LANG": "C"}) == {"LANG": "C"}
-
-
-# -- the job runner's training environment -----------------------------------------------------
-
-
-async def test_the_training_process_gets_no_discord_or_x_posting_secrets(
-    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("DISCORD_TOKEN", "discord-secret")
-    monkeypatch.setenv("X_ACCESS_TOKEN_SECRET", "x-secret")
-    monkeypatch.setenv("X_BEARER_TOKEN", "reading-is-training-work")
-    posting = ("BLUESKY_APP_PASSWORD", "MASTODON_ACCESS_TOKEN", "DOPPELTWEET_MASTODON_ACCESS_TOKEN")
-    for name in posting:
-        monkeypatch.setenv(name, "posting-secret")
-    env = JobRunner._environment()
-    assert "DISCORD_TOKEN" not in env and "X_ACCESS_TOKEN_SECRET" not in env
-    assert not [name for name in posting if name in env]
-    assert "posting-secret" not in env.values()
-    assert env["X_BEARER_TOKEN"] == "reading-is-training-work"
