@@ -1,4 +1,5 @@
-"""Session-wide fixtures shared by the training and bot tests: a data table and a tiny model.
+"""Fixtures shared by the training and bot tests: the settings factories, a data table and a
+tiny model.
 
 Everything is built offline from synthetic tweets, so no test downloads a model. The trained model
 is built once per session (a few seconds on 2 cores) and must be treated as read-only: copy it
@@ -8,12 +9,18 @@ is built once per session (a few seconds on 2 cores) and must be treated as read
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from training.cleaning import DataTable, HandleData
 from training.handles import parse_handle
+
+if TYPE_CHECKING:
+    from bot.config import BotSettings
+    from training.config import TrainingSettings
 
 _VOCABULARY = (
     "my dream is to build a rocket and fly to the moon with friends coffee code python "
@@ -35,6 +42,37 @@ def synthetic_tweets(count: int, seed: int = 0) -> list[str]:
             words.append("🎉")
         tweets.append(" ".join(words).capitalize())
     return tweets
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., BotSettings]:
+    """Builds the bot's test settings: every path in a temporary folder, owner 42, short grace
+    periods, no .env read; keyword arguments change fields (validated as the environment is)."""
+    from bot.config import BotSettings
+
+    def make(**overrides: Any) -> BotSettings:
+        fields: dict[str, Any] = {
+            "_env_file": None,
+            "data_dir": tmp_path / "data",
+            "owner_ids": "42",
+            "cancel_grace_s": 2,
+            "progress_edit_interval_s": 1,
+        }
+        return BotSettings(**{**fields, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def make_training_settings() -> Callable[..., TrainingSettings]:
+    """Builds the training library's settings without reading .env; keyword arguments change
+    fields."""
+    from training.config import TrainingSettings
+
+    def make(**overrides: Any) -> TrainingSettings:
+        return TrainingSettings(**{"_env_file": None, **overrides})
+
+    return make
 
 
 @pytest.fixture(scope="session")

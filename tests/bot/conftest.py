@@ -1,17 +1,20 @@
-"""Shared fixtures for the bot's tests: settings in a temporary folder, an opened store, and a
-stand-in for the training process that speaks the ``--progress-json`` protocol."""
+"""Shared fixtures for the bot's tests: settings in a temporary folder (``make_settings``, in
+tests/conftest.py), an opened store, a stand-in for the training process that speaks the
+``--progress-json`` protocol, job runners over it, and the real bot against simcord."""
 
 from __future__ import annotations
 
 import stat
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from service_fakes import MakeRunner, Recorder
 
 from bot.config import BotSettings
+from bot.jobs import JobRunner
 from bot.store import Store
 
 #: A stand-in for ``python -m training train … --progress-json``: the job runner runs it as its
@@ -100,15 +103,9 @@ emit("done", model=name, path=folder)
 
 
 @pytest.fixture
-def bot_settings(tmp_path: Path) -> BotSettings:
-    """Settings with every path in a temporary folder and short grace periods; no .env read."""
-    return BotSettings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        owner_ids="42",
-        cancel_grace_s=2,
-        progress_edit_interval_s=1,
-    )
+def bot_settings(make_settings: Callable[..., BotSettings]) -> BotSettings:
+    """The test settings as ``make_settings`` builds them, unchanged."""
+    return make_settings()
 
 
 @pytest.fixture
@@ -142,9 +139,43 @@ def fake_training(tmp_path: Path) -> Iterator[Path]:
             pass
 
 
+# -- job runners over the stand-in training process (tests/bot/service_fakes.py) ---------------
+
+
+@pytest.fixture
+async def make_runner(
+    store: Store, bot_settings: BotSettings, fake_training: Path
+) -> AsyncIterator[MakeRunner]:
+    """Start runners over the fake training process; every one is stopped after the test."""
+    started: list[JobRunner] = []
+
+    async def make(
+        settings: BotSettings | None = None, start: bool = True
+    ) -> tuple[JobRunner, Recorder]:
+        runner = JobRunner(store, settings or bot_settings, python=str(fake_training))
+        recorder = Recorder()
+        runner.add_listener(recorder)
+        if start:
+            await runner.start()
+        started.append(runner)
+        return runner, recorder
+
+    yield make
+    for runner in started:
+        await runner.stop()
+
+
+@pytest.fixture
+def argv_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fake training process appends its argv here, one JSON list per run."""
+    path = tmp_path / "argv.jsonl"
+    monkeypatch.setenv("FAKE_TRAINING_ARGV", str(path))
+    return path
+
+
 # -- simcord: the real bot, store and job runner against a simulated Discord ---------------------
 # The training process is the stand-in above; the model cache is the real one with a loader that
-# returns a scripted model (tests/bot/discord_world.py), so a test decides what "the model" writes.
+# returns a scripted model (tests/bot/model_fakes.py), so a test decides what "the model" writes.
 
 
 @pytest.fixture
@@ -156,7 +187,7 @@ def scripted_tweets() -> list[str]:
 @pytest.fixture
 def scripted_generator(scripted_tweets: list[str]) -> Any:
     """The one scripted model every model folder loads as."""
-    from discord_world import ScriptedGenerator
+    from model_fakes import ScriptedGenerator
 
     return ScriptedGenerator(scripted_tweets)
 
@@ -187,16 +218,11 @@ async def simcord_bot(
     reset_cooldowns: None,
 ) -> AsyncIterator[Any]:
     """The real bot with the stand-in training process and the scripted model (for simcord_env)."""
-    from bot.client import create_bot
-    from bot.jobs import JobRunner
-    from bot.model_cache import ModelCache
+    from discord_world import assemble_bot, close_parts
 
-    cache = ModelCache(2, 1 << 30, loader=lambda path: scripted_generator)
-    runner = JobRunner(store, bot_settings, python=str(fake_training))
-    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache)
+    bot = assemble_bot(bot_settings, store, generator=scripted_generator, python=fake_training)
     yield bot
-    await runner.stop()
-    await cache.close()
+    await close_parts(bot)
 
 
 @pytest.fixture

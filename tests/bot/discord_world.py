@@ -1,4 +1,5 @@
-"""Helpers for the simcord tests of the Discord layer: a scripted model and a small server.
+"""Helpers for the simcord tests of the Discord layer: the bot assembled over a store, and a
+small server (the scripted model is ``model_fakes.ScriptedGenerator``).
 
 The fixtures that use them live in ``tests/bot/conftest.py`` (``simcord_bot``, ``world``).
 """
@@ -6,8 +7,9 @@ The fixtures that use them live in ``tests/bot/conftest.py`` (``simcord_bot``, `
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -18,34 +20,45 @@ from training.handles import Handle
 if TYPE_CHECKING:
     import simcord
 
-    from training.generation import GenerationResult
+    from bot.client import DoppeltweetBot
 
 #: A tiny CSV attachment (the stand-in training process does not read it).
 CSV = b"text\nhello world from the test\n"
 
 
-class ScriptedGenerator:
-    """A loaded model that answers with scripted tweets, so a test controls the generated text."""
+def assemble_bot(
+    settings: BotSettings,
+    store: Store,
+    *,
+    generator: Any = None,
+    python: Path | None = None,
+    training_args: Sequence[str] = (),
+    **options: Any,
+) -> DoppeltweetBot:
+    """The real bot on ``store`` with its job runner and model cache made here.
 
-    memory_bytes = 1
+    The runner runs ``python`` (the stand-in training process, ``fake_training``) or, without it,
+    the real training CLI with ``training_args``; the cache loads every model folder as
+    ``generator`` or, without one, as the real model it is. ``close_parts`` ends both.
+    """
+    from bot.client import create_bot
+    from bot.jobs import JobRunner
+    from bot.model_cache import ModelCache
 
-    def __init__(self, tweets: list[str]) -> None:
-        self.tweets = tweets
-        self.prompts: list[str] = []
-        #: When set, generating raises it (a bug in the model code, as far as the bot knows).
-        self.error: Exception | None = None
+    cache = ModelCache(2, 1 << 30, loader=None if generator is None else lambda path: generator)
+    runner = JobRunner(
+        store,
+        settings,
+        python=None if python is None else str(python),
+        training_args=training_args,
+    )
+    return create_bot(settings, store=store, runner=runner, cache=cache, **options)
 
-    def generate(
-        self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: object = ()
-    ) -> GenerationResult:
-        from training.generation import GenerationResult
 
-        self.prompts.append(prompt)
-        if self.error is not None:
-            raise self.error
-        return GenerationResult(
-            prompt=prompt, tweets=self.tweets[:n], candidates=len(self.tweets), rejected=0
-        )
+async def close_parts(bot: DoppeltweetBot) -> None:
+    """Stop the job runner and close the model cache that ``assemble_bot`` made."""
+    await bot.runner.stop()
+    await bot.cache.close()
 
 
 class World:

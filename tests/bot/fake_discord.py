@@ -27,7 +27,8 @@ and ``echo_edits`` dispatches every message edit back as a MESSAGE_UPDATE in the
 
 Every request is recorded (``requests``), so a test asserts the exact wire payloads, e.g.
 ``allowed_mentions == {"parse": []}``. Waiting is always bounded by a timeout, and ``close()`` ends
-every websocket, so nothing outlives the test.
+every websocket, so nothing outlives the test. The shapes it records and sends live in
+``discord_wire.py``.
 """
 
 from __future__ import annotations
@@ -38,173 +39,33 @@ import itertools
 import json
 import re
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 
 from aiohttp import WSMsgType, web
-
-API_PREFIX = "/api/v10"
-
-#: Snowflakes count milliseconds from Discord's epoch (2015-01-01).
-_DISCORD_EPOCH_MS = 1_420_070_400_000
-
-# Permission bits (https://discord.com/developers/docs/topics/permissions).
-VIEW_CHANNEL = 1 << 10
-SEND_MESSAGES = 1 << 11
-EMBED_LINKS = 1 << 14
-ATTACH_FILES = 1 << 15
-READ_MESSAGE_HISTORY = 1 << 16
-USE_APPLICATION_COMMANDS = 1 << 31
-MANAGE_GUILD = 1 << 5
-EVERYONE_PERMISSIONS = (
-    VIEW_CHANNEL
-    | SEND_MESSAGES
-    | EMBED_LINKS
-    | ATTACH_FILES
-    | READ_MESSAGE_HISTORY
-    | USE_APPLICATION_COMMANDS
+from discord_wire import (
+    API_PREFIX,
+    CALLBACK_ROUTE,
+    DISCORD_EPOCH_MS,
+    EVERYONE_PERMISSIONS,
+    FOLLOWUP_ROUTE,
+    MANAGE_GUILD,
+    MESSAGE_CALLBACKS,
+    MESSAGE_ROUTE,
+    MESSAGES_ROUTE,
+    OPTION_TYPES,
+    TYPING_ROUTE,
+    WEBHOOK_MESSAGE_ROUTE,
+    FakeDiscordError,
+    FakeUser,
+    GatewaySession,
+    RecordedFile,
+    RecordedRequest,
+    Refusal,
+    json_reply,
+    not_found,
 )
-
-_MESSAGES_ROUTE = re.compile(r"^/channels/(\d+)/messages$")
-_MESSAGE_ROUTE = re.compile(r"^/channels/(\d+)/messages/(\d+)$")
-_TYPING_ROUTE = re.compile(r"^/channels/(\d+)/typing$")
-_CALLBACK_ROUTE = re.compile(r"^/interactions/(\d+)/([^/]+)/callback$")
-_FOLLOWUP_ROUTE = re.compile(r"^/webhooks/(\d+)/([^/]+)$")
-_WEBHOOK_MESSAGE_ROUTE = re.compile(r"^/webhooks/(\d+)/([^/]+)/messages/(@original|\d+)$")
-
-#: Interaction callback types that answer with a message (4: message, 5: deferred "thinking").
-_MESSAGE_CALLBACKS = (4, 5)
-#: Slash-command option types for the Python values ``send_slash_command`` accepts.
-_OPTION_TYPES = {bool: 5, int: 4, str: 3}
-
-
-class FakeDiscordError(AssertionError):
-    """The client did something the fake cannot answer, or an expected request never came."""
-
-
-@dataclass(frozen=True)
-class RecordedFile:
-    """One file part of a multipart request."""
-
-    field: str
-    filename: str
-    content_type: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One REST request as the client sent it; ``path`` is relative to ``/api/v10``."""
-
-    method: str
-    path: str
-    json: Any
-    files: tuple[RecordedFile, ...] = ()
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Refusal:
-    """REST requests the fake answers with ``status`` instead of serving them."""
-
-    method: str
-    path: re.Pattern[str]
-    status: int
-    when: Callable[[RecordedRequest], bool] | None = None
-    #: How many more requests to refuse; None: every matching one.
-    times: int | None = None
-    #: The requests refused so far.
-    refused: list[RecordedRequest] = field(default_factory=list)
-
-    def applies(self, request: RecordedRequest) -> bool:
-        """Whether ``request`` is refused now (and counted as such)."""
-        if self.times is not None and self.times <= 0:
-            return False
-        if request.method != self.method or not self.path.fullmatch(request.path):
-            return False
-        if self.when is not None and not self.when(request):
-            return False
-        if self.times is not None:
-            self.times -= 1
-        self.refused.append(request)
-        return True
-
-
-@dataclass(frozen=True)
-class FakeUser:
-    """A user and, when in the guild, the ids of their roles there."""
-
-    id: int
-    username: str
-    bot: bool = False
-    role_ids: tuple[int, ...] = ()
-
-    def payload(self) -> dict[str, Any]:
-        """The user object as Discord sends it."""
-        return {
-            "id": str(self.id),
-            "username": self.username,
-            "global_name": self.username.title(),
-            "discriminator": "0",
-            "avatar": None,
-            "bot": self.bot,
-            "public_flags": 0,
-        }
-
-    def member_payload(self, *, with_user: bool = True) -> dict[str, Any]:
-        """The guild member object (``with_user=False`` for a MESSAGE_CREATE's ``member``)."""
-        member: dict[str, Any] = {
-            "roles": [str(role) for role in self.role_ids],
-            "nick": None,
-            "joined_at": "2024-01-01T00:00:00+00:00",
-            "deaf": False,
-            "mute": False,
-            "flags": 0,
-            "pending": False,
-        }
-        if with_user:
-            member["user"] = self.payload()
-        return member
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    """A JSON reply whose content type is exactly what discord.py checks for."""
-    return web.Response(
-        status=status,
-        body=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-
-
-def _not_found(message: str, code: int = 0) -> web.Response:
-    return _json({"message": message, "code": code}, status=404)
-
-
-class _GatewaySession:
-    """One client websocket: sequence numbers and the optional zlib stream."""
-
-    def __init__(self, ws: web.WebSocketResponse, compress: str | None) -> None:
-        self.ws = ws
-        self.compressor = zlib.compressobj() if compress == "zlib-stream" else None
-        self.sequence = 0
-        self.lock = asyncio.Lock()
-
-    async def send(self, op: int, data: Any, event: str | None = None) -> None:
-        """Send one gateway payload; dispatches (op 0) get the next sequence number."""
-        async with self.lock:
-            payload: dict[str, Any] = {"op": op, "d": data, "s": None, "t": event}
-            if op == 0:
-                self.sequence += 1
-                payload["s"] = self.sequence
-            raw = json.dumps(payload).encode()
-            if self.compressor is None:
-                await self.ws.send_str(raw.decode())
-            else:
-                chunk = self.compressor.compress(raw) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
-                await self.ws.send_bytes(chunk)
 
 
 class FakeDiscord:
@@ -239,7 +100,7 @@ class FakeDiscord:
         #: Interaction token → the id of its original response message (once answered).
         self._originals: dict[str, int | None] = {}
         self._blobs: dict[str, tuple[str, bytes]] = {}
-        self._sessions: list[_GatewaySession] = []
+        self._sessions: list[GatewaySession] = []
         self._refusals: list[Refusal] = []
         #: When true, ``/gateway`` answers a plain HTTP 200 page instead of a websocket upgrade.
         self.gateway_answers_http = False
@@ -304,7 +165,7 @@ class FakeDiscord:
     # ----------------------------------------------------------------------------- model
     def snowflake(self) -> int:
         """A fresh, time-ordered snowflake."""
-        now_ms = int(time.time() * 1000) - _DISCORD_EPOCH_MS
+        now_ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
         return (now_ms << 22) | (next(self._ids) & 0x3FFFFF)
 
     @property
@@ -527,7 +388,7 @@ class FakeDiscord:
                 "name": name,
                 "type": 1,
                 "options": [
-                    {"name": key, "type": _OPTION_TYPES[type(value)], "value": value}
+                    {"name": key, "type": OPTION_TYPES[type(value)], "value": value}
                     for key, value in (options or {}).items()
                 ],
             },
@@ -640,7 +501,7 @@ class FakeDiscord:
             # A 4xx, never a 5xx: discord.py would retry a 5xx several times with backoff.
             self.errors.append(f"{request.method} {path}: unreadable body ({error})")
             await self._notify()
-            return _json({"message": "400: Bad Request", "code": 50109}, status=400)
+            return json_reply({"message": "400: Bad Request", "code": 50109}, status=400)
         recorded = RecordedRequest(
             method=request.method,
             path=path,
@@ -653,10 +514,10 @@ class FakeDiscord:
             # Interaction callbacks and webhooks are authorised by the token in their path.
             webhook = path.startswith(("/interactions/", "/webhooks/"))
             if not webhook and request.headers.get("Authorization") != f"Bot {self.token}":
-                return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+                return json_reply({"message": "401: Unauthorized", "code": 0}, status=401)
             for refusal in self._refusals:
                 if refusal.applies(recorded):
-                    return _json(
+                    return json_reply(
                         {"message": f"{refusal.status}: refused by the test", "code": 0},
                         status=refusal.status,
                     )
@@ -664,7 +525,7 @@ class FakeDiscord:
                 response = self._route(request.method, path, payload, files)
             except (KeyError, TypeError, ValueError, AttributeError) as error:
                 self.errors.append(f"{request.method} {path}: the fake cannot answer ({error!r})")
-                return _json({"message": "400: Bad Request", "code": 50035}, status=400)
+                return json_reply({"message": "400: Bad Request", "code": 50035}, status=400)
             if response.status == 404:
                 self.unknown_requests.append(recorded)
             elif self.echo_edits is not None and request.method == "PATCH" and self._sessions:
@@ -678,13 +539,13 @@ class FakeDiscord:
         self, method: str, path: str, payload: Any, files: tuple[RecordedFile, ...]
     ) -> web.Response:
         if method == "GET" and path == "/users/@me":
-            return _json(self.bot_user.payload())
+            return json_reply(self.bot_user.payload())
         if method == "GET" and path == "/oauth2/applications/@me":
-            return _json(self.application_payload())
+            return json_reply(self.application_payload())
         if method == "GET" and path == "/gateway":
-            return _json({"url": self.gateway_url})
+            return json_reply({"url": self.gateway_url})
         if method == "GET" and path == "/gateway/bot":
-            return _json(
+            return json_reply(
                 {
                     "url": self.gateway_url,
                     "shards": 1,
@@ -696,42 +557,42 @@ class FakeDiscord:
                     },
                 }
             )
-        if method == "POST" and (match := _TYPING_ROUTE.match(path)):
+        if method == "POST" and (match := TYPING_ROUTE.match(path)):
             return web.Response(status=204)
-        if method == "POST" and (match := _MESSAGES_ROUTE.match(path)):
+        if method == "POST" and (match := MESSAGES_ROUTE.match(path)):
             return self._create_message(int(match[1]), payload or {}, files)
-        if match := _MESSAGE_ROUTE.match(path):
+        if match := MESSAGE_ROUTE.match(path):
             message = self.messages.get(int(match[2]))
             if message is None or message["channel_id"] != match[1]:
-                return _not_found("Unknown Message", code=10008)
+                return not_found("Unknown Message", code=10008)
             if method == "GET":
-                return _json(message)
+                return json_reply(message)
             if method == "PATCH":
-                return _json(self._edit_message(message, payload or {}, files))
+                return json_reply(self._edit_message(message, payload or {}, files))
             if method == "DELETE":
                 del self.messages[int(match[2])]
                 return web.Response(status=204)
-        if method == "POST" and (match := _CALLBACK_ROUTE.match(path)):
+        if method == "POST" and (match := CALLBACK_ROUTE.match(path)):
             return self._interaction_callback(match[2], payload or {}, files)
-        if method == "POST" and (match := _FOLLOWUP_ROUTE.match(path)):
+        if method == "POST" and (match := FOLLOWUP_ROUTE.match(path)):
             if match[1] != str(self.application_id) or match[2] not in self._originals:
-                return _not_found("Unknown Webhook", code=10015)
+                return not_found("Unknown Webhook", code=10015)
             message = self._interaction_message(payload or {}, files, author=self.bot_user)
-            return _json(message)
-        if match := _WEBHOOK_MESSAGE_ROUTE.match(path):
+            return json_reply(message)
+        if match := WEBHOOK_MESSAGE_ROUTE.match(path):
             token, which = match[2], match[3]
             message_id = self._originals.get(token) if which == "@original" else int(which)
             message = self.messages.get(message_id) if message_id is not None else None
             if match[1] != str(self.application_id) or message is None:
-                return _not_found("Unknown Message", code=10008)
+                return not_found("Unknown Message", code=10008)
             if method == "GET":
-                return _json(message)
+                return json_reply(message)
             if method == "PATCH":
-                return _json(self._edit_message(message, payload or {}, files))
+                return json_reply(self._edit_message(message, payload or {}, files))
             if method == "DELETE":
                 del self.messages[int(message["id"])]
                 return web.Response(status=204)
-        return _not_found("404: Not Found")
+        return not_found("404: Not Found")
 
     def _interaction_message(
         self, data: dict[str, Any], files: tuple[RecordedFile, ...], *, author: FakeUser
@@ -754,9 +615,9 @@ class FakeDiscord:
         self, token: str, payload: dict[str, Any], files: tuple[RecordedFile, ...]
     ) -> web.Response:
         if token not in self._originals:
-            return _not_found("Unknown interaction", code=10062)
+            return not_found("Unknown interaction", code=10062)
         if self._originals[token] is not None:
-            return _json(
+            return json_reply(
                 {"message": "Interaction has already been acknowledged.", "code": 40060},
                 status=400,
             )
@@ -771,7 +632,7 @@ class FakeDiscord:
                 ),
             }
         }
-        if kind in _MESSAGE_CALLBACKS:
+        if kind in MESSAGE_CALLBACKS:
             data = dict(payload.get("data") or {})
             if kind == 5:
                 data["flags"] = int(data.get("flags") or 0) | 128  # "thinking…"
@@ -781,13 +642,13 @@ class FakeDiscord:
             response["resource"] = {"type": kind, "message": message}
         else:
             self._originals[token] = 0
-        return _json(response)
+        return json_reply(response)
 
     def _create_message(
         self, channel_id: int, payload: dict[str, Any], files: tuple[RecordedFile, ...]
     ) -> web.Response:
         if channel_id != self.channel_id:
-            return _not_found("Unknown Channel", code=10003)
+            return not_found("Unknown Channel", code=10003)
         reference = payload.get("message_reference")
         message = self._message_payload(
             author=self.bot_user,
@@ -800,7 +661,7 @@ class FakeDiscord:
             reference=dict(reference, channel_id=str(channel_id)) if reference else None,
         )
         self.messages[int(message["id"])] = message
-        return _json(message)
+        return json_reply(message)
 
     def _edit_message(
         self, message: dict[str, Any], payload: dict[str, Any], files: tuple[RecordedFile, ...]
@@ -821,7 +682,7 @@ class FakeDiscord:
     async def _attachment(self, request: web.Request) -> web.Response:
         blob = self._blobs.get(request.match_info["key"])
         if blob is None:
-            return _not_found("Unknown Attachment")
+            return not_found("Unknown Attachment")
         content_type, data = blob
         return web.Response(body=data, headers={"Content-Type": content_type})
 
@@ -838,7 +699,7 @@ class FakeDiscord:
             self.errors.append(f"the client asked for {compress} compression, not zlib-stream")
             await ws.close(code=4000, message=b"unsupported compression")
             return ws
-        session = _GatewaySession(ws, compress)
+        session = GatewaySession(ws, compress)
         self._sessions.append(session)
         try:
             await session.send(10, {"heartbeat_interval": self.heartbeat_interval_ms})
@@ -854,7 +715,7 @@ class FakeDiscord:
             await self._notify()
         return ws
 
-    async def _on_gateway_payload(self, session: _GatewaySession, payload: dict[str, Any]) -> None:
+    async def _on_gateway_payload(self, session: GatewaySession, payload: dict[str, Any]) -> None:
         op, data = payload.get("op"), payload.get("d")
         if op == 1:
             await session.send(11, None)

@@ -7,9 +7,11 @@ filters must treat it so.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+from service_fakes import MakeRunner
 
 from bot import model_process
 from bot.child_env import child_environment, secret_env_names, training_env_names
@@ -67,6 +69,22 @@ def test_the_training_process_gets_no_secret_of_the_bot(environment: None) -> No
         assert env[name] == value
     # The training settings' own secrets: the X API source and the Hub push need them.
     assert env["x_bearer_token"] == "x-read-token" and env["HF_TOKEN"] == "hub-token"
+
+
+async def test_the_training_process_gets_no_discord_or_x_posting_secrets(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "discord-secret")
+    monkeypatch.setenv("X_ACCESS_TOKEN_SECRET", "x-secret")
+    monkeypatch.setenv("X_BEARER_TOKEN", "reading-is-training-work")
+    posting = ("BLUESKY_APP_PASSWORD", "MASTODON_ACCESS_TOKEN", "DOPPELTWEET_MASTODON_ACCESS_TOKEN")
+    for name in posting:
+        monkeypatch.setenv(name, "posting-secret")
+    env = JobRunner._environment()
+    assert "DISCORD_TOKEN" not in env and "X_ACCESS_TOKEN_SECRET" not in env
+    assert not [name for name in posting if name in env]
+    assert "posting-secret" not in env.values()
+    assert env["X_BEARER_TOKEN"] == "reading-is-training-work"
 
 
 def test_the_generation_process_gets_no_secret_of_the_bot(

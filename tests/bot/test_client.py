@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +10,11 @@ import discord
 import pytest
 import simcord
 from discord.ext import commands
-from discord_world import World, add_model
+from discord_world import World, add_model, assemble_bot
+from service_fakes import dead_pid
 
 from bot.client import GENERIC_ERROR, DoppeltweetBot, create_bot, error_sentence
 from bot.config import BotSettings
-from bot.jobs import JobRunner
 from bot.model_cache import ModelCache
 from bot.store import Store
 from training.errors import DataError, InputError
@@ -59,19 +57,11 @@ async def test_a_bot_without_given_services_opens_and_closes_its_own(
         await bot.store.list_models(1)
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 async def _restart(
     env: simcord.Env, store: Store, settings: BotSettings, fake_training: Path, generator: Any
 ) -> DoppeltweetBot:
     """A new bot process on the same database (the old one died without cleaning up)."""
-    runner = JobRunner(store, settings, python=str(fake_training))
-    cache = ModelCache(2, 1 << 30, loader=lambda path: generator)
-    bot = create_bot(settings, store=store, runner=runner, cache=cache)
+    bot = assemble_bot(settings, store, generator=generator, python=fake_training)
     await env.restart_bot(bot)
     return bot
 
@@ -81,10 +71,10 @@ async def _left_running(store: Store, world: World, *, restarts: int) -> int:
         world.guild.id, world.channel.id, world.alice.id, "jack",
         handles=parse_handles(["jack"]), sources=["bluesky"],
     )  # fmt: skip
-    await store.mark_job_running(job.id, _dead_pid())
+    await store.mark_job_running(job.id, dead_pid())
     for _ in range(restarts):
         await store.requeue_job(job.id, count_restart=True)
-        await store.mark_job_running(job.id, _dead_pid())
+        await store.mark_job_running(job.id, dead_pid())
     return job.id
 
 

@@ -1,9 +1,15 @@
-"""The fair queue's order and its start estimates, as plain functions (no database)."""
+"""The fair queue's order and its start estimates, as plain functions (no database), and the
+order the job runner starts jobs in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from service_fakes import GUILD, OTHER_GUILD, OTHER_USER, MakeRunner, submit
+
+from bot.config import BotSettings
 from bot.fair_queue import fair_order, start_estimates
 from bot.store import Job
 from training.handles import parse_handles
@@ -77,3 +83,21 @@ def test_more_runs_than_slots_hold_the_queue_until_enough_have_ended() -> None:
     ]
     starts = start_estimates([job(3, 3, 30)], running, now=T0, slots=1, duration_s=lambda j: 300)
     assert starts == {3: 300.0}
+
+
+# -- through the job runner --------------------------------------------------------------------
+
+
+async def test_a_second_servers_job_runs_before_the_first_servers_later_ones(
+    make_runner: MakeRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    make_settings: Callable[..., BotSettings],
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINING_DELAY", "0.05")
+    runner, rec = await make_runner(make_settings(max_queued_jobs_per_user=3))
+    a_jobs = [await submit(runner, f"@a{i}") for i in range(3)]
+    b_job = await submit(runner, "@b", guild=OTHER_GUILD, user=OTHER_USER)
+    assert b_job.position == 1 and [j.position for j in await runner.queue(GUILD)] == [2, 3]
+    await rec.wait(lambda: len(rec.finished) == 4)
+    started = [job.id for job, event in rec.progress if event["phase"] == "starting"]
+    assert started == [a_jobs[0].id, b_job.id, a_jobs[1].id, a_jobs[2].id]

@@ -6,31 +6,15 @@ import asyncio
 import os
 import shutil
 import threading
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from model_fakes import FakeGenerator
 
 from bot.model_cache import DISPLACE_AFTER_USES, ModelCache
 from training.errors import ModelError
-from training.generation import GenerationResult
-
-
-class FakeGenerator:
-    """A loaded model that says which folder and which thread produced each tweet."""
-
-    def __init__(self, path: Path, memory_bytes: int) -> None:
-        self.path = path
-        self.memory_bytes = memory_bytes
-        self.version = (path / "version").read_text() if (path / "version").exists() else "1"
-
-    def generate(
-        self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: Collection[str] = ()
-    ) -> GenerationResult:
-        thread = threading.current_thread().name
-        tweets = [f"{prompt} {self.path.name} v{self.version} {thread}"] * n
-        return GenerationResult(prompt=prompt, tweets=tweets, candidates=n, rejected=len(exclude))
 
 
 class FakeLoader:

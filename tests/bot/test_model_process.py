@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -123,7 +123,9 @@ async def test_the_cache_reloads_a_model_whose_worker_died(tiny_model_dir: Path)
         await cache.close()
 
 
-def test_the_bot_uses_the_worker_process_by_default(bot_settings: object) -> None:
+def test_the_bot_uses_the_worker_process_by_default(
+    bot_settings: object, make_settings: Callable[..., object]
+) -> None:
     from bot.client import _generation_loader
     from bot.config import BotSettings
 
@@ -131,7 +133,7 @@ def test_the_bot_uses_the_worker_process_by_default(bot_settings: object) -> Non
     chosen = _generation_loader(bot_settings)
     assert isinstance(chosen, ProcessLoader)
     chosen.close()
-    off = bot_settings.model_copy(update={"generation_process": False})
+    off = make_settings(generation_process=False)
     assert _generation_loader(off) is None
 
 

@@ -143,7 +143,7 @@ def test_a_request_without_the_token_gets_401_and_no_tweet(guarded: Server) -> N
 
 
 def test_the_bots_client_sends_the_token_and_says_one_sentence_when_refused(
-    guarded: Server, bot_settings: BotSettings
+    guarded: Server, make_settings: Callable[..., BotSettings]
 ) -> None:
     good = RemoteGenerator(guarded.url, MODEL, "1", timeout_s=60, token=TOKEN)
     assert len(good.generate("My dream is", n=1, seed=1).tweets) <= 1
@@ -154,9 +154,7 @@ def test_the_bots_client_sends_the_token_and_says_one_sentence_when_refused(
         f"The generation server at {guarded.url} refused the bot's token; set "
         "DOPPELTWEET_GENERATION_TOKEN to the server's."
     )
-    settings = bot_settings.model_copy(
-        update={"generation_url": guarded.url, "generation_token": SecretStr(TOKEN)}
-    )
+    settings = make_settings(generation_url=guarded.url, generation_token=SecretStr(TOKEN))
     loader = remote_loader(settings)
     remote = loader(settings.data_dir / MODEL)
     assert remote._session.headers["Authorization"] == f"Bearer {TOKEN}"

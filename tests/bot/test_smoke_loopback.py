@@ -450,14 +450,16 @@ async def loopback_bot(
     reset_cooldowns: None,
 ) -> AsyncIterator[tuple[Any, asyncio.Task[None]]]:
     """The doppeltweet bot connected to the fake, and the task that runs it."""
-    from bot.client import create_bot
-    from bot.jobs import JobRunner
-    from bot.model_cache import ModelCache
+    from discord_world import assemble_bot
 
     apply_discord_endpoints(fake.api_base, fake.gateway_url)
-    cache = ModelCache(2, 1 << 30, loader=lambda path: scripted_generator)
-    runner = JobRunner(store, bot_settings, python=str(fake_training))
-    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache, guild_ready_timeout=0.2)
+    bot = assemble_bot(
+        bot_settings,
+        store,
+        generator=scripted_generator,
+        python=fake_training,
+        guild_ready_timeout=0.2,
+    )
     task = asyncio.create_task(bot.start(fake.token))
     try:
         ready = asyncio.ensure_future(bot.wait_until_ready())
@@ -471,7 +473,7 @@ async def loopback_bot(
             await asyncio.wait_for(bot.close(), timeout=30)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, timeout=10)
-        await cache.close()
+        await bot.cache.close()
 
 
 async def _eventually(predicate: Callable[[], object], what: str, timeout: float = 10) -> None:

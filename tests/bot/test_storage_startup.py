@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -98,10 +98,11 @@ def test_a_read_only_data_dir_is_one_sentence(
     assert _one_sentence(capsys.readouterr().err).startswith("error: The bot cannot use")
 
 
-async def test_a_read_only_database_file_is_refused_at_open(tmp_path: Path) -> None:
+async def test_a_read_only_database_file_is_refused_at_open(
+    make_settings: Callable[..., BotSettings],
+) -> None:
     # Read-only through SQLite itself (works even as root): the first write fails at once.
-    data = tmp_path / "data"
-    settings = BotSettings(_env_file=None, data_dir=data)
+    settings = make_settings()
     store = await open_store(settings)
     await store.close()
     uri = f"file:{settings.db_file}?mode=ro"

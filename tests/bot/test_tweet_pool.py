@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import shutil
 import threading
-from collections.abc import Collection
 from pathlib import Path
 
 import pytest
+from model_fakes import CountingGenerator
 
 from bot.model_cache import ModelCache
 from training.generation import GenerationResult
-
-
-class CountingGenerator:
-    """Numbered tweets tagged with the folder's version; records every call's arguments."""
-
-    counter = itertools.count()
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.memory_bytes = 100
-        self.version = (path / "version").read_text() if (path / "version").exists() else "1"
-        self.calls: list[tuple[str, int, tuple[str, ...]]] = []
-        self.lock = threading.Lock()
-
-    def generate(
-        self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: Collection[str] = ()
-    ) -> GenerationResult:
-        with self.lock:
-            self.calls.append((prompt, n, tuple(exclude)))
-            numbers = [next(self.counter) for _ in range(n)]
-        tweets = [f"{prompt} v{self.version} tweet {i}".strip() for i in numbers]
-        return GenerationResult(prompt=prompt, tweets=tweets, candidates=n, rejected=0)
 
 
 @pytest.fixture

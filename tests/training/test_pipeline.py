@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,12 @@ BSKY = parse_handle("bluesky:alice.bsky.social")
 
 
 @pytest.fixture
-def settings(monkeypatch) -> TrainingSettings:
+def settings(
+    monkeypatch, make_training_settings: Callable[..., TrainingSettings]
+) -> TrainingSettings:
     for name in ("X_BEARER_TOKEN", "DOPPELTWEET_X_BEARER_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    return TrainingSettings(_env_file=None, max_file_mb=3, max_uncompressed_mb=5)
+    return make_training_settings(max_file_mb=3, max_uncompressed_mb=5)
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -41,25 +44,31 @@ def test_api_without_a_token_says_how_to_set_it_and_what_it_costs(settings) -> N
     assert "$" in str(caught.value) and "--from" in str(caught.value)
 
 
-def test_api_with_a_token_opens_the_x_api_without_exposing_it(settings) -> None:
+def test_api_with_a_token_opens_the_x_api_without_exposing_it(
+    settings, make_training_settings: Callable[..., TrainingSettings]
+) -> None:
     from training.sources.xapi import XApiSource
 
-    settings = TrainingSettings(_env_file=None, X_BEARER_TOKEN="secret-token-value")
+    settings = make_training_settings(X_BEARER_TOKEN="secret-token-value")
     source = open_source("api", X, settings)
     assert isinstance(source, XApiSource)
     assert "secret-token-value" not in repr(source)
 
 
-def test_api_refuses_a_bluesky_handle(settings) -> None:
-    settings = TrainingSettings(_env_file=None, X_BEARER_TOKEN="t")
+def test_api_refuses_a_bluesky_handle(
+    settings, make_training_settings: Callable[..., TrainingSettings]
+) -> None:
+    settings = make_training_settings(X_BEARER_TOKEN="t")
     with pytest.raises(InputError, match="--bluesky"):
         open_source("api", BSKY, settings)
 
 
-def test_bluesky_opens_the_configured_appview(settings) -> None:
+def test_bluesky_opens_the_configured_appview(
+    settings, make_training_settings: Callable[..., TrainingSettings]
+) -> None:
     from training.sources.bluesky import BlueskySource
 
-    settings = TrainingSettings(_env_file=None, bluesky_api_base="http://127.0.0.1:9/")
+    settings = make_training_settings(bluesky_api_base="http://127.0.0.1:9/")
     source = open_source("bluesky", BSKY, settings)
     assert isinstance(source, BlueskySource)
     assert source.base_url == "http://127.0.0.1:9"
@@ -327,7 +336,7 @@ def test_the_mastodon_spec_for_a_bluesky_handle_is_one_sentence(settings) -> Non
 
 
 def _mastodon_zip(tmp_path: Path) -> Path:
-    from tests.training.sources.test_mastodon_archive import write_zip
+    from tests.training.sources.mastodon_archive_files import write_zip
 
     return write_zip(tmp_path / "archive.zip")
 

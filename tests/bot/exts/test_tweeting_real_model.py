@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import simcord
-from discord_world import World, add_trained_model
+from discord_world import World, add_trained_model, assemble_bot, close_parts
 
 from bot.config import BotSettings
 from bot.store import Store
@@ -19,16 +19,9 @@ async def simcord_bot(
     bot_settings: BotSettings, store: Store, fake_training: Path, reset_cooldowns: None
 ) -> AsyncIterator[Any]:
     """The real bot whose model cache loads real model folders (the default loader)."""
-    from bot.client import create_bot
-    from bot.jobs import JobRunner
-    from bot.model_cache import ModelCache
-
-    cache = ModelCache(2, 1 << 30)
-    runner = JobRunner(store, bot_settings, python=str(fake_training))
-    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache)
+    bot = assemble_bot(bot_settings, store, python=fake_training)
     yield bot
-    await runner.stop()
-    await cache.close()
+    await close_parts(bot)
 
 
 async def test_three_tweets_in_a_row_are_three_different_samples(

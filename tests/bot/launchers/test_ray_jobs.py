@@ -9,9 +9,6 @@ head comes last: the next test that needs one starts it again.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import random
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,7 +18,8 @@ import pytest
 import simcord
 from discord_world import World
 from ray_cluster import RayHead, free_port
-from test_jobs import GUILD, USER, Recorder, submit
+from service_fakes import GUILD, USER, Recorder, submit
+from tweet_texts import random_texts, tweets_csv
 
 from bot.client import create_bot
 from bot.config import BotSettings
@@ -38,24 +36,6 @@ FAKE_ENV = (
     "FAKE_TRAINING_DELAY",
     "FAKE_TRAINING_ARGV",
 )
-
-
-_VOCABULARY = (
-    "my dream is to build a rocket and fly to the moon with friends coffee code python "
-    "today great people vote change future hope music city night morning team win learn"
-)
-
-
-def tweets_csv(count: int = 300) -> bytes:
-    """Enough synthetic tweets to pass training's data gates."""
-    rng = random.Random(0)
-    words = _VOCABULARY.split()
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["text"])
-    for _ in range(count):
-        writer.writerow([" ".join(rng.choice(words) for _ in range(rng.randint(6, 14)))])
-    return buffer.getvalue().encode("utf-8")
 
 
 def ray_settings(base: BotSettings, address: str, **changes: Any) -> BotSettings:
@@ -158,7 +138,9 @@ async def test_train_tiny_as_a_ray_job_then_tweet(
         async with simcord.run(bot, settle_timeout=240) as env:
             world = World(env)
             await world.alice.send(
-                world.channel, "!train @alice", attachments=[("alice.csv", tweets_csv())]
+                world.channel,
+                "!train @alice",
+                attachments=[("alice.csv", tweets_csv(random_texts(300)))],
             )
             status, report = world.bot_messages()[0], world.bot_messages()[-1]
             assert status.content == "**Job #1 · alice** — Done"

@@ -3,7 +3,7 @@ renewed, each error class, and the 300-grapheme limit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -162,8 +162,10 @@ async def test_an_unreachable_server_is_transient(tmp_path: Path) -> None:
         await account.post("hello")
 
 
-def test_from_settings_needs_a_handle_and_an_app_password(tmp_path: Path) -> None:
-    settings = BotSettings(_env_file=None, data_dir=tmp_path, bluesky_handle="doppel.bsky.social")
+def test_from_settings_needs_a_handle_and_an_app_password(
+    make_settings: Callable[..., BotSettings],
+) -> None:
+    settings = make_settings(bluesky_handle="doppel.bsky.social")
     with pytest.raises(InputError, match=r"^Posting to Bluesky needs BLUESKY_HANDLE and "):
         BlueskyPoster.from_settings(settings)
     complete = settings.model_copy(update={"bluesky_app_password": SecretStr("secret-password")})

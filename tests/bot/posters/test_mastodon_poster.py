@@ -3,8 +3,7 @@ length limit, and each error class."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 from fake_networks import FakeNetwork, mastodon, serve
@@ -115,10 +114,10 @@ async def test_a_server_error_is_transient(server: FakeNetwork) -> None:
     assert not caught.value.pauses
 
 
-def test_instance_addresses_and_settings(tmp_path: Path) -> None:
+def test_instance_addresses_and_settings(make_settings: Callable[..., BotSettings]) -> None:
     assert instance_url("mastodon.social") == "https://mastodon.social"
     assert instance_url(" https://fosstodon.org/ ") == "https://fosstodon.org"
-    settings = BotSettings(_env_file=None, data_dir=tmp_path, mastodon_instance="mastodon.social")
+    settings = make_settings(mastodon_instance="mastodon.social")
     with pytest.raises(InputError, match=r"^Posting to Mastodon needs MASTODON_INSTANCE and "):
         MastodonPoster.from_settings(settings)
     complete = settings.model_copy(

@@ -4,6 +4,7 @@ poster error classes, the AI label within 280 characters."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +136,10 @@ def test_every_request_has_a_timeout() -> None:
     assert seen == [7]
 
 
-def test_from_settings_needs_all_four_credentials(tmp_path: Path) -> None:
-    settings = BotSettings(
-        _env_file=None,
-        data_dir=tmp_path,
+def test_from_settings_needs_all_four_credentials(
+    make_settings: Callable[..., BotSettings],
+) -> None:
+    settings = make_settings(
         x_consumer_key="k",
         x_consumer_secret="s",
         x_access_token="t",

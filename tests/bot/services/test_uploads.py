@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from service_fakes import CHANNEL, GUILD, USER, MakeRunner, models_for, submit
 
 from bot.config import BotSettings
 from bot.services import uploads
+from bot.services.uploads import safe_filename, upload_path
+from bot.store import Store
 from training.errors import InputError
 from training.sources.formats import READABLE_SUFFIXES
-
-GUILD = 7
 
 
 def _saved(settings: BotSettings, name: str = "tweets.csv") -> Path:
@@ -68,3 +69,59 @@ def test_a_format_training_cannot_read_is_refused(bot_settings: BotSettings, nam
     with pytest.raises(InputError, match="is not a file I can train from: attach an X archive"):
         uploads.upload_path(bot_settings, GUILD, name)
     assert not bot_settings.guild_uploads_dir(GUILD).exists()
+
+
+# -- names, folders, and how long uploads are kept ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("tweets.csv", "tweets.csv"),
+        ("../../etc/passwd.csv", "passwd.csv"),
+        ("..\\..\\evil.JSONL", "evil.jsonl"),
+        ("résumé tweets (1).csv", "resume_tweets_1.csv"),
+        (".hidden.js", "hidden.js"),
+        ("%%%.zip", "upload.zip"),
+    ],
+)
+def test_safe_filename_keeps_only_a_harmless_base_name(given: str, expected: str) -> None:
+    assert safe_filename(given) == expected
+
+
+async def test_upload_paths_are_unique_folders_inside_the_servers_uploads(
+    make_runner: MakeRunner, bot_settings: BotSettings
+) -> None:
+    runner, _ = await make_runner(start=False)
+    first = upload_path(runner.settings, GUILD, "../../../tweets.csv")
+    second = upload_path(runner.settings, GUILD, "tweets.csv")
+    uploads = bot_settings.guild_uploads_dir(GUILD).resolve()
+    assert first.parent.parent == uploads == second.parent.parent
+    assert first.parent != second.parent and first.name == second.name == "tweets.csv"
+    with pytest.raises(InputError, match="not a file I can train from"):
+        upload_path(runner.settings, GUILD, "payload.exe")
+
+
+async def test_uploads_are_kept_only_while_a_model_trains_from_them(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch, store: Store
+) -> None:
+    runner, rec = await make_runner()
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "error")
+    failed = await submit(runner)
+    await rec.wait(lambda: rec.ended(failed.id))
+    assert not Path(failed.sources[0]).exists()  # nothing will ever train from it
+
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "succeed")
+    first = await submit(runner)
+    await rec.wait(lambda: rec.ended(first.id))
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "crash")
+    retry = await models_for(runner).retrain(GUILD, CHANNEL, USER, "alice")
+    await rec.wait(lambda: rec.ended(retry.id))
+    assert Path(first.sources[0]).is_file()  # !retrain still needs it
+
+    monkeypatch.setenv("FAKE_TRAINING_MODE", "succeed")
+    newer = await submit(runner)
+    await rec.wait(lambda: rec.ended(newer.id))
+    assert not Path(first.sources[0]).exists()  # replaced by the newer file
+    assert Path(newer.sources[0]).is_file()
+    assert (await store.get_model(GUILD, "alice")).sources == newer.sources  # type: ignore[union-attr]

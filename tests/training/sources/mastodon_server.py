@@ -159,3 +159,20 @@ class MastodonServer:
 
     def status_queries(self) -> list[dict[str, str]]:
         return [q for p, q in self.requests if re.fullmatch(r"/api/v1/accounts/\d+/statuses", p)]
+
+
+def mixed_timeline() -> Timeline:
+    """Newest first: a reply with a mention, a boost, a DM, a followers-only post, a content
+    warning, a sensitive post, an unlisted post with a split link, a public post."""
+    return Timeline(
+        [
+            status(8, f"<p>{MENTION} thanks for the tip</p><p>second<br>line</p>", reply=True),
+            status(7, "", reblog=status(1, "<p>someone else's words</p>", owner="555")),
+            status(6, "<p>SECRET direct message to bob</p>", visibility="direct"),
+            status(5, "<p>SECRET followers only thoughts</p>", visibility="private"),
+            status(4, "<p>behind a warning</p>", spoiler_text="spoilers"),
+            status(3, "<p>a sensitive picture</p>", sensitive=True),
+            status(2, f"<p>unlisted with a link {LINK}</p>", visibility="unlisted"),
+            status(1, "<p>public post about &amp; tea time today</p>"),
+        ]
+    )

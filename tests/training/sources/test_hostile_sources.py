@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,10 +32,6 @@ from training.sources.tabular import TabularSource
 MB = 1024 * 1024
 JACK = parse_handle("@jack")
 ALICE = Handle("alice.bsky.social", "bluesky")
-
-
-def settings(**overrides: object) -> TrainingSettings:
-    return TrainingSettings(_env_file=None, **overrides)
 
 
 def archive(path: Path, **limits: int) -> ArchiveSource:
@@ -96,11 +92,13 @@ def test_csv_and_jsonl_rows_past_the_cap_are_refused(tmp_path: Path) -> None:
             TabularSource(path, max_file_bytes=MB, max_tweets=11).fetch(JACK)
 
 
-def test_the_cap_holds_for_a_source_that_does_not_cap_itself(fake_source_factory) -> None:
+def test_the_cap_holds_for_a_source_that_does_not_cap_itself(
+    fake_source_factory, make_training_settings: Callable[..., TrainingSettings]
+) -> None:
     many = [RawTweet(str(i), None, f"post {i}", False, False, "test") for i in range(6)]
     source = fake_source_factory({"jack": many})
     with pytest.raises(InputError, match="more than 5 posts"):
-        fetch_checked(source, JACK, settings(max_tweets=5))
+        fetch_checked(source, JACK, make_training_settings(max_tweets=5))
 
 
 def _tweet(number: int, when: datetime, text: str) -> RawTweet:
@@ -128,13 +126,15 @@ def test_thousands_of_notes_in_one_second_end_without_a_false_match() -> None:
     assert [t.text for t in expanded] == [t.text for t in tweets]
 
 
-def test_a_post_over_25000_characters_is_cut_and_counted(tmp_path: Path) -> None:
+def test_a_post_over_25000_characters_is_cut_and_counted(
+    tmp_path: Path, make_training_settings: Callable[..., TrainingSettings]
+) -> None:
     long_text = "word " * 10_000  # 50,000 characters
     path = tmp_path / "t.jsonl"
     rows = [{"id": "1", "text": long_text}, {"id": "2", "text": "a normal short post here"}]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
 
-    table = collect([JACK], [str(path)], settings())
+    table = collect([JACK], [str(path)], make_training_settings())
 
     (data,) = table.handles
     assert data.cut == 1
@@ -142,10 +142,14 @@ def test_a_post_over_25000_characters_is_cut_and_counted(tmp_path: Path) -> None
     assert any("longer than 25,000 characters" in w for w in table.notes())
 
 
-def test_a_csv_post_over_the_cap_is_cut_too(tmp_path: Path) -> None:
+def test_a_csv_post_over_the_cap_is_cut_too(
+    tmp_path: Path, make_training_settings: Callable[..., TrainingSettings]
+) -> None:
     path = tmp_path / "t.csv"
     path.write_text('text\n"' + "x" * 30_000 + '"\nsecond post with words\n', "utf-8")
-    tweets, cut = fetch_checked(TabularSource(path, max_file_bytes=MB), JACK, settings())
+    tweets, cut = fetch_checked(
+        TabularSource(path, max_file_bytes=MB), JACK, make_training_settings()
+    )
     assert cut == 1 and len(tweets[0].text) == MAX_POST_CHARS
 
 
@@ -216,16 +220,23 @@ def test_repair_text_joins_pairs_and_drops_lone_surrogates_and_controls() -> Non
     assert repair_text(plain) is plain
 
 
-def test_every_source_goes_through_the_boundary_repair(fake_source_factory) -> None:
+def test_every_source_goes_through_the_boundary_repair(
+    fake_source_factory, make_training_settings: Callable[..., TrainingSettings]
+) -> None:
     # Whatever source delivered them (X API, Bluesky, a new one), collect's boundary repairs.
     hostile = RawTweet("1", None, "lone \ud83d and \x00nul \x1besc", False, False, "any")
-    tweets, _ = fetch_checked(fake_source_factory({"jack": [hostile]}), JACK, settings())
+    tweets, _ = fetch_checked(
+        fake_source_factory({"jack": [hostile]}), JACK, make_training_settings()
+    )
     assert tweets[0].text == "lone  and nul esc"
     tweets[0].text.encode("utf-8")  # never raises again
 
 
 def test_an_archive_with_surrogates_and_control_characters_cleans_to_safe_text(
-    tmp_path: Path, archive_builder, zip_writer
+    tmp_path: Path,
+    archive_builder,
+    zip_writer,
+    make_training_settings: Callable[..., TrainingSettings],
 ) -> None:
     builder = archive_builder()
     builder.add("a tweet cut inside an emoji @SURROGATE@ at its very end")
@@ -235,7 +246,7 @@ def test_an_archive_with_surrogates_and_control_characters_cleans_to_safe_text(
     # lone surrogate in the str.
     files["data/tweets.js"] = files["data/tweets.js"].replace(b"@SURROGATE@", b"\\ud83d")
     path = zip_writer(tmp_path / "a.zip", files)
-    table = collect([JACK], [str(path)], settings())
+    table = collect([JACK], [str(path)], make_training_settings())
     kept = table.handles[0].kept
     assert "a tweet cut inside an emoji at its very end" in kept
     assert "terminal [2J escapes and a NUL inside this tweet" in kept
@@ -248,7 +259,7 @@ def test_an_archive_with_surrogates_and_control_characters_cleans_to_safe_text(
 
 
 def test_a_folder_with_both_tweets_js_and_tweet_js_counts_each_post_once(
-    tmp_path: Path, archive_builder
+    tmp_path: Path, archive_builder, make_training_settings: Callable[..., TrainingSettings]
 ) -> None:
     builder = archive_builder(with_manifest=False)
     for number in range(5):
@@ -259,7 +270,7 @@ def test_a_folder_with_both_tweets_js_and_tweet_js_counts_each_post_once(
         (data / "tweets.js").read_bytes().replace(b"YTD.tweets.", b"YTD.tweet.")
     )
 
-    table = collect([JACK], [str(folder)], settings())
+    table = collect([JACK], [str(folder)], make_training_settings())
 
     (column,) = table.handles
     assert column.tweets_downloaded == 5 and column.duplicates == 5
@@ -267,7 +278,10 @@ def test_a_folder_with_both_tweets_js_and_tweet_js_counts_each_post_once(
 
 
 def test_overlapping_parts_and_duplicate_zip_members_count_once(
-    tmp_path: Path, archive_builder, js_file
+    tmp_path: Path,
+    archive_builder,
+    js_file,
+    make_training_settings: Callable[..., TrainingSettings],
 ) -> None:
     builder = archive_builder(with_manifest=False)
     for number in range(6):
@@ -279,7 +293,7 @@ def test_overlapping_parts_and_duplicate_zip_members_count_once(
         zipped.writestr("data/tweets-part2.js", js_file("YTD.tweets.part1", entries[2:]))
         zipped.writestr("data/tweets-part2.js", js_file("YTD.tweets.part1", entries[2:]))
 
-    table = collect([JACK], [str(path)], settings())
+    table = collect([JACK], [str(path)], make_training_settings())
 
     (column,) = table.handles
     assert column.tweets_downloaded == 6
@@ -393,11 +407,13 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
             source.fetch(ALICE)
 
 
-def test_the_bluesky_bounds_come_from_the_settings() -> None:
+def test_the_bluesky_bounds_come_from_the_settings(
+    make_training_settings: Callable[..., TrainingSettings],
+) -> None:
     from training.pipeline import open_source
 
     source = open_source(
-        "bluesky", ALICE, settings(bluesky_max_response_mb=2, bluesky_deadline_s=30)
+        "bluesky", ALICE, make_training_settings(bluesky_max_response_mb=2, bluesky_deadline_s=30)
     )
     assert isinstance(source, BlueskySource)
     assert (source.max_response_bytes, source.deadline_s) == (2 * MB, 30)

@@ -8,12 +8,11 @@ import pytest
 
 from tests.training.sources.mastodon_server import (
     ACCOUNT_ID,
-    LINK,
-    MENTION,
     MastodonServer,
     Reply,
     Timeline,
     as_json,
+    mixed_timeline,
     status,
 )
 from training.config import TrainingSettings
@@ -29,23 +28,6 @@ ALICE = parse_handle("mastodon:@alice@social.example")
 @pytest.fixture(autouse=True)
 def _no_retry_pause(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mastodon_api, "SERVER_ERROR_RETRY_DELAY_S", 0.0)
-
-
-def mixed_timeline() -> Timeline:
-    """Newest first: a reply with a mention, a boost, a DM, a followers-only post, a content
-    warning, a sensitive post, an unlisted post with a split link, a public post."""
-    return Timeline(
-        [
-            status(8, f"<p>{MENTION} thanks for the tip</p><p>second<br>line</p>", reply=True),
-            status(7, "", reblog=status(1, "<p>someone else's words</p>", owner="555")),
-            status(6, "<p>SECRET direct message to bob</p>", visibility="direct"),
-            status(5, "<p>SECRET followers only thoughts</p>", visibility="private"),
-            status(4, "<p>behind a warning</p>", spoiler_text="spoilers"),
-            status(3, "<p>a sensitive picture</p>", sensitive=True),
-            status(2, f"<p>unlisted with a link {LINK}</p>", visibility="unlisted"),
-            status(1, "<p>public post about &amp; tea time today</p>"),
-        ]
-    )
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""What the auto-post tests share: virtual time, a recording model, and reading the channel."""
+"""What the auto-post tests share: virtual time and reading the channel (the recording model
+is ``model_fakes.RecordingGenerator``)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -36,38 +36,6 @@ def virtual_datetime(env: simcord.Env) -> type:
             return current.astimezone(tz) if tz is not None else current.replace(tzinfo=None)
 
     return VirtualDatetime
-
-
-class RecordingGenerator:
-    """A model that writes the first scripted tweet not excluded, recording every ``exclude``.
-
-    With ``delegate`` set (a real TweetGenerator) it generates with that model instead.
-    """
-
-    memory_bytes = 1
-
-    def __init__(self, tweets: list[str]) -> None:
-        self.tweets = tweets
-        self.excludes: list[frozenset[str]] = []
-        self.prompts: list[str] = []
-        self.delegate: Any = None
-
-    def generate(
-        self, prompt: str, *, n: int = 1, seed: int | None = None, exclude: Collection[str] = ()
-    ) -> Any:
-        from training.generation import GenerationResult
-
-        self.excludes.append(frozenset(exclude))
-        self.prompts.append(prompt)
-        if self.delegate is not None:
-            return self.delegate.generate(prompt, n=n, seed=seed, exclude=exclude)
-        fresh = [t for t in self.tweets if t not in set(exclude)]
-        return GenerationResult(
-            prompt=prompt,
-            tweets=fresh[:n],
-            candidates=len(self.tweets),
-            rejected=len(self.tweets) - len(fresh),
-        )
 
 
 def posts(world: World) -> list[discord.Message]:

@@ -8,13 +8,15 @@ the real triggers then decides when to post, and a test only moves time forward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import simcord
-from autopost_world import RecordingGenerator, virtual_datetime
+from autopost_world import virtual_datetime
 from discord_world import World, add_model
+from model_fakes import RecordingGenerator
 
 from bot.config import BotSettings
 from bot.store import Store
@@ -51,14 +53,9 @@ def scripted_generator(scripted_tweets: list[str]) -> RecordingGenerator:
 
 
 @pytest.fixture
-def bot_settings(tmp_path: Path) -> BotSettings:
+def bot_settings(make_settings: Callable[..., BotSettings]) -> BotSettings:
     """The bot's test settings with (fake) X posting credentials."""
-    return BotSettings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        owner_ids="42",
-        cancel_grace_s=2,
-        progress_edit_interval_s=1,
+    return make_settings(
         x_consumer_key="consumer-key",
         x_consumer_secret="consumer-secret",
         x_access_token="access-token",

@@ -11,9 +11,10 @@ import pytest
 import responses
 import simcord
 import vcr
-from autopost_world import HOUR, RecordingGenerator, autopost, posts, texts
+from autopost_world import HOUR, autopost, posts, texts
 from discord_world import World
 from fake_networks import FakeNetwork, bluesky, mastodon, serve
+from model_fakes import RecordingGenerator
 from pydantic import SecretStr
 
 from bot.config import BotSettings

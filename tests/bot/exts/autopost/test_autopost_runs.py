@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 import simcord
-from autopost_world import HOUR, RecordingGenerator, autopost, posts, texts
-from discord_world import World, add_trained_model
+from autopost_world import HOUR, autopost, posts, texts
+from discord_world import World, add_trained_model, assemble_bot
+from model_fakes import RecordingGenerator
 
-from bot.client import DoppeltweetBot, create_bot
+from bot.client import DoppeltweetBot
 from bot.config import BotSettings
-from bot.jobs import JobRunner
-from bot.model_cache import ModelCache
 from bot.store import Store
 
 # -- restarts and missed runs -------------------------------------------------------------------
@@ -33,9 +32,7 @@ async def _restart(
     """Stop the bot's scheduler, then start a new bot on a freshly opened store."""
     await old.autoposter.stop()
     store = await Store.open(settings.db_file)
-    runner = JobRunner(store, settings, python=str(fake_training))
-    cache = ModelCache(2, 1 << 30, loader=lambda path: generator)
-    bot = create_bot(settings, store=store, runner=runner, cache=cache)
+    bot = assemble_bot(settings, store, generator=generator, python=fake_training)
     await env.restart_bot(bot)
     return bot, store
 

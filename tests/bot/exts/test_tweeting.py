@@ -7,7 +7,8 @@ import re
 import pytest
 import simcord
 from discord.ext import commands
-from discord_world import ScriptedGenerator, World, add_model
+from discord_world import World, add_model
+from model_fakes import ScriptedGenerator
 
 from bot.config import BotSettings
 from bot.store import Store

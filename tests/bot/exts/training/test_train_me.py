@@ -7,6 +7,7 @@ messages into the job's upload as plain text, and the real job runner trains fro
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,9 @@ MAX_MESSAGES = 4
 
 
 @pytest.fixture
-def bot_settings(tmp_path: Path) -> BotSettings:
+def bot_settings(make_settings: Callable[..., BotSettings]) -> BotSettings:
     """The usual test settings with a small ``!train me`` bound, so the bound is visible."""
-    return BotSettings(
-        _env_file=None,
-        data_dir=tmp_path / "data",
-        owner_ids="42",
-        cancel_grace_s=2,
-        progress_edit_interval_s=1,
-        train_me_max_messages=MAX_MESSAGES,
-    )
+    return make_settings(train_me_max_messages=MAX_MESSAGES)
 
 
 def upload_lines(store_sources: tuple[str, ...]) -> list[str]:
@@ -47,7 +41,10 @@ def upload_lines(store_sources: tuple[str, ...]) -> list[str]:
 
 
 async def test_train_me_learns_only_from_the_members_own_messages(
-    world: World, store: Store, simcord_env: simcord.Env
+    world: World,
+    store: Store,
+    simcord_env: simcord.Env,
+    make_training_settings: Callable[..., TrainingSettings],
 ) -> None:
     hidden = world.guild.create_text_channel(
         "no-history",
@@ -77,7 +74,7 @@ async def test_train_me_learns_only_from_the_members_own_messages(
     status = world.bot_messages()[before]
     assert status.content == "**Job #1 · alice+discord** — Done"
     # The training reads the upload with its plain-text source, one message per post.
-    source = open_source(model.sources[0], Handle("alice"), TrainingSettings(_env_file=None))
+    source = open_source(model.sources[0], Handle("alice"), make_training_settings())
     assert [t.text for t in source.fetch(Handle("alice"))] == upload_lines(model.sources)
 
 

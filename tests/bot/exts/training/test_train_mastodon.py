@@ -16,22 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from discord_world import World
+from discord_world import World, assemble_bot, close_parts
+from tweet_texts import random_texts
 
 from bot.config import BotSettings
 from bot.store import Store
-from tests.training.sources.mastodon_server import MastodonServer, Timeline, status
-from tests.training.sources.test_mastodon_api import mixed_timeline
-from tests.training.sources.test_mastodon_archive import write_zip
+from tests.training.sources.mastodon_archive_files import write_zip
+from tests.training.sources.mastodon_server import MastodonServer, Timeline, mixed_timeline, status
 from training.errors import InputError
 
 # The real training process runs inside each command: simcord waits for it (a busy machine is slow).
 pytestmark = [pytest.mark.timeout(300), pytest.mark.simcord(settle_timeout=240)]
-
-_VOCABULARY = (
-    "my dream is to build a rocket and fly to the moon with friends coffee code python "
-    "today great people vote change future hope music city night morning team win learn"
-)
 
 
 @pytest.fixture
@@ -39,18 +34,13 @@ async def simcord_bot(
     bot_settings: BotSettings, store: Store, scripted_generator: Any, reset_cooldowns: None
 ) -> AsyncIterator[Any]:
     """The real bot with the real training process (``python -m training train``)."""
-    from bot.client import create_bot
-    from bot.jobs import JobRunner
-    from bot.model_cache import ModelCache
-
     bot_settings.base_model = "tiny"
     bot_settings.train_max_steps = 2
-    cache = ModelCache(2, 1 << 30, loader=lambda path: scripted_generator)
-    runner = JobRunner(store, bot_settings, training_args=("--seed", "7"))
-    bot = create_bot(bot_settings, store=store, runner=runner, cache=cache)
+    bot = assemble_bot(
+        bot_settings, store, generator=scripted_generator, training_args=("--seed", "7")
+    )
     yield bot
-    await runner.stop()
-    await cache.close()
+    await close_parts(bot)
 
 
 @pytest.fixture
@@ -150,14 +140,8 @@ async def test_an_invalid_mastodon_handle_is_refused_before_any_job(
 async def test_a_mastodon_handle_with_enough_posts_trains_a_model(
     world: World, store: Store, mastodon: MastodonServer, timeline: Timeline
 ) -> None:
-    import random
-
-    rng = random.Random(0)
-    words = _VOCABULARY.split()
-    posts = [
-        status(n, "<p>" + " ".join(rng.choice(words) for _ in range(rng.randint(8, 14))) + "</p>")
-        for n in range(300, 0, -1)
-    ]
+    texts = random_texts(300, shortest=8)
+    posts = [status(n, f"<p>{text}</p>") for n, text in zip(range(300, 0, -1), texts, strict=True)]
     timeline.statuses = [*mixed_timeline().statuses[:6], *posts]
     await world.alice.send(world.channel, "!train mastodon:@alice@social.example")
     status_message, report = world.bot_messages()[0], world.bot_messages()[-1]

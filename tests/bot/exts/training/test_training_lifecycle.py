@@ -7,13 +7,12 @@ for real. simcord settles only once the job is over, so the test reads like a co
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 
 import pytest
 import simcord
 from discord_world import World
+from tweet_texts import random_texts, tweets_csv
 
 from bot.client import create_bot
 from bot.config import BotSettings
@@ -21,26 +20,6 @@ from bot.jobs import JobRunner
 from bot.store import Store
 
 pytestmark = pytest.mark.timeout(300)
-
-_VOCABULARY = (
-    "my dream is to build a rocket and fly to the moon with friends coffee code python "
-    "today great people vote change future hope music city night morning team win learn"
-)
-
-
-def tweets_csv(count: int = 300) -> bytes:
-    """Enough synthetic tweets (about 20,000 characters) to pass training's data gates."""
-    import random
-
-    rng = random.Random(0)
-    words = _VOCABULARY.split()
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["created_at", "text"])
-    for i in range(count):
-        text = " ".join(rng.choice(words) for _ in range(rng.randint(6, 14)))
-        writer.writerow([f"2024-01-{1 + i % 28:02d}", text])
-    return buffer.getvalue().encode("utf-8")
 
 
 async def test_train_then_tweet_with_the_real_training_process(
@@ -54,7 +33,9 @@ async def test_train_then_tweet_with_the_real_training_process(
         async with simcord.run(bot, settle_timeout=240) as env:
             world = World(env)
             await world.alice.send(
-                world.channel, "!train @alice", attachments=[("alice.csv", tweets_csv())]
+                world.channel,
+                "!train @alice",
+                attachments=[("alice.csv", tweets_csv(random_texts(300), dated=True))],
             )
             status, report = world.bot_messages()[0], world.bot_messages()[-1]
             assert status.content == "**Job #1 · alice** — Done"
