@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import hmac
 import importlib.util
-import ipaddress
 import json
 import logging
 import math
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from bot.loopback import is_loopback
 from training.errors import DoppeltweetError, InputError, ModelError
 
 if TYPE_CHECKING:
@@ -206,21 +206,10 @@ def authorized(header: str | None, digest: bytes | None) -> bool:
     return hmac.compare_digest(token_digest(presented.strip()), digest)
 
 
-def is_loopback_host(host: str) -> bool:
-    """Whether a listen address keeps the server on this machine."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def check_exposure(host: str, token: str | None) -> None:
     """Refuse to listen beyond loopback without a token: anyone who reaches the port could
     generate from every model of every server."""
-    if not is_loopback_host(host) and not (token and token.strip()):
+    if not is_loopback(host) and not (token and token.strip()):
         raise InputError(
             f"Set {TOKEN_SETTING} before serving on {host}: beyond loopback every request must "
             "carry that bearer token."
@@ -306,7 +295,6 @@ async def respond(
     return JSONResponse(completion_body(fields["model"], result))
 
 
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _SETUP_HOOK_VAR = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
 #: The wrappers :func:`bind_replicas_to_loopback` installed (so a second call wraps nothing).
 _LOOPBACK_BINDERS: set[Any] = set()
@@ -325,7 +313,7 @@ def bind_replicas_to_loopback() -> None:
     import ray
     from ray.serve._private import replica
 
-    if ray.util.get_node_ip_address() not in _LOOPBACK:
+    if not is_loopback(ray.util.get_node_ip_address()):
         return
     original = replica.add_port_to_grpc_server
     if original in _LOOPBACK_BINDERS:
@@ -352,7 +340,7 @@ def build_app(settings: BotSettings) -> Any:
         "num_cpus": settings.serve_num_cpus,
         "num_gpus": settings.serve_num_gpus,
     }
-    if settings.serve_host in _LOOPBACK or settings.serve_ray_address == "local":
+    if is_loopback(settings.serve_host) or settings.serve_ray_address == "local":
         # The hook acts only on a node whose address is loopback (a local head's is). The
         # variable Ray's worker_process_setup_hook sets; Serve does not pass the option itself
         # on to the replicas it starts (checked with Ray 2.60).

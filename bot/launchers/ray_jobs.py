@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from bot.child_env import training_env_names
 from bot.config import BotSettings
 from bot.launchers.base import Attempt, LauncherUnavailable, Outcome
+from bot.loopback import is_loopback
 from bot.store import Job
 
 log = logging.getLogger(__name__)
@@ -57,17 +56,6 @@ def submission_id(job: Job) -> str:
     """
     created = int(job.created_at.timestamp())
     return f"doppeltweet-{job.id}-{created}-{job.restarts}"
-
-
-def is_local_address(address: str) -> bool:
-    """Whether a Jobs API address is a head on this machine (loopback)."""
-    host = (urlsplit(address if "://" in address else f"http://{address}").hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def job_env(env: Mapping[str, str], extra: Collection[str] = ()) -> dict[str, str]:
@@ -210,7 +198,7 @@ class RayJobLauncher:
         # doppeltweet installed, a bare `python` on the PATH may not.
         chosen = "ray_python" in settings.model_fields_set
         self.default_python = (
-            settings.ray_python if chosen or not is_local_address(self.address) else sys.executable
+            settings.ray_python if chosen or not is_loopback(self.address) else sys.executable
         )
         self.pass_env = frozenset(pass_env)
         self._client: Any = None
