@@ -8,12 +8,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
+from training.errors import InputError
 from training.handles import Handle
 
 #: huggingtweets downloaded the newest 3,200 tweets: the X API's timeline cap.
 API_TWEET_CAP = 3200
 #: X's long posts stop at 25,000 characters; a longer post is cut to this at the boundary.
 MAX_POST_CHARS = 25_000
+
+
+def check_post_limit(limit: int, source: str, most: int) -> int:
+    """``limit`` when it is from 1 to ``most``; one sentence naming ``source`` if not."""
+    if not 1 <= limit <= most:
+        raise InputError(f"The {source} post limit must be between 1 and {most}, not {limit}.")
+    return limit
 
 
 @dataclass(frozen=True, slots=True)

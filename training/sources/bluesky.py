@@ -28,7 +28,7 @@ import requests
 
 from training.errors import InputError, SourceError
 from training.handles import PLATFORM_NAMES, Handle
-from training.sources.base import API_TWEET_CAP, RawTweet
+from training.sources.base import API_TWEET_CAP, RawTweet, check_post_limit
 from training.sources.http import Answer, BoundedHttp, Resolver, check_base_url, load_json
 
 DEFAULT_BASE_URL = "https://public.api.bsky.app"
@@ -66,11 +66,7 @@ class BlueskySource:
         resolver: Resolver | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url, "Bluesky", DEFAULT_BASE_URL)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InputError(
-                f"The Bluesky post limit must be between 1 and {MAX_LIMIT}, not {limit}."
-            )
-        self.limit = limit
+        self.limit = check_post_limit(limit, "Bluesky", MAX_LIMIT)
         self._http = BoundedHttp(
             "Bluesky",
             session=session,
@@ -78,8 +74,7 @@ class BlueskySource:
             max_response_bytes=max_response_bytes,
             deadline_s=deadline_s,
             reading="the Bluesky feed",
-            size_setting="DOPPELTWEET_BLUESKY_MAX_RESPONSE_MB",
-            deadline_setting="DOPPELTWEET_BLUESKY_DEADLINE_S",
+            settings_prefix="DOPPELTWEET_BLUESKY",
             allow_private_servers=allow_private_servers,
             resolver=resolver,
         )
@@ -130,10 +125,7 @@ class BlueskySource:
         if cursor is not None:
             params["cursor"] = cursor
         url = self.base_url + FEED_ENDPOINT
-        response = self._http.get(url, params)
-        if response.status_code >= 500:
-            self._http.pause(SERVER_ERROR_RETRY_DELAY_S)
-            response = self._http.get(url, params)
+        response = self._http.get(url, params, retry_5xx_after=SERVER_ERROR_RETRY_DELAY_S)
         if response.status_code != 200:
             raise _status_sentence(handle, response, self.base_url)
         return load_json(response, "Bluesky")

@@ -28,7 +28,7 @@ import requests
 
 from training.errors import InputError, SourceError
 from training.handles import Handle
-from training.sources.base import API_TWEET_CAP, RawTweet
+from training.sources.base import API_TWEET_CAP, RawTweet, check_post_limit
 from training.sources.fediverse import (
     READABLE_VISIBILITIES,
     SkipCounts,
@@ -81,11 +81,7 @@ class MastodonApiSource:
             if base_url is not None and base_url.strip()
             else None
         )
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InputError(
-                f"The Mastodon post limit must be between 1 and {MAX_LIMIT}, not {limit}."
-            )
-        self.limit = limit
+        self.limit = check_post_limit(limit, "Mastodon", MAX_LIMIT)
         self.include_sensitive = include_sensitive
         self._http = BoundedHttp(
             "Mastodon",
@@ -94,8 +90,7 @@ class MastodonApiSource:
             max_response_bytes=max_response_bytes,
             deadline_s=deadline_s,
             reading="the Mastodon posts",
-            size_setting="DOPPELTWEET_MASTODON_MAX_RESPONSE_MB",
-            deadline_setting="DOPPELTWEET_MASTODON_DEADLINE_S",
+            settings_prefix="DOPPELTWEET_MASTODON",
             allow_private_servers=allow_private_servers,
             resolver=resolver,
         )
@@ -201,10 +196,7 @@ class MastodonApiSource:
     def _get(
         self, handle: Handle, base: str, path: str, params: dict[str, str], *, lookup: bool
     ) -> Any:
-        answer = self._http.get(base + path, params)
-        if answer.status_code >= 500:
-            self._http.pause(SERVER_ERROR_RETRY_DELAY_S)
-            answer = self._http.get(base + path, params)
+        answer = self._http.get(base + path, params, retry_5xx_after=SERVER_ERROR_RETRY_DELAY_S)
         if answer.status_code != 200:
             raise _status_sentence(handle, answer, lookup=lookup)
         return load_json(answer, "Mastodon")

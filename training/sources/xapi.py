@@ -25,7 +25,7 @@ import tweepy
 
 from training.errors import InputError, SourceError
 from training.handles import Handle
-from training.sources.base import API_TWEET_CAP, RawTweet
+from training.sources.base import API_TWEET_CAP, RawTweet, check_post_limit
 
 #: X returns at most 100 posts per timeline page, and refuses fewer than 5.
 PAGE_SIZE = 100
@@ -97,12 +97,8 @@ class XApiSource:
             raise InputError(
                 "The X API client must not wait on rate limits (it can retry forever)."
             )
-        if not 1 <= limit <= API_TWEET_CAP:
-            raise InputError(
-                f"The X API post limit must be between 1 and {API_TWEET_CAP}, not {limit}."
-            )
+        self.limit = check_post_limit(limit, "X API", API_TWEET_CAP)
         self._client = client
-        self.limit = limit
 
     def __repr__(self) -> str:
         return f"XApiSource(limit={self.limit})"
