@@ -25,15 +25,16 @@ from typing import Any
 
 from training.errors import InputError
 from training.handles import Handle
-from training.sources.base import RawTweet
+from training.sources.base import RawTweet, newest_first
 from training.sources.formats import TEXT_SUFFIXES, X_ARCHIVE_SUFFIXES
 from training.sources.guards import (
     MAX_TOTAL_RATIO,
     TOTAL_RATIO_FLOOR,
+    check_member,
     check_ratio,
     mb,
     member_name,
-    unsafe_member,
+    read_zip_member,
 )
 
 KIND = "x-archive"
@@ -112,8 +113,7 @@ class ArchiveSource:
                     if len(notes) > self.max_tweets:
                         raise self._too_many(files.label)
         tweets = _expand_long_posts(tweets, notes)
-        tweets.sort(key=lambda t: t.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
-        return tweets
+        return newest_first(tweets)
 
     def _too_many(self, label: str) -> InputError:
         return InputError(
@@ -264,11 +264,7 @@ class _ZipFiles(_Files):
     def _index(self) -> dict[str, zipfile.ZipInfo]:
         infos = self.zip.infolist()
         for info in infos:
-            if unsafe_member(info.filename):
-                raise InputError(
-                    f"{self.label} is unsafe: its member {info.filename[:80]!r} would be "
-                    "written outside the archive folder."
-                )
+            check_member(info.filename, self.label)
         files = [info for info in infos if not info.is_dir()]
         # The data folder is the one holding the tweets; a top folder around it is fine.
         by_dir: dict[str, list[zipfile.ZipInfo]] = {}
@@ -315,26 +311,12 @@ class _ZipFiles(_Files):
     def read(self, name: str) -> bytes:
         info = self._members[name]
         check_ratio(info, self.label)
-        limit = min(info.file_size, self.max_uncompressed_bytes)
         if info.file_size > self.max_uncompressed_bytes:
             raise InputError(
                 f"{name} in {self.label} would unpack to {mb(info.file_size)} MB, over the "
                 f"{mb(self.max_uncompressed_bytes)} MB limit."
             )
-        try:
-            with self.zip.open(info) as member:
-                data = member.read(limit + 1)
-        except RuntimeError as error:  # encrypted members
-            raise InputError(f"{self.label} is password-protected; export it again.") from error
-        except NotImplementedError as error:
-            raise InputError(
-                f"{name} in {self.label} uses a compression method we cannot read."
-            ) from error
-        except Exception as error:  # zlib.error, BadZipFile (CRC), EOFError, ...: all damage
-            raise InputError(f"{name} in {self.label} is damaged and cannot be read.") from error
-        if len(data) > limit:
-            raise InputError(f"{name} in {self.label} is larger than its zip entry declares.")
-        return data
+        return read_zip_member(self.zip, info, name, self.label)
 
     def __exit__(self, *exc: object) -> None:
         self.zip.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from training.errors import InputError
@@ -99,3 +99,9 @@ def at_boundary(tweets: Iterable[RawTweet]) -> tuple[list[RawTweet], int]:
         text = repair_text(text)
         repaired.append(tweet if text is tweet.text else replace(tweet, text=text))
     return repaired, cut
+
+
+def newest_first(tweets: list[RawTweet]) -> list[RawTweet]:
+    """``tweets`` sorted newest first in place (undated ones last), and returned."""
+    tweets.sort(key=lambda t: t.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+    return tweets
