@@ -1,23 +1,9 @@
 """``doppeltweet serve``: the project's tweet generators as a Ray Serve application.
 
-One deployment, :func:`build_app`, holds :class:`training.generate.TweetGenerator` instances with
-Ray Serve's model multiplexing (``@serve.multiplexed``): a model is named by its folder relative
-to ``DOPPELTWEET_DATA_DIR`` (``guilds/<server id>/models/<name>``), each replica keeps up to
-``DOPPELTWEET_SERVE_MODELS_PER_REPLICA`` loaded, and a request whose ``serve_multiplexed_model_id``
-header names a model goes to a replica that already holds it. A replica loads models as the bot
-does: on a CPU with llama.cpp each LoRA model is an adapter on one Q8_0 base the replica loads
-once (:mod:`training.generation.llamacpp`), so a multiplexed model id costs an adapter. The HTTP
-contract is OpenAI's completions (``POST /v1/completions``), so a client written for it works, and
-on GPUs a vLLM
-server with multi-LoRA can stand in for Llama-architecture bases (docs/deployment.md).
-
-Every request but ``/health`` carries the bearer token ``DOPPELTWEET_GENERATION_TOKEN`` when one
-is set, and one must be set to listen beyond loopback; every field is range-checked and every
-failure is one sentence in OpenAI's error shape (:func:`respond`, which the deployment calls).
-
-The filters are the ones local generation applies, server-side: the choices are whole tweets
-(prompt included) cut at the first line, without links, within 280 characters, never a copy of a
-training tweet. The bot's side is :mod:`bot.remote_generation`.
+One multiplexed deployment (:func:`build_app`) speaking OpenAI completions
+(``POST /v1/completions``); :func:`respond` checks the bearer token, the request's bounds and
+turns every failure into one sentence, testable without Ray. The contract and the deployment are
+in docs/deployment.md ("Tweets from Ray Serve"); the bot's side is :mod:`bot.remote_generation`.
 
 Registered in the ``doppeltweet.commands`` entry-point group, so ``training`` never imports ray.
 """

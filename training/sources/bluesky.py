@@ -1,20 +1,8 @@
 """The Bluesky source: a user's public feed from ``app.bsky.feed.getAuthorFeed`` (free, no login).
 
-Bluesky's AppView serves any public profile's posts to anyone, which makes it the one network source
-that costs nothing. The feed is read with ``filter=posts_no_replies`` (the user's own posts, threads
-and reposts, without replies to others), 100 posts a page, following ``cursor`` until ``limit``
-posts, with a hard cap on pages so a server that always answers with a cursor cannot loop us.
-
-Reposts are returned with ``is_retweet`` set: they are Bluesky's retweets, and huggingtweets counted
-retweets in its data table before dropping them.
-
-Links are put back in full: Bluesky apps shorten a link in the post text (``example.com/lo...``)
-and keep the real URL in a link facet. With the URL restored, cleaning removes it exactly as it
-removes X's ``https://t.co/...`` links, instead of leaving the shortened stub in the training text.
-
-Bluesky sends text unescaped while X escapes ``&``, ``<`` and ``>``; cleaning decodes those three
-entities once, as huggingtweets did for X. So the text is escaped here the way X would have, and a
-post that literally says ``&amp;`` still says so after cleaning.
+The feed is paged through ``cursor`` with a hard cap on pages; reposts come back flagged
+``is_retweet``, shortened links are restored from their facets and the text is escaped as X
+escapes it, so cleaning treats both networks alike (docs/sources.md, "Bluesky").
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """The Mastodon source: a user's public posts from their server's public API (free, no login).
 
-``mastodon:@alice@mastodon.social`` is read from ``https://mastodon.social``: the account is looked
-up (``GET /api/v1/accounts/lookup?acct=alice``), then its statuses are paged newest first, 40 a
-page, each page asking for the posts older than the last one seen (``max_id``), until ``limit``
-posts, an empty page or a hard cap on pages, so a server that always answers cannot loop us.
-
-The same rules as the Mastodon archive (:mod:`training.sources.fediverse`): only public and
-unlisted posts are imported, never followers-only posts or direct messages (a server shows those
-to no anonymous reader, but one that did would still not get them imported); posts behind a
-content warning or marked sensitive are left out; both are counted for the data table
-(:meth:`MastodonApiSource.skip_counts`). Boosts are returned with ``is_retweet`` set: they are
-Mastodon's retweets, and huggingtweets counted retweets before dropping them. Content is HTML,
-turned into the text a reader sees by the helper the archive source uses.
-
-A server in "authorized fetch" (secure) mode answers anonymous readers 401: that is one sentence
-pointing to the archive, which every Mastodon user can download.
+The account is looked up, then its statuses are paged newest first (``max_id``) with a hard cap on
+pages. The rules are the Mastodon archive's (:mod:`training.sources.fediverse`): public and
+unlisted posts only, content-warned posts skipped and counted, boosts flagged ``is_retweet``
+(docs/sources.md, "Mastodon").
 """
 
 from __future__ import annotations
