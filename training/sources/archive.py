@@ -1,4 +1,4 @@
-"""Tweets from the X data archive: the free path, now that the API charges per post read.
+"""Tweets from the X data archive: the free path (the API charges per post read).
 
 Users hand over what X gave them in whatever shape it reached us: the zip (often gigabytes of media
 around a few megabytes of tweets), the folder it unpacks to, its ``data/`` folder, or just the

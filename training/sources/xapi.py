@@ -1,7 +1,7 @@
 """The X API v2 source: a user's newest posts (up to 3,200) through ``tweepy.Client``.
 
-The X API has been pay-per-use since February 2026 ($0.005 per post read, $0.01 per user lookup), so
-this source is an opt-in for people who pay; the X archive is the free path. That shapes the code:
+The X API is billed per use (prices: docs/sources.md), so this source is an opt-in for people who
+pay; the X archive is the free path. That shapes the code:
 
 * every request is deliberate — one user lookup, then timeline pages of 100 until ``limit`` posts,
   never a page more, and at most one retry of a page the server failed (5xx);
