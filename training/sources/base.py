@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -105,3 +105,22 @@ def newest_first(tweets: list[RawTweet]) -> list[RawTweet]:
     """``tweets`` sorted newest first in place (undated ones last), and returned."""
     tweets.sort(key=lambda t: t.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
     return tweets
+
+
+def add_unseen(
+    posts: list[RawTweet],
+    page: Iterable[RawTweet | None],
+    seen: set[Hashable],
+    limit: int,
+    key: Callable[[RawTweet], Hashable] = lambda post: post.id,
+) -> bool:
+    """Append the page's posts not seen before (by ``key``; None skipped) until ``posts`` holds
+    ``limit``; True once it does."""
+    for post in page:
+        if post is None or key(post) in seen:
+            continue
+        seen.add(key(post))
+        posts.append(post)
+        if len(posts) >= limit:
+            return True
+    return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ import requests
 
 from training.errors import InputError, SourceError
 from training.handles import PLATFORM_NAMES, Handle
-from training.sources.base import API_TWEET_CAP, RawTweet, check_post_limit
+from training.sources.base import API_TWEET_CAP, RawTweet, add_unseen, check_post_limit
 from training.sources.http import Answer, BoundedHttp, Resolver, check_base_url, load_json
 
 DEFAULT_BASE_URL = "https://public.api.bsky.app"
@@ -85,20 +86,14 @@ class BlueskySource:
         # However slowly a server answers (even one byte at a time), the whole walk ends here.
         self._http.start()
         posts: list[RawTweet] = []
-        seen: set[tuple[str, bool]] = set()
+        seen: set[Hashable] = set()
         cursors: set[str] = set()
         cursor: str | None = None
         for _ in range(max_pages):
             payload = self._get_page(handle, cursor, self.limit - len(posts))
             page, cursor = parse_feed_page(payload)
-            for post in page:
-                key = (post.id, post.is_retweet)
-                if key in seen:
-                    continue
-                seen.add(key)
-                posts.append(post)
-                if len(posts) == self.limit:
-                    return posts
+            if add_unseen(posts, page, seen, self.limit, key=lambda p: (p.id, p.is_retweet)):
+                return posts
             if not payload["feed"] or cursor is None or cursor in cursors:
                 break
             cursors.add(cursor)

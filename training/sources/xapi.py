@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ import tweepy
 
 from training.errors import InputError, SourceError
 from training.handles import Handle
-from training.sources.base import API_TWEET_CAP, RawTweet, check_post_limit
+from training.sources.base import API_TWEET_CAP, RawTweet, add_unseen, check_post_limit
 
 #: X returns at most 100 posts per timeline page, and refuses fewer than 5.
 PAGE_SIZE = 100
@@ -111,16 +111,10 @@ class XApiSource:
             )
         user_id = self._lookup_user(handle)
         tweets: list[RawTweet] = []
-        seen: set[str] = set()
+        seen: set[Hashable] = set()
         for page in self._pages(handle, user_id):
-            for item in page:
-                tweet = tweet_from_v2(item)
-                if tweet is None or tweet.id in seen:
-                    continue
-                seen.add(tweet.id)
-                tweets.append(tweet)
-                if len(tweets) == self.limit:
-                    return _newest_first(tweets)
+            if add_unseen(tweets, map(tweet_from_v2, page), seen, self.limit):
+                break
         return _newest_first(tweets)
 
     def _lookup_user(self, handle: Handle) -> str:
