@@ -30,11 +30,13 @@ from training.sources.formats import TEXT_SUFFIXES, X_ARCHIVE_SUFFIXES
 from training.sources.guards import (
     MAX_TOTAL_RATIO,
     TOTAL_RATIO_FLOOR,
+    check_input_size,
     check_member,
     check_ratio,
     mb,
     member_name,
     read_zip_member,
+    unreadable,
 )
 
 KIND = "x-archive"
@@ -130,12 +132,8 @@ class ArchiveSource:
                 raise InputError(f"{path.name} is neither a file nor a folder.")
             size = path.stat().st_size
         except OSError as error:
-            raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
-        if size > self.max_file_bytes:
-            raise InputError(
-                f"{path.name} is {mb(size)} MB, over the {mb(self.max_file_bytes)} MB limit "
-                "for input files."
-            )
+            raise unreadable(path.name, error) from error
+        check_input_size(size, self.max_file_bytes, path.name)
         if path.suffix.lower() == ".js":
             return _SingleFile(path, self.max_file_bytes)
         return _ZipFiles(path, self.max_file_bytes, self.max_uncompressed_bytes)
@@ -228,7 +226,7 @@ class _FolderFiles(_Files):
         try:
             return self._path(name).stat().st_size
         except OSError as error:
-            raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
+            raise unreadable(name, error) from error
 
     def read(self, name: str) -> bytes:
         return _read_file(self._path(name), self.max_file_bytes, name)
@@ -252,7 +250,7 @@ class _ZipFiles(_Files):
             self.archive_bytes = path.stat().st_size
             self.zip = zipfile.ZipFile(path)
         except OSError as error:
-            raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
+            raise unreadable(path.name, error) from error
         except Exception as error:  # zipfile raises many types on hostile bytes; all mean "bad zip"
             raise InputError(f"{path.name} is not a readable zip archive.") from error
         try:
@@ -360,15 +358,11 @@ def _is_tweet_file(name: str) -> bool:
 
 def _read_file(path: Path, max_bytes: int, name: str) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputError(
-                f"{name} is {mb(size)} MB, over the {mb(max_bytes)} MB limit for input files."
-            )
+        check_input_size(path.stat().st_size, max_bytes, name)
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
     except OSError as error:
-        raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
+        raise unreadable(name, error) from error
     if len(data) > max_bytes:
         raise InputError(f"{name} grew past the {mb(max_bytes)} MB limit while being read.")
     return data

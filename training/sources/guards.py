@@ -77,6 +77,19 @@ def check_ratio(info: zipfile.ZipInfo, label: str) -> None:
         )
 
 
+def unreadable(name: str, error: OSError) -> InputError:
+    """The one sentence for an input file the operating system would not read."""
+    return InputError(f"{name} cannot be read ({error.strerror or error}).")
+
+
+def check_input_size(size: int, max_bytes: int, name: str) -> None:
+    """Refuse an input file over ``max_bytes`` (``DOPPELTWEET_MAX_FILE_MB``), in one sentence."""
+    if size > max_bytes:
+        raise InputError(
+            f"{name} is {mb(size)} MB, over the {mb(max_bytes)} MB limit for input files."
+        )
+
+
 def check_member(name: str, label: str) -> None:
     """Refuse a member whose name leaves the archive (:func:`unsafe_member`), in one sentence."""
     if unsafe_member(name):

@@ -36,10 +36,12 @@ from training.sources.guards import (
     MAX_TOTAL_RATIO,
     TOTAL_RATIO_FLOOR,
     InflationBudget,
+    check_input_size,
     check_member,
     mb,
     member_name,
     read_zip_member,
+    unreadable,
 )
 
 KIND = "mastodon-archive"
@@ -148,12 +150,8 @@ class MastodonArchiveSource:
         try:
             size = path.stat().st_size
         except OSError as error:
-            raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
-        if size > self.max_file_bytes:
-            raise InputError(
-                f"{path.name} is {mb(size)} MB, over the {mb(self.max_file_bytes)} MB limit "
-                "for input files."
-            )
+            raise unreadable(path.name, error) from error
+        check_input_size(size, self.max_file_bytes, path.name)
         if path.name.lower().endswith(TAR_SUFFIXES):
             return self._read_tar()
         return self._read_zip()
