@@ -19,7 +19,8 @@ downloaded = retweets + short + kept always holds.
 Two deliberate details: entities are decoded in a single pass, so ``&amp;lt;`` (an escaped literal
 ``&lt;``) becomes ``&lt;`` and not ``<``; and the URL scheme is matched case-insensitively
 because schemes are case-insensitive (RFC 3986) — for the lower-case links X writes (all ``t.co``
-links) this is byte-for-byte huggingtweets' result, and an ``HTTPS://`` link is removed too. huggingtweets also cut a URL glued to a word (``(https://…)``); so do we.
+links) this is byte-for-byte huggingtweets' result, and an ``HTTPS://`` link is removed too.
+huggingtweets also cut a URL glued to a word (``(https://…)``); so do we.
 """
 
 from __future__ import annotations
