@@ -1,15 +1,9 @@
 """Trainings as Ray Jobs: the same ``python -m training train … --progress-json`` on a cluster.
 
-Each attempt of a job gets a deterministic submission id (:func:`submission_id`), so the bot
-never submits one twice: before submitting, it asks the head whether that id exists and attaches
-to it if so; a bot restarted mid-training re-attaches the same way, and a job that ended meanwhile
-is concluded from its logs. Progress comes from the job's log stream (stdout and stderr merged,
-with Ray's own lines mixed in: anything that is not a progress line is ignored). ``!cancel`` is
-``stop_job``. Only the runner's ``max_concurrent_jobs`` are submitted at a time, so Ray's pending
-timeout never fails a job that waits in the bot's queue.
-
-The bot and the workers must see the same ``DOPPELTWEET_DATA_DIR`` at the same path (a shared
-volume): the command names upload and model folders by absolute path (docs/deployment.md).
+Each attempt has a deterministic submission id (:func:`submission_id`), so a job is never
+submitted twice and a restarted bot re-attaches; progress is read from the job's log stream and
+``!cancel`` is ``stop_job``. What the cluster must share and how the queue meets Ray's:
+docs/deployment.md ("Trainings as Ray Jobs").
 """
 
 from __future__ import annotations
