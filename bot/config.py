@@ -248,9 +248,9 @@ class TweetingSettings(SettingsSection):
         default=2,
         ge=0,
         description=(
-            "Most LoRA models kept on the fast backend, each its own merged CTranslate2 model "
-            "(SmolLM2: ~540 MB in float32, ~121 MB in int8); further LoRA models are served "
-            "from their shared base (~10 MB each)."
+            "Most LoRA models kept on the fast backend, each its own merged CTranslate2 model; "
+            "further LoRA models are served as adapters on their shared base (sizes: "
+            "benchmarks/README.md)."
         ),
     )
     generation_process: bool = Field(
@@ -469,7 +469,7 @@ class ServeSettings(SettingsSection):
         le=1000,
         description=(
             "Models one generation replica keeps loaded (least recently used dropped); on "
-            "llama.cpp each LoRA model is a ~10 MB adapter on one shared base, so hundreds fit."
+            "llama.cpp each LoRA model is an adapter on one shared base, so hundreds fit."
         ),
     )
 

@@ -1,21 +1,10 @@
 """Training jobs: a queue in SQLite, each job a background ``python -m training train`` run.
 
-Training is CPU-heavy and can crash or be killed, so it never runs inside the bot: the runner
-starts the training CLI with ``--progress-json`` through a launcher (:mod:`bot.launchers`: a local
-process by default, a Ray Job when ``DOPPELTWEET_RAY_ADDRESS`` is set), reads one JSON object per
-output line (docs/ARCHITECTURE.md), keeps the last one on the job, and tells its listeners (the
-Discord layer). The training library replaces a model folder only when the new one is complete, so
-whatever happens to the run, the previous model keeps being served.
-
-The queue is global (``max_concurrent_jobs`` processes at once) because the machine's cores are
-shared by every server, and fair: round-robin across servers, then members (:mod:`bot.fair_queue`);
-what a server sees of it is scoped to that server. Each job trains for a time budget (the training
-setting ``DOPPELTWEET_TRAIN_BUDGET_S``) unless it asks for epochs or a step cap, so when a queued
-job will start follows from the budgets ahead of it.
-After a restart, jobs an earlier bot process left "running" are resolved in :meth:`JobRunner.start`:
-a launcher whose runs outlive the bot (Ray) re-attaches to the run, or concludes it if it ended;
-otherwise the orphaned process is stopped, and the job is queued again once, or failed if it was
-already retried — never left stuck.
+Training never runs inside the bot: :class:`JobRunner` starts the training CLI with
+``--progress-json`` through a launcher (:mod:`bot.launchers`), keeps the last progress line on the
+job and tells its listeners. The queue is global and fair (:mod:`bot.fair_queue`; docs/commands.md,
+"The training queue"); recovery after a restart is described in docs/ARCHITECTURE.md
+("Launchers").
 """
 
 from __future__ import annotations

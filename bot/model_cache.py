@@ -1,42 +1,9 @@
 """The models ``!tweet`` and auto-posts generate from, kept loaded and evicted least-recently-used.
 
-Loading a model takes seconds and generating takes CPU time, and neither may block the event loop
-(the bot would miss gateway heartbeats), so both run in a small thread pool — and, in the bot, in
-a worker process behind it (:mod:`bot.model_process`: a load's garbage collections and tokenizer
-parse hold the GIL, which a thread cannot avoid). Concurrent requests
-for a model that is still loading wait for that one load instead of starting their own. The cache
-is bounded by a count and by the models' total ``memory_bytes`` (plus a LoRA base's
-``shared_bytes`` once per base); a model is also reloaded when its
-folder was replaced by a retrain (the folder's identity is checked on every use), and
-:meth:`ModelCache.invalidate` drops it at once.
-
-With ``pool_size`` > 0 each loaded model also keeps a pool of ready prompt-less tweets (what
-``!tweet`` without a prompt and auto-posts ask for): such a request takes one at once, and the
-pool is refilled in batches (several tweets cost far less than as many single calls) only while
-no live request waits for a worker. The pool belongs to the loaded model, so a retrain (a new
-folder), a delete or :meth:`ModelCache.invalidate` drops it with the model.
-
-Unseeded requests for the same model, prompt and ``exclude`` that wait for a worker at the same
-time are answered by one generate call for all their tweets.
-
-Fast generators and cold handles: a LoRA model on the fast backend is its own merged CTranslate2
-model (SmolLM2: ~121 MB resident in int8, ~540 MB in float32), while on the torch
-backend it is a ~10 MB adapter on a base that every LoRA model of that base shares. With
-``fast_models`` set, at most that many LoRA models are held on the fast backend; a LoRA model loaded
-while those slots are full is served from the shared base (``backend="torch"``). When a fast one is
-evicted, its slot goes to the next LoRA model loaded or to the first cold one used again: that one
-is loaded on the fast backend in the background (while no live request waits) and replaces its torch
-handle once ready, so the fast slots follow the recently used models. A cold model also takes a slot
-from a fast one that has gone quiet: once its last :data:`DISPLACE_AFTER_USES` uses all came after
-the last use of the least recently used fast LoRA model, it is loaded on the fast backend in the
-background and that model is evicted (its next use loads it as a cold handle) — unless it was used
-again meanwhile, when both stay as they are. Models with their own weights always take the loader's
-default (the fast backend is the smaller of the two for them).
-
-llama.cpp needs no slots: a LoRA model it serves is an adapter (~10 MB) applied at run time to a
-Q8_0 base loaded once per base, so a cold handle costs an adapter load (milliseconds). Such
-models count against ``max_adapters`` and the memory bound (each adapter's bytes, the base once),
-not against ``max_models``.
+Loads and generations run off the event loop (in a small thread pool and, in the bot, a worker
+process behind it: :mod:`bot.model_process`), bounded by a count and by the models' memory; the
+ready-tweet pools, the batching of alike requests and the fast slots of LoRA models are described
+in docs/generation.md ("The bot's model cache").
 """
 
 from __future__ import annotations
@@ -63,13 +30,13 @@ log = logging.getLogger(__name__)
 #: Worker threads for loading and generating: two models generate at once (CTranslate2 uses one
 #: core per generation; torch generations take turns, each using every core).
 DEFAULT_WORKERS = 2
-#: Most LoRA models served by llama.cpp kept at once: each is an adapter of ~10 MB on a base
-#: loaded once, so they are bounded by memory (``max_bytes``) rather than by ``max_models``.
+#: Most LoRA models served by llama.cpp kept at once: each is an adapter on a base loaded once,
+#: so they are bounded by memory (``max_bytes``) rather than by ``max_models``.
 DEFAULT_MAX_ADAPTERS = 1000
 
 #: A cold LoRA model used this many times since the least recently used fast one was last used
-#: takes that one's fast slot (see the module docstring): enough that two models used in turn do
-#: not swap slots at every request.
+#: takes that one's fast slot (docs/generation.md): enough that two models used in turn do not
+#: swap slots at every request.
 DISPLACE_AFTER_USES = 3
 #: The file that makes a model folder a LoRA adapter (``training.generation.ADAPTER_CONFIG``).
 _ADAPTER_CONFIG = "adapter_config.json"
@@ -214,11 +181,11 @@ class ModelCache:
     ) -> None:
         if max_models < 1 or max_bytes < 1 or max_adapters < 1:
             raise ValueError("the cache must hold at least one model and one byte")
-        #: Most llama.cpp adapters kept (each ~10 MB on one shared base; the memory bound holds).
+        #: Most llama.cpp adapters kept (each on one shared base; the memory bound holds).
         self.max_adapters = max_adapters
         if fast_models is not None and fast_models < 0:
             raise ValueError("fast_models must be 0 or more (None: no limit)")
-        #: Most LoRA models on the fast backend at once (None: no limit); see the module docstring.
+        #: Most LoRA models on the fast backend at once (None: no limit); see docs/generation.md.
         self.fast_models = fast_models
         # LoRA models loading now that were given a fast slot.
         self._fast_loading: set[Path] = set()
@@ -387,7 +354,7 @@ class ModelCache:
 
     def _maybe_promote(self, key: Path, entry: _Entry) -> None:
         """Start moving a cold LoRA model to a free fast slot, or to the slot of a fast one that
-        has gone quiet (see the module docstring); one move at a time per model."""
+        has gone quiet (docs/generation.md); one move at a time per model."""
         if (
             self.fast_models is None
             or not entry.lora

@@ -1,21 +1,10 @@
 """Models loaded and run in a worker process, so model work never holds the bot's GIL.
 
-Loading a model in one of the bot's threads still stalled its event loop for 100-350 ms at a
-time (benchmarks/README.md, "Loop lag"): Python's cyclic garbage collector, triggered by the
-hundreds of thousands of objects a load allocates, traversed the whole heap of torch and
-transformers while holding the GIL, and the tokenizer's Rust parser holds it too. A thread cannot
-avoid either, so the bot's :class:`~bot.model_cache.ModelCache` gets its generators from
-:class:`ProcessLoader`: one child process (``python -m bot.model_process``) that loads the
-models and generates, several requests at once in its own threads. The bot process then never
-imports torch; it keeps a :class:`ProcessGenerator` handle per model (the same ``generate`` and
-``memory_bytes`` as :class:`~training.generation.TweetGenerator`) and talks to the child over a
-socket pair with pickled messages.
-
-A handle that is dropped (evicted, reloaded after a retrain) tells the child to forget its model.
-If the child dies, every waiting call fails with a one-sentence :class:`ModelError`, the handles
-report ``alive`` False (the cache loads them again) and the next load starts a new child. The
-child gets the bot's environment without its secrets, and stops when the bot closes the loader or
-its end of the socket closes.
+A load's garbage collections and the tokenizer's parser hold the GIL, which a thread cannot avoid
+(benchmarks/README.md, "Loop lag"), so :class:`ProcessLoader` runs one child process
+(``python -m bot.model_process``) that loads the models and generates; the bot keeps a
+:class:`ProcessGenerator` handle per model and never imports torch. What happens when a handle is
+dropped or the child dies: docs/generation.md ("The bot's model cache").
 """
 
 from __future__ import annotations

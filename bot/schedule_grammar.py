@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.posters import NETWORKS
-from bot.store import Schedule, ScheduleKind
+from bot.store import PostTargets, Schedule, ScheduleKind
 from training.errors import InputError
 from training.generation import check_prompt
 
@@ -123,7 +123,7 @@ def parse_prompt(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ScheduleRequest:
+class ScheduleRequest(PostTargets):
     """What an admin asked for: when (kind + canonical spec), where else and how to post."""
 
     kind: ScheduleKind
@@ -135,12 +135,6 @@ class ScheduleRequest:
     to_bluesky: bool = False
     to_mastodon: bool = False
     prompt: str = ""
-
-    @property
-    def targets(self) -> tuple[str, ...]:
-        """The public networks it also posts to, by option key (``x``, ``bluesky``, …)."""
-        chosen = (("x", self.to_x), ("bluesky", self.to_bluesky), ("mastodon", self.to_mastodon))
-        return tuple(key for key, on in chosen if on)
 
 
 def _normalise_dashes(text: str) -> list[str]:

@@ -1,27 +1,8 @@
-"""Auto-posting: generated tweets on a schedule, in a Discord channel and optionally on X,
-Bluesky and Mastodon.
+"""Auto-posting: an APScheduler ``AsyncIOScheduler`` in the bot's event loop, one job per active
+schedule (the schedules live in the store), restored on start with their missed runs coalesced.
 
-An APScheduler 3 ``AsyncIOScheduler`` runs inside the bot's event loop; the schedules themselves
-live in SQLite (the store) and the scheduler only holds one job per active schedule, with the
-schedule's id as the job id. On start every active schedule is restored with its next run
-computed from when it last posted (or was created), so runs missed while the bot was down are
-found: APScheduler coalesces them into one run, which posts only if it is still within the misfire
-grace time.
-
-One run (:mod:`bot.services.autoposts`) generates a post from the server's model in the model cache
-(off the event loop), starting with the schedule's own prompt if it has one, with every earlier
-auto-post of that model excluded, so it never repeats one. It is cut, where a reader would stop, to
-the strictest length limit of the networks it goes to, so every network shows the same text; it
-goes out as the tweet-style embed with no pings allowed, then to each chosen network
-(:mod:`bot.posters`) with @mentions neutralised (or not at all, per
-``DOPPELTWEET_PUBLIC_MENTIONS``), and is logged in the store. Errors that would repeat on every
-tick (a network refusing the credentials, the text or for its rate limit, the channel deleted,
-permissions missing, the model unusable) pause the schedule with the reason and tell the channel
-once.
-
-Cross-posting lives with the posters (:mod:`bot.posters.crosspost`). The scheduler depends on
-:class:`AutoPostHost`, the few things it needs of the bot, not on the bot's class; the schedule
-language lives in :mod:`bot.schedule_grammar`.
+One run is :mod:`bot.services.autoposts`; the posting rules are in docs/autopost.md. The scheduler
+depends on :class:`AutoPostHost`, the few things it needs of the bot, not on the bot's class.
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """``doppeltweet serve``: the project's tweet generators as a Ray Serve application.
 
-One deployment, :func:`build_app`, holds :class:`training.generation.TweetGenerator` instances with
-Ray Serve's model multiplexing (``@serve.multiplexed``): a model is named by its folder relative
-to ``DOPPELTWEET_DATA_DIR`` (``guilds/<server id>/models/<name>``), each replica keeps up to
-``DOPPELTWEET_SERVE_MODELS_PER_REPLICA`` loaded, and a request whose ``serve_multiplexed_model_id``
-header names a model goes to a replica that already holds it. A replica loads models as the bot
-does: on a CPU with llama.cpp each LoRA model is an adapter on one Q8_0 base the replica loads
-once (:mod:`training.generation.llamacpp`), so a multiplexed model id costs an adapter. The HTTP
-contract is OpenAI's completions (``POST /v1/completions``), so a client written for it works, and
-on GPUs a vLLM
-server with multi-LoRA can stand in for Llama-architecture bases (docs/deployment.md).
-
-Every request but ``/health`` carries the bearer token ``DOPPELTWEET_GENERATION_TOKEN`` when one
-is set, and one must be set to listen beyond loopback; every field is range-checked and every
-failure is one sentence in OpenAI's error shape (:func:`respond`, which the deployment calls).
-
-The filters are the ones local generation applies, server-side: the choices are whole tweets
-(prompt included) cut at the first line, without links, within 280 characters, never a copy of a
-training tweet. The bot's side is :mod:`bot.remote_generation`.
+One multiplexed deployment (:func:`build_app`) speaking OpenAI completions
+(``POST /v1/completions``); :func:`respond` checks the bearer token, the request's bounds and
+turns every failure into one sentence, testable without Ray. The contract and the deployment are
+in docs/deployment.md ("Tweets from Ray Serve"); the bot's side is :mod:`bot.remote_generation`.
 
 Registered in the ``doppeltweet.commands`` entry-point group, so ``training`` never imports ray.
 """
@@ -29,7 +15,6 @@ import asyncio
 import hashlib
 import hmac
 import importlib.util
-import ipaddress
 import json
 import logging
 import math
@@ -45,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from bot.loopback import is_loopback
 from training.errors import DoppeltweetError, InputError, ModelError
 
 if TYPE_CHECKING:
@@ -206,21 +192,10 @@ def authorized(header: str | None, digest: bytes | None) -> bool:
     return hmac.compare_digest(token_digest(presented.strip()), digest)
 
 
-def is_loopback_host(host: str) -> bool:
-    """Whether a listen address keeps the server on this machine."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def check_exposure(host: str, token: str | None) -> None:
     """Refuse to listen beyond loopback without a token: anyone who reaches the port could
     generate from every model of every server."""
-    if not is_loopback_host(host) and not (token and token.strip()):
+    if not is_loopback(host) and not (token and token.strip()):
         raise InputError(
             f"Set {TOKEN_SETTING} before serving on {host}: beyond loopback every request must "
             "carry that bearer token."
@@ -306,7 +281,6 @@ async def respond(
     return JSONResponse(completion_body(fields["model"], result))
 
 
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _SETUP_HOOK_VAR = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
 #: The wrappers :func:`bind_replicas_to_loopback` installed (so a second call wraps nothing).
 _LOOPBACK_BINDERS: set[Any] = set()
@@ -325,7 +299,7 @@ def bind_replicas_to_loopback() -> None:
     import ray
     from ray.serve._private import replica
 
-    if ray.util.get_node_ip_address() not in _LOOPBACK:
+    if not is_loopback(ray.util.get_node_ip_address()):
         return
     original = replica.add_port_to_grpc_server
     if original in _LOOPBACK_BINDERS:
@@ -352,7 +326,7 @@ def build_app(settings: BotSettings) -> Any:
         "num_cpus": settings.serve_num_cpus,
         "num_gpus": settings.serve_num_gpus,
     }
-    if settings.serve_host in _LOOPBACK or settings.serve_ray_address == "local":
+    if is_loopback(settings.serve_host) or settings.serve_ray_address == "local":
         # The hook acts only on a node whose address is loopback (a local head's is). The
         # variable Ray's worker_process_setup_hook sets; Serve does not pass the option itself
         # on to the replicas it starts (checked with Ray 2.60).

@@ -20,13 +20,13 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 import aiosqlite
 
@@ -153,8 +153,23 @@ class Job:
         return self.state in ACTIVE_STATES
 
 
+class PostTargets:
+    """What a schedule and a request for one share: the public networks it also posts to."""
+
+    __slots__ = ()
+    to_x: bool
+    to_bluesky: bool
+    to_mastodon: bool
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The public networks it also posts to, by option key (``x``, ``bluesky``, …)."""
+        chosen = (("x", self.to_x), ("bluesky", self.to_bluesky), ("mastodon", self.to_mastodon))
+        return tuple(key for key, on in chosen if on)
+
+
 @dataclass(frozen=True, slots=True)
-class Schedule:
+class Schedule(PostTargets):
     """An auto-posting schedule: ``spec`` is an interval (e.g. ``6h``) or a cron-like time."""
 
     id: int
@@ -177,12 +192,6 @@ class Schedule:
     #: How each post starts ('' = the model opens the tweet).
     prompt: str = ""
 
-    @property
-    def targets(self) -> tuple[str, ...]:
-        """The public networks it also posts to, by option key (``x``, ``bluesky``, …)."""
-        chosen = (("x", self.to_x), ("bluesky", self.to_bluesky), ("mastodon", self.to_mastodon))
-        return tuple(key for key, on in chosen if on)
-
 
 @dataclass(frozen=True, slots=True)
 class GeneratedTweet:
@@ -203,84 +212,52 @@ class GeneratedTweet:
     posted_to: dict[str, str] = field(default_factory=dict, compare=False)
 
 
+def _json_or_none(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+#: How a column becomes its field, by the field's declared type; other columns are taken as read.
+_FROM_COLUMN: dict[str, Callable[[Any], Any]] = {
+    "bool": bool,
+    "Path": Path,
+    "datetime": _dt,
+    "datetime | None": _dt,
+    "tuple[Handle, ...]": _handles,
+    "tuple[str, ...]": lambda value: tuple(json.loads(value)),
+    "dict[str, Any]": json.loads,
+    "dict[str, str]": json.loads,
+    "dict[str, Any] | None": _json_or_none,
+}
+
+_Record = TypeVar("_Record")
+
+
+def _from_row(cls: type[_Record], row: sqlite3.Row, **given: Any) -> _Record:
+    """A record from a row: each field from its column, converted by the field's type
+    (:data:`_FROM_COLUMN`); ``given`` fields are not columns."""
+    values = dict(given)
+    for item in fields(cls):  # type: ignore[arg-type]
+        if item.name not in values:
+            convert = _FROM_COLUMN.get(cast(str, item.type))
+            value = row[item.name]
+            values[item.name] = value if convert is None else convert(value)
+    return cls(**values)
+
+
 def _model(row: sqlite3.Row) -> ModelRecord:
-    return ModelRecord(
-        guild_id=row["guild_id"],
-        name=row["name"],
-        handles=_handles(row["handles"]),
-        sources=tuple(json.loads(row["sources"])),
-        base_model=row["base_model"],
-        lora=bool(row["lora"]),
-        path=Path(row["path"]),
-        created_at=cast(datetime, _dt(row["created_at"])),
-        updated_at=cast(datetime, _dt(row["updated_at"])),
-        trained_by=row["trained_by"],
-        owner_id=row["owner_id"],
-    )
+    return _from_row(ModelRecord, row)
 
 
 def _job(row: sqlite3.Row, position: int | None = None) -> Job:
-    return Job(
-        id=row["id"],
-        guild_id=row["guild_id"],
-        channel_id=row["channel_id"],
-        user_id=row["user_id"],
-        model_name=row["model_name"],
-        handles=_handles(row["handles"]),
-        sources=tuple(json.loads(row["sources"])),
-        options=json.loads(row["options"]),
-        state=row["state"],
-        pid=row["pid"],
-        restarts=row["restarts"],
-        created_at=cast(datetime, _dt(row["created_at"])),
-        started_at=_dt(row["started_at"]),
-        finished_at=_dt(row["finished_at"]),
-        error=row["error"],
-        status_message_id=row["status_message_id"],
-        progress=None if row["progress"] is None else json.loads(row["progress"]),
-        position=position,
-        owner_id=row["owner_id"],
-    )
+    return _from_row(Job, row, position=position)
 
 
 def _schedule(row: sqlite3.Row) -> Schedule:
-    return Schedule(
-        id=row["id"],
-        guild_id=row["guild_id"],
-        model_name=row["model_name"],
-        channel_id=row["channel_id"],
-        kind=row["kind"],
-        spec=row["spec"],
-        timezone=row["timezone"],
-        jitter_s=row["jitter_s"],
-        to_x=bool(row["to_x"]),
-        ai_label=bool(row["ai_label"]),
-        paused=bool(row["paused"]),
-        paused_reason=row["paused_reason"],
-        created_by=row["created_by"],
-        created_at=cast(datetime, _dt(row["created_at"])),
-        last_run_at=_dt(row["last_run_at"]),
-        to_bluesky=bool(row["to_bluesky"]),
-        to_mastodon=bool(row["to_mastodon"]),
-        prompt=row["prompt"],
-    )
+    return _from_row(Schedule, row)
 
 
 def _tweet(row: sqlite3.Row) -> GeneratedTweet:
-    return GeneratedTweet(
-        id=row["id"],
-        guild_id=row["guild_id"],
-        model_name=row["model_name"],
-        text=row["text"],
-        prompt=row["prompt"],
-        user_id=row["user_id"],
-        channel_id=row["channel_id"],
-        kind=row["kind"],
-        schedule_id=row["schedule_id"],
-        x_post_id=row["x_post_id"],
-        created_at=cast(datetime, _dt(row["created_at"])),
-        posted_to=json.loads(row["posted_to"]),
-    )
+    return _from_row(GeneratedTweet, row)
 
 
 def migrations() -> list[tuple[int, str, str]]:

@@ -11,15 +11,16 @@ huggingtweets model saw:
 "real" (contain none of ``http``, ``@``, ``#``). Words are whitespace-separated tokens, as
 huggingtweets counted them, except in scripts written without spaces (Chinese, Japanese, Thai,
 …), where a token's letters count as words (:func:`training.textrules.word_equivalents`), so a
-Chinese sentence is not one word; text with spaces between words is counted exactly as before.
+Chinese sentence is not one word; text with spaces between words is counted as huggingtweets
+counted it.
 Retweets, short tweets and kept tweets are counted per handle in the seed's table, where
 downloaded = retweets + short + kept always holds.
 
 Two deliberate details: entities are decoded in a single pass, so ``&amp;lt;`` (an escaped literal
 ``&lt;``) becomes ``&lt;`` and not ``<``; and the URL scheme is matched case-insensitively
 because schemes are case-insensitive (RFC 3986) — for the lower-case links X writes (all ``t.co``
-links) this is byte-for-byte huggingtweets' result, and an ``HTTPS://`` link no longer slips into
-training. huggingtweets also cut a URL glued to a word (``(https://…)``); so do we.
+links) this is byte-for-byte huggingtweets' result, and an ``HTTPS://`` link is removed too.
+huggingtweets also cut a URL glued to a word (``(https://…)``); so do we.
 """
 
 from __future__ import annotations

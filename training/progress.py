@@ -1,21 +1,8 @@
 """Progress of a long run (fetch → clean → load → evaluate → train → save), for people or programs.
 
-Two reporters share one interface:
-
-* :class:`TerminalProgress` draws a bar on stderr for a person at a terminal.
-* :class:`JsonProgress` writes one JSON object per line on stdout (``--progress-json``); the bot's
-  background job reads exactly this stream, so its format is a contract (docs/ARCHITECTURE.md)::
-
-    {"phase": "training", "step": 12, "total": 200, "loss": 3.21,
-     "tokens_per_s": 5400.0, "eta_s": 31.0, "message": null}
-
-  The last line is ``{"phase": "done", "model": ..., "path": ..., ...}`` or
-  ``{"phase": "error", "message": "<one sentence>"}``. A note (:meth:`ProgressReporter.note`, a
-  sentence the person should see before training, such as a base model that does not write
-  their language) is written at once and then rides along in every later event as
-  ``"notes": [...]``, so a reader showing only the last event still shows it. Step lines are
-  rate-limited so a fast run cannot flood the reader, but the first and the last step are always
-  written.
+:class:`TerminalProgress` draws a bar on stderr for a person; :class:`JsonProgress` writes the
+``--progress-json`` lines the bot's background job reads, a contract described in
+docs/ARCHITECTURE.md ("The CLI's progress stream").
 """
 
 from __future__ import annotations
@@ -24,23 +11,14 @@ import json
 import math
 import sys
 import time
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal, Protocol, get_args
 
 Phase = Literal[
     "fetching", "cleaning", "loading", "evaluating", "training", "saving", "done", "error"
 ]
 
 #: Every phase a run can report, in the order a successful run goes through them.
-PHASES: tuple[str, ...] = (
-    "fetching",
-    "cleaning",
-    "loading",
-    "evaluating",
-    "training",
-    "saving",
-    "done",
-    "error",
-)
+PHASES: tuple[str, ...] = get_args(Phase)
 
 
 class ProgressReporter(Protocol):
@@ -73,7 +51,12 @@ def _finite(value: float | None) -> float | None:
 
 
 class JsonProgress:
-    """JSON lines on ``stream`` (stdout by default), one flush per line."""
+    """JSON lines on ``stream`` (stdout by default), one flush per line.
+
+    A note is written at once and then rides along in every later event as ``"notes"``, so a
+    reader showing only the last event still shows it. Step lines are rate-limited so a fast run
+    cannot flood the reader, but the first and the last step are always written.
+    """
 
     def __init__(self, stream: IO[str] | None = None, *, min_interval_s: float = 0.25) -> None:
         self._stream = stream if stream is not None else sys.stdout

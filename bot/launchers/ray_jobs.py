@@ -1,32 +1,25 @@
 """Trainings as Ray Jobs: the same ``python -m training train … --progress-json`` on a cluster.
 
-Each attempt of a job gets a deterministic submission id (:func:`submission_id`), so the bot
-never submits one twice: before submitting, it asks the head whether that id exists and attaches
-to it if so; a bot restarted mid-training re-attaches the same way, and a job that ended meanwhile
-is concluded from its logs. Progress comes from the job's log stream (stdout and stderr merged,
-with Ray's own lines mixed in: anything that is not a progress line is ignored). ``!cancel`` is
-``stop_job``. Only the runner's ``max_concurrent_jobs`` are submitted at a time, so Ray's pending
-timeout never fails a job that waits in the bot's queue.
-
-The bot and the workers must see the same ``DOPPELTWEET_DATA_DIR`` at the same path (a shared
-volume): the command names upload and model folders by absolute path (docs/deployment.md).
+Each attempt has a deterministic submission id (:func:`submission_id`), so a job is never
+submitted twice and a restarted bot re-attaches; progress is read from the job's log stream and
+``!cancel`` is ``stop_job``. What the cluster must share and how the queue meets Ray's:
+docs/deployment.md ("Trainings as Ray Jobs").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import shlex
 import sys
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from bot.child_env import training_env_names
 from bot.config import BotSettings
 from bot.launchers.base import Attempt, LauncherUnavailable, Outcome
+from bot.loopback import is_loopback
 from bot.store import Job
 
 log = logging.getLogger(__name__)
@@ -57,17 +50,6 @@ def submission_id(job: Job) -> str:
     """
     created = int(job.created_at.timestamp())
     return f"doppeltweet-{job.id}-{created}-{job.restarts}"
-
-
-def is_local_address(address: str) -> bool:
-    """Whether a Jobs API address is a head on this machine (loopback)."""
-    host = (urlsplit(address if "://" in address else f"http://{address}").hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def job_env(env: Mapping[str, str], extra: Collection[str] = ()) -> dict[str, str]:
@@ -210,7 +192,7 @@ class RayJobLauncher:
         # doppeltweet installed, a bare `python` on the PATH may not.
         chosen = "ray_python" in settings.model_fields_set
         self.default_python = (
-            settings.ray_python if chosen or not is_local_address(self.address) else sys.executable
+            settings.ray_python if chosen or not is_loopback(self.address) else sys.executable
         )
         self.pass_env = frozenset(pass_env)
         self._client: Any = None

@@ -9,13 +9,18 @@ refused text repeats forever; an outage passes).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import requests
 
 from training.errors import DoppeltweetError
 from training.textrules import fit_tweet, graphemes
+
+log = logging.getLogger(__name__)
 
 #: What an AI-labelled post ends with, so nobody mistakes it for the real person.
 AI_LABEL = " 🤖 AI-generated"
@@ -190,3 +195,29 @@ def status_error(network: str, status: int, detail: str, *, credentials: str) ->
         network=network,
         status=status,
     )
+
+
+def post_json(
+    http: requests.Session,
+    network: str,
+    url: str,
+    body: dict[str, Any],
+    *,
+    headers: dict[str, str],
+    timeout: float,
+) -> tuple[int, Any]:
+    """POST ``body`` as JSON: the answer's status and its JSON (None when it is not JSON);
+    :class:`Unreachable` when the network cannot be reached."""
+    try:
+        response = http.post(url, json=body, headers=headers, timeout=timeout)
+    except requests.RequestException as error:
+        log.warning("could not reach %s: %s", network, type(error).__name__)
+        raise Unreachable(
+            f"{network} could not be reached to post; the next post will try again.",
+            network=network,
+        ) from error
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    return response.status_code, payload

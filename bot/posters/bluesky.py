@@ -30,6 +30,7 @@ from bot.posters.base import (
     PostError,
     Unreachable,
     grapheme_length,
+    post_json,
     short_detail,
     status_error,
     utf8_tenths,
@@ -109,23 +110,16 @@ class BlueskyPoster:
 
     def _call(self, method: str, body: dict[str, Any], token: str | None = None) -> Any:
         """POST one XRPC procedure; the JSON answer, or the answer's status and error."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            response = self._http.post(
-                f"{self.service}/xrpc/{method}", json=body, headers=headers, timeout=self._timeout
-            )
-        except requests.RequestException as error:
-            log.warning("could not reach Bluesky: %s", type(error).__name__)
-            raise Unreachable(
-                "Bluesky could not be reached to post; the next post will try again.",
-                network=NETWORK,
-            ) from error
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if response.status_code >= 400:
-            return response.status_code, payload if isinstance(payload, dict) else {}
+        status, payload = post_json(
+            self._http,
+            NETWORK,
+            f"{self.service}/xrpc/{method}",
+            body,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=self._timeout,
+        )
+        if status >= 400:
+            return status, payload if isinstance(payload, dict) else {}
         if not isinstance(payload, dict):
             raise Unreachable(
                 f"Bluesky answered {method} with something that is not JSON; the next post "

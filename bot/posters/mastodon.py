@@ -24,6 +24,7 @@ from bot.posters.base import (
     PostError,
     Unreachable,
     grapheme_length,
+    post_json,
     short_detail,
     status_error,
 )
@@ -129,25 +130,16 @@ class MastodonPoster:
             "Idempotency-Key": uuid.uuid4().hex,
         }
         body = {"status": text, "visibility": self.visibility}
-        try:
-            response = self._http.post(
-                f"{self.instance}/api/v1/statuses",
-                json=body,
-                headers=headers,
-                timeout=self._timeout,
-            )
-        except requests.RequestException as error:
-            log.warning("could not reach Mastodon: %s", type(error).__name__)
-            raise Unreachable(
-                "Mastodon could not be reached to post; the next post will try again.",
-                network=NETWORK,
-            ) from error
-        try:
-            payload: Any = response.json()
-        except ValueError:
-            payload = None
-        if response.status_code >= 400:
-            raise self._error(response.status_code, payload)
+        status, payload = post_json(
+            self._http,
+            NETWORK,
+            f"{self.instance}/api/v1/statuses",
+            body,
+            headers=headers,
+            timeout=self._timeout,
+        )
+        if status >= 400:
+            raise self._error(status, payload)
         status_id = payload.get("id") if isinstance(payload, dict) else None
         if not status_id:
             raise Unreachable("Mastodon accepted the post but sent back no id.", network=NETWORK)

@@ -21,14 +21,14 @@ import tweepy
 
 from bot.config import BotSettings
 from bot.posters.base import (
-    BadCredentials,
     ContentRejected,
     Posted,
     PostError,
     PostRefused,
-    RateLimited,
     Unreachable,
     fit_text,
+    short_detail,
+    status_error,
     with_label,
 )
 from training.errors import InputError
@@ -44,10 +44,8 @@ X_TIMEOUT_S = 30.0
 # twitter-text v3: code points in these ranges weigh 1, everything else 2.
 _LIGHT_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
 
-MISSING_CREDENTIALS = (
-    "Posting to X needs X_CONSUMER_KEY, X_CONSUMER_SECRET, X_ACCESS_TOKEN and "
-    "X_ACCESS_TOKEN_SECRET in the bot's configuration."
-)
+CREDENTIALS = "X_CONSUMER_KEY, X_CONSUMER_SECRET, X_ACCESS_TOKEN and X_ACCESS_TOKEN_SECRET"
+MISSING_CREDENTIALS = f"Posting to X needs {CREDENTIALS} in the bot's configuration."
 
 
 def x_weight(text: str) -> int:
@@ -73,21 +71,14 @@ def x_post_text(text: str, *, ai_label: bool = True) -> str:
 
 def _x_detail(error: tweepy.HTTPException) -> str:
     """X's own explanation, short and on one line, for the admin's message."""
-    messages = [" ".join(str(m).split()) for m in error.api_messages if str(m).strip()]
-    detail = "; ".join(messages)
-    return detail[:150].rstrip(" .") if detail else ""
+    return short_detail("; ".join(" ".join(str(m).split()) for m in error.api_messages))
 
 
 def _error(status: int, error: tweepy.HTTPException) -> PostError:
     detail = _x_detail(error)
+    if status in (401, 429):
+        return status_error("X", status, detail, credentials=CREDENTIALS)
     said = f" (X said: {detail})" if detail else ""
-    if status == 401:
-        return BadCredentials(
-            f"X rejected the posting credentials (401 Unauthorized){said}; check X_CONSUMER_KEY, "
-            "X_CONSUMER_SECRET, X_ACCESS_TOKEN and X_ACCESS_TOKEN_SECRET.",
-            network="X",
-            status=status,
-        )
     if status == 402:
         return PostRefused(
             f"X says the account's API credits are used up (402 Payment Required){said}.",
@@ -98,12 +89,6 @@ def _error(status: int, error: tweepy.HTTPException) -> PostError:
         return ContentRejected(
             f"X refused the post (403 Forbidden){said}; the app may lack write access or the "
             "account may be restricted.",
-            network="X",
-            status=status,
-        )
-    if status == 429:
-        return RateLimited(
-            f"X's rate limit for posting was reached (429 Too Many Requests){said}.",
             network="X",
             status=status,
         )

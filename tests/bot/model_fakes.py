@@ -1,7 +1,7 @@
 """Stand-ins for a loaded model, what ``ModelCache``'s loader returns: each has ``memory_bytes``
 and ``generate(prompt, n=, seed=, exclude=)``, and differs in what it writes and records.
 
-``training.generate`` is imported only when a stand-in generates, as the simcord tests never load
+``training.generation`` is imported only when a stand-in generates, as the simcord tests never load
 the generation stack otherwise.
 """
 

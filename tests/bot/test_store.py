@@ -532,3 +532,24 @@ async def test_a_forgotten_members_words_leave_no_trace_in_the_database_file(
     assert [t.text for t in await store.recent_tweets(GUILD, "bob")] == [
         "bob keeps his pelican words"
     ]
+
+
+def test_every_record_field_is_read_from_its_column_by_a_known_rule() -> None:
+    """A field whose type needs converting (a date, JSON, a path) has its rule in _FROM_COLUMN;
+    every other field is a plain SQLite value, taken as read."""
+    import dataclasses
+
+    as_read = {"int", "str", "int | None", "str | None", "JobState", "ScheduleKind", "TweetKind"}
+    records = (
+        store_module.ModelRecord,
+        store_module.Job,
+        store_module.Schedule,
+        store_module.GeneratedTweet,
+    )
+    for record in records:
+        for item in dataclasses.fields(record):
+            assert item.type in store_module._FROM_COLUMN or item.type in as_read, (
+                record.__name__,
+                item.name,
+                item.type,
+            )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from training.cleaning import DataTable
+    from training.handles import Handle
 
 
 def add_handle_and_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +46,31 @@ def add_handle_and_source_arguments(parser: argparse.ArgumentParser) -> None:
         "--mastodon",
         action="store_true",
         help="read the public posts from the handle's Mastodon server (free, no login)",
+    )
+
+
+def handles_and_specs_of(args: argparse.Namespace) -> tuple[list[Handle], list[str]]:
+    """The handles and source specs the arguments of :func:`add_handle_and_source_arguments`
+    name (:func:`training.pipeline.handles_and_specs` checks them)."""
+    from training.pipeline import handles_and_specs
+
+    return handles_and_specs(
+        args.handles,
+        paths=args.paths or [],
+        api=args.api,
+        bluesky=args.bluesky,
+        mastodon=args.mastodon,
+    )
+
+
+def add_models_dir_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--models-dir DIR``: the model store ``train`` writes and ``tweet`` and ``models`` read."""
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the model store (default: DOPPELTWEET_MODELS_DIR or ./models)",
     )
 
 

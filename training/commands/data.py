@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training.commands import add_handle_and_source_arguments, print_data_table
+from training.commands import (
+    add_handle_and_source_arguments,
+    handles_and_specs_of,
+    print_data_table,
+)
 from training.errors import InputError
 
 if TYPE_CHECKING:
@@ -61,15 +65,9 @@ def run(args: argparse.Namespace) -> int:
     """Collect, check, show and (optionally) save; too little data shows the table, then fails."""
     from training.cleaning import TooLittleData
     from training.config import get_settings
-    from training.pipeline import collect, handles_and_specs
+    from training.pipeline import collect
 
-    handles, specs = handles_and_specs(
-        args.handles,
-        paths=args.paths or [],
-        api=args.api,
-        bluesky=args.bluesky,
-        mastodon=args.mastodon,
-    )
+    handles, specs = handles_and_specs_of(args)
     out = _checked_out_path(args.out) if args.out is not None else None
 
     table = collect(handles, specs, get_settings())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from training.commands import add_models_dir_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,13 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the models in the model store: name, handles, base model, size, "
         "date and validation perplexity before → after training.",
     )
-    parser.add_argument(
-        "--models-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="the model store (default: DOPPELTWEET_MODELS_DIR or ./models)",
-    )
+    add_models_dir_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list on stdout")
     parser.set_defaults(func=run)
 

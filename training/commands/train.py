@@ -11,10 +11,14 @@ import contextlib
 import math
 import sys
 import time
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from training.commands import add_handle_and_source_arguments, print_data_table
+from training.commands import (
+    add_handle_and_source_arguments,
+    add_models_dir_argument,
+    handles_and_specs_of,
+    print_data_table,
+)
 from training.config import TrainingSettings
 from training.errors import InputError
 from training.train import (
@@ -120,13 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="experiment tracking (default none; wandb/tensorboard must be installed)",
     )
     out = parser.add_argument_group("output")
-    out.add_argument(
-        "--models-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="the model store (default: DOPPELTWEET_MODELS_DIR or ./models)",
-    )
+    add_models_dir_argument(out)
     out.add_argument(
         "--name",
         default=None,
@@ -214,7 +212,7 @@ def time_budget(
 def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) -> int:
     from training.cleaning import TooLittleData
     from training.config import get_settings
-    from training.pipeline import collect, handles_and_specs
+    from training.pipeline import collect
     from training.store import (
         ModelStore,
         check_hub_repo,
@@ -227,13 +225,7 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
     started = time.monotonic()  # the budget counts from here: fetching is part of the run
     settings = get_settings()
     # Handles stay in the order typed: the n-th --from belongs to the n-th handle.
-    handles, specs = handles_and_specs(
-        args.handles,
-        paths=args.paths or [],
-        api=args.api,
-        bluesky=args.bluesky,
-        mastodon=args.mastodon,
-    )
+    handles, specs = handles_and_specs_of(args)
     config = TrainConfig(
         base_model=args.base_model,
         lora=args.lora,

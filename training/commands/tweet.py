@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 import warnings
-from pathlib import Path
 
+from training.commands import add_models_dir_argument
 from training.errors import InputError
 
 DEFAULT_COUNT = 1
@@ -62,13 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help='print {"model", "prompt", "tweets", "candidates", "rejected"} as JSON on stdout',
     )
-    parser.add_argument(
-        "--models-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="the model store (default: DOPPELTWEET_MODELS_DIR or ./models)",
-    )
+    add_models_dir_argument(parser)
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or mps (default: the fastest available)"
     )

@@ -1,4 +1,4 @@
-"""Tweets from the X data archive: the free path, now that the API charges per post read.
+"""Tweets from the X data archive: the free path (the API charges per post read).
 
 Users hand over what X gave them in whatever shape it reached us: the zip (often gigabytes of media
 around a few megabytes of tweets), the folder it unpacks to, its ``data/`` folder, or just the
@@ -25,15 +25,18 @@ from typing import Any
 
 from training.errors import InputError
 from training.handles import Handle
-from training.sources.base import RawTweet
+from training.sources.base import RawTweet, newest_first
 from training.sources.formats import TEXT_SUFFIXES, X_ARCHIVE_SUFFIXES
 from training.sources.guards import (
     MAX_TOTAL_RATIO,
     TOTAL_RATIO_FLOOR,
+    check_input_size,
+    check_member,
     check_ratio,
     mb,
     member_name,
-    unsafe_member,
+    read_zip_member,
+    unreadable,
 )
 
 KIND = "x-archive"
@@ -112,8 +115,7 @@ class ArchiveSource:
                     if len(notes) > self.max_tweets:
                         raise self._too_many(files.label)
         tweets = _expand_long_posts(tweets, notes)
-        tweets.sort(key=lambda t: t.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
-        return tweets
+        return newest_first(tweets)
 
     def _too_many(self, label: str) -> InputError:
         return InputError(
@@ -130,12 +132,8 @@ class ArchiveSource:
                 raise InputError(f"{path.name} is neither a file nor a folder.")
             size = path.stat().st_size
         except OSError as error:
-            raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
-        if size > self.max_file_bytes:
-            raise InputError(
-                f"{path.name} is {mb(size)} MB, over the {mb(self.max_file_bytes)} MB limit "
-                "for input files."
-            )
+            raise unreadable(path.name, error) from error
+        check_input_size(size, self.max_file_bytes, path.name)
         if path.suffix.lower() == ".js":
             return _SingleFile(path, self.max_file_bytes)
         return _ZipFiles(path, self.max_file_bytes, self.max_uncompressed_bytes)
@@ -228,7 +226,7 @@ class _FolderFiles(_Files):
         try:
             return self._path(name).stat().st_size
         except OSError as error:
-            raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
+            raise unreadable(name, error) from error
 
     def read(self, name: str) -> bytes:
         return _read_file(self._path(name), self.max_file_bytes, name)
@@ -252,7 +250,7 @@ class _ZipFiles(_Files):
             self.archive_bytes = path.stat().st_size
             self.zip = zipfile.ZipFile(path)
         except OSError as error:
-            raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
+            raise unreadable(path.name, error) from error
         except Exception as error:  # zipfile raises many types on hostile bytes; all mean "bad zip"
             raise InputError(f"{path.name} is not a readable zip archive.") from error
         try:
@@ -264,11 +262,7 @@ class _ZipFiles(_Files):
     def _index(self) -> dict[str, zipfile.ZipInfo]:
         infos = self.zip.infolist()
         for info in infos:
-            if unsafe_member(info.filename):
-                raise InputError(
-                    f"{self.label} is unsafe: its member {info.filename[:80]!r} would be "
-                    "written outside the archive folder."
-                )
+            check_member(info.filename, self.label)
         files = [info for info in infos if not info.is_dir()]
         # The data folder is the one holding the tweets; a top folder around it is fine.
         by_dir: dict[str, list[zipfile.ZipInfo]] = {}
@@ -315,26 +309,12 @@ class _ZipFiles(_Files):
     def read(self, name: str) -> bytes:
         info = self._members[name]
         check_ratio(info, self.label)
-        limit = min(info.file_size, self.max_uncompressed_bytes)
         if info.file_size > self.max_uncompressed_bytes:
             raise InputError(
                 f"{name} in {self.label} would unpack to {mb(info.file_size)} MB, over the "
                 f"{mb(self.max_uncompressed_bytes)} MB limit."
             )
-        try:
-            with self.zip.open(info) as member:
-                data = member.read(limit + 1)
-        except RuntimeError as error:  # encrypted members
-            raise InputError(f"{self.label} is password-protected; export it again.") from error
-        except NotImplementedError as error:
-            raise InputError(
-                f"{name} in {self.label} uses a compression method we cannot read."
-            ) from error
-        except Exception as error:  # zlib.error, BadZipFile (CRC), EOFError, ...: all damage
-            raise InputError(f"{name} in {self.label} is damaged and cannot be read.") from error
-        if len(data) > limit:
-            raise InputError(f"{name} in {self.label} is larger than its zip entry declares.")
-        return data
+        return read_zip_member(self.zip, info, name, self.label)
 
     def __exit__(self, *exc: object) -> None:
         self.zip.close()
@@ -378,15 +358,11 @@ def _is_tweet_file(name: str) -> bool:
 
 def _read_file(path: Path, max_bytes: int, name: str) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputError(
-                f"{name} is {mb(size)} MB, over the {mb(max_bytes)} MB limit for input files."
-            )
+        check_input_size(path.stat().st_size, max_bytes, name)
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
     except OSError as error:
-        raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
+        raise unreadable(name, error) from error
     if len(data) > max_bytes:
         raise InputError(f"{name} grew past the {mb(max_bytes)} MB limit while being read.")
     return data

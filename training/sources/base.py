@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
+from training.errors import InputError
 from training.handles import Handle
 
 #: huggingtweets downloaded the newest 3,200 tweets: the X API's timeline cap.
 API_TWEET_CAP = 3200
 #: X's long posts stop at 25,000 characters; a longer post is cut to this at the boundary.
 MAX_POST_CHARS = 25_000
+
+
+def check_post_limit(limit: int, source: str, most: int) -> int:
+    """``limit`` when it is from 1 to ``most``; one sentence naming ``source`` if not."""
+    if not 1 <= limit <= most:
+        raise InputError(f"The {source} post limit must be between 1 and {most}, not {limit}.")
+    return limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +99,28 @@ def at_boundary(tweets: Iterable[RawTweet]) -> tuple[list[RawTweet], int]:
         text = repair_text(text)
         repaired.append(tweet if text is tweet.text else replace(tweet, text=text))
     return repaired, cut
+
+
+def newest_first(tweets: list[RawTweet]) -> list[RawTweet]:
+    """``tweets`` sorted newest first in place (undated ones last), and returned."""
+    tweets.sort(key=lambda t: t.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+    return tweets
+
+
+def add_unseen(
+    posts: list[RawTweet],
+    page: Iterable[RawTweet | None],
+    seen: set[Hashable],
+    limit: int,
+    key: Callable[[RawTweet], Hashable] = lambda post: post.id,
+) -> bool:
+    """Append the page's posts not seen before (by ``key``; None skipped) until ``posts`` holds
+    ``limit``; True once it does."""
+    for post in page:
+        if post is None or key(post) in seen:
+            continue
+        seen.add(key(post))
+        posts.append(post)
+        if len(posts) >= limit:
+            return True
+    return False

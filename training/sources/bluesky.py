@@ -1,26 +1,15 @@
 """The Bluesky source: a user's public feed from ``app.bsky.feed.getAuthorFeed`` (free, no login).
 
-Bluesky's AppView serves any public profile's posts to anyone, which makes it the one network source
-that costs nothing. The feed is read with ``filter=posts_no_replies`` (the user's own posts, threads
-and reposts, without replies to others), 100 posts a page, following ``cursor`` until ``limit``
-posts, with a hard cap on pages so a server that always answers with a cursor cannot loop us.
-
-Reposts are returned with ``is_retweet`` set: they are Bluesky's retweets, and huggingtweets counted
-retweets in its data table before dropping them.
-
-Links are put back in full: Bluesky apps shorten a link in the post text (``example.com/lo...``)
-and keep the real URL in a link facet. With the URL restored, cleaning removes it exactly as it
-removes X's ``https://t.co/...`` links, instead of leaving the shortened stub in the training text.
-
-Bluesky sends text unescaped while X escapes ``&``, ``<`` and ``>``; cleaning decodes those three
-entities once, as huggingtweets did for X. So the text is escaped here the way X would have, and a
-post that literally says ``&amp;`` still says so after cleaning.
+The feed is paged through ``cursor`` with a hard cap on pages; reposts come back flagged
+``is_retweet``, shortened links are restored from their facets and the text is escaped as X
+escapes it, so cleaning treats both networks alike (docs/sources.md, "Bluesky").
 """
 
 from __future__ import annotations
 
 import html
 import math
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +17,7 @@ import requests
 
 from training.errors import InputError, SourceError
 from training.handles import PLATFORM_NAMES, Handle
-from training.sources.base import API_TWEET_CAP, RawTweet
+from training.sources.base import API_TWEET_CAP, RawTweet, add_unseen, check_post_limit
 from training.sources.http import Answer, BoundedHttp, Resolver, check_base_url, load_json
 
 DEFAULT_BASE_URL = "https://public.api.bsky.app"
@@ -66,11 +55,7 @@ class BlueskySource:
         resolver: Resolver | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url, "Bluesky", DEFAULT_BASE_URL)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InputError(
-                f"The Bluesky post limit must be between 1 and {MAX_LIMIT}, not {limit}."
-            )
-        self.limit = limit
+        self.limit = check_post_limit(limit, "Bluesky", MAX_LIMIT)
         self._http = BoundedHttp(
             "Bluesky",
             session=session,
@@ -78,8 +63,7 @@ class BlueskySource:
             max_response_bytes=max_response_bytes,
             deadline_s=deadline_s,
             reading="the Bluesky feed",
-            size_setting="DOPPELTWEET_BLUESKY_MAX_RESPONSE_MB",
-            deadline_setting="DOPPELTWEET_BLUESKY_DEADLINE_S",
+            settings_prefix="DOPPELTWEET_BLUESKY",
             allow_private_servers=allow_private_servers,
             resolver=resolver,
         )
@@ -102,20 +86,14 @@ class BlueskySource:
         # However slowly a server answers (even one byte at a time), the whole walk ends here.
         self._http.start()
         posts: list[RawTweet] = []
-        seen: set[tuple[str, bool]] = set()
+        seen: set[Hashable] = set()
         cursors: set[str] = set()
         cursor: str | None = None
         for _ in range(max_pages):
             payload = self._get_page(handle, cursor, self.limit - len(posts))
             page, cursor = parse_feed_page(payload)
-            for post in page:
-                key = (post.id, post.is_retweet)
-                if key in seen:
-                    continue
-                seen.add(key)
-                posts.append(post)
-                if len(posts) == self.limit:
-                    return posts
+            if add_unseen(posts, page, seen, self.limit, key=lambda p: (p.id, p.is_retweet)):
+                return posts
             if not payload["feed"] or cursor is None or cursor in cursors:
                 break
             cursors.add(cursor)
@@ -130,10 +108,7 @@ class BlueskySource:
         if cursor is not None:
             params["cursor"] = cursor
         url = self.base_url + FEED_ENDPOINT
-        response = self._http.get(url, params)
-        if response.status_code >= 500:
-            self._http.pause(SERVER_ERROR_RETRY_DELAY_S)
-            response = self._http.get(url, params)
+        response = self._http.get(url, params, retry_5xx_after=SERVER_ERROR_RETRY_DELAY_S)
         if response.status_code != 200:
             raise _status_sentence(handle, response, self.base_url)
         return load_json(response, "Bluesky")

@@ -77,6 +77,48 @@ def check_ratio(info: zipfile.ZipInfo, label: str) -> None:
         )
 
 
+def unreadable(name: str, error: OSError) -> InputError:
+    """The one sentence for an input file the operating system would not read."""
+    return InputError(f"{name} cannot be read ({error.strerror or error}).")
+
+
+def check_input_size(size: int, max_bytes: int, name: str) -> None:
+    """Refuse an input file over ``max_bytes`` (``DOPPELTWEET_MAX_FILE_MB``), in one sentence."""
+    if size > max_bytes:
+        raise InputError(
+            f"{name} is {mb(size)} MB, over the {mb(max_bytes)} MB limit for input files."
+        )
+
+
+def check_member(name: str, label: str) -> None:
+    """Refuse a member whose name leaves the archive (:func:`unsafe_member`), in one sentence."""
+    if unsafe_member(name):
+        raise InputError(
+            f"{label} is unsafe: its member {name[:80]!r} would be written outside the archive "
+            "folder."
+        )
+
+
+def read_zip_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, label: str
+) -> bytes:
+    """A zip member's bytes, never more than its header declares; a bomb's ratio, encryption, an
+    unknown compression and damage are each one sentence."""
+    check_ratio(info, label)
+    try:
+        with archive.open(info) as member:
+            data = member.read(info.file_size + 1)
+    except RuntimeError as error:  # encrypted members
+        raise InputError(f"{label} is password-protected; export it again.") from error
+    except NotImplementedError as error:
+        raise InputError(f"{name} in {label} uses a compression method we cannot read.") from error
+    except Exception as error:  # zlib.error, BadZipFile (CRC), EOFError, ...: all damage
+        raise InputError(f"{name} in {label} is damaged and cannot be read.") from error
+    if len(data) > info.file_size:
+        raise InputError(f"{name} in {label} is larger than its zip entry declares.")
+    return data
+
+
 def member_name(name: str) -> str:
     """A member's file name without its folders (either slash)."""
     return PurePosixPath(name.replace("\\", "/")).name

@@ -188,8 +188,9 @@ class Answer:
 class BoundedHttp:
     """GET requests to one service within a response size cap and an overall deadline.
 
-    ``reading`` completes "Reading … took longer than" (``the Bluesky feed``); the two setting
-    names are quoted in the sentences that refuse a response or a fetch over its bound.
+    ``reading`` completes "Reading … took longer than" (``the Bluesky feed``); the settings
+    ``<settings_prefix>_MAX_RESPONSE_MB`` and ``<settings_prefix>_DEADLINE_S`` are quoted in the
+    sentences that refuse a response or a fetch over its bound.
     """
 
     def __init__(
@@ -201,8 +202,7 @@ class BoundedHttp:
         max_response_bytes: int,
         deadline_s: float,
         reading: str,
-        size_setting: str,
-        deadline_setting: str,
+        settings_prefix: str,
         allow_private_servers: bool = False,
         resolver: Resolver | None = None,
     ) -> None:
@@ -216,8 +216,8 @@ class BoundedHttp:
         self.max_response_bytes = max_response_bytes
         self.deadline_s = deadline_s
         self.reading = reading
-        self.size_setting = size_setting
-        self.deadline_setting = deadline_setting
+        self.size_setting = f"{settings_prefix}_MAX_RESPONSE_MB"
+        self.deadline_setting = f"{settings_prefix}_DEADLINE_S"
         self._session = (
             session
             if session is not None
@@ -245,8 +245,18 @@ class BoundedHttp:
             f"set by {self.deadline_setting}; try again later."
         )
 
-    def get(self, url: str, params: dict[str, str]) -> Answer:
-        """One GET, read in full within the bounds."""
+    def get(
+        self, url: str, params: dict[str, str], *, retry_5xx_after: float | None = None
+    ) -> Answer:
+        """One GET, read in full within the bounds; with ``retry_5xx_after``, a server failure
+        (5xx) is asked once more after that pause (never past the deadline)."""
+        answer = self._get_once(url, params)
+        if retry_5xx_after is not None and answer.status_code >= 500:
+            self.pause(retry_5xx_after)
+            answer = self._get_once(url, params)
+        return answer
+
+    def _get_once(self, url: str, params: dict[str, str]) -> Answer:
         remaining = self.remaining()
         if remaining <= 0:
             raise self.past_deadline()

@@ -1,20 +1,9 @@
 """The Mastodon source: a user's public posts from their server's public API (free, no login).
 
-``mastodon:@alice@mastodon.social`` is read from ``https://mastodon.social``: the account is looked
-up (``GET /api/v1/accounts/lookup?acct=alice``), then its statuses are paged newest first, 40 a
-page, each page asking for the posts older than the last one seen (``max_id``), until ``limit``
-posts, an empty page or a hard cap on pages, so a server that always answers cannot loop us.
-
-The same rules as the Mastodon archive (:mod:`training.sources.fediverse`): only public and
-unlisted posts are imported, never followers-only posts or direct messages (a server shows those
-to no anonymous reader, but one that did would still not get them imported); posts behind a
-content warning or marked sensitive are left out; both are counted for the data table
-(:meth:`MastodonApiSource.skip_counts`). Boosts are returned with ``is_retweet`` set: they are
-Mastodon's retweets, and huggingtweets counted retweets before dropping them. Content is HTML,
-turned into the text a reader sees by the helper the archive source uses.
-
-A server in "authorized fetch" (secure) mode answers anonymous readers 401: that is one sentence
-pointing to the archive, which every Mastodon user can download.
+The account is looked up, then its statuses are paged newest first (``max_id``) with a hard cap on
+pages. The rules are the Mastodon archive's (:mod:`training.sources.fediverse`): public and
+unlisted posts only, content-warned posts skipped and counted, boosts flagged ``is_retweet``
+(docs/sources.md, "Mastodon").
 """
 
 from __future__ import annotations
@@ -28,7 +17,7 @@ import requests
 
 from training.errors import InputError, SourceError
 from training.handles import Handle
-from training.sources.base import API_TWEET_CAP, RawTweet
+from training.sources.base import API_TWEET_CAP, RawTweet, check_post_limit
 from training.sources.fediverse import (
     READABLE_VISIBILITIES,
     SkipCounts,
@@ -81,11 +70,7 @@ class MastodonApiSource:
             if base_url is not None and base_url.strip()
             else None
         )
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InputError(
-                f"The Mastodon post limit must be between 1 and {MAX_LIMIT}, not {limit}."
-            )
-        self.limit = limit
+        self.limit = check_post_limit(limit, "Mastodon", MAX_LIMIT)
         self.include_sensitive = include_sensitive
         self._http = BoundedHttp(
             "Mastodon",
@@ -94,8 +79,7 @@ class MastodonApiSource:
             max_response_bytes=max_response_bytes,
             deadline_s=deadline_s,
             reading="the Mastodon posts",
-            size_setting="DOPPELTWEET_MASTODON_MAX_RESPONSE_MB",
-            deadline_setting="DOPPELTWEET_MASTODON_DEADLINE_S",
+            settings_prefix="DOPPELTWEET_MASTODON",
             allow_private_servers=allow_private_servers,
             resolver=resolver,
         )
@@ -201,10 +185,7 @@ class MastodonApiSource:
     def _get(
         self, handle: Handle, base: str, path: str, params: dict[str, str], *, lookup: bool
     ) -> Any:
-        answer = self._http.get(base + path, params)
-        if answer.status_code >= 500:
-            self._http.pause(SERVER_ERROR_RETRY_DELAY_S)
-            answer = self._http.get(base + path, params)
+        answer = self._http.get(base + path, params, retry_5xx_after=SERVER_ERROR_RETRY_DELAY_S)
         if answer.status_code != 200:
             raise _status_sentence(handle, answer, lookup=lookup)
         return load_json(answer, "Mastodon")

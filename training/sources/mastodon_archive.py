@@ -24,23 +24,24 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from training.errors import InputError
 from training.handles import Handle
-from training.sources.base import RawTweet
+from training.sources.base import RawTweet, newest_first
 from training.sources.fediverse import SkipCounts, html_to_text, is_content_warned, parse_time
 from training.sources.formats import TAR_SUFFIXES
 from training.sources.guards import (
     MAX_TOTAL_RATIO,
     TOTAL_RATIO_FLOOR,
     InflationBudget,
-    check_ratio,
+    check_input_size,
+    check_member,
     mb,
     member_name,
-    unsafe_member,
+    read_zip_member,
+    unreadable,
 )
 
 KIND = "mastodon-archive"
@@ -103,8 +104,7 @@ class MastodonArchiveSource:
             post = self._post(item)
             if post is not None:
                 posts.append(post)
-        posts.sort(key=lambda p: p.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
-        return posts
+        return newest_first(posts)
 
     def skip_counts(self) -> SkipCounts:
         """What the last :meth:`fetch` left out, for the data table."""
@@ -150,12 +150,8 @@ class MastodonArchiveSource:
         try:
             size = path.stat().st_size
         except OSError as error:
-            raise InputError(f"{path.name} cannot be read ({error.strerror or error}).") from error
-        if size > self.max_file_bytes:
-            raise InputError(
-                f"{path.name} is {mb(size)} MB, over the {mb(self.max_file_bytes)} MB limit "
-                "for input files."
-            )
+            raise unreadable(path.name, error) from error
+        check_input_size(size, self.max_file_bytes, path.name)
         if path.name.lower().endswith(TAR_SUFFIXES):
             return self._read_tar()
         return self._read_zip()
@@ -169,11 +165,7 @@ class MastodonArchiveSource:
         with archive:
             infos = archive.infolist()
             for info in infos:
-                if unsafe_member(info.filename):
-                    raise InputError(
-                        f"{label} is unsafe: its member {info.filename[:80]!r} would be written "
-                        "outside the archive folder."
-                    )
+                check_member(info.filename, label)
             wanted = _shallowest(
                 [i for i in infos if not i.is_dir() and member_name(i.filename) in (OUTBOX, ACTOR)],
                 lambda i: i.filename,
@@ -181,15 +173,7 @@ class MastodonArchiveSource:
             self._check_total(sum(i.file_size for i in wanted.values()))
             result: dict[str, bytes] = {}
             for name, info in wanted.items():
-                check_ratio(info, label)
-                try:
-                    with archive.open(info) as member:
-                        data = member.read(info.file_size + 1)
-                except Exception as error:  # CRC, zlib, encryption: all mean damage
-                    raise InputError(f"{name} in {label} is damaged and cannot be read.") from error
-                if len(data) > info.file_size:
-                    raise InputError(f"{name} in {label} is larger than its zip entry declares.")
-                result[name] = data
+                result[name] = read_zip_member(archive, info, name, label)
         return result
 
     def _read_tar(self) -> dict[str, bytes]:
@@ -211,11 +195,7 @@ class MastodonArchiveSource:
                 counted = io.BufferedReader(InflationBudget(stream, budget, label))
                 with tarfile.open(fileobj=counted, mode="r|") as archive:
                     for info in archive:
-                        if unsafe_member(info.name):
-                            raise InputError(
-                                f"{label} is unsafe: its member {info.name[:80]!r} would be "
-                                "written outside the archive folder."
-                            )
+                        check_member(info.name, label)
                         name = member_name(info.name)
                         level = info.name.replace("\\", "/").strip("/").count("/")
                         if not info.isfile() or name not in (OUTBOX, ACTOR):

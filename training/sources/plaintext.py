@@ -14,6 +14,7 @@ from training.errors import InputError
 from training.handles import Handle
 from training.sources.base import RawTweet
 from training.sources.decoding import decode_bytes, repair_mojibake
+from training.sources.guards import unreadable
 
 
 class PlainTextSource:
@@ -53,7 +54,7 @@ class PlainTextSource:
             with self.path.open("rb") as handle:
                 data = handle.read(self.max_file_bytes + 1)
         except OSError as error:
-            raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
+            raise unreadable(name, error) from error
         if len(data) > self.max_file_bytes:
             raise InputError(f"{name} grew past the limit for input files.")
         if not data.strip():

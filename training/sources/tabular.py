@@ -31,7 +31,7 @@ from training.sources.decoding import (
     repair_mojibake,
 )
 from training.sources.formats import JSON_SUFFIXES, TABULAR_SUFFIXES
-from training.sources.guards import mb
+from training.sources.guards import check_input_size, unreadable
 
 TEXT_COLUMNS = ("text", "full_text", "content", "tweet")
 ID_COLUMNS = ("id", "id_str", "tweet_id")
@@ -88,7 +88,7 @@ class TabularSource:
         except UnicodeDecodeError as error:
             raise InputError(f"{name} mixes text encodings and cannot be read.") from error
         except OSError as error:
-            raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
+            raise unreadable(name, error) from error
 
     def _encoding(self) -> tuple[str, str]:
         """The file's encoding and its decoded first part (for the CSV delimiter)."""
@@ -96,17 +96,12 @@ class TabularSource:
         try:
             if not self.path.is_file():
                 raise InputError(f"{name} is not a file.")
-            size = self.path.stat().st_size
-            if size > self.max_file_bytes:
-                raise InputError(
-                    f"{name} is {mb(size)} MB, over the {mb(self.max_file_bytes)} MB limit "
-                    "for input files."
-                )
+            check_input_size(self.path.stat().st_size, self.max_file_bytes, name)
             with self.path.open("rb") as handle:
                 sample = handle.read(SCORE_SAMPLE)
                 utf8 = is_utf8(sample, handle, self.max_file_bytes, name)
         except OSError as error:
-            raise InputError(f"{name} cannot be read ({error.strerror or error}).") from error
+            raise unreadable(name, error) from error
         if not sample.strip():
             raise InputError(f"{name} is empty.")
         encoding = bom_encoding(sample) or ("utf-8" if utf8 else legacy_encoding(sample, name))

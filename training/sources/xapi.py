@@ -1,7 +1,7 @@
 """The X API v2 source: a user's newest posts (up to 3,200) through ``tweepy.Client``.
 
-The X API has been pay-per-use since February 2026 ($0.005 per post read, $0.01 per user lookup), so
-this source is an opt-in for people who pay; the X archive is the free path. That shapes the code:
+The X API is billed per use (prices: docs/sources.md), so this source is an opt-in for people who
+pay; the X archive is the free path. That shapes the code:
 
 * every request is deliberate — one user lookup, then timeline pages of 100 until ``limit`` posts,
   never a page more, and at most one retry of a page the server failed (5xx);
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ import tweepy
 
 from training.errors import InputError, SourceError
 from training.handles import Handle
-from training.sources.base import API_TWEET_CAP, RawTweet
+from training.sources.base import API_TWEET_CAP, RawTweet, add_unseen, check_post_limit
 
 #: X returns at most 100 posts per timeline page, and refuses fewer than 5.
 PAGE_SIZE = 100
@@ -97,12 +97,8 @@ class XApiSource:
             raise InputError(
                 "The X API client must not wait on rate limits (it can retry forever)."
             )
-        if not 1 <= limit <= API_TWEET_CAP:
-            raise InputError(
-                f"The X API post limit must be between 1 and {API_TWEET_CAP}, not {limit}."
-            )
+        self.limit = check_post_limit(limit, "X API", API_TWEET_CAP)
         self._client = client
-        self.limit = limit
 
     def __repr__(self) -> str:
         return f"XApiSource(limit={self.limit})"
@@ -115,16 +111,10 @@ class XApiSource:
             )
         user_id = self._lookup_user(handle)
         tweets: list[RawTweet] = []
-        seen: set[str] = set()
+        seen: set[Hashable] = set()
         for page in self._pages(handle, user_id):
-            for item in page:
-                tweet = tweet_from_v2(item)
-                if tweet is None or tweet.id in seen:
-                    continue
-                seen.add(tweet.id)
-                tweets.append(tweet)
-                if len(tweets) == self.limit:
-                    return _newest_first(tweets)
+            if add_unseen(tweets, map(tweet_from_v2, page), seen, self.limit):
+                break
         return _newest_first(tweets)
 
     def _lookup_user(self, handle: Handle) -> str:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from bot.config import BotSettings
-from bot.launchers.ray_jobs import MISSING_MODULE, RayAttempt, RayJobLauncher, is_local_address
+from bot.launchers.ray_jobs import MISSING_MODULE, RayAttempt, RayJobLauncher
+from bot.loopback import is_loopback
 from bot.serve import local_head_options
 
 
@@ -40,7 +41,7 @@ def test_a_head_on_this_machine_runs_jobs_with_the_bots_interpreter(
 ) -> None:
     settings = bot_settings.model_copy(update={"ray_address": address})
     settings.model_fields_set.discard("ray_python")
-    assert is_local_address(address) is local
+    assert is_loopback(address) is local
     launcher = RayJobLauncher(settings)
     assert launcher.default_python == (sys.executable if local else "python")
     chosen = BotSettings.model_validate(

@@ -114,6 +114,17 @@ async def test_a_server_error_is_transient(server: FakeNetwork) -> None:
     assert not caught.value.pauses
 
 
+async def test_an_unreachable_server_is_transient_in_one_sentence() -> None:
+    with serve(mastodon(max_characters=1000)) as gone:
+        url = gone.url
+    with pytest.raises(Unreachable) as caught:
+        await MastodonPoster(url, "token", timeout=5).post("hello")
+    assert str(caught.value) == (
+        "Mastodon could not be reached to post; the next post will try again."
+    )
+    assert not caught.value.pauses
+
+
 def test_instance_addresses_and_settings(make_settings: Callable[..., BotSettings]) -> None:
     assert instance_url("mastodon.social") == "https://mastodon.social"
     assert instance_url(" https://fosstodon.org/ ") == "https://fosstodon.org"

@@ -60,3 +60,31 @@ def test_the_budget_stops_at_the_first_byte_over_its_limit() -> None:
 def test_sizes_read_as_megabytes_without_trailing_zeros() -> None:
     assert mb(10 * 1024 * 1024) == "10"
     assert mb(1536 * 1024) == "1.5"
+
+
+def _zip_with(name: str, data: bytes, *, encrypted: bool = False) -> zipfile.ZipFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(name, data)
+    raw = bytearray(buffer.getvalue())
+    if encrypted:  # the encryption flag in the local header and the central directory entry
+        raw[6] |= 1
+        central = raw.rindex(b"PK\x01\x02")
+        raw[central + 8] |= 1
+    return zipfile.ZipFile(io.BytesIO(bytes(raw)))
+
+
+def test_a_zip_member_is_read_whole_and_its_refusals_are_one_sentence_each() -> None:
+    from training.sources.guards import check_member, read_zip_member
+
+    archive = _zip_with("outbox.json", b'{"a": 1}')
+    info = archive.getinfo("outbox.json")
+    assert read_zip_member(archive, info, "outbox.json", "export.zip") == b'{"a": 1}'
+
+    locked = _zip_with("outbox.json", b'{"a": 1}', encrypted=True)
+    with pytest.raises(InputError, match=r"^export\.zip is password-protected; export it again\.$"):
+        read_zip_member(locked, locked.getinfo("outbox.json"), "outbox.json", "export.zip")
+
+    with pytest.raises(InputError, match=r"^export\.zip is unsafe: its member '\.\./x' would be"):
+        check_member("../x", "export.zip")
+    check_member("data/outbox.json", "export.zip")

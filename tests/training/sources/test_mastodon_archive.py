@@ -210,3 +210,17 @@ def test_pipeline_recognises_a_mastodon_archive(tmp_path) -> None:
     column = table.handles[0]
     assert (column.tweets_downloaded, column.retweets, len(column.kept)) == (4, 1, 3)
     assert not any("SECRET" in text for text in column.kept)
+
+
+def test_a_password_protected_zip_is_one_sentence_as_for_an_x_archive(tmp_path) -> None:
+    path = write_zip(tmp_path / "locked.zip")
+    raw = bytearray(path.read_bytes())
+    central = raw.find(b"PK\x01\x02")
+    while central != -1:  # every member marked encrypted, in its local header and its entry
+        local = int.from_bytes(raw[central + 42 : central + 46], "little")
+        raw[local + 6] |= 1
+        raw[central + 8] |= 1
+        central = raw.find(b"PK\x01\x02", central + 4)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"^locked\.zip is password-protected; export it again\.$"):
+        source(path).fetch(ALICE)
