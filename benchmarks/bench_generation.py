@@ -25,6 +25,9 @@ engine installed sits beside it under its own name (``torch``, with forward pass
 ``ctranslate2``; ``llamacpp``). For SmolLM2 the served engine's validation perplexity is compared
 with torch's (``fast_ppl_delta_pct``, see ``bench_generation_fast``).
 
+``concurrent8``: eight simultaneous unseeded ``!tweet``s on eight different handles (copies of the
+SmolLM2 LoRA model: one base, eight adapters), three rounds: each request's latency.
+
 ``many_handles``: one trained LoRA model copied into ``MANY_HANDLES`` model folders (each its own
 handle, adapter and cache entry; one base), asked in turn, round-robin, through one cache: p50
 and p95 of each request and the resident memory each loaded handle adds.
@@ -132,12 +135,9 @@ async def _measure(path: Path, calls: int, backend: str | None = "torch") -> dic
         await cache.close()
 
 
-async def _many_handles(source: Path, count: int, rounds: int) -> dict[str, Any]:
-    """``count`` copies of the LoRA model ``source`` (each its own handle) asked in turn through
-    one cache, ``rounds`` times round-robin: latency p50/p95 and the memory each handle adds."""
+def _handle_copies(source: Path, count: int) -> list[Path]:
+    """``count`` copies of the model folder ``source``, each its own handle (made once)."""
     import shutil
-
-    from bot.model_cache import ModelCache
 
     folders = []
     for i in range(count):
@@ -145,6 +145,15 @@ async def _many_handles(source: Path, count: int, rounds: int) -> dict[str, Any]
         if not folder.exists():
             shutil.copytree(source, folder, ignore=shutil.ignore_patterns("fast", "fast.failed"))
         folders.append(folder)
+    return folders
+
+
+async def _many_handles(source: Path, count: int, rounds: int) -> dict[str, Any]:
+    """``count`` copies of the LoRA model ``source`` (each its own handle) asked in turn through
+    one cache, ``rounds`` times round-robin: latency p50/p95 and the memory each handle adds."""
+    from bot.model_cache import ModelCache
+
+    folders = _handle_copies(source, count)
     cache = ModelCache(max_models=4, max_bytes=2**40)
     latencies: list[float] = []
     try:
@@ -280,15 +289,12 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
         out[key]["torch_speedup"] = round(
             out[key]["torch"]["warm_p50_s"] / max(out[key]["warm_p50_s"], 1e-6), 2
         )
-    # The bot's default path (CTranslate2 on a CPU): prompt-less tweets from the pool, and eight
-    # members asking two models at once.
+    # The bot's default path: prompt-less tweets from the pool.
     realistic = store_root / ("g_smollm2_lora" if not quick else "g_tiny")
     out["pool"] = asyncio.run(_pool(realistic, calls=5 if quick else 10))
     out["pool"]["model"] = realistic.name
-    out["concurrent8"] = asyncio.run(
-        _concurrent([realistic, store_root / "g_gpt2"], rounds=1 if quick else 2)
-    )
-    # The demo's LoRA model (a quick run: a tiny LoRA model) as many handles.
+    # The demo's LoRA model (a quick run: a tiny LoRA model) as many handles: eight members
+    # asking eight different handles at the same moment, then 200 handles in turn.
     lora = (
         common.ready_folder(
             store_root, table, "g_lora", common.TINY_NAME, lora=True, max_steps=2, block_size=64
@@ -296,6 +302,7 @@ def run(*, quick: bool, root: Path, models: Path) -> dict[str, Any]:
         if quick
         else store_root / "g_smollm2_lora"
     )
+    out["concurrent8"] = asyncio.run(_concurrent(_handle_copies(lora, 8), rounds=1 if quick else 3))
     out["many_handles"] = asyncio.run(
         _many_handles(lora, 5 if quick else MANY_HANDLES, rounds=1 if quick else 2)
     )

@@ -38,8 +38,9 @@ MODEL_FILE = "model.gguf"
 BASES_SUBDIR = "llamacpp"
 #: Contexts per loaded base: how many of its models generate at the same moment.
 CONTEXTS = 2
-#: Sequences one context decodes together, and the tokens each may hold.
-_SEQUENCES, _ROW_TOKENS = 8, 256
+#: Sequences one context decodes together (a full round of candidates in one pass), and the
+#: tokens each may hold.
+_SEQUENCES, _ROW_TOKENS = GenerationSettings().num_candidates, 256
 #: Tokens one decode call takes at most.
 _BATCH_TOKENS = 512
 
@@ -86,15 +87,41 @@ def _lib() -> Any:
         return _LIB
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def generation_threads() -> int:
-    """Threads one llama.cpp generation uses (``DOPPELTWEET_GENERATION_THREADS``, 0: up to 2)."""
+    """Threads one llama.cpp generation uses at most (``DOPPELTWEET_GENERATION_THREADS``, 0: up
+    to 2)."""
     from training.config import get_settings
 
     threads = get_settings().generation_threads
     if threads > 0:
         return threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(2, cores or 1))
+    return max(1, min(2, _cores()))
+
+
+#: Contexts generating now in this process, over every model: they share the cores.
+_BUSY = 0
+_BUSY_LOCK = threading.Lock()
+
+
+def _busy(change: int) -> None:
+    global _BUSY
+    with _BUSY_LOCK:
+        _BUSY += change
+
+
+def fair_threads(most: int, busy: int, cores: int) -> int:
+    """Threads for one of ``busy`` generations running at once on ``cores`` cores, ``most`` at
+    most: the cores are split between them, never oversubscribed (llama.cpp's threads wait
+    for one another by spinning, so two generations of two threads on two cores run far
+    slower than two of one)."""
+    return max(1, min(most, cores // max(1, busy)))
 
 
 class _Model:
@@ -144,9 +171,11 @@ class _Model:
             else:
                 context = _Context(self)
                 self._made += 1
+        _busy(+1)
         try:
             yield context
         finally:
+            _busy(-1)
             with self._ready:
                 self._free.append(context)
                 self._ready.notify()
@@ -186,6 +215,7 @@ class _Context:
         self.memory = lib.llama_get_memory(self.ptr)
         self.batch = lib.llama_batch_init(_BATCH_TOKENS, 0, 1)
         self.adapter: Any = None
+        self.threads = model.threads
 
     def use(self, adapter: Any) -> None:
         """Apply ``adapter`` (None: the bare model) to this context's decoding."""
@@ -216,6 +246,10 @@ class _Context:
             batch.seq_id[i][0] = sequence
             batch.logits[i] = 1 if logits else 0
         batch.n_tokens = len(tokens)
+        threads = fair_threads(self.model.threads, _BUSY, _cores())
+        if threads != self.threads:
+            _lib().llama_set_n_threads(self.ptr, threads, threads)
+            self.threads = threads
         status = _lib().llama_decode(self.ptr, batch)
         if status != 0:
             raise LlamaUnavailable(f"llama.cpp could not decode (status {status})")

@@ -291,3 +291,36 @@ def test_two_handles_on_one_base_generate_at_once_as_they_do_alone(
     assert [together.get(0), together.get(1)] == alone
     first.close()
     second.close()
+
+
+def test_the_cores_are_split_between_generations_never_oversubscribed() -> None:
+    fair = llamacpp.fair_threads
+    assert fair(2, 1, 2) == 2  # alone: every thread asked for
+    assert fair(2, 2, 2) == 1 and fair(2, 5, 2) == 1  # two or more at once on two cores
+    assert fair(2, 4, 16) == 2 and fair(4, 1, 2) == 2  # many cores; never more than the cores
+    assert fair(3, 0, 8) == 3
+
+
+@needs_engine
+def test_a_generation_beside_another_uses_its_share_of_the_cores(
+    lora_training: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, _ = lora_training
+    generator = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
+    assert generator.backend == "llamacpp"
+    original, used = llamacpp._Context.decode, []
+
+    def decode(context, tokens):
+        original(context, tokens)
+        used.append(context.threads)
+
+    monkeypatch.setattr(llamacpp._Context, "decode", decode)
+    monkeypatch.setattr(llamacpp, "_cores", lambda: 2)
+    generator._backend.model.threads = 2
+    with generator._backend.model.context():  # another handle on the same base is generating
+        generator.generate(n=1, seed=3, settings=SHORT)
+    assert used and set(used) == {1}
+    used.clear()
+    generator.generate(n=1, seed=3, settings=SHORT)  # alone again: both cores
+    assert used and set(used) == {2}
+    generator.close()
