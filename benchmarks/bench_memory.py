@@ -112,7 +112,8 @@ def measure(store_root: Path) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     import bot.model_cache  # noqa: F401
-    from training.generation import CopyFilter, read_dataset
+    from training.generation import CopyFilter
+    from training.generation.folder import read_dataset
 
     full, lora = store_root / "g_gpt2", store_root / "m_lora_0"
     extras = [store_root / f"m_lora_{index}" for index in range(1, EXTRA_HANDLES + 1)]

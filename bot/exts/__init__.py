@@ -9,12 +9,15 @@ handle instead of a confusing "not a handle" error.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from discord.ext import commands
 
 from training.errors import InputError
 from training.handles import Handle, parse_handle, parse_handles
+
+if TYPE_CHECKING:
+    from bot.services.models import Models
 
 _MENTION = re.compile(r"<(@[!&]?|#)\d+>")
 
@@ -36,6 +39,12 @@ def parse_handle_text(text: str) -> Handle:
     """One handle from a command argument (``@jack``, ``jack``, ```@jack```, ``bluesky:…``)."""
     reject_mentions(text)
     return parse_handle(_strip_code(text))
+
+
+async def model_named(models: Models, guild_id: int, text: str) -> str | Handle:
+    """The model a command's argument names: a member's own (their mention or ``alice+discord``)
+    by its name, else the handle typed."""
+    return await models.own_named(guild_id, text) or parse_handle_text(text)
 
 
 def parse_handle_list(tokens: list[str]) -> list[Handle]:

@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import admin_only
-from bot.exts import parse_handle_text, require_guild_id
+from bot.exts import model_named, require_guild_id
 from bot.formatting import NO_MENTIONS, escape_user_text
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ class Admin(commands.Cog):
     async def delete(self, ctx: commands.Context[Any], handle: str) -> None:
         """Delete a model of this server: its files, its record and its cached copy."""
         guild_id = require_guild_id(ctx)
-        own = await self.bot.models.own_named(guild_id, handle)
-        record = await self.bot.models.delete(guild_id, own or parse_handle_text(handle))
+        named = await model_named(self.bot.models, guild_id, handle)
+        record = await self.bot.models.delete(guild_id, named)
         await ctx.send(
             f"Deleted the model **{escape_user_text(record.name)}**.",
             allowed_mentions=NO_MENTIONS,

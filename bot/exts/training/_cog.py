@@ -20,7 +20,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import admin_only, is_admin
-from bot.exts import parse_handle_list, parse_handle_text, require_guild_id
+from bot.exts import model_named, parse_handle_list, require_guild_id
 from bot.formatting import (
     NO_MENTIONS,
     escape_user_text,
@@ -149,8 +149,7 @@ class Training(commands.Cog):
     async def retrain(self, ctx: commands.Context[Any], handle: str) -> None:
         """Train a model again from the same sources as last time (API and Bluesky refreshed)."""
         guild_id = require_guild_id(ctx)
-        own = await self.bot.models.own_named(guild_id, handle)
-        parsed = own or parse_handle_text(handle)
+        parsed = await model_named(self.bot.models, guild_id, handle)
         async with self._announcing:
             job = await self.bot.models.retrain(guild_id, ctx.channel.id, ctx.author.id, parsed)
             await self._announce_queued(ctx, job)
