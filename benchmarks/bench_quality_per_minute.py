@@ -5,13 +5,17 @@ Wall time on a shared machine is noisy, so it is not compared directly. Instead:
 
 1. ``time``: the step time of every variant relative to the baseline, from short runs
    interleaved with baseline runs under the same load (baseline, variant 1, baseline,
-   variant 2, …, baseline; the second round in reverse order). Each run loads nothing: the base
-   model is loaded once and copied. The first steps are left out of the mean; the extra seconds
-   a variant costs before its steps (PiSSA's decomposition, compiling) are measured too.
+   variant 2, …, baseline; a second round, if asked, in reverse order). A step's time is the
+   CPU seconds the process spent in it (all threads), which a busy machine changes far less
+   than the wall seconds: on 2 cores shared with other work the wall time of one step varied
+   3x within 8 steps. Each run loads nothing: the base model is loaded once and copied. The
+   first steps are left out of the mean; the extra CPU seconds a variant costs before its steps
+   (PiSSA's decomposition, compiling) are measured too.
 2. ``train``: each variant trains ``round((80 * t_base + extra_base - extra) / t_variant)``
    steps, the steps that fit the baseline's 80 (its cosine fitted to them, as a time budget
-   would), through the real ``training.train.train_model``; its held-out tweet perplexity does
-   not depend on the load.
+   would), with ``training.train``'s own model wrapping, blocks and Trainer, and is measured
+   once after training on the tweet-aligned validation blocks (what ``train_model`` records as
+   ``tweet_perplexity_after``); the result does not depend on the load.
 
 Results go to ``benchmarks/results/quality_per_minute_*.json`` (see ``--help``); the variants are
 :data:`benchmarks.bench_quality.PER_MINUTE_RECIPES`.
@@ -25,7 +29,6 @@ import io
 import itertools
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -45,7 +48,7 @@ from benchmarks.bench_quality import (
 RESULTS_DIR = common.ROOT / "benchmarks" / "results"
 TIMING = RESULTS_DIR / "quality_per_minute_steptime.json"
 BASE_STEPS = 80
-PROBE_STEPS = 8
+PROBE_STEPS = 6
 #: Steps of each probe left out of its mean step time (allocation, compiling).
 PROBE_SKIP = 2
 
@@ -71,15 +74,16 @@ def probe(recipe: Recipe, base: Any, tokenizer: Any, table: Any, steps: int) -> 
     from training.progress import JsonProgress
     from training.train import TrainConfig, _make_trainer, _StopFlag, _wrap_lora
 
+    wall0 = time.perf_counter()
     settings = {**recipe.settings, "max_steps": steps}
     config = TrainConfig(**settings, likeness_samples=0)
     config.validate()
     torch.manual_seed(config.seed)
     model = copy.deepcopy(base)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     if config.lora:
         model = _wrap_lora(model, config)
-    setup_s = time.perf_counter() - t0
+    setup_s = time.process_time() - t0
     split = split_tweets(table, config.val_fraction, seed=config.seed)
     blocks = build_train_blocks(
         split, tokenizer, block_size=config.block_size, epochs=1, seed=config.seed, align=True
@@ -90,10 +94,10 @@ def probe(recipe: Recipe, base: Any, tokenizer: Any, table: Any, steps: int) -> 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
             if not ends:
-                ends.append(time.perf_counter())
+                ends.append(time.process_time())
 
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            ends.append(time.perf_counter())
+            ends.append(time.process_time())
 
     import tempfile
 
@@ -121,6 +125,7 @@ def probe(recipe: Recipe, base: Any, tokenizer: Any, table: Any, steps: int) -> 
         "mean_step_s": round(mean, 4),
         # What the first steps cost beyond ordinary ones (compiling, lazy allocation).
         "first_steps_extra_s": round(sum(step_s[:PROBE_SKIP]) - PROBE_SKIP * mean, 3),
+        "wall_s": round(time.perf_counter() - wall0, 1),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
@@ -189,45 +194,84 @@ def time_variants(recipes: list[Recipe], rounds: int, archive_handle: str) -> di
 
 
 def train_variant(
-    recipe: Recipe, steps: int, archive_handle: str, seed: int | None, work: Path
+    recipe: Recipe, steps: int, archive_handle: str, seed: int | None
 ) -> dict[str, Any]:
-    """Train ``recipe`` for ``steps`` steps with the real library; its held-out perplexities."""
+    """Train ``recipe`` for ``steps`` steps as ``train_model`` does (seeding, base, adapter,
+    blocks, Trainer); the held-out tweet perplexity after training."""
+    import dataclasses
+    import math
+    import tempfile
+
+    import torch
+
+    from training.basemodels import load_base_model
+    from training.dataset import build_eval_blocks, build_train_blocks, split_tweets
     from training.progress import JsonProgress
-    from training.store import ModelStore
-    from training.train import TrainConfig, train_model
+    from training.train import (
+        TrainConfig,
+        _evaluate,
+        _make_trainer,
+        _seed_everything,
+        _StopFlag,
+        _wrap_lora,
+    )
 
     archive = next(a for a in ARCHIVES if a.handle == archive_handle)
     table = load_archive(archive)
     settings = {**recipe.settings, "max_steps": steps}
     if seed is not None:
         settings["seed"] = seed
-    store_root = work / f"{recipe.name}-{archive.handle.lower()}"
-    shutil.rmtree(store_root, ignore_errors=True)
-    common.link_bases(store_root, common.models_dir(None))
-    wall0 = time.perf_counter()
-    info = train_model(
-        table,
-        TrainConfig(**settings, likeness_samples=0),
-        ModelStore(store_root),
-        JsonProgress(io.StringIO()),
+    config = TrainConfig(**settings, likeness_samples=0)
+    config.validate()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    _seed_everything(config.seed)
+    texts = [text for data in table.handles for text in data.kept]
+    model, tokenizer = load_base_model(
+        config.base_model, texts=texts, models_dir=common.models_dir(None), device=None
     )
-    wall = time.perf_counter() - wall0
-    record = json.loads((info.path / "training.json").read_text("utf-8"))
-    shutil.rmtree(store_root, ignore_errors=True)
-    metrics = record["metrics"]
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = "ForCausalLM"
+    if config.lora:
+        model = _wrap_lora(model, config)
+    split = split_tweets(table, config.val_fraction, seed=config.seed)
+    blocks = build_train_blocks(
+        split,
+        tokenizer,
+        block_size=config.block_size,
+        epochs=config.epochs,
+        seed=config.seed,
+        align=config.align_blocks,
+    )
+    tweet_blocks = build_eval_blocks(split, tokenizer, block_size=config.block_size, align=True)
+    with tempfile.TemporaryDirectory(prefix="doppeltweet-grid-") as scratch:
+        trainer, recorder = _make_trainer(
+            model,
+            config,
+            blocks,
+            tweet_blocks,
+            output_dir=Path(scratch),
+            device=torch.device("cpu"),
+            bf16=False,
+            reporter=JsonProgress(io.StringIO()),
+            stop=_StopFlag(),
+            tokens_per_step=config.block_size * config.batch_size,
+        )
+        trainer.train()
+        loss = _evaluate(trainer, tweet_blocks, recorder)
+    assert loss is not None
     return {
         "recipe": recipe.name,
         "archive": archive.handle,
-        "seed": settings.get("seed", 42),
-        "steps": metrics["steps"],
-        "config": record["config"],
-        "train_s": round(record["timings"]["train_s"], 1),
-        "wall_s": round(wall, 1),
+        "seed": config.seed,
+        "steps": len(recorder.losses),
+        "config": dataclasses.asdict(config),
+        "wall_s": round(time.perf_counter() - wall0, 1),
+        "cpu_s": round(time.process_time() - cpu0, 1),
         "load_average_1m": round(os.getloadavg()[0], 2),
-        "tweet_perplexity_before": round(metrics["tweet_perplexity_before"], 3),
-        "tweet_perplexity_after": round(metrics["tweet_perplexity_after"], 3),
-        "perplexity_after": round(metrics["perplexity_after"], 3),
-        "learning_rate_first_step": metrics["learning_rate_first_step"],
+        "tweet_val_loss_after": round(loss, 5),
+        "tweet_perplexity_after": round(math.exp(loss), 3),
+        "train_loss_last": round(recorder.losses[-1], 4),
+        "learning_rate_first_step": recorder.lr_first,
     }
 
 
@@ -243,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     timing = sub.add_parser("time", help="interleaved step-time probes")
     timing.add_argument("--variants", default=None, help="comma-separated (default: all)")
-    timing.add_argument("--rounds", type=int, default=2)
+    timing.add_argument("--rounds", type=int, default=1)
     timing.add_argument("--archive", default="BarackObama")
     timing.add_argument("--output", type=Path, default=TIMING)
     training = sub.add_parser("train", help="train at equal wall time, from the probes")
@@ -252,8 +296,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     training.add_argument("--seed", type=int, default=None)
     training.add_argument("--timing", type=Path, default=TIMING)
     training.add_argument("--output", type=Path, required=True)
+    training.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="train every variant this many steps instead of the probes' count (for variants "
+        "whose steps cost what the baseline's do by construction)",
+    )
     args = parser.parse_args(argv)
     common.quiet_libraries()
+    import torch
+
+    # One thread: two OpenMP threads on 2 cores shared with other work spin at every barrier
+    # while the other waits for a core, which multiplies the CPU seconds of a step.
+    torch.set_num_threads(1)
     os.environ["DOPPELTWEET_GENERATION_BACKEND"] = "torch"  # no serving artifacts: not measured
     with common.stdout_to_stderr():
         if args.command == "time":
@@ -261,7 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _write(args.output, payload)
             print(json.dumps(payload["variants"], indent=1))
             return 0
-        plan = json.loads(args.timing.read_text("utf-8"))
+        plan = (
+            {"variants": {}}
+            if args.steps is not None
+            else json.loads(args.timing.read_text("utf-8"))
+        )
         names = args.variants.split(",") if args.variants else ["baseline", *plan["variants"]]
         out: dict[str, Any] = (
             json.loads(args.output.read_text("utf-8"))
@@ -269,15 +329,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             else {"benchmark": "quality_per_minute", "machine": common.machine(), "runs": []}
         )
         recipes = {r.name: r for r in PER_MINUTE_RECIPES}
-        with common.workdir(None) as work:
-            for name in names:
-                recipe = PER_MINUTE_BASELINE if name == "baseline" else recipes[name]
-                steps = BASE_STEPS if name == "baseline" else plan["variants"][name]["steps"]
-                for handle in args.archives.split(","):
-                    run = train_variant(recipe, steps, handle, args.seed, work)
-                    out["runs"].append(run)
-                    _write(args.output, out)
-                    print(json.dumps({k: v for k, v in run.items() if k != "config"}), flush=True)
+        for name in names:
+            recipe = PER_MINUTE_BASELINE if name == "baseline" else recipes[name]
+            if name == "baseline":
+                steps = BASE_STEPS
+            else:
+                steps = args.steps if args.steps is not None else plan["variants"][name]["steps"]
+            for handle in args.archives.split(","):
+                run = train_variant(recipe, steps, handle, args.seed)
+                out["runs"].append(run)
+                _write(args.output, out)
+                print(json.dumps({k: v for k, v in run.items() if k != "config"}), flush=True)
     return 0
 
 
