@@ -6,11 +6,13 @@ Wall time on a shared machine is noisy, so it is not compared directly. Instead:
 1. ``time``: the step time of every variant relative to the baseline, from short runs
    interleaved with baseline runs under the same load (baseline, variant 1, baseline,
    variant 2, …, baseline; a second round, if asked, in reverse order). A step's time is the
-   CPU seconds the process spent in it (all threads), which a busy machine changes far less
+   CPU seconds the process spent in it, on one thread, which a busy machine changes far less
    than the wall seconds: on 2 cores shared with other work the wall time of one step varied
-   3x within 8 steps. Each run loads nothing: the base model is loaded once and copied. The
-   first steps are left out of the mean; the extra CPU seconds a variant costs before its steps
-   (PiSSA's decomposition, compiling) are measured too.
+   3x within 8 steps, and two threads spun at every barrier while the other waited for a core
+   (14-40 CPU seconds a step instead of about 2.6 on one thread). Each run loads nothing: the
+   base model is loaded once and copied. The first steps are left out of the mean; the extra
+   CPU seconds a variant costs before its steps (PiSSA's decomposition, compiling) are measured
+   too.
 2. ``train``: each variant trains ``round((80 * t_base + extra_base - extra) / t_variant)``
    steps, the steps that fit the baseline's 80 (its cosine fitted to them, as a time budget
    would), with ``training.train``'s own model wrapping, blocks and Trainer, and is measured
