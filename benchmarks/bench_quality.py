@@ -183,6 +183,35 @@ RECIPES: tuple[Recipe, ...] = (
     ),
 )
 
+#: The default recipe the quality-per-minute grid (``benchmarks/bench_quality_per_minute.py``)
+#: measures every technique against: ``lora-all-80-lr2e-3``.
+PER_MINUTE_BASELINE = next(r for r in RECIPES if r.name == "lora-all-80-lr2e-3")
+
+
+def _on_baseline(name: str, summary: str, **changes: Any) -> Recipe:
+    return Recipe(name, summary, {**PER_MINUTE_BASELINE.settings, **changes})
+
+
+#: One technique each on top of the baseline; the grid trains each for the steps that fit the
+#: baseline's 80 (``max_steps`` here is the baseline's, replaced by the measured count).
+PER_MINUTE_RECIPES: tuple[Recipe, ...] = (
+    PER_MINUTE_BASELINE,
+    _on_baseline("loraplus4", "LoRA+: B's learning rate 4x A's (8e-3)", loraplus_lr_ratio=4.0),
+    _on_baseline(
+        "warmup10-lr4e-3",
+        "a linear warm-up over 10 % of the steps to a peak rate of 4e-3",
+        warmup_ratio=0.1,
+        learning_rate=4e-3,
+    ),
+    _on_baseline(
+        "rslora", "rsLoRA scaling alpha/sqrt(r) = 8 instead of alpha/r = 2", use_rslora=True
+    ),
+    _on_baseline("upper15", "LoRA on the upper 15 of 30 layers only", lora_layers=15),
+    _on_baseline("pissa", "PiSSA initialisation (4 subspace iterations)", lora_init="pissa"),
+    _on_baseline("olora", "OLoRA initialisation (QR)", lora_init="olora"),
+    _on_baseline("compile", "torch.compile of the model", torch_compile=True),
+)
+
 #: ``--quick``: the tiny model, a few steps, on part of one archive.
 QUICK_RECIPES: tuple[Recipe, ...] = (
     Recipe(

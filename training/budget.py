@@ -33,10 +33,14 @@ def save_reserve_s(budget_s: float) -> float:
     return max(MIN_SAVE_RESERVE_S, SAVE_RESERVE_FRACTION * budget_s)
 
 
-def cosine_factor(step: int, horizon: int) -> float:
-    """The cosine schedule without warm-up (as transformers' ``cosine``): 1 at step 0, 0 at
-    ``horizon``."""
-    progress = min(1.0, step / max(1, horizon))
+def cosine_factor(step: int, horizon: int, warmup_ratio: float = 0.0) -> float:
+    """The cosine schedule as transformers' ``cosine`` with ``warmup_steps=warmup_ratio``: a
+    linear rise over the first ``ceil(warmup_ratio * horizon)`` steps (none by default), then 1
+    falling to 0 at ``horizon``."""
+    warmup = math.ceil(horizon * warmup_ratio) if warmup_ratio > 0 else 0
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = min(1.0, (step - warmup) / max(1, horizon - warmup))
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
@@ -58,6 +62,8 @@ class StepBudget:
     sync: Callable[[], None] | None = None
     warmup_steps: int = WARMUP_STEPS
     measured_steps: int = MEASURED_STEPS
+    #: The share of the schedule's steps that warm the learning rate up (0: none).
+    warmup_ratio: float = 0.0
     #: The planned number of steps, once measured (``None`` until then).
     planned: int | None = None
     step_s: float | None = None
@@ -77,7 +83,7 @@ class StepBudget:
 
     def lr_factor(self, step: int) -> float:
         """The learning-rate multiplier after ``step`` optimizer steps (a ``LambdaLR`` lambda)."""
-        return cosine_factor(step, self.horizon)
+        return cosine_factor(step, self.horizon, self.warmup_ratio)
 
     def after_step(self, step: int) -> bool:
         """Record that ``step`` steps are done; True when training should stop now."""

@@ -8,9 +8,9 @@ The steps, top to bottom in :func:`train_model`:
    sequential pass over them (a random sampler would undo the per-epoch shuffles and the
    oversampling);
 3. measure validation loss / perplexity (on fixed cuts of the validation tweets and on
-   tweet-aligned blocks of them), train (AdamW, cosine, no warmup; fp32 on CPU, bf16 on CUDA)
-   for the epochs or, with a time budget, for the steps that fit it (``training.budget``),
-   measure again;
+   tweet-aligned blocks of them), train (AdamW, cosine, optionally warmed up; fp32 on CPU,
+   bf16 on CUDA) for the epochs or, with a time budget, for the steps that fit it
+   (``training.budget``), measure again;
 4. write weights, tokenizer, dataset, ``training.json``, ``loss.png`` and the model card into a
    staging folder and swap it in atomically (``training.store``).
 
@@ -59,6 +59,12 @@ HUGGINGTWEETS_LR = 1.372e-4
 DEFAULT_LORA_LR = 2e-3
 #: Which layers a LoRA adapter trains: every attention projection, or every linear layer.
 LORA_TARGETS = ("attention", "all-linear")
+#: How a LoRA adapter starts, by ``TrainConfig.lora_init``: peft's default (B = 0, so the model
+#: starts as the base), PiSSA (the adapter holds each weight's principal singular directions,
+#: found with 4 subspace iterations) or OLoRA (a QR decomposition of each weight). The last two
+#: move those directions out of the base weights while training; the saved adapter is converted
+#: back to a plain LoRA of twice the rank on the unchanged base.
+LORA_INITS: dict[str, bool | str] = {"default": True, "pissa": "pissa_niter_4", "olora": "olora"}
 #: GPT-2's window, used when a model's config does not say its own.
 MAX_BLOCK_SIZE = 1024
 #: Tokens per training block by default (or the model's window, if smaller). huggingtweets trained
@@ -121,6 +127,21 @@ class TrainConfig:
     lora_dropout: float = 0.05
     #: ``attention`` (every attention projection) or ``all-linear`` (attention and MLP).
     lora_targets: str = "all-linear"
+    #: LoRA+: the learning rate of the adapters' B matrices is this many times A's (1: off), by
+    #: peft's ``create_loraplus_optimizer``.
+    loraplus_lr_ratio: float = 1.0
+    #: rsLoRA: scale the adapter by alpha/sqrt(r) instead of alpha/r.
+    use_rslora: bool = False
+    #: How the adapter starts: one of ``LORA_INITS``.
+    lora_init: str = "default"
+    #: Adapt only the top N transformer layers (``None``: all); the backward pass then stops
+    #: at the lowest adapted layer.
+    lora_layers: int | None = None
+    #: The share of the steps over which the learning rate rises linearly from 0 to its peak
+    #: before the cosine (0: none, huggingtweets' schedule).
+    warmup_ratio: float = 0.0
+    #: Compile the model with ``torch.compile`` (the Trainer's ``torch_compile``).
+    torch_compile: bool = False
     #: Tweet-aligned blocks (each starts with EOS and a tweet's opening, padded after its last
     #: whole tweet) instead of huggingtweets' fixed cuts of the stream, which start mid-tweet:
     #: prompt-less generation opens a tweet after EOS at the head of the text, which fixed cuts
@@ -196,10 +217,39 @@ class TrainConfig:
                 f"not {self.early_stopping_patience}.",
             ),
             (self.eval_steps >= 1, f"Evaluate every 1 or more steps, not {self.eval_steps}."),
+            (
+                math.isfinite(self.loraplus_lr_ratio) and self.loraplus_lr_ratio >= 1,
+                f"The LoRA+ learning-rate ratio must be 1 (off) or more, "
+                f"not {self.loraplus_lr_ratio}.",
+            ),
+            (
+                self.lora_init in LORA_INITS,
+                f"The LoRA initialisation must be one of {', '.join(LORA_INITS)}, "
+                f"not {self.lora_init!r}.",
+            ),
+            (
+                self.lora_layers is None or self.lora_layers >= 1,
+                f"Adapt at least the top 1 layer, not {self.lora_layers}.",
+            ),
+            (
+                0.0 <= self.warmup_ratio <= 0.5,
+                f"The warm-up must be a share of the steps from 0 to 0.5, not {self.warmup_ratio}.",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        lora_only = {
+            "--loraplus-ratio": self.loraplus_lr_ratio != 1.0,
+            "--rslora": self.use_rslora,
+            "--lora-init": self.lora_init != "default",
+            "--lora-layers": self.lora_layers is not None,
+        }
+        given = [flag for flag, on in lora_only.items() if on]
+        if given and not self.lora:
+            raise InputError(
+                f"{', '.join(given)} shape a LoRA adapter: add --lora or leave them out."
+            )
         if self.report_to != "none" and not _tracker_installed(self.report_to):
             raise InputError(
                 f"--report-to {self.report_to} needs the {self.report_to} package: "
@@ -267,7 +317,11 @@ def _train_model(
     name = table.model_name
     started = time.monotonic()
     timings: dict[str, float] = {}
-    with _stop_on_signals() as stop, store.staging(name) as staging:
+    with (
+        _stop_on_signals() as stop,
+        store.staging(name) as staging,
+        contextlib.ExitStack() as cleanup,
+    ):
         import torch
 
         from training.basemodels import load_base_model, pick_device
@@ -303,6 +357,12 @@ def _train_model(
         base_for_record = _base_path_for_lora(config, store)
         if config.lora:
             model = _wrap_lora(model, config)
+        initial_adapter: Path | None = None
+        if config.lora and config.lora_init != "default":
+            initial_adapter = Path(
+                cleanup.enter_context(tempfile.TemporaryDirectory(prefix="doppeltweet-lora-init-"))
+            )
+            save_initial_adapter(model, initial_adapter)
         split = split_tweets(table, config.val_fraction, seed=config.seed)
         train_blocks = build_train_blocks(
             split,
@@ -415,7 +475,17 @@ def _train_model(
             record["budget"] = budget.record(steps)
         if languages is not None:
             record["languages"] = languages
-        _save(staging, model, tokenizer, table, config, record, recorder, store.path(name))
+        _save(
+            staging,
+            model,
+            tokenizer,
+            table,
+            config,
+            record,
+            recorder,
+            store.path(name),
+            initial_adapter,
+        )
         timings["save_s"] = time.monotonic() - t0
         timings["total_s"] = time.monotonic() - started
         _write_json(staging / TRAINING_FILE, record)
@@ -538,7 +608,12 @@ def _budget(
 
         sync = torch.cuda.synchronize
     return StepBudget(
-        seconds=config.time_budget_s, deadline=math.inf, cap=max(1, cap), clock=clock, sync=sync
+        seconds=config.time_budget_s,
+        deadline=math.inf,
+        cap=max(1, cap),
+        clock=clock,
+        sync=sync,
+        warmup_ratio=config.warmup_ratio,
     )
 
 
@@ -651,6 +726,28 @@ def _wrap_lora(model: Any, config: TrainConfig) -> Any:
     if config.lora_targets == "all-linear":
         # peft's shorthand: every linear (or GPT-2 Conv1D) layer but the output head.
         targets = "all-linear"
+    if config.lora_init == "olora" and model_type == "gpt2":
+        # peft's OLoRA reads every weight as (out, in); GPT-2's Conv1D stores (in, out).
+        raise InputError(
+            "OLoRA cannot start an adapter on GPT-2's transposed layers; use --lora-init pissa "
+            "or leave --lora-init out."
+        )
+    layers: list[int] | None = None
+    if config.lora_layers is not None:
+        total = getattr(model.config, "num_hidden_layers", None)
+        if not isinstance(total, int) or total < 1:
+            raise ModelError(
+                f"{config.base_model} does not say how many layers it has, so --lora-layers "
+                "cannot pick the top ones; leave --lora-layers out."
+            )
+        if config.lora_layers > total:
+            raise InputError(
+                f"{config.base_model} has {total} layers, so --lora-layers must be {total} or "
+                f"fewer, not {config.lora_layers}."
+            )
+        layers = list(range(total - config.lora_layers, total))
+        if targets == "all-linear":  # peft picks layers only from a list of module names
+            targets = _linear_module_names(model)
     lora = LoraConfig(
         task_type="CAUSAL_LM",
         r=config.lora_r,
@@ -658,6 +755,9 @@ def _wrap_lora(model: Any, config: TrainConfig) -> Any:
         lora_dropout=config.lora_dropout,
         target_modules=targets,
         fan_in_fan_out=model_type == "gpt2",  # GPT-2's Conv1D stores weights transposed
+        use_rslora=config.use_rslora,
+        init_lora_weights=LORA_INITS[config.lora_init],
+        layers_to_transform=layers,
     )
     try:
         return get_peft_model(model, lora)
@@ -666,6 +766,35 @@ def _wrap_lora(model: Any, config: TrainConfig) -> Any:
             f"LoRA does not know which layers of a {model_type or 'this'} model to adapt; "
             "train without --lora."
         ) from error
+
+
+def _linear_module_names(model: Any) -> list[str]:
+    """The names (last part) of every linear layer but the output head: what peft's
+    ``all-linear`` adapts, spelled out."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear | Conv1D) and module is not head
+        }
+    )
+
+
+def save_initial_adapter(model: Any, folder: Path) -> None:
+    """Save a PiSSA/OLoRA adapter as it starts, before any step: the saved adapter is later
+    converted against it into a plain LoRA on the unchanged base (peft's
+    ``path_initial_model_for_weight_conversion``)."""
+    lora = model.peft_config["default"]
+    init = lora.init_lora_weights
+    lora.init_lora_weights = True  # loading it back must not decompose the base again
+    try:
+        model.save_pretrained(folder, save_embedding_layers=False)
+    finally:
+        lora.init_lora_weights = init
 
 
 class _LossRecorder:
@@ -837,6 +966,19 @@ def _make_trainer(
                         p.copy_(self.best_state[name])
             return control
 
+    optimizer = None
+    if config.lora and config.loraplus_lr_ratio != 1.0:
+        import torch
+        from peft.optimizers import create_loraplus_optimizer
+
+        optimizer = create_loraplus_optimizer(
+            model,
+            torch.optim.AdamW,
+            lr=config.effective_learning_rate,
+            loraplus_lr_ratio=config.loraplus_lr_ratio,
+            weight_decay=config.weight_decay,
+            fused=True,
+        )
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.batch_size,
@@ -847,7 +989,8 @@ def _make_trainer(
         train_sampling_strategy="sequential",
         learning_rate=config.effective_learning_rate,
         lr_scheduler_type="cosine",
-        warmup_steps=0,
+        warmup_steps=config.warmup_ratio,  # below 1: a share of the steps
+        torch_compile=config.torch_compile,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         # One fused kernel per step: on CPU the unfused AdamW costs ~3x more per update.
@@ -874,6 +1017,7 @@ def _make_trainer(
         eval_dataset=eval_blocks if len(eval_blocks) else None,
         data_collator=default_data_collator,
         callbacks=[ProgressReporting(), *([EarlyStopping()] if early_stopping else [])],
+        optimizers=(optimizer, None),
     )
     # stdout belongs to the progress stream: the Trainer's own printing and bars must not touch it.
     trainer.remove_callback(PrinterCallback)
@@ -967,6 +1111,7 @@ def _save(
     record: dict[str, Any],
     recorder: _LossRecorder,
     final_path: Path,
+    initial_adapter: Path | None = None,
 ) -> None:
     from training.card import render_card
 
@@ -976,8 +1121,15 @@ def _save(
     elif hasattr(model, "config"):
         model.config.use_cache = True
     if config.lora:
-        # The vocabulary is never changed, and the "was it?" check would query the Hub.
-        model.save_pretrained(staging, save_embedding_layers=False)
+        # The vocabulary is never changed, and the "was it?" check would query the Hub. A
+        # PiSSA/OLoRA adapter is saved as the plain LoRA it amounts to on the unchanged base.
+        model.save_pretrained(
+            staging,
+            save_embedding_layers=False,
+            path_initial_model_for_weight_conversion=(
+                None if initial_adapter is None else str(initial_adapter)
+            ),
+        )
     else:
         model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)

@@ -119,3 +119,14 @@ def test_quick_run_trains_the_tiny_model_and_reports_every_measure(
     assert run["broken_emoji_pct"] == 0.0  # generation drops broken emoji
     assert isinstance(run["style_gap"], float) and isinstance(run["copy_rate_pct"], float)
     assert saved["table"].count("\n") == 3
+
+
+def test_every_quality_per_minute_variant_is_the_baseline_with_one_valid_change() -> None:
+    from training.train import TrainConfig
+
+    baseline = bench_quality.PER_MINUTE_BASELINE.settings
+    assert bench_quality.PER_MINUTE_BASELINE.name == "lora-all-80-lr2e-3"
+    for recipe in bench_quality.PER_MINUTE_RECIPES:
+        TrainConfig(**recipe.settings).validate()
+        changed = {k for k, v in recipe.settings.items() if baseline.get(k) != v}
+        assert len(changed) <= 2, recipe.name  # one technique (warm-up comes with its peak)

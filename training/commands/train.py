@@ -27,6 +27,7 @@ from training.train import (
     DEFAULT_EPOCHS,
     DEFAULT_LORA_LR,
     HUGGINGTWEETS_LR,
+    LORA_INITS,
 )
 
 #: The budget setting's default, for --help.
@@ -70,6 +71,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the base to use instead of --base-model when the person mostly writes a language, "
         'as JSON: \'{"ja": "Qwen/Qwen2.5-0.5B", "zh": "Qwen/Qwen2.5-0.5B"}\' (ISO 639-1 codes; '
         "the language is measured on the cleaned tweets)",
+    )
+    lora = parser.add_argument_group("LoRA (with --lora; docs/training.md, *Quality per minute*)")
+    lora.add_argument(
+        "--loraplus-ratio",
+        type=float,
+        default=1.0,
+        metavar="RATIO",
+        help="LoRA+: train the adapters' B matrices at RATIO times the learning rate of A "
+        "(default 1: off)",
+    )
+    lora.add_argument(
+        "--rslora",
+        action="store_true",
+        help="rsLoRA: scale the adapter by alpha/sqrt(rank) instead of alpha/rank",
+    )
+    lora.add_argument(
+        "--lora-init",
+        choices=tuple(LORA_INITS),
+        default="default",
+        help="how the adapter starts: peft's default (the base unchanged), pissa (principal "
+        "singular directions) or olora (QR); pissa and olora save an adapter of twice the rank",
+    )
+    lora.add_argument(
+        "--lora-layers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="adapt only the top N transformer layers (default: all)",
     )
     hyper = parser.add_argument_group("training")
     hyper.add_argument(
@@ -115,6 +144,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="stop after N optimizer steps; giving it turns the default budget off",
+    )
+    hyper.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="raise the learning rate linearly from 0 over this share of the steps, then the "
+        "cosine (0 to 0.5, default 0: none)",
+    )
+    hyper.add_argument(
+        "--torch-compile",
+        action="store_true",
+        help="compile the model with torch.compile (pays a compilation before the first step)",
     )
     hyper.add_argument("--seed", type=int, default=42, help="seed for shuffles, split, weights")
     hyper.add_argument(
@@ -240,6 +282,12 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
         block_size=args.block_size,
         batch_size=args.batch_size,
         max_steps=args.max_steps,
+        loraplus_lr_ratio=args.loraplus_ratio,
+        use_rslora=args.rslora,
+        lora_init=args.lora_init,
+        lora_layers=args.lora_layers,
+        warmup_ratio=args.warmup,
+        torch_compile=args.torch_compile,
         likeness_samples=args.compare_samples,
         seed=args.seed,
         report_to=args.report_to,
