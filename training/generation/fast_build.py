@@ -20,7 +20,7 @@ from training.generation.fast import (
     FastUnavailable,
     fast_installed,
 )
-from training.generation.settings import ADAPTER_CONFIG
+from training.generation.settings import ADAPTER_CONFIG, TOKENIZER_FILES
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,6 @@ AUTO = "auto"
 #: The auto check: at most this many blocks of held-out tweets are scored, and at most this many
 #: training blocks calibrate the smoothing (of min(128, the model's context) tokens each).
 _CHECK_BLOCKS, _CALIBRATION_BLOCKS, _CHECK_BLOCK_TOKENS = 16, 8, 128
-#: Tokenizer files a merged model needs for the converter.
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-)
 
 
 def fast_quantization() -> str:
@@ -198,7 +188,7 @@ def _with_full_vocabulary(source: Path, work: Path, name: str = "full-vocabulary
     view = work / name
     view.mkdir()
     for file in source.iterdir():
-        if file.is_file() and file.name not in _TOKENIZER_FILES:
+        if file.is_file() and file.name not in TOKENIZER_FILES:
             (view / file.name).symlink_to(file.resolve())
     tokenizer.add_tokens([f"<doppeltweet_unused_{i}>" for i in range(missing)])
     tokenizer.save_pretrained(view)
@@ -227,7 +217,7 @@ def _merged_copy(model_dir: Path, base_name: str, texts: list[str], work: Path) 
 
 def _copy_tokenizer(source: Path, folder: Path) -> None:
     """The tokenizer files of ``source`` into ``folder`` (a saved model the converter reads)."""
-    for name in _TOKENIZER_FILES:
+    for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, folder / name)
 

@@ -40,6 +40,21 @@ TRAINING_FILE = "training.json"
 DATASET_FILE = "dataset.jsonl"
 ADAPTER_CONFIG = "adapter_config.json"
 
+#: The files a tokenizer is read from (two folders with the same bytes in these share one
+#: tokenizer; a merged model copies them for the converters).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+)
+
 #: What may sample (``DOPPELTWEET_GENERATION_BACKEND``): the fastest available, or one by name.
 GENERATION_BACKENDS = ("auto", "torch", "ctranslate2", "llamacpp")
 

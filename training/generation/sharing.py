@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from training.errors import ModelError
+from training.generation.settings import TOKENIZER_FILES
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -28,20 +29,6 @@ def token_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     return texts
 
 
-#: The files a tokenizer is read from; two folders with the same bytes in these share one tokenizer.
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "vocab.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "chat_template.jinja",
-)
-
 _TOKENIZERS: weakref.WeakValueDictionary[str, PreTrainedTokenizerBase] = (
     weakref.WeakValueDictionary()
 )
@@ -59,7 +46,7 @@ def shared_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     digest = hashlib.sha256()
-    for name in _TOKENIZER_FILES:
+    for name in TOKENIZER_FILES:
         file = path / name
         if file.is_file():
             digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
