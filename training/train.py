@@ -33,7 +33,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -75,6 +75,13 @@ MAX_BLOCK_SIZE = 1024
 DEFAULT_BLOCK_SIZE = 128
 #: Blocks per step by default: 8 x 128 = huggingtweets' 1,024 tokens per optimizer step.
 DEFAULT_BATCH_SIZE = 8
+#: Blocks per step when a time budget decides the steps on a CPU: a CPU trains as many tokens a
+#: second one block at a time as eight, and within a budget eight times the steps learn more
+#: (docs/training.md, *A time budget*).
+BUDGET_CPU_BATCH_SIZE = 1
+#: Blocks per evaluation step, whatever the training batch: the validation loss is a mean of
+#: per-batch means, so a fixed evaluation batch keeps perplexities comparable between runs.
+EVAL_BATCH_SIZE = DEFAULT_BATCH_SIZE
 #: huggingtweets' epochs: all of them without a time budget, the cap with one.
 DEFAULT_EPOCHS = 4
 REPORT_TO = ("none", "wandb", "tensorboard")
@@ -112,8 +119,9 @@ class TrainConfig:
     learning_rate: float | None = None
     #: Tokens per block; ``None`` means min(``DEFAULT_BLOCK_SIZE``, the model's window).
     block_size: int | None = None
-    #: Blocks per step (huggingtweets used 1 block of 1,024 tokens: the same tokens per step).
-    batch_size: int = DEFAULT_BATCH_SIZE
+    #: Blocks per step; ``None``: ``BUDGET_CPU_BATCH_SIZE`` when a time budget decides the steps
+    #: on a CPU, else ``DEFAULT_BATCH_SIZE`` (huggingtweets' 1,024 tokens per step).
+    batch_size: int | None = None
     max_steps: int | None = None
     #: Wall-clock seconds for the whole run, loading to saved model (``None``: no budget, train
     #: every epoch); the steps that fit are measured on the first ones (``training.budget``).
@@ -179,7 +187,7 @@ class TrainConfig:
                 f"The block size must be between 8 and 32768 tokens, not {self.block_size}.",
             ),
             (
-                1 <= self.batch_size <= 1024,
+                self.batch_size is None or 1 <= self.batch_size <= 1024,
                 f"The batch size must be between 1 and 1024, not {self.batch_size}.",
             ),
             (
@@ -334,6 +342,7 @@ def _train_model(
         )
 
         device = pick_device()
+        config = replace(config, batch_size=resolved_batch_size(config, device.type))
         reporter.phase("loading", f"loading base model {config.base_model}")
         t0 = time.monotonic()
         _seed_everything(config.seed)
@@ -590,6 +599,16 @@ def trainer_steps(trainer: Any, train_blocks: Any) -> int:
     """The optimizer steps one pass will take (``max_steps`` caps it)."""
     per_epoch = math.ceil(len(train_blocks) / trainer.args.per_device_train_batch_size)
     return min(per_epoch, trainer.args.max_steps) if trainer.args.max_steps > 0 else per_epoch
+
+
+def resolved_batch_size(config: TrainConfig, device_type: str) -> int:
+    """The blocks per step a run trains: the one asked for, else the default for its device
+    and budget."""
+    if config.batch_size is not None:
+        return config.batch_size
+    if config.time_budget_s is not None and device_type == "cpu":
+        return BUDGET_CPU_BATCH_SIZE
+    return DEFAULT_BATCH_SIZE
 
 
 def _budget(
@@ -982,7 +1001,7 @@ def _make_trainer(
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_eval_batch_size=EVAL_BATCH_SIZE,
         gradient_accumulation_steps=1,
         num_train_epochs=1,  # the blocks already hold every epoch, in order
         max_steps=config.max_steps or -1,

@@ -36,6 +36,11 @@ def _lora_modules(model):  # type: ignore[no-untyped-def]
 
 
 def _tiny_trainer(tmp_path: Path, table: DataTable, config: TrainConfig):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from training.train import resolved_batch_size
+
+    config = replace(config, batch_size=resolved_batch_size(config, "cpu"))
     import torch
 
     from training.basemodels import load_base_model

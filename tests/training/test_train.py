@@ -13,7 +13,14 @@ from training.cleaning import DataTable
 from training.errors import InputError, ModelError
 from training.progress import JsonProgress
 from training.store import ModelStore
-from training.train import DEFAULT_BATCH_SIZE, DEFAULT_BLOCK_SIZE, TrainConfig, train_model
+from training.train import (
+    BUDGET_CPU_BATCH_SIZE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BLOCK_SIZE,
+    TrainConfig,
+    resolved_batch_size,
+    train_model,
+)
 
 
 def _validation_loss(
@@ -205,6 +212,11 @@ def test_gpt2_s_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None
 
 def _tiny_cpu_trainer(tmp_path: Path, table: DataTable, config: TrainConfig, *, epochs: int):
     """(the Trainer ``train_model`` would build for a tiny model on CPU, its training blocks)."""
+    from dataclasses import replace
+
+    from training.train import resolved_batch_size
+
+    config = replace(config, batch_size=resolved_batch_size(config, "cpu"))
     import torch
 
     from training.basemodels import load_base_model
@@ -322,9 +334,18 @@ def test_huggingtweets_recipe_is_the_default() -> None:
         1.372e-4,
     )
     # 8 blocks of min(128, context) tokens: huggingtweets' 1,024 tokens per step, in short blocks.
-    assert config.batch_size == DEFAULT_BATCH_SIZE == 8 and config.block_size is None
+    assert config.batch_size is None and config.block_size is None
+    assert resolved_batch_size(config, "cpu") == resolved_batch_size(config, "cuda") == 8
     assert DEFAULT_BLOCK_SIZE * DEFAULT_BATCH_SIZE == 1024
     assert config.report_to == "none" and config.lora is False
+
+
+def test_a_time_budget_on_a_cpu_trains_one_block_per_step_unless_a_batch_is_asked_for() -> None:
+    budgeted = TrainConfig(time_budget_s=300)
+    assert resolved_batch_size(budgeted, "cpu") == BUDGET_CPU_BATCH_SIZE == 1
+    assert resolved_batch_size(budgeted, "cuda") == DEFAULT_BATCH_SIZE
+    assert resolved_batch_size(TrainConfig(time_budget_s=300, batch_size=4), "cpu") == 4
+    assert resolved_batch_size(TrainConfig(batch_size=2), "cpu") == 2
 
 
 def test_a_lora_adapter_defaults_to_its_own_rate_and_an_explicit_rate_wins() -> None:

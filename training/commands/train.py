@@ -22,6 +22,7 @@ from training.commands import (
 from training.config import TrainingSettings
 from training.errors import InputError
 from training.train import (
+    BUDGET_CPU_BATCH_SIZE,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BLOCK_SIZE,
     DEFAULT_EPOCHS,
@@ -135,8 +136,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hyper.add_argument(
         "--batch-size",
         type=int,
-        default=DEFAULT_BATCH_SIZE,
-        help=f"blocks per step (default {DEFAULT_BATCH_SIZE})",
+        default=None,
+        help=f"blocks per step (default {DEFAULT_BATCH_SIZE}; {BUDGET_CPU_BATCH_SIZE} when a time "
+        "budget decides the steps on a CPU, where more, smaller steps learn more per minute)",
     )
     hyper.add_argument(
         "--max-steps",
