@@ -2,11 +2,13 @@
 
 The run is given seconds, not epochs. The first steps are timed (the very first pays for lazy
 initialisation and is left out), then the steps that still fit before the training deadline
-are planned once, never more than the epochs cap holds. The cosine learning-rate schedule is
-stretched over the planned steps, so it reaches its end at the last step even when the budget
-ends mid-epoch. The training deadline is the run's deadline minus what the work after training
-needs: a second evaluation as long as the first (measured) and a reserve for saving, the
-likeness table and the fast generation artifact (docs/training.md, *A time budget*).
+are planned, never more than the epochs cap holds, and planned again from the mean step so far
+at steps 8, 16, 32, … while under half the plan is done (the first steps run slower than the
+later ones, so a plan made from them alone leaves the budget unspent). The cosine learning-rate
+schedule is stretched over the planned steps, so it reaches its end at the last step even when
+the budget ends mid-epoch. The training deadline is the run's deadline minus what the work after
+training needs: a second evaluation as long as the first (measured) and a reserve for saving,
+the likeness table and the fast generation artifact (docs/training.md, *A time budget*).
 
 Every reading goes through an injected clock, so the plan is deterministic under test.
 """
@@ -46,7 +48,7 @@ def cosine_factor(step: int, horizon: int, warmup_ratio: float = 0.0) -> float:
 
 @dataclass
 class StepBudget:
-    """The steps of one run under a deadline: measured, planned once, then held to.
+    """The steps of one run under a deadline: measured, planned, planned again early on.
 
     ``deadline`` is the clock reading by which training (not the whole run) must end; ``cap``
     the steps the epochs cap (and ``--max-steps``) allow. :meth:`after_step` is called with each
@@ -85,20 +87,24 @@ class StepBudget:
         """The learning-rate multiplier after ``step`` optimizer steps (a ``LambdaLR`` lambda)."""
         return cosine_factor(step, self.horizon, self.warmup_ratio)
 
+    def _plans_at(self, step: int) -> bool:
+        """Whether the plan is made (or made again) after ``step``."""
+        first = self.warmup_steps + self.measured_steps
+        if self.planned is None:
+            return step == first
+        return step > first and step & (step - 1) == 0 and 2 * step <= self.planned
+
     def after_step(self, step: int) -> bool:
         """Record that ``step`` steps are done; True when training should stop now."""
-        timing = step in (self.warmup_steps, self.warmup_steps + self.measured_steps)
-        if timing and self.planned is None and self.sync is not None:
+        plans = self._timing_from is not None and self._plans_at(step)
+        if (plans or step == self.warmup_steps) and self.sync is not None:
             self.sync()
         now = self.clock()
         if step == self.warmup_steps:
             self._timing_from = now
-        elif (
-            self.planned is None
-            and self._timing_from is not None
-            and step == self.warmup_steps + self.measured_steps
-        ):
-            self.step_s = max((now - self._timing_from) / self.measured_steps, 1e-9)
+        elif plans and self._timing_from is not None:
+            timed = step - self.warmup_steps
+            self.step_s = max((now - self._timing_from) / timed, 1e-9)
             fit = math.floor(max(0.0, self.deadline - now) / self.step_s)
             self.planned = max(step, min(self.cap, step + fit))
         if step >= self.horizon:
