@@ -415,13 +415,6 @@ def markdown_table(runs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument(
@@ -475,11 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     prompts=prompts,
                 )
                 payload["runs"].append(run)
-                _write(args.output, payload)
+                common.write_json(args.output, payload)
                 print(markdown_table([run]).splitlines()[-1], file=sys.stderr, flush=True)
                 shutil.rmtree(store_root, ignore_errors=True)
     payload["table"] = markdown_table(payload["runs"])
-    _write(args.output, payload)
+    common.write_json(args.output, payload)
     common.emit(payload)
     return 0
 

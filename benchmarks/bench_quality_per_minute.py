@@ -55,6 +55,29 @@ PROBE_STEPS = 6
 PROBE_SKIP = 2
 
 
+def _cpu_trainer(
+    model: Any, config: Any, blocks: Any, eval_blocks: Any, output_dir: Path
+) -> tuple[Any, Any]:
+    """``train_model``'s Trainer and loss recorder on the CPU, without progress output."""
+    import torch
+
+    from training.progress import JsonProgress
+    from training.train import _make_trainer, _StopFlag
+
+    return _make_trainer(
+        model,
+        config,
+        blocks,
+        eval_blocks,
+        output_dir=output_dir,
+        device=torch.device("cpu"),
+        bf16=False,
+        reporter=JsonProgress(io.StringIO()),
+        stop=_StopFlag(),
+        tokens_per_step=config.block_size * config.batch_size,
+    )
+
+
 def _recipes(names: str | None) -> list[Recipe]:
     recipes = [r for r in PER_MINUTE_RECIPES if r.name != PER_MINUTE_BASELINE.name]
     if names:
@@ -73,8 +96,7 @@ def probe(recipe: Recipe, base: Any, tokenizer: Any, table: Any, steps: int) -> 
     from transformers import TrainerCallback
 
     from training.dataset import build_eval_blocks, build_train_blocks, split_tweets
-    from training.progress import JsonProgress
-    from training.train import TrainConfig, _make_trainer, _StopFlag, _wrap_lora
+    from training.train import TrainConfig, _wrap_lora
 
     wall0 = time.perf_counter()
     settings = {**recipe.settings, "max_steps": steps}
@@ -104,18 +126,7 @@ def probe(recipe: Recipe, base: Any, tokenizer: Any, table: Any, steps: int) -> 
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="doppeltweet-probe-") as scratch:
-        trainer, _ = _make_trainer(
-            model,
-            config,
-            blocks,
-            eval_blocks,
-            output_dir=Path(scratch),
-            device=torch.device("cpu"),
-            bf16=False,
-            reporter=JsonProgress(io.StringIO()),
-            stop=_StopFlag(),
-            tokens_per_step=config.block_size * config.batch_size,
-        )
+        trainer, _ = _cpu_trainer(model, config, blocks, eval_blocks, Path(scratch))
         trainer.add_callback(Clock())
         trainer.train()
     step_s = [b - a for a, b in itertools.pairwise(ends)]
@@ -204,17 +215,12 @@ def train_variant(
     import math
     import tempfile
 
-    import torch
-
     from training.basemodels import load_base_model
     from training.dataset import build_eval_blocks, build_train_blocks, split_tweets
-    from training.progress import JsonProgress
     from training.train import (
         TrainConfig,
         _evaluate,
-        _make_trainer,
         _seed_everything,
-        _StopFlag,
         _wrap_lora,
     )
 
@@ -246,18 +252,7 @@ def train_variant(
     )
     tweet_blocks = build_eval_blocks(split, tokenizer, block_size=config.block_size, align=True)
     with tempfile.TemporaryDirectory(prefix="doppeltweet-grid-") as scratch:
-        trainer, recorder = _make_trainer(
-            model,
-            config,
-            blocks,
-            tweet_blocks,
-            output_dir=Path(scratch),
-            device=torch.device("cpu"),
-            bf16=False,
-            reporter=JsonProgress(io.StringIO()),
-            stop=_StopFlag(),
-            tokens_per_step=config.block_size * config.batch_size,
-        )
+        trainer, recorder = _cpu_trainer(model, config, blocks, tweet_blocks, Path(scratch))
         trainer.train()
         loss = _evaluate(trainer, tweet_blocks, recorder)
     assert loss is not None
@@ -275,13 +270,6 @@ def train_variant(
         "train_loss_last": round(recorder.losses[-1], 4),
         "learning_rate_first_step": recorder.lr_first,
     }
-
-
-def _write(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with common.stdout_to_stderr():
         if args.command == "time":
             payload = time_variants(_recipes(args.variants), args.rounds, args.archive)
-            _write(args.output, payload)
+            common.write_json(args.output, payload)
             print(json.dumps(payload["variants"], indent=1))
             return 0
         plan = (
@@ -340,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for handle in args.archives.split(","):
                 run = train_variant(recipe, steps, handle, args.seed)
                 out["runs"].append(run)
-                _write(args.output, out)
+                common.write_json(args.output, out)
                 print(json.dumps({k: v for k, v in run.items() if k != "config"}), flush=True)
     return 0
 

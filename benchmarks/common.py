@@ -76,6 +76,14 @@ def emit(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Replace ``path`` only with a complete JSON file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
     """Send library prints (e.g. the Trainer's metrics dict) to stderr while a benchmark runs."""

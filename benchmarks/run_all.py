@@ -157,14 +157,6 @@ def source_state() -> dict[str, Any]:
     }
 
 
-def write_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` only with a complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and write the merged results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -231,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             except (KeyError, TypeError):
                 missing.append(key)
     merged["run"]["missing_keys"] = missing
-    write_atomically(args.output, merged)
+    common.write_json(args.output, merged)
     print(f"wrote {args.output}", file=sys.stderr)
     return 1 if failed or missing else 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.tiny_trainer import tiny_cpu_trainer
 from training.cleaning import DataTable
 from training.errors import InputError
 from training.progress import JsonProgress
@@ -35,38 +36,6 @@ def _lora_modules(model):  # type: ignore[no-untyped-def]
     return {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
 
 
-def _tiny_trainer(tmp_path: Path, table: DataTable, config: TrainConfig):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
-    from training.train import resolved_batch_size
-
-    config = replace(config, batch_size=resolved_batch_size(config, "cpu"))
-    import torch
-
-    from training.basemodels import load_base_model
-    from training.dataset import build_eval_blocks, build_train_blocks, split_tweets
-    from training.train import _make_trainer, _StopFlag, _wrap_lora
-
-    model, tokenizer = load_base_model("tiny", texts=table.handles[0].kept, models_dir=tmp_path)
-    if config.lora:
-        model = _wrap_lora(model, config)
-    split = split_tweets(table)
-    blocks = build_train_blocks(split, tokenizer, block_size=32, epochs=1, seed=1)
-    trainer, _ = _make_trainer(
-        model,
-        config,
-        blocks,
-        build_eval_blocks(split, tokenizer, block_size=32),
-        output_dir=tmp_path / "out",
-        device=torch.device("cpu"),
-        bf16=False,
-        reporter=JsonProgress(io.StringIO()),
-        stop=_StopFlag(),
-        tokens_per_step=32 * config.batch_size,
-    )
-    return trainer, model
-
-
 def test_every_option_is_off_by_default() -> None:
     config = TrainConfig()
     assert config.loraplus_lr_ratio == 1.0 and config.use_rslora is False
@@ -89,7 +58,7 @@ def test_loraplus_trains_the_b_matrices_at_ratio_times_the_rate_of_a(
     config = TrainConfig(
         base_model="tiny", lora=True, learning_rate=1e-3, loraplus_lr_ratio=8.0, batch_size=4
     )
-    trainer, model = _tiny_trainer(tmp_path, sample_table, config)
+    trainer, model, _ = tiny_cpu_trainer(tmp_path, sample_table, config)
     optimizer = trainer.create_optimizer()
     names = {id(p): n for n, p in model.named_parameters()}
     rates: dict[str, set[float]] = {"lora_A": set(), "lora_B": set()}
@@ -99,7 +68,7 @@ def test_loraplus_trains_the_b_matrices_at_ratio_times_the_rate_of_a(
             rates[kind].add(group["lr"])
     assert rates == {"lora_A": {1e-3}, "lora_B": {8e-3}}
 
-    plain, _ = _tiny_trainer(
+    plain, _, _ = tiny_cpu_trainer(
         tmp_path, sample_table, TrainConfig(base_model="tiny", lora=True, learning_rate=1e-3)
     )
     assert {g["lr"] for g in plain.create_optimizer().param_groups} == {1e-3}
@@ -251,11 +220,11 @@ def test_warmup_starts_below_the_peak_and_the_budget_schedule_warms_up_too(
 
 
 def test_torch_compile_reaches_the_trainer(tmp_path: Path, sample_table: DataTable) -> None:
-    trainer, _ = _tiny_trainer(
+    trainer, _, _ = tiny_cpu_trainer(
         tmp_path, sample_table, TrainConfig(base_model="tiny", torch_compile=True)
     )
     assert trainer.args.torch_compile is True
-    plain, _ = _tiny_trainer(tmp_path, sample_table, TrainConfig(base_model="tiny"))
+    plain, _, _ = tiny_cpu_trainer(tmp_path, sample_table, TrainConfig(base_model="tiny"))
     assert plain.args.torch_compile is False
 
 

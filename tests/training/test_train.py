@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.tiny_trainer import tiny_cpu_trainer
 from training.cleaning import DataTable
 from training.errors import InputError, ModelError
 from training.progress import JsonProgress
@@ -210,44 +211,13 @@ def test_gpt2_s_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None
     assert fuse_activations(model) == 0
 
 
-def _tiny_cpu_trainer(tmp_path: Path, table: DataTable, config: TrainConfig, *, epochs: int):
-    """(the Trainer ``train_model`` would build for a tiny model on CPU, its training blocks)."""
-    from dataclasses import replace
-
-    from training.train import resolved_batch_size
-
-    config = replace(config, batch_size=resolved_batch_size(config, "cpu"))
-    import torch
-
-    from training.basemodels import load_base_model
-    from training.dataset import build_eval_blocks, build_train_blocks, split_tweets
-    from training.train import _make_trainer, _StopFlag
-
-    model, tokenizer = load_base_model("tiny", texts=table.handles[0].kept, models_dir=tmp_path)
-    split = split_tweets(table)
-    blocks = build_train_blocks(split, tokenizer, block_size=32, epochs=epochs, seed=1)
-    trainer, _ = _make_trainer(
-        model,
-        config,
-        blocks,
-        build_eval_blocks(split, tokenizer, block_size=32),
-        output_dir=tmp_path / "out",
-        device=torch.device("cpu"),
-        bf16=False,
-        reporter=JsonProgress(io.StringIO()),
-        stop=_StopFlag(),
-        tokens_per_step=32 * config.batch_size,
-    )
-    return trainer, blocks
-
-
 def test_the_trainer_reads_the_blocks_in_epoch_order(
     tmp_path: Path, sample_table: DataTable
 ) -> None:
     import torch
 
     config = TrainConfig(base_model="tiny", batch_size=4)
-    trainer, blocks = _tiny_cpu_trainer(tmp_path, sample_table, config, epochs=2)
+    trainer, _, blocks = tiny_cpu_trainer(tmp_path, sample_table, config, epochs=2)
     seen = torch.cat([batch["input_ids"] for batch in trainer.get_train_dataloader()])
     assert torch.equal(seen, blocks.blocks)
 
@@ -259,7 +229,7 @@ def test_the_optimizer_is_huggingtweets_adamw_as_one_fused_kernel(
 
     from training.train import HUGGINGTWEETS_LR
 
-    trainer, _ = _tiny_cpu_trainer(tmp_path, sample_table, TrainConfig(base_model="tiny"), epochs=1)
+    trainer, _, _ = tiny_cpu_trainer(tmp_path, sample_table, TrainConfig(base_model="tiny"))
     optimizer = trainer.create_optimizer()
     group = optimizer.param_groups[0]
     assert isinstance(optimizer, torch.optim.AdamW)
