@@ -12,8 +12,9 @@ known (SmolLM2 and GPT-2 write English; Qwen2.5 is multilingual); any other base
 After cleaning, :func:`base_for_languages` picks the base an operator mapped to the person's main
 language, and :func:`language_warning` says when the base does not write that language.
 
-The weights are always loaded in fp32: on CUDA the Trainer trains in bf16 autocast over fp32
-master weights, which is both fast and numerically safe; on CPU bf16 is far slower than fp32.
+The weights are always loaded in fp32: where the device computes bf16 natively (CUDA, or a CPU
+with AVX512-BF16/AMX: :func:`native_bf16`) the Trainer trains in bf16 autocast over fp32 master
+weights, which is both fast and numerically safe; on other CPUs bf16 is emulated and far slower.
 """
 
 from __future__ import annotations
@@ -318,6 +319,19 @@ def ensure_smollm2(models_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matrix products natively: CUDA with bf16, or a CPU with
+    AVX512-BF16 or AMX (oneDNN's bf16 kernels). Elsewhere bf16 is emulated and slower than fp32."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
 
 
 def pick_device() -> torch.device:

@@ -1,14 +1,14 @@
 """A wall-clock budget for one training run: how many optimizer steps fit, and a schedule that ends.
 
 The run is given seconds, not epochs. The first steps are timed (the very first pays for lazy
-initialisation and is left out), then the steps that still fit before the training deadline
-are planned, never more than the epochs cap holds, and planned again from the mean step so far
-at steps 8, 16, 32, … while under half the plan is done (the first steps run slower than the
+initialisation and is left out), then the steps that still fit before the training deadline are
+planned, never more than the epochs cap holds, and planned again from the mean step so far at steps
+8, 16, 32, … while under three quarters of the plan is done (the first steps run slower than the
 later ones, so a plan made from them alone leaves the budget unspent). The cosine learning-rate
-schedule is stretched over the planned steps, so it reaches its end at the last step even when
-the budget ends mid-epoch. The training deadline is the run's deadline minus what the work after
-training needs: a second evaluation as long as the first (measured) and a reserve for saving,
-the likeness table and the fast generation artifact (docs/training.md, *A time budget*).
+schedule is stretched over the planned steps, so it reaches its end at the last step even when the
+budget ends mid-epoch. The training deadline is the run's deadline minus what the work after
+training needs: a second evaluation as long as the first (measured) and a reserve for saving, the
+likeness table and the fast generation artifact (docs/training.md, *A time budget*).
 
 Every reading goes through an injected clock, so the plan is deterministic under test.
 """
@@ -92,7 +92,7 @@ class StepBudget:
         first = self.warmup_steps + self.measured_steps
         if self.planned is None:
             return step == first
-        return step > first and step & (step - 1) == 0 and 2 * step <= self.planned
+        return step > first and step & (step - 1) == 0 and 4 * step <= 3 * self.planned
 
     def after_step(self, step: int) -> bool:
         """Record that ``step`` steps are done; True when training should stop now."""

@@ -8,9 +8,9 @@ The steps, top to bottom in :func:`train_model`:
    sequential pass over them (a random sampler would undo the per-epoch shuffles and the
    oversampling);
 3. measure validation loss / perplexity (on fixed cuts of the validation tweets and on
-   tweet-aligned blocks of them), train (AdamW, cosine, optionally warmed up; fp32 on CPU,
-   bf16 on CUDA) for the epochs or, with a time budget, for the steps that fit it
-   (``training.budget``), measure again;
+   tweet-aligned blocks of them), train (AdamW, cosine, optionally warmed up; bf16 autocast
+   where the device computes it natively, else fp32) for the epochs or, with a time budget,
+   for the steps that fit it (``training.budget``), measure again;
 4. write weights, tokenizer, dataset, ``training.json``, ``loss.png`` and the model card into a
    staging folder and swap it in atomically (``training.store``).
 
@@ -64,6 +64,8 @@ LORA_TARGETS = ("attention", "all-linear")
 #: found with 4 subspace iterations) or OLoRA (a QR decomposition of each weight). The last two
 #: move those directions out of the base weights while training; the saved adapter is converted
 #: back to a plain LoRA of twice the rank on the unchanged base.
+#: ``TrainConfig.precision`` values.
+PRECISIONS = ("auto", "fp32", "bf16")
 LORA_INITS: dict[str, bool | str] = {"default": True, "pissa": "pissa_niter_4", "olora": "olora"}
 #: GPT-2's window, used when a model's config does not say its own.
 MAX_BLOCK_SIZE = 1024
@@ -150,6 +152,10 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     #: Compile the model with ``torch.compile`` (the Trainer's ``torch_compile``).
     torch_compile: bool = False
+    #: One of ``PRECISIONS``: ``auto`` trains and evaluates in bf16 autocast over fp32 weights
+    #: where the device computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX),
+    #: else in fp32; ``fp32`` always in fp32; ``bf16`` insists on bf16.
+    precision: str = "auto"
     #: Tweet-aligned blocks (each starts with EOS and a tweet's opening, padded after its last
     #: whole tweet) instead of huggingtweets' fixed cuts of the stream, which start mid-tweet:
     #: prompt-less generation opens a tweet after EOS at the head of the text, which fixed cuts
@@ -229,6 +235,10 @@ class TrainConfig:
                 math.isfinite(self.loraplus_lr_ratio) and self.loraplus_lr_ratio >= 1,
                 f"The LoRA+ learning-rate ratio must be 1 (off) or more, "
                 f"not {self.loraplus_lr_ratio}.",
+            ),
+            (
+                self.precision in PRECISIONS,
+                f"The precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.",
             ),
             (
                 self.lora_init in LORA_INITS,
@@ -330,8 +340,6 @@ def _train_model(
         store.staging(name) as staging,
         contextlib.ExitStack() as cleanup,
     ):
-        import torch
-
         from training.basemodels import load_base_model, pick_device
         from training.dataset import (
             build_eval_blocks,
@@ -390,7 +398,7 @@ def _train_model(
         timings["load_s"] = time.monotonic() - t0
         stop.check()
 
-        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        use_bf16 = resolved_bf16(config, device)
         budget = _budget(config, train_blocks, clock, device)
         with tempfile.TemporaryDirectory(prefix="doppeltweet-trainer-") as scratch:
             output_dir = _output_dir(config, store, name, Path(scratch))
@@ -609,6 +617,22 @@ def resolved_batch_size(config: TrainConfig, device_type: str) -> int:
     if config.time_budget_s is not None and device_type == "cpu":
         return BUDGET_CPU_BATCH_SIZE
     return DEFAULT_BATCH_SIZE
+
+
+def resolved_bf16(config: TrainConfig, device: torch.device) -> bool:
+    """Whether a run trains in bf16 autocast: ``auto`` where the device computes bf16 natively,
+    never for ``fp32``; ``bf16`` where it cannot is refused."""
+    from training.basemodels import native_bf16
+
+    if config.precision == "fp32":
+        return False
+    native = native_bf16(device)
+    if config.precision == "bf16" and not native:
+        raise InputError(
+            f"This {device.type.upper()} does not compute bf16 natively; use --precision auto "
+            "or fp32."
+        )
+    return native
 
 
 def _budget(

@@ -73,25 +73,31 @@ def test_a_machine_that_slows_down_still_stops_at_the_deadline() -> None:
 
 def test_slow_first_steps_are_planned_again_so_the_budget_is_spent() -> None:
     # Steps 2-4 take 2 s each, every later one 1 s: the first plan (4 + 94 // 2 = 51 steps)
-    # grows at steps 8, 16 and 32 from the mean step so far, and the schedule ends with it.
+    # grows at steps 8, 16, 32 and 64 from the mean step so far (71, 84, 92, 96), and the
+    # schedule ends with it, 2 s before the deadline.
     readings = iter([0.0, 2.0, 4.0, 6.0] + [6.0 + n for n in range(1, 200)])
     budget = StepBudget(seconds=120, deadline=100, cap=1000, clock=lambda: next(readings))
     stopped_at = _run_steps(budget)
-    assert stopped_at == budget.planned == 92
+    assert stopped_at == budget.planned == 96
     assert not budget.hit_deadline and budget.lr_factor(stopped_at) == 0.0
 
 
-def test_a_plan_is_not_made_again_past_half_of_it() -> None:
-    # 1 s steps after a slow one: planned at 4 (26 steps), again at 8 (39) and 16 (48), not at
-    # 32 (past half of the plan), so the end of the schedule stays put once training is halfway.
+def test_a_plan_is_not_made_again_past_three_quarters_of_it() -> None:
+    # 1 s steps after a slow one: planned at 4 (26 steps), again at 8 (39), 16 (48) and 32 (54),
+    # not at 64 (past three quarters of the plan), so the end of the schedule stays put late.
     readings = iter([0.0, 5.0, 6.0, 7.0] + [7.0 + n for n in range(1, 200)])
     budget = StepBudget(seconds=80, deadline=60, cap=1000, clock=lambda: next(readings))
     plans: list[int | None] = []
     step = 0
     while not budget.after_step(step := step + 1):
         plans.append(budget.planned)
-    assert [p for i, p in enumerate(plans) if p != (plans[i - 1] if i else None)] == [26, 39, 48]
-    assert plans[15:] == [48] * len(plans[15:])
+    assert [p for i, p in enumerate(plans) if p != (plans[i - 1] if i else None)] == [
+        26,
+        39,
+        48,
+        54,
+    ]
+    assert plans[31:] == [54] * len(plans[31:]) and len(plans) == 53
 
 
 def test_the_schedule_spans_the_cap_until_measured_then_the_planned_steps() -> None:
@@ -201,6 +207,6 @@ def test_the_device_is_waited_for_only_at_the_timing_readings() -> None:
         seconds=60, deadline=50, cap=1000, clock=clock, sync=lambda: synced.append(int(clock.now))
     )
     _run_steps(budget)
-    # Before the readings that end step 1 (timing starts), 4 (the plan), 8 and 16 (planned
-    # again; 32 is past half of the 50 steps).
-    assert synced == [0, 3, 7, 15]
+    # Before the readings that end step 1 (timing starts), 4 (the plan), 8, 16 and 32 (planned
+    # again; 64 is past the 50 steps).
+    assert synced == [0, 3, 7, 15, 31]

@@ -277,6 +277,8 @@ def test_the_cli_passes_every_option_into_the_record(tmp_path: Path, sample_csv:
         "1",
         "--warmup",
         "0.25",
+        "--precision",
+        "fp32",
         "--models-dir",
         str(tmp_path),
         "--progress-json",
@@ -293,6 +295,9 @@ def test_the_cli_passes_every_option_into_the_record(tmp_path: Path, sample_csv:
         0.25,
         False,
     )
+    assert config["precision"] == "fp32"
+    record = json.loads((tmp_path / "alice" / "training.json").read_text())
+    assert record["dtype"] == "float32"
 
 
 def test_a_bad_cli_option_is_one_sentence(

@@ -20,6 +20,7 @@ from training.train import (
     DEFAULT_BLOCK_SIZE,
     TrainConfig,
     resolved_batch_size,
+    resolved_bf16,
     train_model,
 )
 
@@ -318,6 +319,37 @@ def test_a_time_budget_on_a_cpu_trains_one_block_per_step_unless_a_batch_is_aske
     assert resolved_batch_size(TrainConfig(batch_size=2), "cpu") == 2
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_the_precision_is_bf16_exactly_where_the_device_computes_it_natively(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    assert resolved_bf16(TrainConfig(), cpu) is native
+    assert resolved_bf16(TrainConfig(precision="fp32"), cpu) is False
+    if native:
+        assert resolved_bf16(TrainConfig(precision="bf16"), cpu) is True
+    else:
+        with pytest.raises(InputError, match=r"^This CPU does not compute bf16 natively; use"):
+            resolved_bf16(TrainConfig(precision="bf16"), cpu)
+    assert resolved_bf16(TrainConfig(), torch.device("mps")) is False
+    with pytest.raises(InputError, match=r"^The precision must be one of auto, fp32, bf16"):
+        TrainConfig(precision="fp16").validate()
+
+
+def test_amx_alone_is_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from training.basemodels import native_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert native_bf16(torch.device("cpu")) is True
+
+
 def test_a_lora_adapter_defaults_to_its_own_rate_and_an_explicit_rate_wins() -> None:
     from training.train import DEFAULT_LORA_LR, HUGGINGTWEETS_LR
 
@@ -351,6 +383,32 @@ def test_the_record_holds_the_rate_training_really_used(
     info = train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(io.StringIO()))
     record = json.loads((info.path / "training.json").read_text())
     assert record["config"]["learning_rate"] == DEFAULT_LORA_LR
+
+
+@pytest.mark.parametrize(("native", "dtype"), [(True, "bfloat16"), (False, "float32")])
+def test_a_run_trains_and_records_the_precision_the_cpu_computes(
+    tmp_path: Path,
+    sample_table: DataTable,
+    monkeypatch: pytest.MonkeyPatch,
+    native: bool,
+    dtype: str,
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    config = TrainConfig(
+        base_model="tiny", lora=True, block_size=32, batch_size=4, max_steps=2, likeness_samples=0
+    )
+    info = train_model(sample_table, config, ModelStore(tmp_path), JsonProgress(io.StringIO()))
+    record = json.loads((info.path / "training.json").read_text())
+    assert (record["device"], record["dtype"], record["config"]["precision"]) == (
+        "cpu",
+        dtype,
+        "auto",
+    )
+    assert record["metrics"]["steps"] == 2
+    assert math.isfinite(record["metrics"]["tweet_val_loss_after"])
 
 
 def test_all_linear_lora_adapts_the_mlp_too(tmp_path: Path, sample_table: DataTable) -> None:

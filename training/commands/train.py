@@ -29,6 +29,7 @@ from training.train import (
     DEFAULT_LORA_LR,
     HUGGINGTWEETS_LR,
     LORA_INITS,
+    PRECISIONS,
 )
 
 #: The budget setting's default, for --help.
@@ -160,6 +161,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="compile the model with torch.compile (pays a compilation before the first step)",
     )
+    hyper.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 autocast where the GPU or CPU computes bf16 natively "
+        "(AVX512-BF16 or AMX), else fp32; fp32: always fp32; bf16: insist on bf16",
+    )
     hyper.add_argument("--seed", type=int, default=42, help="seed for shuffles, split, weights")
     hyper.add_argument(
         "--report-to",
@@ -290,6 +298,7 @@ def _run(args: argparse.Namespace, reporter: ProgressReporter, stdout: IO[str]) 
         lora_layers=args.lora_layers,
         warmup_ratio=args.warmup,
         torch_compile=args.torch_compile,
+        precision=args.precision,
         likeness_samples=args.compare_samples,
         seed=args.seed,
         report_to=args.report_to,
