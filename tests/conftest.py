@@ -94,8 +94,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, sample_table: DataT
     from training.train import TrainConfig, train_model
 
     store = ModelStore(tmp_path_factory.mktemp("models"))
+    # fp32 whatever the CPU: the tests reload it and expect its recorded losses exactly.
     config = TrainConfig(
-        base_model="tiny", epochs=1, block_size=64, batch_size=8, learning_rate=2e-3, seed=7
+        base_model="tiny",
+        epochs=1,
+        block_size=64,
+        batch_size=8,
+        learning_rate=2e-3,
+        seed=7,
+        precision="fp32",
     )
     with open(store.root / ".progress.jsonl", "w", encoding="utf-8") as stream:
         info = train_model(sample_table, config, store, JsonProgress(stream))

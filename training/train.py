@@ -81,6 +81,8 @@ DEFAULT_BATCH_SIZE = 8
 #: second one block at a time as eight, and within a budget eight times the steps learn more
 #: (docs/training.md, *A time budget*).
 BUDGET_CPU_BATCH_SIZE = 1
+#: The adapters' dropout unless a time budget decides the steps on a CPU (then none).
+DEFAULT_LORA_DROPOUT = 0.05
 #: Blocks per evaluation step, whatever the training batch: the validation loss is a mean of
 #: per-batch means, so a fixed evaluation batch keeps perplexities comparable between runs.
 EVAL_BATCH_SIZE = DEFAULT_BATCH_SIZE
@@ -134,7 +136,9 @@ class TrainConfig:
     report_to: str = "none"
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    #: ``None``: ``DEFAULT_LORA_DROPOUT``, or 0 when a time budget decides the steps on a CPU
+    #: (such a run reads most tweets once, and the dropout masks cost a sixth of a CPU step).
+    lora_dropout: float | None = None
     #: ``attention`` (every attention projection) or ``all-linear`` (attention and MLP).
     lora_targets: str = "all-linear"
     #: LoRA+: the learning rate of the adapters' B matrices is this many times A's (1: off), by
@@ -219,7 +223,10 @@ class TrainConfig:
                 0 <= self.likeness_samples <= 20,
                 f"Write 0 to 20 comparison tweets, not {self.likeness_samples}.",
             ),
-            (0.0 <= self.lora_dropout < 1.0, "The LoRA dropout must be in [0, 1)."),
+            (
+                self.lora_dropout is None or 0.0 <= self.lora_dropout < 1.0,
+                "The LoRA dropout must be in [0, 1).",
+            ),
             (
                 self.lora_targets in LORA_TARGETS,
                 f"The LoRA targets must be one of {', '.join(LORA_TARGETS)}, "
@@ -350,7 +357,7 @@ def _train_model(
         )
 
         device = pick_device()
-        config = replace(config, batch_size=resolved_batch_size(config, device.type))
+        config = resolved_for_device(config, device.type)
         reporter.phase("loading", f"loading base model {config.base_model}")
         t0 = time.monotonic()
         _seed_everything(config.seed)
@@ -609,6 +616,27 @@ def trainer_steps(trainer: Any, train_blocks: Any) -> int:
     return min(per_epoch, trainer.args.max_steps) if trainer.args.max_steps > 0 else per_epoch
 
 
+def resolved_for_device(config: TrainConfig, device_type: str) -> TrainConfig:
+    """``config`` with the batch size and the LoRA dropout its device and budget call for,
+    where they were left open."""
+    return replace(
+        config,
+        batch_size=resolved_batch_size(config, device_type),
+        lora_dropout=resolved_lora_dropout(config, device_type),
+    )
+
+
+def resolved_lora_dropout(config: TrainConfig, device_type: str) -> float:
+    """The adapters' dropout: the one asked for, else none for a time budget on a CPU (a
+    sixth of each step goes to drawing the masks, and a budgeted run reads most tweets once),
+    else ``DEFAULT_LORA_DROPOUT``."""
+    if config.lora_dropout is not None:
+        return config.lora_dropout
+    if config.time_budget_s is not None and device_type == "cpu":
+        return 0.0
+    return DEFAULT_LORA_DROPOUT
+
+
 def resolved_batch_size(config: TrainConfig, device_type: str) -> int:
     """The blocks per step a run trains: the one asked for, else the default for its device
     and budget."""
@@ -795,7 +823,7 @@ def _wrap_lora(model: Any, config: TrainConfig) -> Any:
         task_type="CAUSAL_LM",
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
+        lora_dropout=(DEFAULT_LORA_DROPOUT if config.lora_dropout is None else config.lora_dropout),
         target_modules=targets,
         fan_in_fan_out=model_type == "gpt2",  # GPT-2's Conv1D stores weights transposed
         use_rslora=config.use_rslora,
@@ -902,8 +930,9 @@ def _make_trainer(
         Trainer,
         TrainerCallback,
         TrainingArguments,
-        default_data_collator,
     )
+
+    from training.dataset import collate_trimmed
 
     recorder = _LossRecorder()
     tracking = config.report_to != "none"
@@ -923,8 +952,8 @@ def _make_trainer(
                 return super().create_scheduler(num_training_steps, optimizer)
             from torch.optim.lr_scheduler import LambdaLR
 
-            # The same cosine, over the steps the budget plans: its lambda reads the horizon
-            # each step, so the schedule ends at the last planned step.
+            # The same cosine, over the run's progress in time: its lambda reads the share of
+            # the training time spent, so the schedule ends at the deadline (training.budget).
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, budget.lr_factor)
             self._created_lr_scheduler = True
             return self.lr_scheduler
@@ -1058,7 +1087,7 @@ def _make_trainer(
         args=args,
         train_dataset=train_blocks,
         eval_dataset=eval_blocks if len(eval_blocks) else None,
-        data_collator=default_data_collator,
+        data_collator=collate_trimmed,
         callbacks=[ProgressReporting(), *([EarlyStopping()] if early_stopping else [])],
         optimizers=(optimizer, None),
     )

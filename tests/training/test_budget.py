@@ -1,4 +1,4 @@
-"""The wall-clock budget: steps planned from the measured throughput, a schedule that ends.
+"""The wall-clock budget: a schedule that ends at the deadline, steps from the measured pace.
 
 Time is a fake clock throughout (every reading advances it by a fixed tick): nothing here
 depends on how fast this machine is.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from training.budget import StepBudget, cosine_factor, save_reserve_s
+from training.budget import StepBudget, cosine_factor, save_reserve_s, schedule_factor
 from training.cleaning import DataTable
 from training.commands.train import time_budget
 from training.errors import InputError
@@ -54,60 +55,88 @@ def test_the_step_count_follows_the_throughput_measured_on_the_first_steps(
     budget.clock()  # the training starts at 0
     assert _run_steps(budget) == planned
     assert budget.planned == planned and budget.step_s == step_s
-    assert not budget.hit_deadline
+    assert budget.hit_deadline  # the deadline ended it, not the cap
 
 
 def test_the_epochs_cap_ends_a_small_account_before_its_budget() -> None:
     budget = StepBudget(seconds=300, deadline=290, cap=12, clock=TickingClock(1.0))
     assert _run_steps(budget) == 12
     assert budget.planned == 12 and budget.horizon == 12
+    # Its schedule ends with the cap, though little of the time was spent.
+    assert budget.lr_factor(12) == 0.0 and not budget.hit_deadline
 
 
 def test_a_machine_that_slows_down_still_stops_at_the_deadline() -> None:
     readings = iter([0.0, 1.0, 2.0, 3.0] + [3.0 + 10.0 * n for n in range(1, 100)])
     budget = StepBudget(seconds=60, deadline=30, cap=1000, clock=lambda: next(readings))
-    stopped_at = _run_steps(budget)
-    assert budget.planned == 31 and stopped_at == 7
+    assert _run_steps(budget) == 7  # step 7 ends at 33 s, past the deadline
     assert budget.hit_deadline
 
 
-def test_slow_first_steps_are_planned_again_so_the_budget_is_spent() -> None:
-    # Steps 2-4 take 2 s each, every later one 1 s: the first plan (4 + 94 // 2 = 51 steps)
-    # grows at steps 8, 16, 32 and 64 from the mean step so far (71, 84, 92, 96), and the
-    # schedule ends with it, 2 s before the deadline.
-    readings = iter([0.0, 2.0, 4.0, 6.0] + [6.0 + n for n in range(1, 200)])
-    budget = StepBudget(seconds=120, deadline=100, cap=1000, clock=lambda: next(readings))
-    stopped_at = _run_steps(budget)
-    assert stopped_at == budget.planned == 96
-    assert not budget.hit_deadline and budget.lr_factor(stopped_at) == 0.0
+def _steps_taking(first: int, before: float, after: float) -> Callable[[], float]:
+    """A clock read once per step: steps 2..``first`` take ``before`` s each, later ones
+    ``after`` s (step 1 ends at 0)."""
+    step = 0
+
+    def clock() -> float:
+        nonlocal step
+        step += 1
+        done = min(step, first) - 1
+        return done * before + max(0, step - first) * after
+
+    return clock
 
 
-def test_a_plan_is_not_made_again_past_three_quarters_of_it() -> None:
-    # 1 s steps after a slow one: planned at 4 (26 steps), again at 8 (39), 16 (48) and 32 (54),
-    # not at 64 (past three quarters of the plan), so the end of the schedule stays put late.
-    readings = iter([0.0, 5.0, 6.0, 7.0] + [7.0 + n for n in range(1, 200)])
-    budget = StepBudget(seconds=80, deadline=60, cap=1000, clock=lambda: next(readings))
+def _run_recording(budget: StepBudget) -> tuple[int, list[int | None], list[float]]:
+    """The step training stops at, and the plan and the learning-rate factor after each step."""
     plans: list[int | None] = []
+    factors: list[float] = []
     step = 0
     while not budget.after_step(step := step + 1):
         plans.append(budget.planned)
-    assert [p for i, p in enumerate(plans) if p != (plans[i - 1] if i else None)] == [
-        26,
-        39,
-        48,
-        54,
-    ]
-    assert plans[31:] == [54] * len(plans[31:]) and len(plans) == 53
+        factors.append(budget.lr_factor(step))
+    return step, plans, factors
 
 
-def test_the_schedule_spans_the_cap_until_measured_then_the_planned_steps() -> None:
-    budget = StepBudget(seconds=60, deadline=20, cap=400, clock=TickingClock(1.0))
+def test_a_pace_that_speeds_up_trains_on_to_the_deadline_and_the_schedule_ends_there() -> None:
+    # 1 s steps up to step 32, 0.5 s ones after: the first plan (at step 4) is 101 steps, but
+    # the steps go on until the next would end past the deadline at 100 s: at step 169 (99.5 s;
+    # the mean step so far, 0.62 s, no longer fits). The cosine follows the time, so it has
+    # all but ended there.
+    budget = StepBudget(seconds=120, deadline=100, cap=1000, clock=_steps_taking(32, 1.0, 0.5))
+    stopped_at, plans, factors = _run_recording(budget)
+    assert plans[3] == 101 and stopped_at == budget.planned == 169
+    assert budget.lr_factor(stopped_at) < 1e-3 and budget.hit_deadline
+    # At step 100 (65 s: 65 % of the time) the schedule is at 0.27, where by steps the first
+    # plan would have ended it; it falls all the way.
+    assert factors[99] == pytest.approx(schedule_factor(0.65))
+    assert factors == sorted(factors, reverse=True)
+
+
+def test_a_pace_that_slows_down_midway_ends_the_schedule_at_the_deadline_too() -> None:
+    # 1 s steps up to step 32, 2 s ones after: step 66 ends at 99 s and no other fits.
+    budget = StepBudget(seconds=120, deadline=100, cap=1000, clock=_steps_taking(32, 1.0, 2.0))
+    stopped_at, plans, _ = _run_recording(budget)
+    assert plans[3] == 101 and stopped_at == budget.planned == 66
+    assert budget.lr_factor(stopped_at) < 1e-3 and budget.hit_deadline
+
+
+def test_the_schedule_spans_the_cap_until_timed_then_the_time_to_the_deadline() -> None:
+    budget = StepBudget(seconds=60, deadline=21, cap=400, clock=TickingClock(1.0))
     budget.clock()  # the training starts at 0
     assert budget.lr_factor(0) == 1.0 and budget.horizon == 400
-    _run_steps(budget)
-    assert budget.horizon == budget.planned == 20
-    assert budget.lr_factor(20) == 0.0
-    assert math.isclose(budget.lr_factor(10), 0.5)
+    assert budget.lr_factor(200) == pytest.approx(0.5)  # by steps, over the cap
+    for step in range(1, 12):  # step 1 ends at 1 s; step 11 at 11 s: half of 1 → 21 s
+        budget.after_step(step)
+    assert budget.lr_factor(11) == pytest.approx(0.5)
+    assert budget.lr_factor(300) == pytest.approx(cosine_factor(300, 400))  # the cap leads
+
+
+def test_the_warm_up_is_a_share_of_the_run() -> None:
+    assert schedule_factor(0.05, 0.1) == pytest.approx(0.5)
+    assert schedule_factor(0.1, 0.1) == 1.0
+    assert schedule_factor(0.55, 0.1) == pytest.approx(0.5)
+    assert schedule_factor(1.0, 0.1) == schedule_factor(2.0) == 0.0
 
 
 def test_the_reserve_after_training_grows_with_the_budget_and_has_a_floor() -> None:
@@ -133,22 +162,26 @@ def _budget_run(tmp_path: Path, table: DataTable, tick: float) -> tuple[dict, li
     return record, [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_a_budgeted_training_plans_its_steps_and_its_schedule_ends_with_them(
+def test_a_budgeted_training_plans_its_steps_and_its_schedule_ends_at_the_deadline(
     tmp_path: Path, sample_table: DataTable
 ) -> None:
     # Clock readings: the start (0), around the evaluation before training (so it "took" one
     # tick, and the one after will too), then one per step. With a 1 s tick: the reserve is
     # 1 + 9 s, the training deadline 50 s; steps 2-4 take 1 s each, step 4 ends at 6 s, so
-    # 44 more steps fit: 48 in all.
+    # 44 more steps fit: 48 in all, the last ending at the deadline.
     record, events = _budget_run(tmp_path / "slow", sample_table, tick=1.0)
     budget, metrics = record["budget"], record["metrics"]
     assert budget["cap_steps"] > 100  # four epochs would take far longer than the budget
     assert (budget["planned_steps"], budget["step_s"], budget["reserve_s"]) == (48, 1.0, 10.0)
-    assert metrics["steps"] == budget["steps"] == 48 and not budget["hit_deadline"]
+    assert metrics["steps"] == budget["steps"] == 48 and budget["hit_deadline"]
     assert record["config"]["time_budget_s"] == 60 and record["config"]["epochs"] == 4
-    # The learning rate of the last step is the schedule's last value before 0.
+    assert (record["config"]["batch_size"], record["config"]["lora_dropout"]) == (4, 0.0)
+    # The learning rate of the last step follows the time at the end of the step before it
+    # (step k ends at k + 2 s; timing starts at 3 s, 47 s before the deadline): almost 0.
     assert metrics["learning_rate_first_step"] == 2e-3
-    assert metrics["learning_rate_last_step"] == pytest.approx(2e-3 * cosine_factor(47, 48))
+    assert metrics["learning_rate_last_step"] == pytest.approx(
+        2e-3 * schedule_factor((48 - 3) / 47)
+    )
     assert metrics["learning_rate_last_step"] < 0.01 * 2e-3
 
     training = [e for e in events if e["phase"] == "training"]
@@ -207,6 +240,6 @@ def test_the_device_is_waited_for_only_at_the_timing_readings() -> None:
         seconds=60, deadline=50, cap=1000, clock=clock, sync=lambda: synced.append(int(clock.now))
     )
     _run_steps(budget)
-    # Before the readings that end step 1 (timing starts), 4 (the plan), 8, 16 and 32 (planned
-    # again; 64 is past the 50 steps).
+    # Before the readings that end step 1 (timing starts), 4 (the first measure), 8, 16 and 32
+    # (measured again; training ends at step 50).
     assert synced == [0, 3, 7, 15, 31]

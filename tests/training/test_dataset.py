@@ -14,6 +14,7 @@ from training.dataset import (
     PackedBlocks,
     build_eval_blocks,
     build_train_blocks,
+    collate_trimmed,
     eos_token_id,
     split_tweets,
 )
@@ -299,6 +300,31 @@ def test_aligned_eval_blocks_open_every_block_with_a_tweet_and_mask_the_padding(
     # The fixed cuts of the same split start mid-tweet.
     fixed = build_eval_blocks(split, gpt2_style_tokenizer, block_size=40)
     assert fixed.lengths is None and not (fixed.blocks[:, 0] == eos).all()
+
+
+def test_a_batch_is_cut_after_its_last_text_column_and_its_loss_does_not_change(
+    gpt2_style_tokenizer,
+) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tweets = [f"tea {i} and" + " biscuits" * (i % 4) for i in range(12)]
+    split = DatasetSplit(train={"a": ["ignored"]}, validation=tweets)
+    blocks = build_eval_blocks(split, gpt2_style_tokenizer, block_size=40, align=True)
+    rows = [blocks[i] for i in range(2)]
+    batch = collate_trimmed(rows)
+    longest = int(blocks.lengths[:2].max())
+    assert longest < 40 and batch["input_ids"].shape == (2, longest)
+    assert torch.equal(batch["input_ids"], torch.stack([r["input_ids"] for r in rows])[:, :longest])
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(gpt2_style_tokenizer), n_embd=32, n_layer=2, n_head=2)
+    ).eval()
+    whole = {key: torch.stack([r[key] for r in rows]) for key in ("input_ids", "labels")}
+    with torch.no_grad():
+        assert model(**batch).loss.item() == pytest.approx(model(**whole).loss.item(), rel=1e-5)
+    # Fixed cuts hold no padding: their batches pass whole.
+    fixed = build_eval_blocks(split, gpt2_style_tokenizer, block_size=40)
+    assert collate_trimmed([fixed[0], fixed[1]])["input_ids"].shape == (2, 40)
 
 
 def test_aligned_eval_blocks_without_validation_tweets_are_empty(gpt2_style_tokenizer) -> None:

@@ -18,9 +18,11 @@ from training.train import (
     BUDGET_CPU_BATCH_SIZE,
     DEFAULT_BATCH_SIZE,
     DEFAULT_BLOCK_SIZE,
+    DEFAULT_LORA_DROPOUT,
     TrainConfig,
     resolved_batch_size,
     resolved_bf16,
+    resolved_for_device,
     train_model,
 )
 
@@ -162,6 +164,7 @@ def test_lora_saves_only_the_adapter_and_reloads_on_its_recorded_base(
         batch_size=8,
         max_steps=3,
         learning_rate=5e-3,
+        precision="fp32",  # its recorded loss is compared exactly with a reload's
     )
     info = train_model(sample_table, config, store, JsonProgress(io.StringIO()))
 
@@ -317,6 +320,17 @@ def test_a_time_budget_on_a_cpu_trains_one_block_per_step_unless_a_batch_is_aske
     assert resolved_batch_size(budgeted, "cuda") == DEFAULT_BATCH_SIZE
     assert resolved_batch_size(TrainConfig(time_budget_s=300, batch_size=4), "cpu") == 4
     assert resolved_batch_size(TrainConfig(batch_size=2), "cpu") == 2
+
+
+def test_a_time_budget_on_a_cpu_trains_without_adapter_dropout_unless_asked() -> None:
+    budgeted = TrainConfig(time_budget_s=300, lora=True)
+    assert resolved_for_device(budgeted, "cpu").lora_dropout == 0.0
+    assert resolved_for_device(budgeted, "cuda").lora_dropout == DEFAULT_LORA_DROPOUT == 0.05
+    assert resolved_for_device(TrainConfig(lora=True), "cpu").lora_dropout == 0.05
+    asked = TrainConfig(time_budget_s=300, lora=True, lora_dropout=0.1)
+    assert resolved_for_device(asked, "cpu").lora_dropout == 0.1
+    resolved = resolved_for_device(budgeted, "cpu")
+    assert (resolved.batch_size, resolved.time_budget_s) == (1, 300)
 
 
 @pytest.mark.parametrize("native", [True, False])
