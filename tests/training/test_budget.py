@@ -166,33 +166,33 @@ def test_a_budgeted_training_plans_its_steps_and_its_schedule_ends_at_the_deadli
     tmp_path: Path, sample_table: DataTable
 ) -> None:
     # Clock readings: the start (0), around the evaluation before training (so it "took" one
-    # tick, and the one after will too), then one per step. With a 1 s tick: the reserve is
-    # 1 + 9 s, the training deadline 50 s; steps 2-4 take 1 s each, step 4 ends at 6 s, so
-    # 44 more steps fit: 48 in all, the last ending at the deadline.
+    # tick; the one after may take half as long again), then one per step. With a 1 s tick:
+    # the reserve is 1.5 + 9 s, the training deadline 49.5 s; step k ends at k + 2 s, so step
+    # 47 is the last that ends before the deadline.
     record, events = _budget_run(tmp_path / "slow", sample_table, tick=1.0)
     budget, metrics = record["budget"], record["metrics"]
     assert budget["cap_steps"] > 100  # four epochs would take far longer than the budget
-    assert (budget["planned_steps"], budget["step_s"], budget["reserve_s"]) == (48, 1.0, 10.0)
-    assert metrics["steps"] == budget["steps"] == 48 and budget["hit_deadline"]
+    assert (budget["planned_steps"], budget["step_s"], budget["reserve_s"]) == (47, 1.0, 10.5)
+    assert metrics["steps"] == budget["steps"] == 47 and budget["hit_deadline"]
     assert record["config"]["time_budget_s"] == 60 and record["config"]["epochs"] == 4
     assert (record["config"]["batch_size"], record["config"]["lora_dropout"]) == (4, 0.0)
     # The learning rate of the last step follows the time at the end of the step before it
-    # (step k ends at k + 2 s; timing starts at 3 s, 47 s before the deadline): almost 0.
+    # (timing starts at 3 s, 46.5 s before the deadline): almost 0.
     assert metrics["learning_rate_first_step"] == 2e-3
     assert metrics["learning_rate_last_step"] == pytest.approx(
-        2e-3 * schedule_factor((48 - 3) / 47)
+        2e-3 * schedule_factor((47 - 3) / 46.5)
     )
     assert metrics["learning_rate_last_step"] < 0.01 * 2e-3
 
     training = [e for e in events if e["phase"] == "training"]
     assert "60-second budget" in training[0]["message"]
     steps = [e for e in training if e["step"] is not None]
-    assert steps[-1]["step"] == steps[-1]["total"] == 48
+    assert steps[-1]["step"] == steps[-1]["total"] == 47
     assert all(e["eta_s"] is not None for e in steps)
 
     # Twice the throughput: the same budget holds about twice the steps.
     faster, _ = _budget_run(tmp_path / "fast", sample_table, tick=0.5)
-    assert faster["budget"]["planned_steps"] == faster["metrics"]["steps"] == 99
+    assert faster["budget"]["planned_steps"] == faster["metrics"]["steps"] == 98
 
 
 def test_epochs_or_a_step_cap_turn_the_default_budget_off_and_a_given_budget_wins() -> None:
