@@ -28,7 +28,8 @@ WARMUP_STEPS = 1
 #: Steps timed after the warm-up; their mean is the step time the plan uses.
 MEASURED_STEPS = 3
 #: How much longer than the one before the evaluation after training is assumed to take: on the
-#: 2-core benchmark machine it took 1.25-1.47 times as long in four runs of five.
+#: 2-core benchmark machine it took 0.83-1.47 times as long in eight runs (1.25-1.47 in the
+#: last four).
 EVAL_AFTER_FACTOR = 1.5
 #: Share of the budget kept for saving, the likeness table and the fast artifact.
 SAVE_RESERVE_FRACTION = 0.15

@@ -79,8 +79,16 @@ def render_card(table: DataTable, record: dict[str, Any], *, model_ref: str) -> 
         ("Optimizer steps", metrics.get("steps")),
         ("Tokens trained on", metrics.get("train_tokens")),
         ("Seed", record.get("seeds", {}).get("seed", config.get("seed"))),
-        ("Validation loss before → after", _arrow(metrics, "val_loss")),
-        ("Validation perplexity before → after", _arrow(metrics, "perplexity")),
+        *(
+            [
+                ("Validation loss before → after", _arrow(metrics, "val_loss")),
+                ("Validation perplexity before → after", _arrow(metrics, "perplexity")),
+            ]
+            # A time-budgeted run measures only the tweet-aligned blocks.
+            if metrics.get("val_loss_before") is not None
+            or metrics.get("tweet_val_loss_before") is None
+            else []
+        ),
         *(
             [
                 (

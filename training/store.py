@@ -308,8 +308,13 @@ def read_model_info(folder: Path) -> ModelInfo:
             lora=bool(record.get("lora", False)),
             size_bytes=_folder_size(folder),
             created_at=datetime.fromisoformat(record["created_at"]),
-            perplexity_before=_number(metrics.get("perplexity_before")),
-            perplexity_after=_number(metrics.get("perplexity_after")),
+            # huggingtweets' fixed cuts, else (a time-budgeted run) the tweet-aligned blocks.
+            perplexity_before=_number(
+                _first_measured(metrics, "perplexity_before", "tweet_perplexity_before")
+            ),
+            perplexity_after=_number(
+                _first_measured(metrics, "perplexity_after", "tweet_perplexity_after")
+            ),
             table=table,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
@@ -317,6 +322,11 @@ def read_model_info(folder: Path) -> ModelInfo:
             # The name, not the path: the bot relays this sentence to Discord users.
             f"The model {folder.name} has a missing or damaged {TRAINING_FILE}; retrain it."
         ) from error
+
+
+def _first_measured(metrics: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` that ``metrics`` holds a value for (None: none)."""
+    return next((metrics[key] for key in keys if metrics.get(key) is not None), None)
 
 
 def _number(value: Any) -> float | None:

@@ -349,6 +349,7 @@ def _train_model(
     ):
         from training.basemodels import load_base_model, pick_device
         from training.dataset import (
+            DatasetSplit,
             build_eval_blocks,
             build_train_blocks,
             separator_record,
@@ -396,7 +397,15 @@ def _train_model(
             seed=config.seed,
             align=config.align_blocks,
         )
-        eval_blocks = build_eval_blocks(split, tokenizer, block_size=block_size)
+        # huggingtweets' fixed cuts of the validation tweets: measured unless a time budget runs
+        # tweet-aligned training, where the tweet-aligned perplexity says it all and the second
+        # pair of evaluations would cost a tenth of the budget.
+        fixed_cuts = config.time_budget_s is None or not config.align_blocks
+        eval_blocks = build_eval_blocks(
+            split if fixed_cuts else DatasetSplit(train=split.train),
+            tokenizer,
+            block_size=block_size,
+        )
         # The validation tweets packed as aligned training packs them (each block opens a tweet
         # after the separator, padding left out of the loss): measured whatever the recipe.
         tweet_eval_blocks = build_eval_blocks(split, tokenizer, block_size=block_size, align=True)

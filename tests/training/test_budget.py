@@ -195,6 +195,24 @@ def test_a_budgeted_training_plans_its_steps_and_its_schedule_ends_at_the_deadli
     assert faster["budget"]["planned_steps"] == faster["metrics"]["steps"] == 98
 
 
+def test_a_budgeted_run_measures_only_the_tweet_aligned_perplexity_and_shows_it(
+    tmp_path: Path, sample_table: DataTable
+) -> None:
+    from training.store import read_model_info
+
+    record, _ = _budget_run(tmp_path, sample_table, tick=0.5)
+    metrics = record["metrics"]
+    assert metrics["perplexity_before"] is None and metrics["val_loss_after"] is None
+    assert metrics["validation_blocks"] == 0
+    before, after = metrics["tweet_perplexity_before"], metrics["tweet_perplexity_after"]
+    assert before is not None and after is not None and after < before
+    info = read_model_info(tmp_path / "alice")
+    assert (info.perplexity_before, info.perplexity_after) == (before, after)
+    card = (tmp_path / "alice" / "README.md").read_text(encoding="utf-8")
+    assert "Validation loss before" not in card and "not measured" not in card
+    assert f"| Validation perplexity (tweet-aligned blocks) before → after | {before:.3f}" in card
+
+
 def test_epochs_or_a_step_cap_turn_the_default_budget_off_and_a_given_budget_wins() -> None:
     assert time_budget(None, epochs=None, max_steps=None, default=300) == 300
     assert time_budget(None, epochs=2, max_steps=None, default=300) is None
