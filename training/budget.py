@@ -49,8 +49,7 @@ def cosine_factor(step: int, horizon: int, warmup_ratio: float = 0.0) -> float:
     warmup = math.ceil(horizon * warmup_ratio) if warmup_ratio > 0 else 0
     if step < warmup:
         return step / max(1, warmup)
-    progress = min(1.0, (step - warmup) / max(1, horizon - warmup))
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return schedule_factor((step - warmup) / max(1, horizon - warmup))
 
 
 def schedule_factor(progress: float, warmup_ratio: float = 0.0) -> float:

@@ -64,9 +64,9 @@ LORA_TARGETS = ("attention", "all-linear")
 #: found with 4 subspace iterations) or OLoRA (a QR decomposition of each weight). The last two
 #: move those directions out of the base weights while training; the saved adapter is converted
 #: back to a plain LoRA of twice the rank on the unchanged base.
+LORA_INITS: dict[str, bool | str] = {"default": True, "pissa": "pissa_niter_4", "olora": "olora"}
 #: ``TrainConfig.precision`` values.
 PRECISIONS = ("auto", "fp32", "bf16")
-LORA_INITS: dict[str, bool | str] = {"default": True, "pissa": "pissa_niter_4", "olora": "olora"}
 #: GPT-2's window, used when a model's config does not say its own.
 MAX_BLOCK_SIZE = 1024
 #: Tokens per training block by default (or the model's window, if smaller). huggingtweets trained
