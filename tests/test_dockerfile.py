@@ -89,6 +89,21 @@ def test_llama_cpp_is_built_portably_in_a_build_stage(
     assert copies == [f"--from={stages[0]} /wheels /wheels"]
 
 
+def test_the_image_and_make_install_build_llama_cpp_with_the_same_flags(
+    instructions: list[tuple[str, str]],
+) -> None:
+    build = next(args for keyword, args in instructions if "pip wheel" in args)
+    docker_flags = re.search(r'CMAKE_ARGS="([^"]*)"', build)
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
+    make_flags = re.search(r"^LLAMA_CMAKE_ARGS := (.*)$", makefile, re.MULTILINE)
+    make_version = re.search(r"^LLAMA_VERSION := (.*)$", makefile, re.MULTILINE)
+    assert docker_flags and make_flags and make_version
+    assert docker_flags[1].split() == make_flags[1].split()
+    # ggml's own threads: OpenMP slows decodes made from several threads (docs/generation.md).
+    assert "-DGGML_OPENMP=OFF" in docker_flags[1].split()
+    assert f'"llama-cpp-python=={make_version[1].strip()}"' in build
+
+
 def test_torch_comes_pinned_from_the_cpu_wheel_index_before_the_project(
     instructions: list[tuple[str, str]],
 ) -> None:

@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 
 #: The most prompt tokens token healing gives back (one word rarely has more).
 _HEAL_MAX_TOKENS = 4
+#: Healing answers a model keeps (:meth:`TweetGenerator._healing`).
+_HEALINGS_KEPT = 512
 
 
 class TweetGenerator:
@@ -98,6 +100,9 @@ class TweetGenerator:
         self._closed = False
         self._lock = threading.RLock()
         self._tokenizer_lock = tokenizer_lock(tokenizer)
+        # (piece, whole word) -> the first tokens healing allows: a scan of the whole vocabulary
+        # (about 10 ms for SmolLM2's 49,152 tokens), so each answer is kept.
+        self._healings: dict[tuple[str, bool], list[int] | None] = {}
 
     @classmethod
     def load(
@@ -365,6 +370,9 @@ class TweetGenerator:
         """The token ids the first sampled token may be (each starts with ``piece`` and, for a
         ``whole_word``, adds no letter to its last word; later tokens are free); None when no
         token does."""
+        key = (piece, whole_word)
+        if key in self._healings:
+            return self._healings[key]
         texts = token_texts(self._tokenizer)
         allowed = [
             i
@@ -372,8 +380,11 @@ class TweetGenerator:
             if t.startswith(piece)
             and i != self._eos_id
             and not (whole_word and glues(piece, t[len(piece) :]))
-        ]
-        return allowed or None
+        ] or None
+        if len(self._healings) >= _HEALINGS_KEPT:
+            self._healings.pop(next(iter(self._healings)))  # the oldest answer
+        self._healings[key] = allowed
+        return allowed
 
     def _judge(
         self,

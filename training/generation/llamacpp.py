@@ -19,6 +19,7 @@ import secrets
 import threading
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,37 @@ def _lib() -> Any:
             _LIB = llama_cpp
             _LIB._doppeltweet_log = callback  # kept alive as long as the library
         return _LIB
+
+
+@functools.lru_cache(maxsize=1)
+def uses_openmp() -> bool:
+    """Whether this llama.cpp build runs its threads with OpenMP (llama-cpp-python's default
+    build on Linux; this project builds without it: docs/generation.md)."""
+    return b"OPENMP = 1" in (_lib().llama_print_system_info() or b"")
+
+
+_FUNNEL_LOCK = threading.Lock()
+_FUNNEL: ThreadPoolExecutor | None = None
+
+
+def _decode_call(context: Any, batch: Any) -> int:
+    """``llama_decode(context, batch)``, on the caller's thread, or under OpenMP on the one
+    thread that makes every decode of this process.
+
+    OpenMP gives each thread that starts parallel work a team of its own; once those teams
+    hold more threads than the machine has cores, libgomp stops spinning at its barriers and
+    sleeps instead, and every decode became 1.7 to 2.3 times slower (measured on 2 cores,
+    docs/generation.md). Decodes from the cache's worker threads all go through one thread.
+    """
+    lib = _lib()
+    if not uses_openmp():
+        return int(lib.llama_decode(context, batch))
+    global _FUNNEL
+    with _FUNNEL_LOCK:
+        if _FUNNEL is None:
+            _FUNNEL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp-decode")
+        funnel = _FUNNEL
+    return int(funnel.submit(lib.llama_decode, context, batch).result())
 
 
 def _cores() -> int:
@@ -159,18 +191,28 @@ class _Model:
             _lib().llama_adapter_lora_free(adapter)
 
     @contextmanager
-    def context(self) -> Iterator[_Context]:
-        """An idle context (a new one while fewer than :data:`CONTEXTS` exist, else wait)."""
+    def context(self, adapter: Any = None) -> Iterator[_Context]:
+        """An idle context, set to ``adapter`` (None: the bare model).
+
+        An idle context already set to ``adapter`` is taken first, then a new one while fewer
+        than :data:`CONTEXTS` exist, then the idle context used least recently; else it waits.
+        Setting another adapter makes llama.cpp plan its graphs again on the next decode (tens
+        of milliseconds), so a handle asked again keeps its context.
+        """
         with self._ready:
             while not self._free and self._made >= CONTEXTS:
                 self._ready.wait()
             if self._closed:
                 raise LlamaUnavailable("the model was unloaded")
-            if self._free:
-                context = self._free.pop()
-            else:
+            same = [c for c in self._free if _same(c.adapter, adapter)]
+            if same:
+                context = same[-1]
+                self._free.remove(context)
+            elif self._made < CONTEXTS:
                 context = _Context(self)
                 self._made += 1
+            else:
+                context = self._free.pop(0)  # the least recently used
         _busy(+1)
         try:
             yield context
@@ -190,6 +232,13 @@ class _Model:
             self._free.clear()
             _lib().llama_model_free(self.ptr)
             self.ptr = None
+
+
+def _same(one: Any, other: Any) -> bool:
+    """Whether two adapter handles (ctypes pointers or None) name the same adapter."""
+    if one is None or other is None:
+        return one is None and other is None
+    return bool(one == other)
 
 
 class _Context:
@@ -246,11 +295,13 @@ class _Context:
             batch.seq_id[i][0] = sequence
             batch.logits[i] = 1 if logits else 0
         batch.n_tokens = len(tokens)
-        threads = fair_threads(self.model.threads, _BUSY, _cores())
+        # Decodes made one at a time (OpenMP) each take every thread.
+        busy = 1 if uses_openmp() else _BUSY
+        threads = fair_threads(self.model.threads, busy, _cores())
         if threads != self.threads:
             _lib().llama_set_n_threads(self.ptr, threads, threads)
             self.threads = threads
-        status = _lib().llama_decode(self.ptr, batch)
+        status = _decode_call(self.ptr, batch)
         if status != 0:
             raise LlamaUnavailable(f"llama.cpp could not decode (status {status})")
 
@@ -394,7 +445,7 @@ class LlamaBackend:
         import numpy as np
 
         rng = np.random.default_rng(seed if seed is not None else secrets.randbits(63))
-        with self.model.context() as context:
+        with self.model.context(self.adapter) as context:
             context.use(self.adapter)
             yield _LlamaSampler(self, context, rng)
 
@@ -531,7 +582,7 @@ def score(weights: Path, adapter: Path | None, rows: list[Any]) -> float:
     model = _Model(weights, threads=0)
     try:
         handle = model.load_adapter(adapter) if adapter is not None else None
-        with model.context() as context:
+        with model.context(handle) as context:
             context.use(handle)
             return sum(context.nll([int(t) for t in row.tolist()]) for row in rows)
     finally:

@@ -52,6 +52,29 @@ def test_healing_constrains_only_the_first_sampled_token(tiny_dir: Path) -> None
     assert generator._heal([generator._eos_id]) is None  # no prompt: nothing to extend
 
 
+def test_a_model_scans_its_vocabulary_once_per_healed_piece(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.generation import generator as generator_module
+    from training.generation.sharing import token_texts
+
+    generator = TweetGenerator.load(tiny_dir, device="cpu")
+    scans: list[int] = []
+
+    def counted(tokenizer):
+        scans.append(1)
+        return token_texts(tokenizer)
+
+    monkeypatch.setattr(generator_module, "token_texts", counted)
+    first = generator._healing("Tod")
+    assert generator._healing("Tod") == first and first and len(scans) == 1
+    generator._healing("Tod", whole_word=True)  # another question, another scan
+    assert len(scans) == 2
+    monkeypatch.setattr(generator_module, "_HEALINGS_KEPT", 2)
+    generator._healing("I")  # a third answer: the oldest ("Tod", free) goes
+    assert generator._healing("Tod") == first and len(scans) == 4
+
+
 def test_without_healing_the_same_prompt_is_glued_wrong(
     overfit_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

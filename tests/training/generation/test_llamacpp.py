@@ -324,3 +324,94 @@ def test_a_generation_beside_another_uses_its_share_of_the_cores(
     generator.generate(n=1, seed=3, settings=SHORT)  # alone again: both cores
     assert used and set(used) == {2}
     generator.close()
+
+
+def _handles(folder: Path, count: int) -> list[TweetGenerator]:
+    """``count`` handles on ``folder``'s base: copies of its folder, each with its own adapter."""
+    import shutil
+
+    generators = []
+    for i in range(count):
+        copy = folder.parent / f"{folder.name}-handle{i}"
+        if not copy.exists():
+            shutil.copytree(folder, copy)
+        generators.append(TweetGenerator.load(copy, device="cpu", backend="llamacpp"))
+    assert {g.backend for g in generators} == {"llamacpp"} and llamacpp.loaded_models() == 1
+    return generators
+
+
+@needs_engine
+def test_a_handle_asked_again_keeps_its_context_and_a_new_one_takes_the_quietest(
+    lora_training: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, _ = lora_training
+    first, second, third = _handles(folder, 3)
+    sets: list[tuple[int, str]] = []  # (context, handle) each time a context changes adapter
+    original = llamacpp._Context.use
+
+    def use(context, adapter):
+        if not llamacpp._same(context.adapter, adapter):
+            names = {id(g._backend.adapter): g.name for g in (first, second, third)}
+            sets.append((id(context), names.get(id(adapter), "bare")))
+        original(context, adapter)
+
+    monkeypatch.setattr(llamacpp._Context, "use", use)
+    for generator in (first, second, first, second, first):
+        generator.generate(n=1, seed=2, settings=SHORT)
+    # Two contexts: each handle set its adapter once and found it there afterwards.
+    assert len(sets) == 2 and len({context for context, _ in sets}) == 2
+    contexts = {name: context for context, name in sets}
+    third.generate(n=1, seed=2, settings=SHORT)
+    # The third handle takes the context used least recently: the second handle's.
+    assert sets[-1] == (contexts[second.name], third.name)
+    for generator in (first, second, third):
+        generator.close()
+
+
+@needs_engine
+def test_under_openmp_every_decode_runs_on_one_thread_with_every_core(
+    lora_training: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import llama_cpp
+
+    folder, _ = lora_training
+    first, second = _handles(folder, 2)
+    alone = [g.generate(n=2, seed=4, settings=SHORT).tweets for g in (first, second)]
+    decoding, original = [], llama_cpp.llama_decode
+
+    def decode(context, batch):
+        decoding.append(threading.current_thread().name)
+        return original(context, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
+    monkeypatch.setattr(llamacpp, "uses_openmp", lambda: True)
+    monkeypatch.setattr(llamacpp, "_cores", lambda: 2)
+    threads_used: list[int] = []
+    original_set = llama_cpp.llama_set_n_threads
+
+    def set_threads(context, threads, batch_threads):
+        threads_used.append(threads)
+        return original_set(context, threads, batch_threads)
+
+    monkeypatch.setattr(llama_cpp, "llama_set_n_threads", set_threads)
+    for generator in (first, second):
+        generator._backend.model.threads = 2
+    together: dict[int, list[str]] = {}
+    start = threading.Barrier(2, timeout=60)
+
+    def run(index: int, generator: TweetGenerator) -> None:
+        start.wait()
+        together[index] = generator.generate(n=2, seed=4, settings=SHORT).tweets
+
+    workers = [threading.Thread(target=run, args=(i, g)) for i, g in enumerate((first, second))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [together.get(0), together.get(1)] == alone
+    assert decoding and {name.split("_")[0] for name in decoding} == {"llamacpp-decode"}
+    assert 1 not in threads_used  # decodes made one at a time: never a share of the cores
+    for generator in (first, second):
+        generator.close()
