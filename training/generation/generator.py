@@ -169,7 +169,7 @@ class TweetGenerator:
             backend=chosen,
             device=torch_device,
             handles=model_handles(record, rows, path.name),
-            copy_filter=CopyFilter(texts),
+            copy_filter=CopyFilter.for_folder(path, texts),
             eos_id=eos_id,
         )
 

@@ -38,6 +38,8 @@ FRAGMENT_OPENINGS = frozenset(".,;:!?)]}-–—_/|")
 
 TRAINING_FILE = "training.json"
 DATASET_FILE = "dataset.jsonl"
+#: The copy filter's digests of ``dataset.jsonl``, saved beside it on a model's first load.
+COPY_FILTER_FILE = "copy_filter.npz"
 ADAPTER_CONFIG = "adapter_config.json"
 
 #: The files a tokenizer is read from (two folders with the same bytes in these share one

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import math
+import os
 import re
+import secrets
 import unicodedata
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from training.errors import InputError
-from training.generation.settings import TWEET_CHARS
+from training.generation.settings import COPY_FILTER_FILE, DATASET_FILE, TWEET_CHARS
 from training.textrules import (
     bare_links,
     collapse_punctuation,
@@ -20,6 +25,8 @@ from training.textrules import (
     is_unspaced,
     strip_link_residue,
 )
+
+log = logging.getLogger(__name__)
 
 _URL = re.compile(r"\S*(?:\bhttps?:|\bwww\.)\S*", re.IGNORECASE)
 NEWLINE = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]")
@@ -142,6 +149,11 @@ def is_degenerate(tweet: str) -> bool:
     return sum(1 for word in words if has_content(word)) < 2
 
 
+#: The default filter's rule (:meth:`CopyFilter.for_folder` saves only that one).
+_DEFAULT_NGRAM, _DEFAULT_MIN_RUN, _DEFAULT_SHARE = 8, 6, 0.8
+_NOT_DIGESTS = frozenset({"stamp", "shape"})
+
+
 class CopyFilter:
     """Rejects candidates that reproduce a training tweet verbatim or nearly.
 
@@ -159,7 +171,12 @@ class CopyFilter:
     """
 
     def __init__(
-        self, texts: Iterable[str], *, ngram: int = 8, min_run: int = 6, share: float = 0.8
+        self,
+        texts: Iterable[str],
+        *,
+        ngram: int = _DEFAULT_NGRAM,
+        min_run: int = _DEFAULT_MIN_RUN,
+        share: float = _DEFAULT_SHARE,
     ) -> None:
         import numpy as np
 
@@ -185,6 +202,72 @@ class CopyFilter:
         self._exact = np.unique(np.array(exact, dtype=np.uint64))
         self._words = np.unique(np.array(sorted(vocabulary), dtype=np.uint64))
         self._runs = {k: np.unique(np.array(d, dtype=np.uint64)) for k, d in runs.items()}
+
+    @classmethod
+    def for_folder(cls, model_dir: Path, texts: Iterable[str]) -> CopyFilter:
+        """The default filter of a model folder whose ``dataset.jsonl`` holds ``texts``.
+
+        Digesting a few thousand tweets takes a few hundred milliseconds, most of a cold
+        handle's load, so the digests are saved in the folder (:data:`COPY_FILTER_FILE`) the
+        first time and read back after, while the dataset file and the matching rules are
+        the ones they were made from. A folder that cannot be written is digested each time.
+        """
+        path = model_dir / COPY_FILTER_FILE
+        stamp = _filter_stamp(model_dir)
+        saved = cls._read(path, stamp) if stamp else None
+        if saved is not None:
+            return saved
+        made = cls(texts)
+        if stamp:
+            made._write(path, stamp)
+        return made
+
+    @classmethod
+    def _read(cls, path: Path, stamp: str) -> CopyFilter | None:
+        """The filter saved at ``path`` if it was made under ``stamp`` and is well formed."""
+        import zipfile
+
+        import numpy as np
+
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                if str(saved["stamp"]) != stamp:
+                    return None
+                ngram, min_run = (int(n) for n in saved["shape"])
+                arrays = {name: saved[name] for name in saved.files if name not in _NOT_DIGESTS}
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+            return None
+        wanted = {"exact", "words", *(f"run{k}" for k in range(min_run, ngram + 1))}
+        if set(arrays) != wanted or not all(_sorted_digests(a) for a in arrays.values()):
+            return None
+        made = cls.__new__(cls)
+        made.ngram, made.min_run, made.share = ngram, min_run, _DEFAULT_SHARE
+        made._exact, made._words = arrays["exact"], arrays["words"]
+        made._runs = {k: arrays[f"run{k}"] for k in range(min_run, ngram + 1)}
+        return made
+
+    def _write(self, path: Path, stamp: str) -> None:
+        """Save the digests at ``path`` (whole or not at all); a failure only costs speed."""
+        import numpy as np
+
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        arrays = {f"run{k}": digests for k, digests in self._runs.items()}
+        try:
+            with temporary.open("xb") as file:
+                np.savez(
+                    file,
+                    stamp=np.array(stamp),
+                    shape=np.array([self.ngram, self.min_run]),
+                    exact=self._exact,
+                    words=self._words,
+                    **arrays,
+                )
+            os.replace(temporary, path)
+        except OSError as error:
+            log.debug("could not save the copy filter in %s: %s", path.parent, error)
+            temporary.unlink(missing_ok=True)
 
     def __len__(self) -> int:
         """How many distinct training tweets the filter knows."""
@@ -215,6 +298,39 @@ class CopyFilter:
         if len(words) < run:
             return False
         return _contains(self._runs[run], [_digest(gram) for gram in _grams(words, run)])
+
+
+@functools.lru_cache(maxsize=1)
+def _rules_digest() -> str:
+    """Changes with the code that turns a tweet into words and digests (this module and the
+    text rules it uses), so digests saved by another version are made again."""
+    from training import textrules
+
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(Path(textrules.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def _filter_stamp(model_dir: Path) -> str:
+    """What saved digests must have been made from: the dataset file (size and time), the
+    rules and the default thresholds; empty when the dataset cannot be read."""
+    try:
+        info = (model_dir / DATASET_FILE).stat()
+    except OSError:
+        return ""
+    thresholds = f"{_DEFAULT_NGRAM}:{_DEFAULT_MIN_RUN}:{_DEFAULT_SHARE}"
+    return f"{info.st_size}:{info.st_mtime_ns}:{thresholds}:{_rules_digest()}"
+
+
+def _sorted_digests(array: Any) -> bool:
+    """Whether ``array`` is what the filter searches: 1-D, uint64, strictly increasing."""
+    import numpy as np
+
+    return (
+        array.ndim == 1
+        and array.dtype == np.uint64
+        and bool(np.all(array[1:] > array[:-1]) if array.size > 1 else True)
+    )
 
 
 def _grams(words: list[str], k: int) -> Iterable[str]:

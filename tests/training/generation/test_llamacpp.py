@@ -198,6 +198,9 @@ def test_training_writes_the_adapter_into_the_model_folder_and_one_base_serves_a
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert "## Generation on a CPU" in card and "llama.cpp serves it" in card
     assert llamacpp_build.engine_line(folder) == "llama.cpp"
+    # The copy filter's digests too (saved when training measured the likeness table), so the
+    # bot's first load of the handle does not digest its tweets.
+    assert (folder / "copy_filter.npz").is_file()
     first = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
     second = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
     assert first.backend == second.backend == "llamacpp"

@@ -288,3 +288,115 @@ def test_the_rule_reads_the_tidied_text() -> None:
     # A link is removed first; what is left is one word, so the candidate is degenerate.
     assert is_degenerate(tidy_candidate("Watch https://t.co/abc"))
     assert not is_degenerate(tidy_candidate("Watch this https://t.co/abc"))
+
+
+def _dataset(folder: Path, texts: list[str]) -> list[str]:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"handle": "alice", "text": text}) for text in texts]
+    (folder / "dataset.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return texts
+
+
+FOLDER_TWEETS = [
+    "yesterday the whole team shipped the new release to every user at last",
+    "thank you so much for coming to the show last night everyone",
+    "the ocean was calm and blue this morning",
+]
+CANDIDATES = [
+    *FOLDER_TWEETS,
+    "the whole team shipped the new release to every user today",
+    "a slow green turtle naps under the tree",
+    "thank you so much for coming",
+]
+
+
+def _same_rule(one: CopyFilter, other: CopyFilter) -> bool:
+    return [one.is_copy(t) for t in CANDIDATES] == [other.is_copy(t) for t in CANDIDATES] and (
+        len(one) == len(other) and one.nbytes == other.nbytes
+    )
+
+
+def test_a_model_folder_digests_its_tweets_once_and_reads_them_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.generation import text
+
+    texts = _dataset(tmp_path / "alice", FOLDER_TWEETS)
+    made = CopyFilter.for_folder(tmp_path / "alice", texts)
+    assert (tmp_path / "alice" / "copy_filter.npz").is_file()
+    assert _same_rule(made, CopyFilter(texts))
+    assert not list((tmp_path / "alice").glob(".*tmp"))  # nothing half-written left
+
+    def no_digesting(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the saved digests should have been read")
+
+    monkeypatch.setattr(text.CopyFilter, "__init__", no_digesting)
+    read = CopyFilter.for_folder(tmp_path / "alice", texts)
+    assert _same_rule(read, made) and read.knows_word("ocean")
+
+
+def test_digests_of_another_dataset_or_a_damaged_file_are_made_again(tmp_path: Path) -> None:
+    import os
+
+    import numpy as np
+
+    folder = tmp_path / "alice"
+    texts = _dataset(folder, FOLDER_TWEETS)
+    CopyFilter.for_folder(folder, texts)
+    saved = folder / "copy_filter.npz"
+    # Retrained on other tweets: the old digests must not judge the new model's candidates.
+    other = _dataset(folder, ["a slow green turtle naps under the tree by the old stone wall"])
+    os.utime(folder / "dataset.jsonl", ns=(1, 1))
+    fresh = CopyFilter.for_folder(folder, other)
+    assert fresh.is_copy("a slow green turtle naps under the tree by the old stone wall")
+    assert not fresh.is_copy(FOLDER_TWEETS[0])
+    stamp = str(np.load(saved)["stamp"])
+    good = {name: np.load(saved)[name] for name in np.load(saved).files}
+    damaged = {
+        "garbage": lambda: saved.write_bytes(b"not a zip file at all"),
+        "unsorted": lambda: np.savez(
+            saved.open("wb"), **{**good, "run6": good["run6"][::-1].copy()}
+        ),
+        "wrong type": lambda: np.savez(
+            saved.open("wb"), **{**good, "words": good["words"].astype(np.float64)}
+        ),
+        "a run missing": lambda: np.savez(
+            saved.open("wb"), **{k: v for k, v in good.items() if k != "run7"}
+        ),
+        "objects": lambda: np.savez(
+            saved.open("wb"), **{**good, "exact": np.array([object()], dtype=object)}
+        ),
+    }
+    for name, damage in damaged.items():
+        damage()
+        again = CopyFilter.for_folder(folder, other)
+        assert _same_rule(again, fresh), name
+        with np.load(saved) as rewritten:  # and written whole again
+            assert str(rewritten["stamp"]) == stamp, name
+            assert sorted(rewritten.files) == sorted(good), name
+            assert all(np.array_equal(rewritten[k], good[k]) for k in good), name
+
+
+def test_a_folder_that_cannot_be_written_still_gets_its_filter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path as RealPath
+
+    texts = _dataset(tmp_path / "alice", FOLDER_TWEETS)
+
+    def refuse(self: RealPath, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "x" in mode:
+            raise PermissionError("read-only")
+        return original(self, mode, *args, **kwargs)
+
+    original = RealPath.open
+    monkeypatch.setattr(RealPath, "open", refuse)
+    made = CopyFilter.for_folder(tmp_path / "alice", texts)
+    assert _same_rule(made, CopyFilter(texts))
+    assert [p.name for p in (tmp_path / "alice").iterdir()] == ["dataset.jsonl"]
+    # A folder without its dataset file is digested from the texts given, nothing saved.
+    (tmp_path / "bob").mkdir()
+    assert CopyFilter.for_folder(tmp_path / "bob", texts).is_copy(FOLDER_TWEETS[1])
+    assert list((tmp_path / "bob").iterdir()) == []
