@@ -22,8 +22,9 @@ if ! compgen -G "$dir/*.whl" >/dev/null; then
     work=$(mktemp -d "$root/.building.XXXXXX")
     trap 'rm -rf "$work"' EXIT
     echo "Building llama-cpp-python $version (once for these flags; about 10 minutes on 2 cores)." >&2
-    CMAKE_ARGS="$flags" "$pip" wheel -q --no-cache-dir --no-deps --wheel-dir "$work/wheel" \
-        "llama-cpp-python==$version" >&2
+    # --no-binary: built here with these flags even where an index or --find-links offers a wheel.
+    CMAKE_ARGS="$flags" "$pip" wheel -q --no-cache-dir --no-deps --no-binary llama-cpp-python \
+        --wheel-dir "$work/wheel" "llama-cpp-python==$version" >&2
     rm -rf "$dir"
     mv "$work/wheel" "$dir"
 fi
