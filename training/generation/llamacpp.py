@@ -196,8 +196,8 @@ class _Model:
 
         An idle context already set to ``adapter`` is taken first, then a new one while fewer
         than :data:`CONTEXTS` exist, then the idle context used least recently; else it waits.
-        Setting another adapter makes llama.cpp plan its graphs again on the next decode (tens
-        of milliseconds), so a handle asked again keeps its context.
+        Setting another adapter makes llama.cpp plan its graphs again on the next decode (a few
+        milliseconds), so a handle asked again keeps its context.
         """
         with self._ready:
             while not self._free and self._made >= CONTEXTS:

@@ -229,13 +229,15 @@ class CopyFilter:
 
         import numpy as np
 
-        if not path.is_file():
+        if path.is_symlink() or not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as saved:
                 if str(saved["stamp"]) != stamp:
                     return None
                 ngram, min_run = (int(n) for n in saved["shape"])
+                if (ngram, min_run) != (_DEFAULT_NGRAM, _DEFAULT_MIN_RUN):
+                    return None
                 arrays = {name: saved[name] for name in saved.files if name not in _NOT_DIGESTS}
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
             return None

@@ -368,6 +368,10 @@ def test_digests_of_another_dataset_or_a_damaged_file_are_made_again(tmp_path: P
         "objects": lambda: np.savez(
             saved.open("wb"), **{**good, "exact": np.array([object()], dtype=object)}
         ),
+        "another rule": lambda: np.savez(
+            saved.open("wb"), **{**good, "shape": np.array([10**9, 6])}
+        ),
+        "a link": lambda: (saved.unlink(), saved.symlink_to(folder / "dataset.jsonl")),
     }
     for name, damage in damaged.items():
         damage()
@@ -377,6 +381,8 @@ def test_digests_of_another_dataset_or_a_damaged_file_are_made_again(tmp_path: P
             assert str(rewritten["stamp"]) == stamp, name
             assert sorted(rewritten.files) == sorted(good), name
             assert all(np.array_equal(rewritten[k], good[k]) for k in good), name
+    assert not saved.is_symlink()
+    assert (folder / "dataset.jsonl").read_text(encoding="utf-8").startswith('{"handle"')
 
 
 def test_a_folder_that_cannot_be_written_still_gets_its_filter(
