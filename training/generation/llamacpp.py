@@ -186,7 +186,7 @@ class _Model:
         """Free ``adapter`` (no context may be using it: contexts are all idle or hold others)."""
         with self._ready:
             for context in self._free:
-                if context.adapter is not None and context.adapter == adapter:
+                if _same(context.adapter, adapter):
                     context.use(None)
             _lib().llama_adapter_lora_free(adapter)
 

@@ -268,32 +268,32 @@ def test_llama_family_models_match_torch_in_llama_cpp(
 def test_two_handles_on_one_base_generate_at_once_as_they_do_alone(
     lora_training: tuple[Path, str],
 ) -> None:
-    import shutil
+    folder, _ = lora_training
+    first, second = _handles(folder, 2)  # each its own adapter, the same base file
+    alone = [g.generate(n=4, seed=9, settings=SHORT).tweets for g in (first, second)]
+    assert _at_once([first, second], n=4, seed=9) == alone
+    first.close()
+    second.close()
+
+
+def _at_once(generators: list[TweetGenerator], *, n: int, seed: int) -> list[list[str] | None]:
+    """Each generator's seeded tweets, all asked at the same moment from threads of their own
+    (None for one that did not answer within two minutes)."""
     import threading
 
-    folder, _ = lora_training
-    twin = folder.parent / f"{folder.name}-twin"
-    if not twin.exists():
-        shutil.copytree(folder, twin)  # another handle: its own adapter, the same base file
-    first = TweetGenerator.load(folder, device="cpu", backend="llamacpp")
-    second = TweetGenerator.load(twin, device="cpu", backend="llamacpp")
-    assert first.backend == second.backend == "llamacpp" and llamacpp.loaded_models() == 1
-    alone = [g.generate(n=4, seed=9, settings=SHORT).tweets for g in (first, second)]
-    start = threading.Barrier(2, timeout=60)
+    start = threading.Barrier(len(generators), timeout=60)
     together: dict[int, list[str]] = {}
 
     def run(index: int, generator: TweetGenerator) -> None:
         start.wait()
-        together[index] = generator.generate(n=4, seed=9, settings=SHORT).tweets
+        together[index] = generator.generate(n=n, seed=seed, settings=SHORT).tweets
 
-    threads = [threading.Thread(target=run, args=(i, g)) for i, g in enumerate((first, second))]
+    threads = [threading.Thread(target=run, args=(i, g)) for i, g in enumerate(generators)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert [together.get(0), together.get(1)] == alone
-    first.close()
-    second.close()
+    return [together.get(i) for i in range(len(generators))]
 
 
 def test_the_cores_are_split_between_generations_never_oversubscribed() -> None:
@@ -401,19 +401,7 @@ def test_under_openmp_every_decode_runs_on_one_thread_with_every_core(
     monkeypatch.setattr(llama_cpp, "llama_set_n_threads", set_threads)
     for generator in (first, second):
         generator._backend.model.threads = 2
-    together: dict[int, list[str]] = {}
-    start = threading.Barrier(2, timeout=60)
-
-    def run(index: int, generator: TweetGenerator) -> None:
-        start.wait()
-        together[index] = generator.generate(n=2, seed=4, settings=SHORT).tweets
-
-    workers = [threading.Thread(target=run, args=(i, g)) for i, g in enumerate((first, second))]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-    assert [together.get(0), together.get(1)] == alone
+    assert _at_once([first, second], n=2, seed=4) == alone
     assert decoding and {name.split("_")[0] for name in decoding} == {"llamacpp-decode"}
     assert 1 not in threads_used  # decodes made one at a time: never a share of the cores
     for generator in (first, second):
